@@ -1,0 +1,14 @@
+-- The reference customer schema (SPEC 8), SQLite spelling: used by the demo, tests and benchmarks.
+CREATE TABLE customers (
+  id INTEGER PRIMARY KEY, venue_id INTEGER NOT NULL,
+  title TEXT, first_name TEXT, last_name TEXT, email TEXT, phone TEXT,
+  address_line1 TEXT, address_line2 TEXT, city TEXT, postcode TEXT, country TEXT,
+  date_of_birth TEXT, marketing_opt_in INTEGER NOT NULL DEFAULT 0,
+  legal_hold INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL);
+CREATE TABLE orders (
+  id INTEGER PRIMARY KEY, venue_id INTEGER NOT NULL,
+  customer_id INTEGER NOT NULL REFERENCES customers(id),
+  placed_at TEXT NOT NULL, total_pence INTEGER NOT NULL);
+CREATE INDEX orders_customer_placed ON orders(customer_id, placed_at);
+CREATE TABLE customer_notes (
+  id INTEGER PRIMARY KEY, customer_id INTEGER NOT NULL REFERENCES customers(id), body TEXT NOT NULL);

@@ -1,0 +1,409 @@
+//! The command line (SPEC 6): parsing, loading the configuration, and one function per command.
+//! Exit codes: 0 success, 1 failure at run time, 2 usage or configuration error.
+
+use crate::config::{self, Config};
+use crate::cycle::{self, Selection, VenueCycle};
+use crate::db::Db;
+use crate::policy::Outcome;
+use crate::{audit, check, logging, migrate, reports, Service};
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, SubsecRound, Utc};
+use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "retentiond",
+    version,
+    about = "Keeps venues' customer databases in line with their retention policies"
+)]
+pub struct Cli {
+    /// Configuration file (else $RETENTIOND_CONFIG, else config/retentiond.toml)
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// One cycle now for every venue (or one): apply approved reports, then select anew
+    Cycle {
+        #[arg(long)]
+        venue: Option<i64>,
+        /// Run as if the time were this RFC 3339 instant
+        #[arg(long, value_parser = parse_rfc3339)]
+        at: Option<DateTime<Utc>>,
+        /// Only report what would happen; change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Create or upgrade retentiond's own tables (retention_*)
+    Migrate,
+    /// Validate the configuration against the live database
+    Check,
+    /// List, show, export, cancel or approve reports
+    #[command(subcommand)]
+    Reports(ReportsCommand),
+    /// The proof-of-disposal ledger (no personal data)
+    Audit {
+        #[arg(long)]
+        venue: Option<i64>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReportsCommand {
+    List {
+        #[arg(long)]
+        venue: Option<i64>,
+        #[arg(long)]
+        json: bool,
+    },
+    Show {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The report's customers as CSV on standard output
+    Csv { id: i64 },
+    Cancel {
+        id: i64,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Approve on the venue's behalf (recorded as the operator's decision)
+    Approve {
+        id: i64,
+        #[arg(long)]
+        by: String,
+    },
+}
+
+fn parse_rfc3339(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("expected an RFC 3339 time such as 2026-11-28T02:00:00Z: {e}"))
+}
+
+/// The service clock: now, to the second (stored times are whole seconds).
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(0)
+}
+
+/// Runs the parsed command line and returns the process exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    let path = config::resolve_path(cli.config.as_deref());
+    let config = match config::load(&path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("retentiond: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    logging::init(config.log_format);
+    match execute(cli.command, config).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("retentiond: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn execute(command: Command, config: Config) -> Result<ExitCode> {
+    let db = Db::connect(config.database_url.expose_secret()).await?;
+    let svc = Service::new(db, config);
+    let code = match command {
+        Command::Migrate => {
+            let applied = migrate::run(&svc.db, now()).await?;
+            if applied.is_empty() {
+                println!(
+                    "retentiond tables are up to date (version {})",
+                    migrate::latest_version()
+                );
+            } else {
+                println!("applied migrations: {}", applied.join(", "));
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Check => run_check(&svc).await?,
+        Command::Cycle { venue, at, dry_run } => {
+            run_cycle(
+                &svc,
+                venue,
+                at.map(|t| t.trunc_subsecs(0)).unwrap_or_else(now),
+                dry_run,
+            )
+            .await?
+        }
+        Command::Reports(cmd) => run_reports(&svc, cmd).await?,
+        Command::Audit { venue, json } => run_audit(&svc, venue, json).await?,
+    };
+    svc.db.close().await;
+    Ok(code)
+}
+
+async fn run_check(svc: &Service) -> Result<ExitCode> {
+    let report = check::run(&svc.db, &svc.config).await?;
+    for w in &report.warnings {
+        println!("warning: {w}");
+    }
+    for p in &report.problems {
+        println!("problem: {p}");
+    }
+    if report.problems.is_empty() {
+        println!(
+            "ok: {} venue(s), configuration matches the database",
+            svc.config.venues.len()
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "retentiond: check found {} problem(s)",
+            report.problems.len()
+        );
+        Ok(ExitCode::from(1))
+    }
+}
+
+async fn run_cycle(
+    svc: &Service,
+    venue: Option<i64>,
+    at: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<ExitCode> {
+    migrate::ensure_current(&svc.db).await?;
+    let venues: Vec<_> = match venue {
+        Some(id) => vec![svc
+            .config
+            .venue(id)
+            .with_context(|| format!("no venue {id} in {}", svc.config.file))?
+            .clone()],
+        None => svc.config.venues.clone(),
+    };
+    let mut failed = 0;
+    for venue in &venues {
+        match cycle::run_venue_cycle(svc, venue, at, dry_run).await {
+            Ok(result) => print_cycle(&venue.name, &result),
+            Err(e) => {
+                failed += 1;
+                tracing::error!(venue.id = venue.id, error = %format!("{e:#}"), "cycle failed");
+                println!("venue {} ({}): FAILED: {e:#}", venue.id, venue.name);
+            }
+        }
+    }
+    if failed > 0 {
+        eprintln!("retentiond: {failed} venue cycle(s) failed");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn outcome_phrase(counts: &std::collections::BTreeMap<Outcome, u64>) -> String {
+    let done: u64 = counts
+        .iter()
+        .filter(|(o, _)| !o.is_skip())
+        .map(|(_, n)| n)
+        .sum();
+    let skipped: Vec<String> = counts
+        .iter()
+        .filter(|(o, _)| o.is_skip())
+        .map(|(o, n)| format!("{n} {}", o.as_str()))
+        .collect();
+    let skipped_total: u64 = counts
+        .iter()
+        .filter(|(o, _)| o.is_skip())
+        .map(|(_, n)| n)
+        .sum();
+    if skipped.is_empty() {
+        format!("{done} processed, 0 skipped")
+    } else {
+        format!(
+            "{done} processed, {skipped_total} skipped ({})",
+            skipped.join(", ")
+        )
+    }
+}
+
+fn print_cycle(name: &str, r: &VenueCycle) {
+    let mode = if r.dry_run {
+        " [dry run: nothing changed]"
+    } else {
+        ""
+    };
+    println!(
+        "venue {} ({name}) at {}: cutoff {}{mode}",
+        r.venue_id,
+        r.at.to_rfc3339(),
+        r.cutoff.to_rfc3339()
+    );
+    if !r.ran {
+        println!("  skipped: another instance holds this venue's lock");
+        return;
+    }
+    for a in &r.applied {
+        let state = if a.finished {
+            "applied"
+        } else {
+            "interrupted, resumes next cycle"
+        };
+        println!(
+            "  report {} ({}): {}: {}",
+            a.report_id,
+            a.action.as_str(),
+            state,
+            outcome_phrase(&a.counts)
+        );
+    }
+    for p in &r.previews {
+        println!(
+            "  report {}: would process {} and skip {} on re-check",
+            p.report_id, p.would_process, p.would_skip
+        );
+    }
+    match &r.selection {
+        Some(Selection::Created { report_id, customers }) => println!("  created report {report_id}: {customers} customers, pending approval"),
+        Some(Selection::WouldCreate { customers }) => println!("  would create a report of {customers} customers"),
+        Some(Selection::NoCandidates) => println!("  no customers fall under the policy"),
+        Some(Selection::OpenReport { report_id, state }) => println!("  no new report: report {report_id} is {state}"),
+        Some(Selection::TooSoon { next_allowed_at, .. }) => {
+            println!("  no new report before {} (report_interval)", next_allowed_at.to_rfc3339())
+        }
+        Some(Selection::Brake { candidates, customers, max_share }) => println!(
+            "  BRAKE: {candidates} of {customers} customers selected (more than max_share {max_share}); no report made, check inactive_for"
+        ),
+        None => {}
+    }
+}
+
+async fn run_reports(svc: &Service, cmd: ReportsCommand) -> Result<ExitCode> {
+    migrate::ensure_current(&svc.db).await?;
+    match cmd {
+        ReportsCommand::List { venue, json } => {
+            let list = reports::list(&svc.db, venue).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!(
+                    "{:>6}  {:>6}  {:<10}  {:<9}  {:>9}  {:<20}  {:<20}",
+                    "id", "venue", "state", "action", "customers", "created", "expires"
+                );
+                for r in &list {
+                    println!(
+                        "{:>6}  {:>6}  {:<10}  {:<9}  {:>9}  {:<20}  {:<20}",
+                        r.id,
+                        r.venue_id,
+                        r.state.as_str(),
+                        r.action.as_str(),
+                        r.customer_count,
+                        r.created_at.format("%Y-%m-%d %H:%M:%SZ"),
+                        r.expires_at.format("%Y-%m-%d %H:%M:%SZ")
+                    );
+                }
+            }
+        }
+        ReportsCommand::Show { id, json } => {
+            let report = reports::get(&svc.db, id)
+                .await?
+                .with_context(|| format!("no report {id}"))?;
+            let counts = reports::outcome_counts(&svc.db, id).await?;
+            if json {
+                let outcomes: serde_json::Map<String, serde_json::Value> = counts
+                    .iter()
+                    .map(|(o, n)| {
+                        (
+                            o.map_or("unprocessed", |o| o.as_str()).to_string(),
+                            (*n).into(),
+                        )
+                    })
+                    .collect();
+                let mut value = serde_json::to_value(&report)?;
+                value["outcomes"] = outcomes.into();
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                println!(
+                    "report {}: venue {}, {} ({})",
+                    report.id, report.venue_id, report.state, report.policy
+                );
+                println!("  customers: {}", report.customer_count);
+                println!("  cutoff:    {}", report.cutoff.to_rfc3339());
+                println!("  created:   {}", report.created_at.to_rfc3339());
+                println!("  expires:   {}", report.expires_at.to_rfc3339());
+                if let Some(t) = report.decided_at {
+                    println!("  decided:   {}", t.to_rfc3339());
+                }
+                if let Some(t) = report.applied_at {
+                    println!("  applied:   {}", t.to_rfc3339());
+                }
+                if let Some(reason) = &report.state_reason {
+                    println!("  reason:    {reason}");
+                }
+                for (o, n) in &counts {
+                    println!("  {:<20} {n}", o.map_or("unprocessed", |o| o.as_str()));
+                }
+            }
+        }
+        ReportsCommand::Csv { id } => {
+            let report = reports::get(&svc.db, id)
+                .await?
+                .with_context(|| format!("no report {id}"))?;
+            reports::write_csv(&svc.db, &svc.config, &report, std::io::stdout().lock()).await?;
+        }
+        ReportsCommand::Cancel { id, reason } => {
+            let report = reports::cancel(&svc.db, id, &reason, now()).await?;
+            println!("report {} is {}", report.id, report.state);
+        }
+        ReportsCommand::Approve { id, by } => {
+            let report = reports::approve_by_operator(&svc.db, id, &by, now()).await?;
+            println!(
+                "report {} is {}; the venue's next cycle applies it",
+                report.id, report.state
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_audit(svc: &Service, venue: Option<i64>, json: bool) -> Result<ExitCode> {
+    migrate::ensure_current(&svc.db).await?;
+    let events = audit::events(&svc.db, venue).await?;
+    let customers = audit::customer_outcomes(&svc.db, venue).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "events": events, "customers": customers })
+            )?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    for e in &events {
+        let report = e.report_id.map_or("-".to_string(), |r| r.to_string());
+        println!(
+            "{}  venue {}  report {report}  {}  by {}: {}",
+            e.at.to_rfc3339(),
+            e.venue_id,
+            e.event,
+            e.actor,
+            e.detail
+        );
+    }
+    for c in &customers {
+        println!(
+            "{}  report {}  customer {}  {}",
+            c.at.to_rfc3339(),
+            c.report_id,
+            c.customer_id,
+            c.outcome
+        );
+    }
+    if events.is_empty() && customers.is_empty() {
+        bail!("the ledger is empty");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,702 @@
+//! Configuration (SPEC 5): a TOML file plus `RETENTIOND__SECTION__KEY` environment overrides,
+//! deserialised strictly (unknown keys are errors) and validated into typed values. Every error
+//! names the file, the key and what was expected, before anything touches the database.
+
+use crate::db::Ident;
+use crate::policy::{Action, CalendarPeriod, Strategy};
+use chrono_tz::Tz;
+use secrecy::SecretString;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+/// Where the configuration is read from when `--config` is not given.
+pub const DEFAULT_PATH: &str = "config/retentiond.toml";
+
+/// A configuration problem: the file, the key and what was expected.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {key}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from, for messages.
+    pub file: String,
+    pub database_url: SecretString,
+    pub http: HttpConfig,
+    pub mail: MailConfig,
+    pub schedule: ScheduleConfig,
+    pub approval: ApprovalConfig,
+    pub hash_key: Option<SecretString>,
+    pub schema: SchemaConfig,
+    pub batch_size: u32,
+    pub log_format: LogFormat,
+    pub venues: Vec<VenueConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub bind: String,
+    pub public_url: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailTransport {
+    Smtp,
+    File,
+}
+
+#[derive(Debug, Clone)]
+pub struct MailConfig {
+    pub from: String,
+    pub transport: MailTransport,
+    pub smtp_url: SecretString,
+    pub dir: PathBuf,
+    pub ops: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ScheduleConfig {
+    pub cron: String,
+    pub timezone: Tz,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApprovalConfig {
+    pub required: u32,
+    pub link_valid_for: CalendarPeriod,
+    pub remind_after: CalendarPeriod,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDelete {
+    Reassign,
+    Delete,
+}
+
+#[derive(Debug, Clone)]
+pub struct Reference {
+    pub table: Ident,
+    pub column: Ident,
+    pub on_delete: OnDelete,
+}
+
+/// How the customer database is laid out; every name is a validated identifier.
+#[derive(Debug, Clone)]
+pub struct SchemaConfig {
+    pub customers: Ident,
+    pub customer_id: Ident,
+    pub customer_venue: Ident,
+    pub customer_created_at: Ident,
+    pub legal_hold: Option<Ident>,
+    pub customer_activity: Vec<Ident>,
+    pub orders: Ident,
+    pub order_customer: Ident,
+    pub order_placed_at: Ident,
+    pub references: Vec<Reference>,
+    /// Columns joined with spaces to show a customer's name on reports.
+    pub display_name: Vec<Ident>,
+    /// The column shown as a customer's email on reports.
+    pub display_email: Option<Ident>,
+}
+
+impl SchemaConfig {
+    /// The customers columns that are structural rather than personal: never anonymised,
+    /// never "unclassified".
+    pub fn structural_columns(&self) -> Vec<&Ident> {
+        let mut cols = vec![
+            &self.customer_id,
+            &self.customer_venue,
+            &self.customer_created_at,
+        ];
+        cols.extend(self.legal_hold.as_ref());
+        cols
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct VenueConfig {
+    pub id: i64,
+    pub name: String,
+    pub approvers: Vec<String>,
+    pub inactive_for: CalendarPeriod,
+    pub action: Action,
+    pub report_interval: CalendarPeriod,
+    pub max_share: f64,
+    pub timezone: Tz,
+    pub cron: String,
+    pub unknown_customer_id: Option<i64>,
+    /// Column -> strategy, for anonymise venues; empty for delete venues.
+    pub anonymise: Vec<(Ident, Strategy)>,
+}
+
+impl Config {
+    pub fn venue(&self, id: i64) -> Option<&VenueConfig> {
+        self.venues.iter().find(|v| v.id == id)
+    }
+}
+
+// ---- the file as written ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    database: RawDatabase,
+    #[serde(default)]
+    http: RawHttp,
+    #[serde(default)]
+    mail: RawMail,
+    #[serde(default)]
+    schedule: RawSchedule,
+    #[serde(default)]
+    approval: RawApproval,
+    #[serde(default)]
+    secrets: RawSecrets,
+    #[serde(default)]
+    schema: RawSchema,
+    #[serde(default)]
+    apply: RawApply,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    venues: Vec<RawVenue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    url: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawHttp {
+    bind: String,
+    public_url: String,
+}
+impl Default for RawHttp {
+    fn default() -> Self {
+        RawHttp {
+            bind: "127.0.0.1:8080".into(),
+            public_url: "http://127.0.0.1:8080".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawMail {
+    from: String,
+    transport: String,
+    smtp_url: String,
+    dir: String,
+    ops: Option<String>,
+}
+impl Default for RawMail {
+    fn default() -> Self {
+        RawMail {
+            from: "Data Retention <retention@localhost>".into(),
+            transport: "smtp".into(),
+            smtp_url: "smtp://localhost:25".into(),
+            dir: "outbox".into(),
+            ops: None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSchedule {
+    cron: String,
+    timezone: String,
+}
+impl Default for RawSchedule {
+    fn default() -> Self {
+        RawSchedule {
+            cron: "0 0 2 * * *".into(),
+            timezone: "Europe/London".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawApproval {
+    required: i64,
+    link_valid_for: String,
+    remind_after: String,
+}
+impl Default for RawApproval {
+    fn default() -> Self {
+        RawApproval {
+            required: 1,
+            link_valid_for: "14 days".into(),
+            remind_after: "7 days".into(),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSecrets {
+    hash_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSchema {
+    customers: String,
+    customer_id: String,
+    customer_venue: String,
+    customer_created_at: String,
+    legal_hold: Option<String>,
+    customer_activity: Vec<String>,
+    orders: String,
+    order_customer: String,
+    order_placed_at: String,
+    references: Vec<RawReference>,
+    display_name: Vec<String>,
+    display_email: Option<String>,
+}
+impl Default for RawSchema {
+    fn default() -> Self {
+        RawSchema {
+            customers: "customers".into(),
+            customer_id: "id".into(),
+            customer_venue: "venue_id".into(),
+            customer_created_at: "created_at".into(),
+            legal_hold: None,
+            customer_activity: vec![],
+            orders: "orders".into(),
+            order_customer: "customer_id".into(),
+            order_placed_at: "placed_at".into(),
+            references: vec![],
+            display_name: vec!["first_name".into(), "last_name".into()],
+            display_email: Some("email".into()),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReference {
+    table: String,
+    column: String,
+    on_delete: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawApply {
+    batch_size: i64,
+}
+impl Default for RawApply {
+    fn default() -> Self {
+        RawApply { batch_size: 500 }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    format: String,
+}
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            format: "text".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVenue {
+    id: i64,
+    name: String,
+    approvers: Vec<String>,
+    inactive_for: String,
+    action: String,
+    report_interval: Option<String>,
+    max_share: Option<f64>,
+    timezone: Option<String>,
+    cron: Option<String>,
+    unknown_customer_id: Option<i64>,
+    anonymise: Option<BTreeMap<String, String>>,
+}
+
+/// Which file to read: `--config`, else `RETENTIOND_CONFIG`, else [`DEFAULT_PATH`].
+pub fn resolve_path(flag: Option<&Path>) -> PathBuf {
+    flag.map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("RETENTIOND_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
+}
+
+/// Loads and validates the configuration from `path` and the process environment.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let env: BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("RETENTIOND__"))
+        .collect();
+    load_with_env(path, env)
+}
+
+/// As [`load`], with the environment given explicitly (tests).
+pub fn load_with_env(path: &Path, env: BTreeMap<String, String>) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    let err = |key: &str, message: String| ConfigError {
+        file: file.clone(),
+        key: key.to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| err("(file)", format!("cannot read the configuration: {e}")))?;
+    let env_source = config::Environment::with_prefix("RETENTIOND")
+        .prefix_separator("__")
+        .separator("__")
+        .source(Some(env.into_iter().collect()));
+    let raw: RawConfig = config::Config::builder()
+        .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+        .add_source(env_source)
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|e| describe_load_error(&file, e))?;
+    validate(file.clone(), raw)
+}
+
+/// Turns the config crate's message into "file: key: expected ..." form.
+fn describe_load_error(file: &str, e: config::ConfigError) -> ConfigError {
+    let message = e.to_string();
+    // The crate appends ` for key `a.b`` (or `in`) to type errors; lift the key out.
+    let (key, what) = match message.rsplit_once(" for key `") {
+        Some((what, rest)) => (rest.trim_end_matches('`').to_string(), what.to_string()),
+        None => match message.strip_prefix("missing field `") {
+            Some(rest) => (
+                rest.trim_end_matches('`').to_string(),
+                "required key is missing".to_string(),
+            ),
+            None => ("(file)".to_string(), message.clone()),
+        },
+    };
+    ConfigError {
+        file: file.to_string(),
+        key,
+        message: what,
+    }
+}
+
+fn validate(file: String, raw: RawConfig) -> Result<Config, ConfigError> {
+    let err = |key: &str, message: String| ConfigError {
+        file: file.clone(),
+        key: key.to_string(),
+        message,
+    };
+    let ident = |key: &str, name: &str| Ident::new(name).map_err(|e| err(key, e.to_string()));
+    let period = |key: &str, value: &str| {
+        value
+            .parse::<CalendarPeriod>()
+            .map_err(|e| err(key, e.to_string()))
+    };
+    let tz = |key: &str, value: &str| {
+        value.parse::<Tz>().map_err(|_| {
+            err(
+                key,
+                format!("expected an IANA time zone such as \"Europe/London\", got {value:?}"),
+            )
+        })
+    };
+
+    let url = raw.database.url.trim();
+    if !(url.starts_with("sqlite:")
+        || url.starts_with("postgres://")
+        || url.starts_with("postgresql://"))
+    {
+        return Err(err(
+            "database.url",
+            "expected a URL starting with sqlite:// or postgres://".into(),
+        ));
+    }
+
+    let transport = match raw.mail.transport.as_str() {
+        "smtp" => MailTransport::Smtp,
+        "file" => MailTransport::File,
+        other => {
+            return Err(err(
+                "mail.transport",
+                format!("expected \"smtp\" or \"file\", got {other:?}"),
+            ))
+        }
+    };
+    if !raw.mail.from.contains('@') {
+        return Err(err(
+            "mail.from",
+            "expected an address such as \"Data Retention <retention@example.org>\"".into(),
+        ));
+    }
+    if let Some(ops) = &raw.mail.ops {
+        check_address(ops).map_err(|m| err("mail.ops", m))?;
+    }
+    if !(raw.http.public_url.starts_with("http://") || raw.http.public_url.starts_with("https://"))
+    {
+        return Err(err(
+            "http.public_url",
+            "expected an http:// or https:// URL".into(),
+        ));
+    }
+    raw.http.bind.parse::<std::net::SocketAddr>().map_err(|_| {
+        err(
+            "http.bind",
+            format!(
+                "expected an address and port such as \"127.0.0.1:8080\", got {:?}",
+                raw.http.bind
+            ),
+        )
+    })?;
+
+    let schedule_tz = tz("schedule.timezone", &raw.schedule.timezone)?;
+    if raw.approval.required < 1 || raw.approval.required > 100 {
+        return Err(err(
+            "approval.required",
+            format!(
+                "expected a whole number from 1 to 100, got {}",
+                raw.approval.required
+            ),
+        ));
+    }
+    let link_valid_for = period("approval.link_valid_for", &raw.approval.link_valid_for)?;
+    let remind_after = period("approval.remind_after", &raw.approval.remind_after)?;
+    if !(1..=100_000).contains(&raw.apply.batch_size) {
+        return Err(err(
+            "apply.batch_size",
+            format!(
+                "expected a whole number from 1 to 100000, got {}",
+                raw.apply.batch_size
+            ),
+        ));
+    }
+    let log_format = match raw.log.format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            return Err(err(
+                "log.format",
+                format!("expected \"text\" or \"json\", got {other:?}"),
+            ))
+        }
+    };
+    let hash_key = raw.secrets.hash_key.filter(|k| !k.is_empty());
+    if let Some(key) = &hash_key {
+        if key.len() < 16 {
+            return Err(err(
+                "secrets.hash_key",
+                "expected at least 16 characters of secret".into(),
+            ));
+        }
+    }
+
+    let s = raw.schema;
+    let mut references = Vec::new();
+    for (i, r) in s.references.iter().enumerate() {
+        let key = |field: &str| format!("schema.references[{i}].{field}");
+        let on_delete = match r.on_delete.as_str() {
+            "reassign" => OnDelete::Reassign,
+            "delete" => OnDelete::Delete,
+            other => {
+                return Err(err(
+                    &key("on_delete"),
+                    format!("expected \"reassign\" or \"delete\", got {other:?}"),
+                ))
+            }
+        };
+        references.push(Reference {
+            table: ident(&key("table"), &r.table)?,
+            column: ident(&key("column"), &r.column)?,
+            on_delete,
+        });
+    }
+    let schema = SchemaConfig {
+        customers: ident("schema.customers", &s.customers)?,
+        customer_id: ident("schema.customer_id", &s.customer_id)?,
+        customer_venue: ident("schema.customer_venue", &s.customer_venue)?,
+        customer_created_at: ident("schema.customer_created_at", &s.customer_created_at)?,
+        legal_hold: s
+            .legal_hold
+            .as_deref()
+            .map(|n| ident("schema.legal_hold", n))
+            .transpose()?,
+        customer_activity: s
+            .customer_activity
+            .iter()
+            .enumerate()
+            .map(|(i, n)| ident(&format!("schema.customer_activity[{i}]"), n))
+            .collect::<Result<_, _>>()?,
+        orders: ident("schema.orders", &s.orders)?,
+        order_customer: ident("schema.order_customer", &s.order_customer)?,
+        order_placed_at: ident("schema.order_placed_at", &s.order_placed_at)?,
+        references,
+        display_name: s
+            .display_name
+            .iter()
+            .enumerate()
+            .map(|(i, n)| ident(&format!("schema.display_name[{i}]"), n))
+            .collect::<Result<_, _>>()?,
+        display_email: s
+            .display_email
+            .as_deref()
+            .map(|n| ident("schema.display_email", n))
+            .transpose()?,
+    };
+
+    if raw.venues.is_empty() {
+        return Err(err(
+            "venues",
+            "expected at least one [[venues]] entry".into(),
+        ));
+    }
+    let mut seen = HashSet::new();
+    let mut venues = Vec::new();
+    for (i, v) in raw.venues.into_iter().enumerate() {
+        let key = |field: &str| format!("venues[{i}].{field}");
+        if !seen.insert(v.id) {
+            return Err(err(
+                &key("id"),
+                format!("venue id {} appears more than once", v.id),
+            ));
+        }
+        if v.name.trim().is_empty() {
+            return Err(err(&key("name"), "expected a non-empty name".into()));
+        }
+        if v.approvers.is_empty() {
+            return Err(err(
+                &key("approvers"),
+                "expected at least one approver email address".into(),
+            ));
+        }
+        for (j, a) in v.approvers.iter().enumerate() {
+            check_address(a).map_err(|m| err(&format!("venues[{i}].approvers[{j}]"), m))?;
+        }
+        if v.approvers.iter().collect::<HashSet<_>>().len() != v.approvers.len() {
+            return Err(err(&key("approvers"), "an approver is listed twice".into()));
+        }
+        if v.approvers.len() < raw.approval.required as usize {
+            return Err(err(
+                &key("approvers"),
+                format!(
+                    "approval.required is {} but the venue has only {} approver(s)",
+                    raw.approval.required,
+                    v.approvers.len()
+                ),
+            ));
+        }
+        let action: Action = v.action.parse().map_err(|m| err(&key("action"), m))?;
+        let max_share = v.max_share.unwrap_or(0.75);
+        if !(max_share > 0.0 && max_share <= 1.0) {
+            return Err(err(
+                &key("max_share"),
+                format!("expected a share greater than 0 and at most 1, got {max_share}"),
+            ));
+        }
+        let anonymise = match (action, v.anonymise) {
+            (Action::Anonymise, None) => {
+                return Err(err(&key("anonymise"), "an anonymise venue needs a [venues.anonymise] table classifying every customers column".into()))
+            }
+            (Action::Delete, Some(_)) => {
+                return Err(err(&key("anonymise"), "only an anonymise venue takes an anonymise table".into()))
+            }
+            (Action::Delete, None) => Vec::new(),
+            (Action::Anonymise, Some(map)) => {
+                let structural: Vec<&str> = schema.structural_columns().iter().map(|c| c.name()).collect();
+                let mut columns = Vec::new();
+                for (column, strategy) in map {
+                    let ckey = format!("venues[{i}].anonymise.{column}");
+                    let name = ident(&ckey, &column)?;
+                    let strategy: Strategy = strategy.parse().map_err(|m| err(&ckey, m))?;
+                    if structural.contains(&name.name()) && strategy != Strategy::Keep {
+                        return Err(err(&ckey, "the id, venue, created-at and legal-hold columns can only be \"keep\"".into()));
+                    }
+                    if strategy == Strategy::Hash && hash_key.is_none() {
+                        return Err(err(&ckey, "the hash strategy needs secrets.hash_key (or RETENTIOND__SECRETS__HASH_KEY)".into()));
+                    }
+                    columns.push((name, strategy));
+                }
+                columns
+            }
+        };
+        if v.unknown_customer_id.is_some() && action != Action::Delete {
+            return Err(err(
+                &key("unknown_customer_id"),
+                "only a delete venue has an Unknown Customer record".into(),
+            ));
+        }
+        venues.push(VenueConfig {
+            id: v.id,
+            name: v.name,
+            approvers: v.approvers,
+            inactive_for: period(&key("inactive_for"), &v.inactive_for)?,
+            action,
+            report_interval: match &v.report_interval {
+                Some(p) => period(&key("report_interval"), p)?,
+                None => "30 days".parse().expect("valid default"),
+            },
+            max_share,
+            timezone: match &v.timezone {
+                Some(z) => tz(&key("timezone"), z)?,
+                None => schedule_tz,
+            },
+            cron: v.cron.unwrap_or_else(|| raw.schedule.cron.clone()),
+            unknown_customer_id: v.unknown_customer_id,
+            anonymise,
+        });
+    }
+
+    Ok(Config {
+        file,
+        database_url: SecretString::from(url.to_string()),
+        http: HttpConfig {
+            bind: raw.http.bind,
+            public_url: raw.http.public_url.trim_end_matches('/').to_string(),
+        },
+        mail: MailConfig {
+            from: raw.mail.from,
+            transport,
+            smtp_url: SecretString::from(raw.mail.smtp_url),
+            dir: PathBuf::from(raw.mail.dir),
+            ops: raw.mail.ops,
+        },
+        schedule: ScheduleConfig {
+            cron: raw.schedule.cron,
+            timezone: schedule_tz,
+        },
+        approval: ApprovalConfig {
+            required: raw.approval.required as u32,
+            link_valid_for,
+            remind_after,
+        },
+        hash_key: hash_key.map(SecretString::from),
+        schema,
+        batch_size: raw.apply.batch_size as u32,
+        log_format,
+        venues,
+    })
+}
+
+fn check_address(address: &str) -> Result<(), String> {
+    let trimmed = address.trim();
+    let valid = trimmed.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty() && !domain.is_empty() && !trimmed.contains(char::is_whitespace)
+    });
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("expected an email address, got {address:?}"))
+    }
+}

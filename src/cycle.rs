@@ -1,0 +1,279 @@
+//! One cycle of one venue (SPEC 1): apply what was approved, then select anew and freeze a
+//! report when the policy allows one. The scheduler and the `cycle` command both call
+//! [`run_venue_cycle`]; the clock is a parameter so that tests and `--at` set it.
+
+use crate::apply::{self, ApplySummary};
+use crate::audit::{self, Event};
+use crate::check;
+use crate::config::VenueConfig;
+use crate::policy::{self, ReportState};
+use crate::reports::{self, NewReport};
+use crate::selection::{self, Scope};
+use crate::Service;
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tracing::{error, info, warn};
+
+/// What the selection step of a cycle decided.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Selection {
+    Created {
+        report_id: i64,
+        customers: u64,
+    },
+    WouldCreate {
+        customers: u64,
+    },
+    NoCandidates,
+    OpenReport {
+        report_id: i64,
+        state: ReportState,
+    },
+    TooSoon {
+        last_report_at: DateTime<Utc>,
+        next_allowed_at: DateTime<Utc>,
+    },
+    /// More than `max_share` of the venue's customers matched: no report, an alert instead.
+    Brake {
+        candidates: u64,
+        customers: u64,
+        max_share: f64,
+    },
+}
+
+/// A dry run's view of an approved report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApplyPreview {
+    pub report_id: i64,
+    pub would_process: u64,
+    pub would_skip: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VenueCycle {
+    pub venue_id: i64,
+    pub at: DateTime<Utc>,
+    pub cutoff: DateTime<Utc>,
+    pub dry_run: bool,
+    /// False when another instance held the venue's lock and nothing was done.
+    pub ran: bool,
+    pub applied: Vec<ApplySummary>,
+    pub previews: Vec<ApplyPreview>,
+    pub selection: Option<Selection>,
+}
+
+/// Runs one cycle of `venue` as of `at`, under the venue's cross-instance lock.
+pub async fn run_venue_cycle(
+    svc: &Service,
+    venue: &VenueConfig,
+    at: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<VenueCycle> {
+    let cutoff = policy::cutoff(at, venue.timezone, venue.inactive_for);
+    let mut result = VenueCycle {
+        venue_id: venue.id,
+        at,
+        cutoff,
+        dry_run,
+        ran: false,
+        applied: vec![],
+        previews: vec![],
+        selection: None,
+    };
+    let Some(lock) = svc.db.try_lock_venue(venue.id).await? else {
+        info!(
+            venue.id = venue.id,
+            "another instance is running this venue's cycle; skipped"
+        );
+        return Ok(result);
+    };
+    result.ran = true;
+    let outcome = cycle_locked(svc, venue, at, dry_run, &mut result).await;
+    lock.release().await?;
+    outcome.map(|()| result)
+}
+
+async fn cycle_locked(
+    svc: &Service,
+    venue: &VenueConfig,
+    at: DateTime<Utc>,
+    dry_run: bool,
+    result: &mut VenueCycle,
+) -> Result<()> {
+    check::ensure_all_classified(&svc.db, &svc.config, venue).await?;
+
+    for report in reports::in_states(
+        &svc.db,
+        venue.id,
+        &[ReportState::Applying, ReportState::Approved],
+    )
+    .await?
+    {
+        if dry_run {
+            let (would_process, would_skip) = apply::preview(svc, venue, &report, at).await?;
+            result.previews.push(ApplyPreview {
+                report_id: report.id,
+                would_process,
+                would_skip,
+            });
+            continue;
+        }
+        let summary = apply::apply_report(svc, venue, &report, at)
+            .await
+            .with_context(|| format!("venue {}: applying report {}", venue.id, report.id))?;
+        info!(
+            venue.id = venue.id,
+            report.id = report.id,
+            processed = summary.processed(),
+            finished = summary.finished,
+            "report applied"
+        );
+        let finished = summary.finished;
+        result.applied.push(summary);
+        if !finished {
+            return Ok(());
+        }
+    }
+
+    result.selection = Some(select(svc, venue, at, result.cutoff, dry_run).await?);
+    Ok(())
+}
+
+async fn select(
+    svc: &Service,
+    venue: &VenueConfig,
+    at: DateTime<Utc>,
+    cutoff: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<Selection> {
+    let open = reports::in_states(
+        &svc.db,
+        venue.id,
+        &[
+            ReportState::Pending,
+            ReportState::Approved,
+            ReportState::Applying,
+        ],
+    )
+    .await?;
+    if let Some(report) = open.first() {
+        return Ok(Selection::OpenReport {
+            report_id: report.id,
+            state: report.state,
+        });
+    }
+    if let Some(last) = reports::last_created_at(&svc.db, venue.id).await? {
+        if !policy::interval_elapsed(Some(last), venue.report_interval, at) {
+            return Ok(Selection::TooSoon {
+                last_report_at: last,
+                next_allowed_at: venue.report_interval.after(last),
+            });
+        }
+    }
+    let scope = Scope {
+        schema: &svc.config.schema,
+        venue,
+        cutoff,
+    };
+    let customers = selection::count_customers(&svc.db, &svc.config.schema, venue.id).await?;
+    if dry_run {
+        let candidates = selection::count_candidates(&svc.db, &scope).await?;
+        return Ok(match candidates {
+            0 => Selection::NoCandidates,
+            n if policy::brake_engaged(n, customers, venue.max_share) => Selection::Brake {
+                candidates: n,
+                customers,
+                max_share: venue.max_share,
+            },
+            n => Selection::WouldCreate { customers: n },
+        });
+    }
+
+    let mut tx = svc.db.begin().await?;
+    let report_id = reports::insert(
+        &mut tx,
+        &NewReport {
+            venue_id: venue.id,
+            action: venue.action,
+            policy: &format!(
+                "{} after {} inactive",
+                venue.action.as_str(),
+                venue.inactive_for
+            ),
+            cutoff,
+            approvals_required: svc.config.approval.required,
+            created_at: at,
+            expires_at: svc.config.approval.link_valid_for.after(at),
+        },
+    )
+    .await?;
+    let candidates = selection::freeze_into_report(&mut tx, &scope, report_id).await?;
+    if candidates == 0 {
+        drop(tx); // rolled back: no report without candidates
+        return Ok(Selection::NoCandidates);
+    }
+    if policy::brake_engaged(candidates, customers, venue.max_share) {
+        drop(tx);
+        error!(
+            venue.id = venue.id,
+            candidates,
+            customers,
+            max_share = venue.max_share,
+            "brake: the policy selects more than max_share of the venue's customers; no report made, check inactive_for"
+        );
+        let mut tx = svc.db.begin().await?;
+        audit::record(
+            &mut tx,
+            &Event {
+                at,
+                venue_id: venue.id,
+                report_id: None,
+                event: "brake".into(),
+                actor: "retentiond".into(),
+                detail: format!("{candidates} of {customers} customers selected, more than max_share {}; no report made", venue.max_share),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        return Ok(Selection::Brake {
+            candidates,
+            customers,
+            max_share: venue.max_share,
+        });
+    }
+    reports::set_customer_count(&mut tx, report_id, candidates).await?;
+    audit::record(
+        &mut tx,
+        &Event {
+            at,
+            venue_id: venue.id,
+            report_id: Some(report_id),
+            event: "report_created".into(),
+            actor: "retentiond".into(),
+            detail: format!("{candidates} customers, cutoff {}", cutoff.to_rfc3339()),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    if candidates * 2 > customers {
+        warn!(
+            venue.id = venue.id,
+            report.id = report_id,
+            candidates,
+            customers,
+            "report selects over half of the venue's customers"
+        );
+    }
+    info!(
+        venue.id = venue.id,
+        report.id = report_id,
+        candidates,
+        "report created"
+    );
+    Ok(Selection::Created {
+        report_id,
+        customers: candidates,
+    })
+}

@@ -1,0 +1,114 @@
+//! PostgreSQL specifics: the connection pool, how values are bound (id lists as arrays), how rows
+//! are decoded by column type, and the session advisory locks that keep a venue's cycle to one
+//! instance at a time.
+
+use super::{Query, Row, Value};
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::{Column, PgPool, Postgres, Row as _, TypeInfo};
+use std::time::Duration;
+
+pub async fn connect(url: &str) -> Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect(url)
+        .await
+        .context("cannot connect to PostgreSQL")
+}
+
+fn build(q: &Query) -> sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments> {
+    let mut query = sqlx::query::<Postgres>(&q.sql);
+    for value in &q.params {
+        query = match value {
+            Value::Null => query.bind(None::<String>),
+            Value::Bool(b) => query.bind(*b),
+            Value::Int(i) => query.bind(*i),
+            Value::Float(f) => query.bind(*f),
+            Value::Text(s) => query.bind(s.clone()),
+            Value::Time(t) => query.bind(*t),
+            Value::Date(d) => query.bind(*d),
+            Value::IntList(v) => query.bind(v.clone()),
+            Value::TextList(v) => query.bind(v.clone()),
+        };
+    }
+    query
+}
+
+fn decode(row: &PgRow) -> Result<Row> {
+    let mut values = Vec::with_capacity(row.columns().len());
+    for (i, column) in row.columns().iter().enumerate() {
+        let type_name = column.type_info().name();
+        let value = match type_name {
+            "INT2" => row
+                .try_get::<Option<i16>, _>(i)?
+                .map(|v| Value::Int(v.into())),
+            "INT4" => row
+                .try_get::<Option<i32>, _>(i)?
+                .map(|v| Value::Int(v.into())),
+            "INT8" => row.try_get::<Option<i64>, _>(i)?.map(Value::Int),
+            "BOOL" => row.try_get::<Option<bool>, _>(i)?.map(Value::Bool),
+            "FLOAT4" => row
+                .try_get::<Option<f32>, _>(i)?
+                .map(|v| Value::Float(v.into())),
+            "FLOAT8" => row.try_get::<Option<f64>, _>(i)?.map(Value::Float),
+            "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" => {
+                row.try_get::<Option<String>, _>(i)?.map(Value::Text)
+            }
+            "TIMESTAMPTZ" => row.try_get::<Option<DateTime<Utc>>, _>(i)?.map(Value::Time),
+            "TIMESTAMP" => row
+                .try_get::<Option<NaiveDateTime>, _>(i)?
+                .map(|t| Value::Time(t.and_utc())),
+            "DATE" => row.try_get::<Option<NaiveDate>, _>(i)?.map(Value::Date),
+            other => bail!(
+                "column {} has type {other}, which retentiond cannot read; cast it in the query",
+                column.name()
+            ),
+        };
+        values.push(value.unwrap_or(Value::Null));
+    }
+    Ok(Row(values))
+}
+
+pub async fn execute<'e, E: sqlx::Executor<'e, Database = Postgres>>(
+    ex: E,
+    q: &Query,
+) -> Result<u64> {
+    Ok(build(q).execute(ex).await?.rows_affected())
+}
+
+pub async fn fetch_all<'e, E: sqlx::Executor<'e, Database = Postgres>>(
+    ex: E,
+    q: &Query,
+) -> Result<Vec<Row>> {
+    build(q).fetch_all(ex).await?.iter().map(decode).collect()
+}
+
+pub async fn execute_script(pool: &PgPool, sql: &str) -> Result<()> {
+    sqlx::raw_sql(sql).execute(pool).await?;
+    Ok(())
+}
+
+/// Tries the session advisory lock `key` on a connection of its own; the connection (and with
+/// it the lock) is returned to the caller, or to the pool if the lock is taken elsewhere.
+pub async fn try_advisory_lock(
+    pool: &PgPool,
+    key: i64,
+) -> Result<Option<PoolConnection<Postgres>>> {
+    let mut conn = pool.acquire().await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(key)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(locked.then_some(conn))
+}
+
+pub async fn advisory_unlock(mut conn: PoolConnection<Postgres>, key: i64) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(key)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,90 @@
+//! SQLite specifics: connection options (WAL, busy timeout, foreign keys), how values are bound
+//! (timestamps as `datetime()` text, id lists as JSON arrays) and how rows are decoded.
+
+use super::{Query, Row, Value};
+use anyhow::{Context, Result};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row as _, Sqlite, SqlitePool, TypeInfo, ValueRef};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// How SQLite's `datetime()` writes a timestamp; timestamps are bound in this form so that
+/// text comparison orders them correctly.
+pub const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+
+pub async fn connect(url: &str) -> Result<SqlitePool> {
+    let options = SqliteConnectOptions::from_str(url)
+        .context("database.url is not a valid SQLite URL")?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(30))
+        .foreign_keys(true);
+    SqlitePoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(60))
+        .connect_with(options)
+        .await
+        .context("cannot open the SQLite database")
+}
+
+fn build(q: &Query) -> sqlx::query::Query<'_, Sqlite, sqlx::sqlite::SqliteArguments<'_>> {
+    let mut query = sqlx::query::<Sqlite>(&q.sql);
+    for value in &q.params {
+        query = match value {
+            Value::Null => query.bind(None::<i64>),
+            Value::Bool(b) => query.bind(*b),
+            Value::Int(i) => query.bind(*i),
+            Value::Float(f) => query.bind(*f),
+            Value::Text(s) => query.bind(s.clone()),
+            Value::Time(t) => query.bind(t.format(TIME_FORMAT).to_string()),
+            Value::Date(d) => query.bind(d.format("%Y-%m-%d").to_string()),
+            Value::IntList(v) => query.bind(serde_json::to_string(v).expect("ids serialise")),
+            Value::TextList(v) => query.bind(serde_json::to_string(v).expect("texts serialise")),
+        };
+    }
+    query
+}
+
+fn decode(row: &SqliteRow) -> Result<Row> {
+    let mut values = Vec::with_capacity(row.columns().len());
+    for i in 0..row.columns().len() {
+        let raw = row.try_get_raw(i)?;
+        if raw.is_null() {
+            values.push(Value::Null);
+            continue;
+        }
+        let kind = raw.type_info().name().to_ascii_uppercase();
+        let value = match kind.as_str() {
+            "INTEGER" | "INT" | "BIGINT" | "BOOLEAN" => {
+                Value::Int(row.try_get_unchecked::<i64, _>(i)?)
+            }
+            "REAL" | "NUMERIC" => Value::Float(row.try_get_unchecked::<f64, _>(i)?),
+            "BLOB" => Value::Text(hex::encode(row.try_get_unchecked::<Vec<u8>, _>(i)?)),
+            _ => Value::Text(row.try_get_unchecked::<String, _>(i)?),
+        };
+        values.push(value);
+    }
+    Ok(Row(values))
+}
+
+pub async fn execute<'e, E: sqlx::Executor<'e, Database = Sqlite>>(
+    ex: E,
+    q: &Query,
+) -> Result<u64> {
+    Ok(build(q).execute(ex).await?.rows_affected())
+}
+
+pub async fn fetch_all<'e, E: sqlx::Executor<'e, Database = Sqlite>>(
+    ex: E,
+    q: &Query,
+) -> Result<Vec<Row>> {
+    build(q).fetch_all(ex).await?.iter().map(decode).collect()
+}
+
+pub async fn execute_script(pool: &SqlitePool, sql: &str) -> Result<()> {
+    sqlx::raw_sql(sql).execute(pool).await?;
+    Ok(())
+}

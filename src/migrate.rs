@@ -1,0 +1,100 @@
+//! The service's own tables (`retention_*`), created and upgraded by embedded, numbered
+//! migrations recorded in `retention_migrations`; the customer tables are never altered.
+
+use crate::db::{Backend, Db, Query};
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, Utc};
+
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    sqlite: include_str!("../migrations/sqlite/0001_init.sql"),
+    postgres: include_str!("../migrations/postgres/0001_init.sql"),
+}];
+
+/// The schema version this build expects.
+pub fn latest_version() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS retention_migrations (
+    version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)";
+
+/// Applies every migration not yet applied, each in its own transaction, and returns the names
+/// of those it applied. Concurrent runs on PostgreSQL serialise on an advisory lock.
+pub async fn run(db: &Db, at: DateTime<Utc>) -> Result<Vec<String>> {
+    db.execute(&Query::new(CREATE_LEDGER))
+        .await
+        .context("cannot create retention_migrations")?;
+    let mut applied = Vec::new();
+    for migration in MIGRATIONS {
+        let mut tx = db.begin().await?;
+        if tx.backend() == Backend::Postgres {
+            tx.execute(&Query::new("SELECT pg_advisory_xact_lock(5391172841)"))
+                .await?;
+        }
+        let mut q = Query::new("SELECT COUNT(*) FROM retention_migrations WHERE version = ");
+        q.bind(migration.version);
+        if tx.fetch_one(&q).await?.i64(0)? > 0 {
+            continue;
+        }
+        let sql = match tx.backend() {
+            Backend::Sqlite => migration.sqlite,
+            Backend::Postgres => migration.postgres,
+        };
+        tx.execute_script(sql).await.with_context(|| {
+            format!(
+                "migration {} ({}) failed",
+                migration.version, migration.name
+            )
+        })?;
+        let mut q =
+            Query::new("INSERT INTO retention_migrations (version, name, applied_at) VALUES (");
+        q.bind(migration.version)
+            .push(", ")
+            .bind(migration.name)
+            .push(", ")
+            .bind(at.to_rfc3339())
+            .push(")");
+        tx.execute(&q).await?;
+        tx.commit().await?;
+        applied.push(format!("{:04}_{}", migration.version, migration.name));
+    }
+    Ok(applied)
+}
+
+/// The applied schema version, 0 when `migrate` never ran.
+pub async fn current_version(db: &Db) -> Result<i64> {
+    let exists = match db.backend() {
+        Backend::Sqlite => Query::new("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'retention_migrations'"),
+        Backend::Postgres => Query::new("SELECT COUNT(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'retention_migrations'"),
+    };
+    if db.fetch_one(&exists).await?.i64(0)? == 0 {
+        return Ok(0);
+    }
+    Ok(db
+        .fetch_one(&Query::new(
+            "SELECT COALESCE(MAX(version), 0) FROM retention_migrations",
+        ))
+        .await?
+        .i64(0)?)
+}
+
+/// Fails with an instruction to run `migrate` unless the schema is current.
+pub async fn ensure_current(db: &Db) -> Result<()> {
+    let version = current_version(db).await?;
+    if version < latest_version() {
+        bail!("the database has retentiond schema version {version}, this build needs {}: run `retentiond migrate`", latest_version());
+    }
+    if version > latest_version() {
+        bail!("the database has retentiond schema version {version}, newer than this build ({}): upgrade retentiond", latest_version());
+    }
+    Ok(())
+}

@@ -1,0 +1,572 @@
+//! The pure policy logic, apart from all I/O: calendar periods and the selection cutoff,
+//! actions and anonymisation strategies, report states and customer outcomes.
+
+use chrono::{DateTime, Days, Months, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
+use hmac::{Hmac, Mac};
+use serde::Serialize;
+use sha2::Sha256;
+use std::fmt;
+use std::str::FromStr;
+
+/// A calendar period such as `"3 years"`, `"18 months"`, `"2 weeks"` or `"400 days"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CalendarPeriod {
+    pub amount: u32,
+    pub unit: PeriodUnit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeriodUnit {
+    Years,
+    Months,
+    Weeks,
+    Days,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("expected a period like \"3 years\", \"18 months\", \"2 weeks\" or \"400 days\" (a whole number from 1 to 1000), got {0:?}")]
+pub struct PeriodError(pub String);
+
+impl FromStr for CalendarPeriod {
+    type Err = PeriodError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || PeriodError(s.to_string());
+        let mut parts = s.split_whitespace();
+        let (Some(amount), Some(unit), None) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(err());
+        };
+        let amount: u32 = amount.parse().map_err(|_| err())?;
+        if !(1..=1000).contains(&amount) {
+            return Err(err());
+        }
+        let unit = match unit.to_ascii_lowercase().as_str() {
+            "year" | "years" => PeriodUnit::Years,
+            "month" | "months" => PeriodUnit::Months,
+            "week" | "weeks" => PeriodUnit::Weeks,
+            "day" | "days" => PeriodUnit::Days,
+            _ => return Err(err()),
+        };
+        Ok(CalendarPeriod { amount, unit })
+    }
+}
+
+impl fmt::Display for CalendarPeriod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = match self.unit {
+            PeriodUnit::Years => "year",
+            PeriodUnit::Months => "month",
+            PeriodUnit::Weeks => "week",
+            PeriodUnit::Days => "day",
+        };
+        let plural = if self.amount == 1 { "" } else { "s" };
+        write!(f, "{} {unit}{plural}", self.amount)
+    }
+}
+
+impl CalendarPeriod {
+    /// The date `self` before `date`; a day that does not exist in the target month is clamped
+    /// to the month's last day (31 March minus 1 month is 28 or 29 February).
+    pub fn before_date(&self, date: NaiveDate) -> NaiveDate {
+        let earliest = NaiveDate::MIN;
+        match self.unit {
+            PeriodUnit::Years => date.checked_sub_months(Months::new(self.amount * 12)),
+            PeriodUnit::Months => date.checked_sub_months(Months::new(self.amount)),
+            PeriodUnit::Weeks => date.checked_sub_days(Days::new(u64::from(self.amount) * 7)),
+            PeriodUnit::Days => date.checked_sub_days(Days::new(u64::from(self.amount))),
+        }
+        .unwrap_or(earliest)
+    }
+
+    /// The instant `self` after `at`, counted in UTC calendar days and months (link expiry,
+    /// report intervals, reminders).
+    pub fn after(&self, at: DateTime<Utc>) -> DateTime<Utc> {
+        let later = match self.unit {
+            PeriodUnit::Years => at.checked_add_months(Months::new(self.amount * 12)),
+            PeriodUnit::Months => at.checked_add_months(Months::new(self.amount)),
+            PeriodUnit::Weeks => at.checked_add_days(Days::new(u64::from(self.amount) * 7)),
+            PeriodUnit::Days => at.checked_add_days(Days::new(u64::from(self.amount))),
+        };
+        later.unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
+}
+
+/// The selection cutoff of SPEC 2: local midnight in `tz` of the date `(at in tz) - period`, as UTC.
+/// Where that midnight does not exist (a DST gap at midnight) it is the first instant of that day.
+pub fn cutoff(at: DateTime<Utc>, tz: Tz, period: CalendarPeriod) -> DateTime<Utc> {
+    let local_date = at.with_timezone(&tz).date_naive();
+    start_of_day(period.before_date(local_date), tz)
+}
+
+/// The first instant of `date` in `tz`, in UTC.
+pub fn start_of_day(date: NaiveDate, tz: Tz) -> DateTime<Utc> {
+    let midnight = date.and_hms_opt(0, 0, 0).expect("midnight exists");
+    // Gaps are at most a few hours; step forward a minute at a time to the first valid instant.
+    (0..=24 * 60)
+        .find_map(|minutes| {
+            tz.from_local_datetime(&(midnight + chrono::Duration::minutes(minutes)))
+                .earliest()
+        })
+        .map(|t| t.with_timezone(&Utc))
+        .expect("every day has a valid local time")
+}
+
+/// What happens to a venue's selected customers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Delete,
+    Anonymise,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Delete => "delete",
+            Action::Anonymise => "anonymise",
+        }
+    }
+}
+
+impl FromStr for Action {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "delete" => Ok(Action::Delete),
+            "anonymise" | "anonymize" => Ok(Action::Anonymise),
+            _ => Err(format!("expected \"delete\" or \"anonymise\", got {s:?}")),
+        }
+    }
+}
+
+/// How one column of an anonymised customer is treated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Strategy {
+    Keep,
+    Null,
+    /// Replaced by a fixed text.
+    Redact(String),
+    /// Keyed HMAC-SHA-256, hex.
+    Hash,
+    /// A date keeps only its year, as 1 January.
+    Year,
+    /// Keeps the first N characters.
+    Prefix(u32),
+}
+
+pub const DEFAULT_REDACTION: &str = "[removed]";
+
+impl FromStr for Strategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let expected = || {
+            format!(
+                "expected one of \"keep\", \"null\", \"redact\", \"redact:TEXT\", \"hash\", \"year\", \"prefix:N\" (N from 1 to 1000), got {s:?}"
+            )
+        };
+        Ok(match s {
+            "keep" => Strategy::Keep,
+            "null" => Strategy::Null,
+            "redact" => Strategy::Redact(DEFAULT_REDACTION.to_string()),
+            "hash" => Strategy::Hash,
+            "year" => Strategy::Year,
+            _ => {
+                if let Some(text) = s.strip_prefix("redact:") {
+                    Strategy::Redact(text.to_string())
+                } else if let Some(n) = s.strip_prefix("prefix:") {
+                    match n.parse::<u32>() {
+                        Ok(n) if (1..=1000).contains(&n) => Strategy::Prefix(n),
+                        _ => return Err(expected()),
+                    }
+                } else {
+                    return Err(expected());
+                }
+            }
+        })
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Strategy::Keep => f.write_str("keep"),
+            Strategy::Null => f.write_str("null"),
+            Strategy::Redact(text) if text == DEFAULT_REDACTION => f.write_str("redact"),
+            Strategy::Redact(text) => write!(f, "redact:{text}"),
+            Strategy::Hash => f.write_str("hash"),
+            Strategy::Year => f.write_str("year"),
+            Strategy::Prefix(n) => write!(f, "prefix:{n}"),
+        }
+    }
+}
+
+/// Keyed HMAC-SHA-256 of `value`, as lowercase hex: stable for one key, unlinkable without it.
+pub fn keyed_hash(key: &[u8], value: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(value.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The life of a report (SPEC 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportState {
+    Pending,
+    Approved,
+    Applying,
+    Applied,
+    Rejected,
+    Expired,
+    Cancelled,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("report is {from}, it cannot become {to}")]
+pub struct TransitionError {
+    pub from: ReportState,
+    pub to: ReportState,
+}
+
+impl ReportState {
+    pub const ALL: [ReportState; 7] = [
+        ReportState::Pending,
+        ReportState::Approved,
+        ReportState::Applying,
+        ReportState::Applied,
+        ReportState::Rejected,
+        ReportState::Expired,
+        ReportState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportState::Pending => "pending",
+            ReportState::Approved => "approved",
+            ReportState::Applying => "applying",
+            ReportState::Applied => "applied",
+            ReportState::Rejected => "rejected",
+            ReportState::Expired => "expired",
+            ReportState::Cancelled => "cancelled",
+        }
+    }
+
+    /// A report that blocks a new one for its venue.
+    pub fn is_open(self) -> bool {
+        matches!(
+            self,
+            ReportState::Pending | ReportState::Approved | ReportState::Applying
+        )
+    }
+
+    /// Whether its customers' personal data may still be shown (page, CSV).
+    pub fn shows_customers(self) -> bool {
+        matches!(
+            self,
+            ReportState::Pending | ReportState::Approved | ReportState::Applying
+        )
+    }
+
+    /// The allowed transitions: `pending -> approved -> applying -> applied`,
+    /// `pending -> rejected | expired | cancelled`, `approved -> cancelled`.
+    pub fn check_transition(self, to: ReportState) -> Result<(), TransitionError> {
+        use ReportState::*;
+        let allowed = matches!(
+            (self, to),
+            (Pending, Approved)
+                | (Approved, Applying)
+                | (Applying, Applied)
+                | (Pending, Rejected)
+                | (Pending, Expired)
+                | (Pending, Cancelled)
+                | (Approved, Cancelled)
+        );
+        if allowed {
+            Ok(())
+        } else {
+            Err(TransitionError { from: self, to })
+        }
+    }
+}
+
+impl fmt::Display for ReportState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ReportState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ReportState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| format!("unknown report state {s:?}"))
+    }
+}
+
+/// What happened to one customer of a report when it was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Deleted,
+    Anonymised,
+    /// Ordered or was otherwise active since the cutoff of the apply cycle.
+    SkippedActive,
+    SkippedLegalHold,
+    /// No longer in the database.
+    SkippedGone,
+    /// Moved to another venue, or became the Unknown Customer or anonymised by other means.
+    SkippedIneligible,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Deleted,
+        Outcome::Anonymised,
+        Outcome::SkippedActive,
+        Outcome::SkippedLegalHold,
+        Outcome::SkippedGone,
+        Outcome::SkippedIneligible,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Deleted => "deleted",
+            Outcome::Anonymised => "anonymised",
+            Outcome::SkippedActive => "skipped_active",
+            Outcome::SkippedLegalHold => "skipped_legal_hold",
+            Outcome::SkippedGone => "skipped_gone",
+            Outcome::SkippedIneligible => "skipped_ineligible",
+        }
+    }
+
+    pub fn is_skip(self) -> bool {
+        !matches!(self, Outcome::Deleted | Outcome::Anonymised)
+    }
+
+    /// Why a customer that was on the approved report is no longer a candidate.
+    pub fn for_skipped(exists: bool, same_venue: bool, on_hold: bool) -> Outcome {
+        match (exists, same_venue, on_hold) {
+            (false, _, _) => Outcome::SkippedGone,
+            (true, false, _) => Outcome::SkippedIneligible,
+            (true, true, true) => Outcome::SkippedLegalHold,
+            (true, true, false) => Outcome::SkippedActive,
+        }
+    }
+}
+
+impl FromStr for Outcome {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Outcome::ALL
+            .into_iter()
+            .find(|o| o.as_str() == s)
+            .ok_or_else(|| format!("unknown outcome {s:?}"))
+    }
+}
+
+/// Whether a venue may get a new report at `at`, given its last report's creation time.
+pub fn interval_elapsed(
+    last_report_at: Option<DateTime<Utc>>,
+    interval: CalendarPeriod,
+    at: DateTime<Utc>,
+) -> bool {
+    last_report_at.is_none_or(|last| interval.after(last) <= at)
+}
+
+/// The brake of SPEC 4: true when `candidates` is more than `max_share` of `customers`.
+pub fn brake_engaged(candidates: u64, customers: u64, max_share: f64) -> bool {
+    customers > 0 && (candidates as f64) > max_share * (customers as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono_tz::Europe::London;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn parses_periods_and_refuses_nonsense() {
+        assert_eq!(
+            "3 years".parse(),
+            Ok(CalendarPeriod {
+                amount: 3,
+                unit: PeriodUnit::Years
+            })
+        );
+        assert_eq!(
+            "1 month".parse(),
+            Ok(CalendarPeriod {
+                amount: 1,
+                unit: PeriodUnit::Months
+            })
+        );
+        assert_eq!(
+            " 400  days ".parse(),
+            Ok(CalendarPeriod {
+                amount: 400,
+                unit: PeriodUnit::Days
+            })
+        );
+        for bad in [
+            "",
+            "3",
+            "years",
+            "-3 years",
+            "0 days",
+            "3 yeers",
+            "3.5 years",
+            "3 years ago",
+            "99999 days",
+        ] {
+            assert!(
+                bad.parse::<CalendarPeriod>().is_err(),
+                "{bad:?} should be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn cutoff_is_local_midnight_in_the_venue_zone() {
+        // 01:30 UTC on 1 July is 02:30 BST; three years back is 1 July 2023, midnight BST = 23:00 UTC.
+        let at = utc("2026-07-01T01:30:00Z");
+        assert_eq!(
+            cutoff(at, London, "3 years".parse().unwrap()),
+            utc("2023-06-30T23:00:00Z")
+        );
+        // 23:30 UTC on 30 June is already 1 July in London.
+        let at = utc("2026-06-30T23:30:00Z");
+        assert_eq!(
+            cutoff(at, London, "1 day".parse().unwrap()),
+            utc("2026-06-29T23:00:00Z")
+        );
+    }
+
+    #[test]
+    fn cutoff_across_month_end_clamps_to_last_day() {
+        let at = utc("2026-03-31T12:00:00Z");
+        assert_eq!(
+            cutoff(at, chrono_tz::UTC, "1 month".parse().unwrap()),
+            utc("2026-02-28T00:00:00Z")
+        );
+        let at = utc("2024-03-31T12:00:00Z");
+        assert_eq!(
+            cutoff(at, chrono_tz::UTC, "1 month".parse().unwrap()),
+            utc("2024-02-29T00:00:00Z")
+        );
+        let at = utc("2028-02-29T12:00:00Z");
+        assert_eq!(
+            cutoff(at, chrono_tz::UTC, "1 year".parse().unwrap()),
+            utc("2027-02-28T00:00:00Z")
+        );
+    }
+
+    #[test]
+    fn cutoff_across_dst_change_uses_the_offset_of_the_cutoff_day() {
+        // In summer (BST) looking back into winter (GMT): midnight GMT is midnight UTC.
+        let at = utc("2026-04-15T10:00:00Z");
+        assert_eq!(
+            cutoff(at, London, "1 month".parse().unwrap()),
+            utc("2026-03-15T00:00:00Z")
+        );
+        // Day after the spring change: midnight on 29 March 2026 is still GMT.
+        let at = utc("2026-03-30T10:00:00Z");
+        assert_eq!(
+            cutoff(at, London, "1 day".parse().unwrap()),
+            utc("2026-03-29T00:00:00Z")
+        );
+        // Day after the autumn change: midnight on 25 October 2026 was still BST.
+        let at = utc("2026-10-26T10:00:00Z");
+        assert_eq!(
+            cutoff(at, London, "1 day".parse().unwrap()),
+            utc("2026-10-24T23:00:00Z")
+        );
+    }
+
+    #[test]
+    fn cutoff_in_a_midnight_dst_gap_is_the_first_instant_of_the_day() {
+        // Santiago moved clocks from 00:00 to 01:00 on 2023-09-03.
+        let at = utc("2023-09-04T15:00:00Z");
+        let tz: Tz = "America/Santiago".parse().unwrap();
+        assert_eq!(
+            cutoff(at, tz, "1 day".parse().unwrap()),
+            utc("2023-09-03T04:00:00Z")
+        );
+    }
+
+    #[test]
+    fn strategies_parse_and_print() {
+        for s in [
+            "keep",
+            "null",
+            "redact",
+            "redact:gone",
+            "hash",
+            "year",
+            "prefix:4",
+        ] {
+            assert_eq!(s.parse::<Strategy>().unwrap().to_string(), s);
+        }
+        for bad in ["delete", "prefix:", "prefix:0", "prefix:x", "Keep", ""] {
+            assert!(
+                bad.parse::<Strategy>().is_err(),
+                "{bad:?} should be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn keyed_hash_is_stable_per_key_and_differs_between_keys() {
+        let a = keyed_hash(b"key-one", "ann@example.org");
+        assert_eq!(a, keyed_hash(b"key-one", "ann@example.org"));
+        assert_ne!(a, keyed_hash(b"key-two", "ann@example.org"));
+        assert_eq!(a.len(), 64);
+    }
+
+    #[test]
+    fn report_state_machine_allows_only_the_documented_transitions() {
+        use ReportState::*;
+        let allowed = [
+            (Pending, Approved),
+            (Approved, Applying),
+            (Applying, Applied),
+            (Pending, Rejected),
+            (Pending, Expired),
+            (Pending, Cancelled),
+            (Approved, Cancelled),
+        ];
+        for from in ReportState::ALL {
+            for to in ReportState::ALL {
+                assert_eq!(
+                    from.check_transition(to).is_ok(),
+                    allowed.contains(&(from, to)),
+                    "{from} -> {to}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn interval_and_brake() {
+        let at = utc("2026-05-31T00:00:00Z");
+        let month: CalendarPeriod = "30 days".parse().unwrap();
+        assert!(interval_elapsed(None, month, at));
+        assert!(interval_elapsed(
+            Some(utc("2026-05-01T00:00:00Z")),
+            month,
+            at
+        ));
+        assert!(!interval_elapsed(
+            Some(utc("2026-05-01T00:00:01Z")),
+            month,
+            at
+        ));
+        assert!(!brake_engaged(75, 100, 0.75));
+        assert!(brake_engaged(76, 100, 0.75));
+        assert!(!brake_engaged(0, 0, 0.75));
+    }
+}

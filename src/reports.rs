@@ -1,0 +1,435 @@
+//! Reports: the frozen lists of candidates that approvers review. Creating, reading, deciding
+//! (operator approval, cancellation) and the guarded state transitions of SPEC 4.
+
+use crate::audit::{self, Event};
+use crate::config::{Config, SchemaConfig};
+use crate::db::{Db, Query, Row, Tx};
+use crate::policy::{Action, Outcome, ReportState};
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub id: i64,
+    pub venue_id: i64,
+    pub action: Action,
+    pub policy: String,
+    pub cutoff: DateTime<Utc>,
+    pub state: ReportState,
+    pub customer_count: i64,
+    pub approvals_required: i64,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub applied_at: Option<DateTime<Utc>>,
+    pub state_reason: Option<String>,
+}
+
+const COLUMNS: &str =
+    "id, venue_id, action, policy, cutoff, state, customer_count, approvals_required, \
+                       created_at, expires_at, decided_at, applied_at, state_reason";
+
+impl Report {
+    fn from_row(r: &Row) -> Result<Report> {
+        Ok(Report {
+            id: r.i64(0)?,
+            venue_id: r.i64(1)?,
+            action: r.text(2)?.parse().map_err(anyhow::Error::msg)?,
+            policy: r.text(3)?,
+            cutoff: r.time(4)?,
+            state: r.text(5)?.parse().map_err(anyhow::Error::msg)?,
+            customer_count: r.i64(6)?,
+            approvals_required: r.i64(7)?,
+            created_at: r.time(8)?,
+            expires_at: r.time(9)?,
+            decided_at: r.opt_time(10)?,
+            applied_at: r.opt_time(11)?,
+            state_reason: r.opt_text(12)?,
+        })
+    }
+}
+
+/// A new report row; its items are frozen separately in the same transaction.
+pub struct NewReport<'a> {
+    pub venue_id: i64,
+    pub action: Action,
+    pub policy: &'a str,
+    pub cutoff: DateTime<Utc>,
+    pub approvals_required: u32,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Inserts a pending report with a zero count and returns its id.
+pub async fn insert(tx: &mut Tx, new: &NewReport<'_>) -> Result<i64> {
+    let mut q = Query::new(
+        "INSERT INTO retention_reports (venue_id, action, policy, cutoff, state, customer_count, \
+         approvals_required, created_at, expires_at) VALUES (",
+    );
+    q.bind(new.venue_id)
+        .push(", ")
+        .bind(new.action.as_str())
+        .push(", ")
+        .bind(new.policy)
+        .push(", ")
+        .bind(new.cutoff)
+        .push(", ")
+        .bind(ReportState::Pending.as_str())
+        .push(", 0, ")
+        .bind(i64::from(new.approvals_required))
+        .push(", ")
+        .bind(new.created_at)
+        .push(", ")
+        .bind(new.expires_at)
+        .push(") RETURNING id");
+    tx.fetch_one(&q).await?.i64(0)
+}
+
+pub async fn set_customer_count(tx: &mut Tx, report_id: i64, count: u64) -> Result<()> {
+    let mut q = Query::new("UPDATE retention_reports SET customer_count = ");
+    q.bind(count as i64).push(" WHERE id = ").bind(report_id);
+    tx.execute(&q).await?;
+    Ok(())
+}
+
+pub async fn get(db: &Db, id: i64) -> Result<Option<Report>> {
+    let mut q = Query::new(&format!(
+        "SELECT {COLUMNS} FROM retention_reports WHERE id = "
+    ));
+    q.bind(id);
+    db.fetch_optional(&q)
+        .await?
+        .as_ref()
+        .map(Report::from_row)
+        .transpose()
+}
+
+/// Reads a report inside a transaction (the state a decision is taken on).
+pub async fn get_in(tx: &mut Tx, id: i64) -> Result<Option<Report>> {
+    let mut q = Query::new(&format!(
+        "SELECT {COLUMNS} FROM retention_reports WHERE id = "
+    ));
+    q.bind(id);
+    tx.fetch_optional(&q)
+        .await?
+        .as_ref()
+        .map(Report::from_row)
+        .transpose()
+}
+
+/// Reports, newest first, of one venue or all.
+pub async fn list(db: &Db, venue_id: Option<i64>) -> Result<Vec<Report>> {
+    let mut q = Query::new(&format!("SELECT {COLUMNS} FROM retention_reports"));
+    if let Some(v) = venue_id {
+        q.push(" WHERE venue_id = ").bind(v);
+    }
+    q.push(" ORDER BY id DESC");
+    db.fetch_all(&q)
+        .await?
+        .iter()
+        .map(Report::from_row)
+        .collect()
+}
+
+/// The venue's reports in the given states, oldest first.
+pub async fn in_states(db: &Db, venue_id: i64, states: &[ReportState]) -> Result<Vec<Report>> {
+    let mut q = Query::new(&format!(
+        "SELECT {COLUMNS} FROM retention_reports WHERE venue_id = "
+    ));
+    q.bind(venue_id).push(" AND state IN (");
+    for (i, state) in states.iter().enumerate() {
+        if i > 0 {
+            q.push(", ");
+        }
+        q.bind(state.as_str());
+    }
+    q.push(") ORDER BY id");
+    db.fetch_all(&q)
+        .await?
+        .iter()
+        .map(Report::from_row)
+        .collect()
+}
+
+/// When the venue's most recent report was created.
+pub async fn last_created_at(db: &Db, venue_id: i64) -> Result<Option<DateTime<Utc>>> {
+    let mut q = Query::new("SELECT MAX(created_at) FROM retention_reports WHERE venue_id = ");
+    q.bind(venue_id);
+    db.fetch_one(&q).await?.opt_time(0)
+}
+
+/// Moves a report from `from` to `to` if it is still in `from`; fails (changing nothing) when
+/// another decision got there first or the transition is not allowed.
+pub async fn transition(
+    tx: &mut Tx,
+    report: &Report,
+    to: ReportState,
+    at: DateTime<Utc>,
+    reason: Option<&str>,
+) -> Result<()> {
+    report
+        .state
+        .check_transition(to)
+        .with_context(|| format!("report {}", report.id))?;
+    let mut q = Query::new("UPDATE retention_reports SET state = ");
+    q.bind(to.as_str());
+    match to {
+        ReportState::Applied => {
+            q.push(", applied_at = ").bind(at);
+        }
+        ReportState::Applying => {}
+        _ => {
+            q.push(", decided_at = ").bind(at);
+        }
+    }
+    if let Some(reason) = reason {
+        q.push(", state_reason = ").bind(reason);
+    }
+    q.push(" WHERE id = ")
+        .bind(report.id)
+        .push(" AND state = ")
+        .bind(report.state.as_str());
+    if tx.execute(&q).await? != 1 {
+        bail!(
+            "report {} changed state meanwhile; nothing was done",
+            report.id
+        );
+    }
+    Ok(())
+}
+
+/// Records one decision (approve, reject, cancel) by an approver or operator.
+pub async fn record_decision(
+    tx: &mut Tx,
+    report_id: i64,
+    decision: &str,
+    by: &str,
+    via: &str,
+    reason: Option<&str>,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    let mut q = Query::new("INSERT INTO retention_decisions (report_id, decision, decided_by, via, reason, decided_at) VALUES (");
+    q.bind(report_id)
+        .push(", ")
+        .bind(decision)
+        .push(", ")
+        .bind(by)
+        .push(", ")
+        .bind(via)
+        .push(", ")
+        .bind(reason)
+        .push(", ")
+        .bind(at)
+        .push(")");
+    tx.execute(&q).await?;
+    Ok(())
+}
+
+/// An operator approves a pending report on the venue's behalf (e.g. after a phone call). It is
+/// decisive whatever `approval.required` says, and recorded as the operator's in the ledger.
+pub async fn approve_by_operator(db: &Db, id: i64, by: &str, at: DateTime<Utc>) -> Result<Report> {
+    if by.trim().is_empty() {
+        bail!("--by must name who approved");
+    }
+    let mut tx = db.begin().await?;
+    let report = get_in(&mut tx, id)
+        .await?
+        .with_context(|| format!("no report {id}"))?;
+    if report.state != ReportState::Pending {
+        bail!(
+            "report {id} is {}, only a pending report can be approved",
+            report.state
+        );
+    }
+    transition(&mut tx, &report, ReportState::Approved, at, None).await?;
+    record_decision(&mut tx, id, "approve", by, "operator", None, at).await?;
+    audit::record(
+        &mut tx,
+        &Event {
+            at,
+            venue_id: report.venue_id,
+            report_id: Some(id),
+            event: "approved".into(),
+            actor: format!("operator:{by}"),
+            detail: format!(
+                "approved on the venue's behalf for {} customers",
+                report.customer_count
+            ),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    get(db, id).await?.context("report vanished")
+}
+
+/// An operator cancels a pending or approved report before it is applied.
+pub async fn cancel(db: &Db, id: i64, reason: &str, at: DateTime<Utc>) -> Result<Report> {
+    if reason.trim().is_empty() {
+        bail!("--reason must say why the report is cancelled");
+    }
+    let mut tx = db.begin().await?;
+    let report = get_in(&mut tx, id)
+        .await?
+        .with_context(|| format!("no report {id}"))?;
+    if !matches!(report.state, ReportState::Pending | ReportState::Approved) {
+        bail!(
+            "report {id} is {}, only a pending or approved report can be cancelled",
+            report.state
+        );
+    }
+    transition(&mut tx, &report, ReportState::Cancelled, at, Some(reason)).await?;
+    record_decision(
+        &mut tx,
+        id,
+        "cancel",
+        "operator",
+        "operator",
+        Some(reason),
+        at,
+    )
+    .await?;
+    audit::record(
+        &mut tx,
+        &Event {
+            at,
+            venue_id: report.venue_id,
+            report_id: Some(id),
+            event: "cancelled".into(),
+            actor: "operator".into(),
+            detail: reason.to_string(),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    get(db, id).await?.context("report vanished")
+}
+
+/// Outcome counts of a report's customers; `None` counts those not yet processed.
+pub async fn outcome_counts(db: &Db, id: i64) -> Result<BTreeMap<Option<Outcome>, u64>> {
+    let mut q =
+        Query::new("SELECT outcome, COUNT(*) FROM retention_report_items WHERE report_id = ");
+    q.bind(id).push(" GROUP BY outcome");
+    let mut counts = BTreeMap::new();
+    for row in db.fetch_all(&q).await? {
+        let outcome = row
+            .opt_text(0)?
+            .map(|o| o.parse::<Outcome>().map_err(anyhow::Error::msg))
+            .transpose()?;
+        counts.insert(outcome, row.i64(1)? as u64);
+    }
+    Ok(counts)
+}
+
+/// One customer of a report as shown to approvers: the only place personal data is read out.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportCustomer {
+    pub id: i64,
+    pub name: String,
+    pub email: String,
+    /// The latest order or activity, as stored; empty when there was none.
+    pub last_activity: String,
+}
+
+/// A page of a report's customers in id order after `after_id` (keyset paging keeps memory flat
+/// however large the report).
+pub async fn customers_page(
+    db: &Db,
+    schema: &SchemaConfig,
+    report_id: i64,
+    after_id: i64,
+    limit: u32,
+) -> Result<Vec<ReportCustomer>> {
+    let id = schema.customer_id.q();
+    let mut select = vec![format!("i.customer_id")];
+    select.extend(schema.display_name.iter().map(|c| format!("c.{}", c.q())));
+    select.push(
+        schema
+            .display_email
+            .as_ref()
+            .map_or("NULL".to_string(), |c| format!("c.{}", c.q())),
+    );
+    select.push(format!(
+        "(SELECT MAX(o.{placed}) FROM {orders} o WHERE o.{cust} = i.customer_id)",
+        placed = schema.order_placed_at.q(),
+        orders = schema.orders.q(),
+        cust = schema.order_customer.q()
+    ));
+    select.extend(
+        schema
+            .customer_activity
+            .iter()
+            .map(|c| format!("c.{}", c.q())),
+    );
+    let mut q = Query::new(&format!(
+        "SELECT {} FROM retention_report_items i LEFT JOIN {} c ON c.{id} = i.customer_id WHERE i.report_id = ",
+        select.join(", "),
+        schema.customers.q()
+    ));
+    q.bind(report_id)
+        .push(" AND i.customer_id > ")
+        .bind(after_id)
+        .push(" ORDER BY i.customer_id LIMIT ")
+        .bind(i64::from(limit));
+    let names = schema.display_name.len();
+    db.fetch_all(&q)
+        .await?
+        .iter()
+        .map(|r| {
+            let name: Vec<String> = (1..=names)
+                .filter_map(|i| r.get(i).to_text())
+                .filter(|s| !s.is_empty())
+                .collect();
+            let mut latest: Option<DateTime<Utc>> = None;
+            for i in names + 2..r.0.len() {
+                if let Some(t) = r.opt_time(i)? {
+                    latest = latest.max(Some(t));
+                }
+            }
+            Ok(ReportCustomer {
+                id: r.i64(0)?,
+                name: name.join(" "),
+                email: r.get(names + 1).to_text().unwrap_or_default(),
+                last_activity: latest
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+/// Writes a report's customers as CSV (header row, one row each), page by page. Refused once
+/// the report is decided against or applied: its personal data is no longer to be exported.
+pub async fn write_csv<W: std::io::Write>(
+    db: &Db,
+    config: &Config,
+    report: &Report,
+    out: W,
+) -> Result<()> {
+    if !report.state.shows_customers() {
+        bail!(
+            "report {} is {}: its customer list is no longer available",
+            report.id,
+            report.state
+        );
+    }
+    let mut writer = csv::Writer::from_writer(out);
+    writer.write_record(["customer_id", "name", "email", "last_activity"])?;
+    let mut after = i64::MIN;
+    loop {
+        let page = customers_page(db, &config.schema, report.id, after, 1000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        for c in &page {
+            writer.write_record([
+                c.id.to_string(),
+                c.name.clone(),
+                c.email.clone(),
+                c.last_activity.clone(),
+            ])?;
+        }
+    }
+    writer.flush()?;
+    Ok(())
+}

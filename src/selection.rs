@@ -1,0 +1,113 @@
+//! Which customers fall under a venue's policy (SPEC 2). One set-based predicate, built from the
+//! configured identifiers with every value bound, used for counting, for freezing a report and
+//! for the re-check at apply time. Orders are tested with `NOT EXISTS`, which uses the
+//! `(customer, placed_at)` index; no customer is loaded into memory.
+
+use crate::config::{SchemaConfig, VenueConfig};
+use crate::db::{Backend, Db, Query, Tx};
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use std::collections::HashSet;
+
+/// The policy of one venue as of one cycle.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    pub schema: &'a SchemaConfig,
+    pub venue: &'a VenueConfig,
+    pub cutoff: DateTime<Utc>,
+}
+
+impl Scope<'_> {
+    /// Appends `FROM customers c WHERE <candidate>`.
+    pub fn push_from_candidates(&self, q: &mut Query) {
+        let s = self.schema;
+        q.push(&format!(" FROM {} c WHERE ", s.customers.q()));
+        self.push_filter(q);
+    }
+
+    /// Appends the candidate predicate for the customers table aliased `c`.
+    pub fn push_filter(&self, q: &mut Query) {
+        let s = self.schema;
+        let id = s.customer_id.q();
+        q.push(&format!("c.{} = ", s.customer_venue.q()))
+            .bind(self.venue.id);
+        q.push(&format!(" AND c.{} < ", s.customer_created_at.q()))
+            .bind(self.cutoff);
+        q.push(&format!(
+            " AND NOT EXISTS (SELECT 1 FROM {} o WHERE o.{} = c.{id} AND o.{} >= ",
+            s.orders.q(),
+            s.order_customer.q(),
+            s.order_placed_at.q()
+        ))
+        .bind(self.cutoff)
+        .push(")");
+        for column in &s.customer_activity {
+            let col = column.q();
+            q.push(&format!(" AND (c.{col} IS NULL OR c.{col} < "))
+                .bind(self.cutoff)
+                .push(")");
+        }
+        if let Some(hold) = &s.legal_hold {
+            // CAST makes one spelling work for BOOLEAN and 0/1 INTEGER columns on both backends.
+            q.push(&format!(
+                " AND COALESCE(CAST(c.{} AS INTEGER), 0) = 0",
+                hold.q()
+            ));
+        }
+        if let Some(unknown) = self.venue.unknown_customer_id {
+            q.push(&format!(" AND c.{id} <> ")).bind(unknown);
+        }
+        q.push(&format!(
+            " AND NOT EXISTS (SELECT 1 FROM retention_unknown_customers u WHERE u.customer_id = c.{id})"
+        ));
+        q.push(&format!(
+            " AND NOT EXISTS (SELECT 1 FROM retention_anonymised a WHERE a.customer_id = c.{id})"
+        ));
+    }
+}
+
+/// How many customers fall under the policy now.
+pub async fn count_candidates(db: &Db, scope: &Scope<'_>) -> Result<u64> {
+    let mut q = Query::new("SELECT COUNT(*)");
+    scope.push_from_candidates(&mut q);
+    Ok(db.fetch_one(&q).await?.i64(0)? as u64)
+}
+
+/// The candidates' ids, in id order (for small venues, tests and dry runs).
+pub async fn candidate_ids(db: &Db, scope: &Scope<'_>) -> Result<Vec<i64>> {
+    let mut q = Query::new(&format!("SELECT c.{}", scope.schema.customer_id.q()));
+    scope.push_from_candidates(&mut q);
+    q.push(&format!(" ORDER BY c.{}", scope.schema.customer_id.q()));
+    db.fetch_all(&q).await?.iter().map(|r| r.i64(0)).collect()
+}
+
+/// All customers of the venue, the denominator of the brake.
+pub async fn count_customers(db: &Db, schema: &SchemaConfig, venue_id: i64) -> Result<u64> {
+    let mut q = Query::new(&format!(
+        "SELECT COUNT(*) FROM {} WHERE {} = ",
+        schema.customers.q(),
+        schema.customer_venue.q()
+    ));
+    q.bind(venue_id);
+    Ok(db.fetch_one(&q).await?.i64(0)? as u64)
+}
+
+/// Freezes the current candidates into `report_id`'s items, set-based; returns how many.
+pub async fn freeze_into_report(tx: &mut Tx, scope: &Scope<'_>, report_id: i64) -> Result<u64> {
+    let mut q = Query::new("INSERT INTO retention_report_items (report_id, customer_id) SELECT ");
+    q.bind(report_id)
+        .push(&format!(", c.{}", scope.schema.customer_id.q()));
+    scope.push_from_candidates(&mut q);
+    tx.execute(&q).await
+}
+
+/// Of `ids`, those that are still candidates (the re-check before an action).
+pub async fn still_candidates(tx: &mut Tx, scope: &Scope<'_>, ids: &[i64]) -> Result<HashSet<i64>> {
+    let backend: Backend = tx.backend();
+    let id = scope.schema.customer_id.q();
+    let mut q = Query::new(&format!("SELECT c.{id}"));
+    scope.push_from_candidates(&mut q);
+    q.push(&format!(" AND c.{id}"));
+    backend.push_in_ids(&mut q, ids);
+    tx.fetch_all(&q).await?.iter().map(|r| r.i64(0)).collect()
+}
