@@ -40,7 +40,18 @@ pub fn unclassified_columns(
         .collect()
 }
 
-/// Fails when the customers table has a column that an anonymise venue does not classify.
+/// An anonymise venue's configuration does not classify every customers column: a
+/// configuration error found against the live database.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: venues.anonymise of venue {venue_id}: anonymise refused: unclassified customers column(s) {columns}")]
+pub struct UnclassifiedColumns {
+    pub file: String,
+    pub venue_id: i64,
+    pub columns: String,
+}
+
+/// Fails with [`UnclassifiedColumns`] when the customers table has a column that an anonymise
+/// venue does not classify (a column added by someone else must not silently keep personal data).
 pub async fn ensure_all_classified(db: &Db, config: &Config, venue: &VenueConfig) -> Result<()> {
     if venue.action != Action::Anonymise {
         return Ok(());
@@ -50,11 +61,12 @@ pub async fn ensure_all_classified(db: &Db, config: &Config, venue: &VenueConfig
         .unwrap_or_default();
     let unclassified = unclassified_columns(config, venue, &columns);
     if !unclassified.is_empty() {
-        anyhow::bail!(
-            "venue {}: anonymise refused: customers column(s) {} are not classified in venues.anonymise",
-            venue.id,
-            unclassified.join(", ")
-        );
+        return Err(UnclassifiedColumns {
+            file: config.file.clone(),
+            venue_id: venue.id,
+            columns: unclassified.join(", "),
+        }
+        .into());
     }
     Ok(())
 }

@@ -187,11 +187,13 @@ async fn run_cycle(
         None => svc.config.venues.clone(),
     };
     let mut failed = 0;
+    let mut misconfigured = false;
     for venue in &venues {
         match cycle::run_venue_cycle(svc, venue, at, dry_run).await {
             Ok(result) => print_cycle(&venue.name, &result),
             Err(e) => {
                 failed += 1;
+                misconfigured |= e.downcast_ref::<check::UnclassifiedColumns>().is_some();
                 tracing::error!(venue.id = venue.id, error = %format!("{e:#}"), "cycle failed");
                 println!("venue {} ({}): FAILED: {e:#}", venue.id, venue.name);
             }
@@ -199,7 +201,8 @@ async fn run_cycle(
     }
     if failed > 0 {
         eprintln!("retentiond: {failed} venue cycle(s) failed");
-        return Ok(ExitCode::from(1));
+        // A configuration that does not match the database is a configuration error (exit 2).
+        return Ok(ExitCode::from(if misconfigured { 2 } else { 1 }));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -376,17 +376,27 @@ pub fn load_with_env(path: &Path, env: BTreeMap<String, String>) -> Result<Confi
 /// Turns the config crate's message into "file: key: expected ..." form.
 fn describe_load_error(file: &str, e: config::ConfigError) -> ConfigError {
     let message = e.to_string();
-    // The crate appends ` for key `a.b`` (or `in`) to type errors; lift the key out.
-    let (key, what) = match message.rsplit_once(" for key `") {
-        Some((what, rest)) => (rest.trim_end_matches('`').to_string(), what.to_string()),
-        None => match message.strip_prefix("missing field `") {
-            Some(rest) => (
-                rest.trim_end_matches('`').to_string(),
-                "required key is missing".to_string(),
-            ),
-            None => ("(file)".to_string(), message.clone()),
-        },
+    let (key, what) = if let Some(rest) = message.strip_prefix("missing configuration field \"") {
+        (
+            rest.trim_end_matches('"').to_string(),
+            "required key is missing".to_string(),
+        )
+    } else if let Some((what, rest)) = message.rsplit_once(" for key `") {
+        (rest.trim_end_matches('`').to_string(), what.to_string())
+    } else if let Some(rest) = message.strip_prefix("missing field `") {
+        (
+            rest.trim_end_matches('`').to_string(),
+            "required key is missing".to_string(),
+        )
+    } else {
+        ("(file)".to_string(), message.clone())
     };
+    // The crate writes `venues[0]approvers`; make it `venues[0].approvers`.
+    let key = key
+        .replace("]", "].")
+        .replace("].[", "][")
+        .trim_end_matches('.')
+        .replace("]..", "].");
     ConfigError {
         file: file.to_string(),
         key,

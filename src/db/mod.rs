@@ -99,7 +99,12 @@ impl Backend {
 /// A value bound to, or read from, a query.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// NULL typed as text (PostgreSQL needs a type for every parameter).
     Null,
+    /// NULL typed as an integer.
+    NullInt,
+    /// NULL typed as a timestamp.
+    NullTime,
     Bool(bool),
     Int(i64),
     Float(f64),
@@ -136,9 +141,19 @@ impl From<bool> for Value {
         Value::Bool(v)
     }
 }
-impl<T: Into<Value>> From<Option<T>> for Value {
-    fn from(v: Option<T>) -> Self {
-        v.map(Into::into).unwrap_or(Value::Null)
+impl From<Option<i64>> for Value {
+    fn from(v: Option<i64>) -> Self {
+        v.map_or(Value::NullInt, Value::Int)
+    }
+}
+impl From<Option<&str>> for Value {
+    fn from(v: Option<&str>) -> Self {
+        v.map_or(Value::Null, Into::into)
+    }
+}
+impl From<Option<DateTime<Utc>>> for Value {
+    fn from(v: Option<DateTime<Utc>>) -> Self {
+        v.map_or(Value::NullTime, Value::Time)
     }
 }
 
@@ -146,7 +161,7 @@ impl Value {
     /// The value as text for display, CSV and hashing; `None` for NULL.
     pub fn to_text(&self) -> Option<String> {
         match self {
-            Value::Null => None,
+            Value::Null | Value::NullInt | Value::NullTime => None,
             Value::Bool(b) => Some(b.to_string()),
             Value::Int(i) => Some(i.to_string()),
             Value::Float(f) => Some(f.to_string()),
@@ -161,7 +176,7 @@ impl Value {
     /// The value as an instant, parsing SQLite's text forms.
     pub fn to_time(&self) -> Result<Option<DateTime<Utc>>> {
         Ok(match self {
-            Value::Null => None,
+            Value::Null | Value::NullInt | Value::NullTime => None,
             Value::Time(t) => Some(*t),
             Value::Date(d) => Some(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc()),
             Value::Text(s) => Some(parse_time_text(s)?),
@@ -171,7 +186,7 @@ impl Value {
 
     fn kind(&self) -> &'static str {
         match self {
-            Value::Null => "NULL",
+            Value::Null | Value::NullInt | Value::NullTime => "NULL",
             Value::Bool(_) => "a boolean",
             Value::Int(_) => "an integer",
             Value::Float(_) => "a number",
@@ -249,7 +264,7 @@ impl Row {
     }
     pub fn opt_i64(&self, i: usize) -> Result<Option<i64>> {
         match self.get(i) {
-            Value::Null => Ok(None),
+            Value::Null | Value::NullInt | Value::NullTime => Ok(None),
             Value::Int(v) => Ok(Some(*v)),
             Value::Bool(b) => Ok(Some(*b as i64)),
             Value::Text(s) => s
@@ -268,7 +283,7 @@ impl Row {
     }
     pub fn bool(&self, i: usize) -> Result<bool> {
         Ok(match self.get(i) {
-            Value::Null => false,
+            Value::Null | Value::NullInt | Value::NullTime => false,
             Value::Bool(b) => *b,
             Value::Int(v) => *v != 0,
             other => bail!("column {i}: expected a boolean, found {}", other.kind()),
@@ -361,15 +376,18 @@ impl Db {
     /// instance only, so there the lock is always granted.
     pub async fn try_lock_venue(&self, venue_id: i64) -> Result<Option<VenueLock>> {
         match self {
-            Db::Sqlite(_) => Ok(Some(VenueLock { conn: None, key: 0 })),
-            Db::Postgres(pool) => postgres::try_advisory_lock(pool, venue_lock_key(venue_id))
-                .await
-                .map(|conn| {
-                    conn.map(|conn| VenueLock {
-                        conn: Some(conn),
-                        key: venue_lock_key(venue_id),
-                    })
-                }),
+            Db::Sqlite(_) => Ok(Some(VenueLock {
+                conn: None,
+                name: String::new(),
+            })),
+            Db::Postgres(pool) => {
+                let name = format!("venue:{venue_id}");
+                let conn = postgres::try_advisory_lock(pool, &name).await?;
+                Ok(conn.map(|conn| VenueLock {
+                    conn: Some(conn),
+                    name,
+                }))
+            }
         }
     }
 
@@ -381,22 +399,17 @@ impl Db {
     }
 }
 
-fn venue_lock_key(venue_id: i64) -> i64 {
-    // "RETE" in the high half keeps our keys apart from other users of advisory locks.
-    (0x5245_5445_i64 << 32) ^ venue_id
-}
-
 /// A held venue lock; release it with [`VenueLock::release`]. If dropped instead, its connection
 /// is closed so that the lock can never leak back into the pool.
 pub struct VenueLock {
     conn: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
-    key: i64,
+    name: String,
 }
 
 impl VenueLock {
     pub async fn release(mut self) -> Result<()> {
         if let Some(conn) = self.conn.take() {
-            postgres::advisory_unlock(conn, self.key).await?;
+            postgres::advisory_unlock(conn, &self.name).await?;
         }
         Ok(())
     }

@@ -24,6 +24,8 @@ fn build(q: &Query) -> sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArgume
     for value in &q.params {
         query = match value {
             Value::Null => query.bind(None::<String>),
+            Value::NullInt => query.bind(None::<i64>),
+            Value::NullTime => query.bind(None::<DateTime<Utc>>),
             Value::Bool(b) => query.bind(*b),
             Value::Int(i) => query.bind(*i),
             Value::Float(f) => query.bind(*f),
@@ -91,24 +93,27 @@ pub async fn execute_script(pool: &PgPool, sql: &str) -> Result<()> {
     Ok(())
 }
 
-/// Tries the session advisory lock `key` on a connection of its own; the connection (and with
+/// The advisory lock key of a name in the current schema, so that deployments sharing a
+/// database in different schemas do not block each other.
+const LOCK_KEY: &str = "hashtextextended(current_schema() || ':retentiond:' || $1, 0)";
+
+/// Tries the session advisory lock `name` on a connection of its own; the connection (and with
 /// it the lock) is returned to the caller, or to the pool if the lock is taken elsewhere.
 pub async fn try_advisory_lock(
     pool: &PgPool,
-    key: i64,
+    name: &str,
 ) -> Result<Option<PoolConnection<Postgres>>> {
     let mut conn = pool.acquire().await?;
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(key)
+    let sql = format!("SELECT pg_try_advisory_lock({LOCK_KEY})");
+    let locked: bool = sqlx::query_scalar(&sql)
+        .bind(name)
         .fetch_one(&mut *conn)
         .await?;
     Ok(locked.then_some(conn))
 }
 
-pub async fn advisory_unlock(mut conn: PoolConnection<Postgres>, key: i64) -> Result<()> {
-    sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(key)
-        .execute(&mut *conn)
-        .await?;
+pub async fn advisory_unlock(mut conn: PoolConnection<Postgres>, name: &str) -> Result<()> {
+    let sql = format!("SELECT pg_advisory_unlock({LOCK_KEY})");
+    sqlx::query(&sql).bind(name).execute(&mut *conn).await?;
     Ok(())
 }

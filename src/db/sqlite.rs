@@ -34,7 +34,7 @@ fn build(q: &Query) -> sqlx::query::Query<'_, Sqlite, sqlx::sqlite::SqliteArgume
     let mut query = sqlx::query::<Sqlite>(&q.sql);
     for value in &q.params {
         query = match value {
-            Value::Null => query.bind(None::<i64>),
+            Value::Null | Value::NullInt | Value::NullTime => query.bind(None::<i64>),
             Value::Bool(b) => query.bind(*b),
             Value::Int(i) => query.bind(*i),
             Value::Float(f) => query.bind(*f),

@@ -1,0 +1,424 @@
+//! Reports and actions (SPEC 3, 4): delete, anonymise, the re-check at apply time, the brake,
+//! and a batch that fails part-way; on both backends.
+
+mod common;
+
+use common::{anonymise_venue, delete_venue, t, TestDb, HASH_KEY};
+use retentiond::cycle::{run_venue_cycle, Selection, VenueCycle};
+use retentiond::db::Query;
+use retentiond::policy::{keyed_hash, Outcome, ReportState};
+use retentiond::{reports, Service};
+
+const AT: &str = "2026-06-15 12:00:00";
+const NEXT_DAY: &str = "2026-06-16 12:00:00";
+
+async fn cycle(svc: &Service, venue_id: i64, at: &str) -> VenueCycle {
+    let venue = svc.config.venue(venue_id).unwrap().clone();
+    run_venue_cycle(svc, &venue, t(at), false).await.unwrap()
+}
+
+/// Runs a cycle that must create a report, approves it as an operator, and returns its id.
+async fn approved_report(svc: &Service, venue_id: i64) -> i64 {
+    let selection = cycle(svc, venue_id, AT).await.selection;
+    let Some(Selection::Created { report_id, .. }) = selection else {
+        panic!("expected a new report, got {selection:?}")
+    };
+    reports::approve_by_operator(&svc.db, report_id, "tester", t(AT))
+        .await
+        .unwrap();
+    report_id
+}
+
+async fn delete_moves_orders_to_unknown_customer_and_removes_notes(db: TestDb) {
+    db.migrate().await;
+    let svc = db.service(&delete_venue(2, "3 years", "")).await;
+    let gone = db.customer(2, "2019-01-01 00:00:00").await;
+    db.order(gone, "2020-02-02 10:00:00").await;
+    db.order(gone, "2020-03-03 10:00:00").await;
+    db.note(gone).await;
+    let active = db.customer(2, "2019-01-01 00:00:00").await;
+    db.order(active, "2026-01-01 10:00:00").await;
+    db.note(active).await;
+    let report = approved_report(&svc, 2).await;
+
+    let result = cycle(&svc, 2, NEXT_DAY).await;
+
+    assert_eq!(result.applied[0].counts.get(&Outcome::Deleted), Some(&1));
+    assert!(db.customer_row(gone).await.is_none());
+    let unknown = db
+        .count("SELECT customer_id FROM retention_unknown_customers WHERE venue_id = 2")
+        .await;
+    assert_eq!(
+        db.count(&format!(
+            "SELECT COUNT(*) FROM orders WHERE customer_id = {unknown}"
+        ))
+        .await,
+        2
+    );
+    assert_eq!(
+        db.count(&format!(
+            "SELECT COUNT(*) FROM customer_notes WHERE customer_id = {gone}"
+        ))
+        .await,
+        0
+    );
+    assert_eq!(
+        db.count(&format!(
+            "SELECT COUNT(*) FROM customer_notes WHERE customer_id = {active}"
+        ))
+        .await,
+        1
+    );
+    assert_eq!(
+        db.count(&format!(
+            "SELECT COUNT(*) FROM orders WHERE customer_id = {active}"
+        ))
+        .await,
+        1
+    );
+    assert_eq!(
+        reports::get(&svc.db, report).await.unwrap().unwrap().state,
+        ReportState::Applied
+    );
+}
+
+async fn unknown_customer_is_created_once_and_reused(db: TestDb) {
+    db.migrate().await;
+    let svc = db
+        .service(&delete_venue(2, "3 years", "report_interval = \"1 day\""))
+        .await;
+    let first = db.customer(2, "2019-01-01 00:00:00").await;
+    db.order(first, "2020-01-01 00:00:00").await;
+    approved_report(&svc, 2).await;
+    cycle(&svc, 2, NEXT_DAY).await;
+    let unknown = db
+        .count("SELECT customer_id FROM retention_unknown_customers WHERE venue_id = 2")
+        .await;
+
+    let second = db.customer(2, "2019-01-01 00:00:00").await;
+    db.order(second, "2020-01-01 00:00:00").await;
+    let Some(Selection::Created {
+        report_id,
+        customers,
+    }) = cycle(&svc, 2, "2026-06-18 12:00:00").await.selection
+    else {
+        panic!("expected a second report")
+    };
+    assert_eq!(customers, 1, "the Unknown Customer must not be selected");
+    reports::approve_by_operator(&svc.db, report_id, "tester", t(AT))
+        .await
+        .unwrap();
+    cycle(&svc, 2, "2026-06-19 12:00:00").await;
+
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM retention_unknown_customers")
+            .await,
+        1
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM customers WHERE first_name = 'Unknown'")
+            .await,
+        1
+    );
+    assert_eq!(
+        db.count(&format!(
+            "SELECT COUNT(*) FROM orders WHERE customer_id = {unknown}"
+        ))
+        .await,
+        2
+    );
+}
+
+async fn anonymise_applies_every_strategy_and_keeps_the_rest(db: TestDb) {
+    db.migrate().await;
+    let svc = db.service(&anonymise_venue(1, "3 years", "")).await;
+    let c = db.customer(1, "2019-01-01 00:00:00").await;
+    db.order(c, "2020-01-01 00:00:00").await;
+    let before = db.customer_row(c).await.unwrap();
+    approved_report(&svc, 1).await;
+
+    cycle(&svc, 1, NEXT_DAY).await;
+
+    let after = db.customer_row(c).await.unwrap();
+    let email = before["email"].clone().unwrap();
+    assert_eq!(after["title"].as_deref(), Some("[removed]"));
+    assert_eq!(after["first_name"], None);
+    assert_eq!(after["last_name"].as_deref(), Some("gone"));
+    assert_eq!(
+        after["email"],
+        Some(keyed_hash(HASH_KEY.as_bytes(), &email))
+    );
+    assert_ne!(
+        after["email"],
+        Some(keyed_hash(b"another-key-0123456789", &email))
+    );
+    assert_eq!(after["phone"], None);
+    assert_eq!(after["address_line1"], None);
+    assert_eq!(after["address_line2"], None);
+    assert_eq!(after["postcode"].as_deref(), Some("SW1A"));
+    assert_eq!(after["date_of_birth"].as_deref(), Some("1980-01-01"));
+    for kept in [
+        "city",
+        "country",
+        "marketing_opt_in",
+        "venue_id",
+        "created_at",
+        "legal_hold",
+    ] {
+        assert_eq!(after[kept], before[kept], "{kept} must be kept");
+    }
+    assert_eq!(
+        db.count(&format!(
+            "SELECT COUNT(*) FROM orders WHERE customer_id = {c}"
+        ))
+        .await,
+        1
+    );
+}
+
+async fn hash_is_stable_for_one_key(db: TestDb) {
+    db.migrate().await;
+    let svc = db.service(&anonymise_venue(1, "3 years", "")).await;
+    let a = db.customer_with(1, "2019-01-01 00:00:00", 7, false).await;
+    let b = db.customer_with(1, "2019-01-01 00:00:00", 7, false).await; // same email as a
+    approved_report(&svc, 1).await;
+
+    cycle(&svc, 1, NEXT_DAY).await;
+
+    let (ra, rb) = (
+        db.customer_row(a).await.unwrap(),
+        db.customer_row(b).await.unwrap(),
+    );
+    assert_eq!(ra["email"], rb["email"]);
+    assert_eq!(ra["email"].as_ref().unwrap().len(), 64);
+}
+
+async fn apply_skips_customers_who_became_active_held_or_gone(db: TestDb) {
+    db.migrate().await;
+    let svc = db.service(&delete_venue(2, "3 years", "")).await;
+    let ordered_since = db.customer(2, "2019-01-01 00:00:00").await;
+    let held_since = db.customer(2, "2019-01-01 00:00:00").await;
+    let gone_since = db.customer(2, "2019-01-01 00:00:00").await;
+    let still_idle = db.customer(2, "2019-01-01 00:00:00").await;
+    let report = approved_report(&svc, 2).await;
+    db.order(ordered_since, "2026-06-15 18:00:00").await;
+    db.set_legal_hold(held_since).await;
+    db.db
+        .execute(&Query::new(&format!(
+            "DELETE FROM customers WHERE id = {gone_since}"
+        )))
+        .await
+        .unwrap();
+    let not_on_report = db.customer(2, "2019-01-01 00:00:00").await;
+    let before = db.customer_row(ordered_since).await;
+
+    let result = cycle(&svc, 2, NEXT_DAY).await;
+
+    let counts = &result.applied[0].counts;
+    assert_eq!(counts.get(&Outcome::Deleted), Some(&1));
+    assert_eq!(counts.get(&Outcome::SkippedActive), Some(&1));
+    assert_eq!(counts.get(&Outcome::SkippedLegalHold), Some(&1));
+    assert_eq!(counts.get(&Outcome::SkippedGone), Some(&1));
+    assert!(db.customer_row(still_idle).await.is_none());
+    assert_eq!(
+        db.customer_row(ordered_since).await,
+        before,
+        "a customer active again is untouched"
+    );
+    assert!(db.customer_row(held_since).await.is_some());
+    assert!(
+        db.customer_row(not_on_report).await.is_some(),
+        "a customer not on the report is never touched"
+    );
+    let stored = reports::outcome_counts(&svc.db, report).await.unwrap();
+    assert_eq!(stored.get(&None), None, "every customer has an outcome");
+}
+
+async fn nothing_happens_without_approval(db: TestDb) {
+    db.migrate().await;
+    let svc = db.service(&delete_venue(2, "3 years", "")).await;
+    let c = db.customer(2, "2019-01-01 00:00:00").await;
+    let first = cycle(&svc, 2, AT).await;
+    assert!(matches!(first.selection, Some(Selection::Created { .. })));
+
+    let second = cycle(&svc, 2, NEXT_DAY).await;
+
+    assert!(second.applied.is_empty());
+    assert!(matches!(
+        second.selection,
+        Some(Selection::OpenReport {
+            state: ReportState::Pending,
+            ..
+        })
+    ));
+    assert!(db.customer_row(c).await.is_some());
+}
+
+async fn brake_stops_a_mistyped_policy(db: TestDb) {
+    db.migrate().await;
+    let svc = db
+        .service(&delete_venue(2, "3 days", "").replace("max_share = 1.0", "max_share = 0.75"))
+        .await;
+    for i in 0..20 {
+        let c = db.customer(2, "2019-01-01 00:00:00").await;
+        if i == 0 {
+            db.order(c, "2026-06-14 12:00:00").await;
+        }
+    }
+
+    let result = cycle(&svc, 2, AT).await;
+
+    assert!(matches!(
+        result.selection,
+        Some(Selection::Brake {
+            candidates: 19,
+            customers: 20,
+            ..
+        })
+    ));
+    assert_eq!(db.count("SELECT COUNT(*) FROM retention_reports").await, 0);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM retention_report_items")
+            .await,
+        0
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM retention_audit WHERE event = 'brake'")
+            .await,
+        1
+    );
+}
+
+async fn dry_run_changes_nothing(db: TestDb) {
+    db.migrate().await;
+    let svc = db.service(&delete_venue(2, "3 years", "")).await;
+    db.customer(2, "2019-01-01 00:00:00").await;
+    let venue = svc.config.venue(2).unwrap().clone();
+
+    let result = run_venue_cycle(&svc, &venue, t(AT), true).await.unwrap();
+
+    assert!(
+        matches!(
+            result.selection,
+            Some(Selection::WouldCreate { customers: 1 })
+        ),
+        "{:?}",
+        result.selection
+    );
+    assert_eq!(db.count("SELECT COUNT(*) FROM retention_reports").await, 0);
+    let report = approved_report(&svc, 2).await;
+    let preview = run_venue_cycle(&svc, &venue, t(NEXT_DAY), true)
+        .await
+        .unwrap();
+    assert_eq!(preview.previews[0].would_process, 1);
+    assert_eq!(
+        reports::get(&svc.db, report).await.unwrap().unwrap().state,
+        ReportState::Approved
+    );
+    assert_eq!(db.count("SELECT COUNT(*) FROM customers").await, 1);
+}
+
+async fn failed_batch_rolls_back_and_the_report_resumes(db: TestDb) {
+    // A table that references customers but is not in schema.references blocks the delete of
+    // one customer in the second batch.
+    db.db
+        .execute(&Query::new("CREATE TABLE tickets (id INTEGER PRIMARY KEY, customer_id BIGINT NOT NULL REFERENCES customers(id))"))
+        .await
+        .unwrap();
+    db.migrate().await;
+    let mut config = db.config(&delete_venue(2, "3 years", ""));
+    config.batch_size = 5;
+    let svc = Service::new(db.db.clone(), config);
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        let c = db.customer(2, "2019-01-01 00:00:00").await;
+        db.order(c, "2020-01-01 00:00:00").await;
+        ids.push(c);
+    }
+    db.db
+        .execute(&Query::new(&format!(
+            "INSERT INTO tickets (id, customer_id) VALUES (1, {})",
+            ids[7]
+        )))
+        .await
+        .unwrap();
+    let report = approved_report(&svc, 2).await;
+    let venue = svc.config.venue(2).unwrap().clone();
+
+    let failed = run_venue_cycle(&svc, &venue, t(NEXT_DAY), false).await;
+
+    assert!(failed.is_err());
+    for id in &ids[..5] {
+        assert!(
+            db.customer_row(*id).await.is_none(),
+            "first batch was applied"
+        );
+    }
+    for id in &ids[5..] {
+        assert!(
+            db.customer_row(*id).await.is_some(),
+            "customer {id} of the failed batch is untouched"
+        );
+        assert_eq!(
+            db.count(&format!(
+                "SELECT COUNT(*) FROM orders WHERE customer_id = {id}"
+            ))
+            .await,
+            1
+        );
+    }
+    assert_eq!(
+        reports::get(&svc.db, report).await.unwrap().unwrap().state,
+        ReportState::Applying
+    );
+
+    db.db
+        .execute(&Query::new("DELETE FROM tickets"))
+        .await
+        .unwrap();
+    let resumed = run_venue_cycle(&svc, &venue, t("2026-06-17 12:00:00"), false)
+        .await
+        .unwrap();
+
+    assert_eq!(resumed.applied[0].counts.get(&Outcome::Deleted), Some(&7));
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM retention_report_items WHERE outcome = 'deleted'")
+            .await,
+        12
+    );
+    assert_eq!(
+        reports::get(&svc.db, report).await.unwrap().unwrap().state,
+        ReportState::Applied
+    );
+}
+
+async fn cancelled_report_is_never_applied(db: TestDb) {
+    db.migrate().await;
+    let svc = db.service(&delete_venue(2, "3 years", "")).await;
+    let c = db.customer(2, "2019-01-01 00:00:00").await;
+    let report = approved_report(&svc, 2).await;
+    reports::cancel(&svc.db, report, "venue changed its mind", t(AT))
+        .await
+        .unwrap();
+
+    let result = cycle(&svc, 2, NEXT_DAY).await;
+
+    assert!(result.applied.is_empty());
+    assert!(db.customer_row(c).await.is_some());
+    assert!(reports::cancel(&svc.db, report, "again", t(AT))
+        .await
+        .is_err());
+}
+
+on_both_backends!(
+    delete_moves_orders_to_unknown_customer_and_removes_notes,
+    unknown_customer_is_created_once_and_reused,
+    anonymise_applies_every_strategy_and_keeps_the_rest,
+    hash_is_stable_for_one_key,
+    apply_skips_customers_who_became_active_held_or_gone,
+    nothing_happens_without_approval,
+    brake_stops_a_mistyped_policy,
+    dry_run_changes_nothing,
+    failed_batch_rolls_back_and_the_report_resumes,
+    cancelled_report_is_never_applied,
+);

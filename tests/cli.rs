@@ -1,0 +1,372 @@
+//! The command line as an operator uses it: configuration errors (exit 2, database untouched),
+//! `check`, the operator workflow, and crash safety under SIGKILL during apply.
+
+mod common;
+
+use common::{anonymise_venue, config_toml, delete_venue, t, TestDb, HASH_KEY};
+use retentiond::cycle::{run_venue_cycle, Selection};
+use retentiond::db::{Backend, Query};
+use retentiond::policy::{keyed_hash, ReportState};
+use retentiond::reports;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+fn retentiond(config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_retentiond"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env_remove("RETENTIOND_CONFIG")
+        .output()
+        .expect("run retentiond")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn bad_configuration_exits_2_naming_file_and_key_and_touches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("never-created.db");
+    let url = format!("sqlite://{}", db_path.display());
+    let good = config_toml(&url, &anonymise_venue(1, "3 years", ""));
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "unknown strategy",
+            good.replace("email = \"hash\"", "email = \"scramble\""),
+            "venues[0].anonymise.email",
+        ),
+        (
+            "bad duration",
+            good.replace("inactive_for = \"3 years\"", "inactive_for = \"3 yeers\""),
+            "venues[0].inactive_for",
+        ),
+        (
+            "negative duration",
+            good.replace("inactive_for = \"3 years\"", "inactive_for = \"-3 years\""),
+            "venues[0].inactive_for",
+        ),
+        (
+            "bad identifier",
+            good.replace(
+                "[schema]",
+                "[schema]\ncustomers = \"customers; drop table x\"",
+            ),
+            "schema.customers",
+        ),
+        (
+            "empty approvers",
+            good.replace(
+                "approvers = [\"boxoffice@venue1.example\"]",
+                "approvers = []",
+            ),
+            "venues[0].approvers",
+        ),
+        (
+            "missing approvers",
+            good.replace("approvers = [\"boxoffice@venue1.example\"]", ""),
+            "approvers",
+        ),
+        (
+            "misspelt key",
+            good.replace(
+                "inactive_for =",
+                "inactve_for = \"3 years\"\ninactive_for =",
+            ),
+            "inactve_for",
+        ),
+        (
+            "bad time zone",
+            good.replace("Europe/London", "Europe/Londn"),
+            "venues[0].timezone",
+        ),
+        (
+            "bad on_delete",
+            good.replace("on_delete = \"delete\"", "on_delete = \"cascade\""),
+            "schema.references[1].on_delete",
+        ),
+    ];
+    for (what, text, key) in cases {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+
+        let out = retentiond(&path, &["cycle"]);
+
+        assert_eq!(out.status.code(), Some(2), "{what}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert_eq!(err.trim().lines().count(), 1, "{what}: one line: {err}");
+        assert!(err.contains("bad.toml"), "{what}: names the file: {err}");
+        assert!(err.contains(key), "{what}: names {key}: {err}");
+        assert!(!db_path.exists(), "{what}: the database was touched");
+    }
+}
+
+#[test]
+fn missing_configuration_file_exits_2() {
+    let out = retentiond(Path::new("/nonexistent/retentiond.toml"), &["check"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("/nonexistent/retentiond.toml"));
+}
+
+#[test]
+fn usage_error_exits_2() {
+    let out = Command::new(env!("CARGO_BIN_EXE_retentiond"))
+        .args(["cycle", "--at", "yesterday"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unclassified_column_is_named_by_check_and_refuses_anonymise() {
+    let db = TestDb::sqlite().await;
+    db.db
+        .execute(&Query::new(
+            "ALTER TABLE customers ADD COLUMN loyalty_number TEXT",
+        ))
+        .await
+        .unwrap();
+    db.customer(1, "2019-01-01 00:00:00").await;
+    let config = db.write_config(&anonymise_venue(1, "3 years", ""));
+    assert_eq!(retentiond(&config, &["migrate"]).status.code(), Some(0));
+
+    let check = retentiond(&config, &["check"]);
+    let cycle = retentiond(&config, &["cycle", "--at", "2026-06-15T12:00:00Z"]);
+
+    assert_eq!(check.status.code(), Some(1));
+    assert!(
+        stdout(&check).contains("loyalty_number"),
+        "{}",
+        stdout(&check)
+    );
+    assert_eq!(cycle.status.code(), Some(2), "{}", stderr(&cycle));
+    assert!(stdout(&cycle).contains("loyalty_number"));
+    assert_eq!(db.count("SELECT COUNT(*) FROM retention_reports").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_missing_tables_columns_and_unlisted_foreign_keys() {
+    let db = TestDb::sqlite().await;
+    db.db.execute(&Query::new("CREATE TABLE tickets (id INTEGER PRIMARY KEY, holder INTEGER REFERENCES customers(id))")).await.unwrap();
+    let toml = delete_venue(2, "3 years", "").replace("[[venues]]", "[[schema.references]]\ntable = \"vouchers\"\ncolumn = \"customer_id\"\non_delete = \"delete\"\n\n[[venues]]");
+    let config = db.write_config(&toml);
+    retentiond(&config, &["migrate"]);
+
+    let out = retentiond(&config, &["check"]);
+
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("table vouchers does not exist"), "{text}");
+    assert!(text.contains("foreign key tickets.holder"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_workflow_from_the_command_line() {
+    let db = TestDb::sqlite().await;
+    let old = db.customer(2, "2019-01-01 00:00:00").await;
+    db.order(old, "2020-01-01 00:00:00").await;
+    let recent = db.customer(2, "2019-01-01 00:00:00").await;
+    db.order(recent, "2026-01-01 00:00:00").await;
+    let config = db.write_config(&delete_venue(2, "3 years", ""));
+    assert!(retentiond(&config, &["migrate"]).status.success());
+    assert!(retentiond(&config, &["check"]).status.success());
+
+    let dry = retentiond(
+        &config,
+        &["cycle", "--at", "2026-06-15T12:00:00Z", "--dry-run"],
+    );
+    assert!(
+        stdout(&dry).contains("would create a report of 1 customers"),
+        "{}",
+        stdout(&dry)
+    );
+    assert_eq!(db.count("SELECT COUNT(*) FROM retention_reports").await, 0);
+    let created = retentiond(&config, &["cycle", "--at", "2026-06-15T12:00:00Z"]);
+    assert!(
+        stdout(&created).contains("created report 1: 1 customers"),
+        "{}",
+        stdout(&created)
+    );
+    let list: serde_json::Value =
+        serde_json::from_slice(&retentiond(&config, &["reports", "list", "--json"]).stdout)
+            .unwrap();
+    assert_eq!(list[0]["state"], "pending");
+    assert_eq!(list[0]["customer_count"], 1);
+    let csv = stdout(&retentiond(&config, &["reports", "csv", "1"]));
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    assert!(
+        csv.contains(&format!(
+            "{old},Ann1 Smith1,ann1@example.org,2020-01-01 00:00:00"
+        )),
+        "{csv}"
+    );
+    let approve = retentiond(
+        &config,
+        &["reports", "approve", "1", "--by", "Sam (phone call)"],
+    );
+    assert!(approve.status.success(), "{}", stderr(&approve));
+    let applied = retentiond(&config, &["cycle", "--at", "2026-06-16T12:00:00Z"]);
+    assert!(
+        stdout(&applied).contains("applied: 1 processed, 0 skipped"),
+        "{}",
+        stdout(&applied)
+    );
+    let shown: serde_json::Value =
+        serde_json::from_slice(&retentiond(&config, &["reports", "show", "1", "--json"]).stdout)
+            .unwrap();
+    assert_eq!(shown["state"], "applied");
+    assert_eq!(shown["outcomes"]["deleted"], 1);
+    assert_eq!(
+        retentiond(&config, &["reports", "csv", "1"]).status.code(),
+        Some(1),
+        "no CSV once applied"
+    );
+
+    let audit = retentiond(&config, &["audit", "--json"]);
+    let text = stdout(&audit);
+    let ledger: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(ledger["customers"][0]["customer_id"], old);
+    assert_eq!(ledger["customers"][0]["outcome"], "deleted");
+    assert!(text.contains("operator:Sam (phone call)"));
+    for personal in ["Ann1", "Smith1", "ann1@example.org", "High Street", "07700"] {
+        assert!(
+            !text.contains(personal),
+            "the ledger holds no personal data ({personal})"
+        );
+    }
+}
+
+/// Seeds `n` old, idle customers of venue 1 set-based, each with one old order.
+async fn bulk_customers(db: &TestDb, n: u32) {
+    let insert = match db.backend() {
+        Backend::Sqlite => format!(
+            "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < {n}) \
+             INSERT INTO customers (venue_id, title, first_name, last_name, email, phone, city, postcode, date_of_birth, created_at) \
+             SELECT 1, 'Mr', 'Bulk' || n, 'Person', 'bulk' || n || '@example.org', '0700', 'Leeds', 'LS1 4AP', '1970-02-03', '2019-01-01 00:00:00' FROM s"
+        ),
+        Backend::Postgres => format!(
+            "INSERT INTO customers (venue_id, title, first_name, last_name, email, phone, city, postcode, date_of_birth, created_at) \
+             SELECT 1, 'Mr', 'Bulk' || n, 'Person', 'bulk' || n || '@example.org', '0700', 'Leeds', 'LS1 4AP', DATE '1970-02-03', \
+             TIMESTAMPTZ '2019-01-01 00:00:00+00' FROM generate_series(1, {n}) AS s(n)"
+        ),
+    };
+    db.db.execute(&Query::new(&insert)).await.unwrap();
+    db.db
+        .execute(&Query::new("INSERT INTO orders (venue_id, customer_id, placed_at, total_pence) SELECT venue_id, id, created_at, 100 FROM customers"))
+        .await
+        .unwrap();
+}
+
+async fn sigkill_during_apply_processes_every_customer_exactly_once(db: TestDb) {
+    const N: u32 = 3000;
+    db.migrate().await;
+    bulk_customers(&db, N).await;
+    let bystander = db.customer(1, "2019-01-01 00:00:00").await;
+    db.order(bystander, "2026-05-01 00:00:00").await;
+    let bystander_before = db.customer_row(bystander).await;
+    let venues = anonymise_venue(1, "3 years", "") + "\n[apply]\nbatch_size = 20\n";
+    let config_path = db.write_config(&venues);
+    let svc = db.service(&venues).await;
+    let venue = svc.config.venue(1).unwrap().clone();
+    let Some(Selection::Created {
+        report_id,
+        customers,
+    }) = run_venue_cycle(&svc, &venue, t("2026-06-15 12:00:00"), false)
+        .await
+        .unwrap()
+        .selection
+    else {
+        panic!("expected a report")
+    };
+    assert_eq!(customers, u64::from(N));
+    reports::approve_by_operator(&svc.db, report_id, "tester", t("2026-06-15 12:00:00"))
+        .await
+        .unwrap();
+
+    let processed = || async {
+        db.count(&format!("SELECT COUNT(*) FROM retention_report_items WHERE report_id = {report_id} AND outcome IS NOT NULL")).await
+    };
+    let (mut kills, mut partial_kills, mut runs) = (0, 0, 0);
+    let mut seed = std::process::id() as u64 ^ 0x9E37_79B9_7F4A_7C15;
+    loop {
+        runs += 1;
+        assert!(runs < 300, "the report never finished");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_retentiond"))
+            .arg("--config")
+            .arg(&config_path)
+            .args(["cycle", "--venue", "1", "--at", "2026-06-16T12:00:00Z"])
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let wait_ms = if kills < 40 {
+            20 + (seed >> 33) % 120
+        } else {
+            5_000
+        };
+        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+        }
+        child.wait().unwrap();
+        let done = processed().await;
+        if done > 0 && done < i64::from(N) {
+            partial_kills += 1;
+        }
+        if reports::get(&svc.db, report_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            == ReportState::Applied
+        {
+            break;
+        }
+    }
+    eprintln!(
+        "{:?}: {kills} kills, {partial_kills} left the report part-applied, {runs} runs",
+        db.backend()
+    );
+
+    assert!(
+        partial_kills >= 1,
+        "no kill landed mid-apply ({kills} kills)"
+    );
+    assert_eq!(processed().await, i64::from(N));
+    assert_eq!(db.count(&format!("SELECT COUNT(*) FROM retention_report_items WHERE report_id = {report_id} AND outcome = 'anonymised'")).await, i64::from(N));
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM retention_anonymised").await,
+        i64::from(N)
+    );
+    // Hashed exactly once: a second pass would have hashed the hash.
+    let rows = db.db.fetch_all(&Query::new("SELECT email, first_name, postcode FROM customers WHERE last_name = 'gone' ORDER BY id")).await.unwrap();
+    assert_eq!(rows.len(), N as usize);
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(
+            row.text(0).unwrap(),
+            keyed_hash(HASH_KEY.as_bytes(), &format!("bulk{}@example.org", i + 1))
+        );
+        assert_eq!(row.opt_text(1).unwrap(), None);
+        assert_eq!(row.text(2).unwrap(), "LS1 ");
+    }
+    assert_eq!(
+        db.customer_row(bystander).await,
+        bystander_before,
+        "a customer outside the report is untouched"
+    );
+    assert_eq!(db.count(&format!("SELECT COUNT(*) FROM retention_audit WHERE report_id = {report_id} AND event = 'applied'")).await, 1);
+}
+
+on_both_backends!(sigkill_during_apply_processes_every_customer_exactly_once);

@@ -1,0 +1,332 @@
+//! Shared test harness: a fresh database per test (a temp SQLite file, or a fresh PostgreSQL
+//! schema under RETENTIOND_TEST_POSTGRES_URL) with the reference schema, fixture builders, and
+//! configurations written to real files.
+#![allow(dead_code)]
+
+use chrono::{DateTime, NaiveDate, Utc};
+use retentiond::config::{self, Config};
+use retentiond::db::{Backend, Db, Query, Value};
+use retentiond::{migrate, Service};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub const HASH_KEY: &str = "test-hash-key-0123456789";
+
+pub struct TestDb {
+    pub db: Db,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    next_customer: AtomicU32,
+}
+
+/// Parses `YYYY-MM-DD HH:MM:SS` as UTC.
+pub fn t(s: &str) -> DateTime<Utc> {
+    retentiond::db::parse_time_text(s).expect("fixture time")
+}
+
+impl TestDb {
+    pub async fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("customers.db").display());
+        let db = Db::connect(&url).await.unwrap();
+        db.execute_script(include_str!("../../config/reference-schema/sqlite.sql"))
+            .await
+            .unwrap();
+        TestDb {
+            db,
+            url,
+            dir,
+            next_customer: AtomicU32::new(1),
+        }
+    }
+
+    /// A fresh schema in the PostgreSQL server named by RETENTIOND_TEST_POSTGRES_URL, or `None`
+    /// when the variable is unset (CI always sets it, so there an unreachable server fails).
+    pub async fn postgres() -> Option<TestDb> {
+        let Ok(base) = std::env::var("RETENTIOND_TEST_POSTGRES_URL") else {
+            eprintln!("RETENTIOND_TEST_POSTGRES_URL is not set: PostgreSQL variant not run");
+            return None;
+        };
+        let admin = Db::connect(&base)
+            .await
+            .expect("RETENTIOND_TEST_POSTGRES_URL must reach PostgreSQL");
+        let schema = format!("t_{}_{}", std::process::id(), rand_suffix());
+        admin
+            .execute(&Query::new(&format!("CREATE SCHEMA {schema}")))
+            .await
+            .unwrap();
+        admin.close().await;
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+        let db = Db::connect(&url).await.unwrap();
+        db.execute_script(include_str!("../../config/reference-schema/postgres.sql"))
+            .await
+            .unwrap();
+        Some(TestDb {
+            db,
+            url,
+            dir: tempfile::tempdir().unwrap(),
+            next_customer: AtomicU32::new(1),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.db.backend()
+    }
+
+    pub async fn migrate(&self) {
+        migrate::run(&self.db, Utc::now()).await.unwrap();
+    }
+
+    /// A customer of `venue` created at `created_at`, with every personal field filled in.
+    pub async fn customer(&self, venue: i64, created_at: &str) -> i64 {
+        let n = self.next_customer.fetch_add(1, Ordering::SeqCst);
+        self.customer_with(venue, created_at, n, false).await
+    }
+
+    pub async fn customer_with(
+        &self,
+        venue: i64,
+        created_at: &str,
+        n: u32,
+        legal_hold: bool,
+    ) -> i64 {
+        let mut q = Query::new(
+            "INSERT INTO customers (venue_id, title, first_name, last_name, email, phone, address_line1, address_line2, \
+             city, postcode, country, date_of_birth, marketing_opt_in, legal_hold, created_at) VALUES (",
+        );
+        let values: Vec<Value> = vec![
+            venue.into(),
+            "Ms".into(),
+            format!("Ann{n}").into(),
+            format!("Smith{n}").into(),
+            format!("ann{n}@example.org").into(),
+            format!("07700 900{n:03}").into(),
+            format!("{n} High Street").into(),
+            "Flat 2".into(),
+            "London".into(),
+            "SW1A 1AA".into(),
+            "GB".into(),
+            Value::Date(NaiveDate::from_ymd_opt(1980, 5, 17).unwrap()),
+            flag(self.backend(), true),
+            flag(self.backend(), legal_hold),
+            t(created_at).into(),
+        ];
+        for (i, v) in values.into_iter().enumerate() {
+            if i > 0 {
+                q.push(", ");
+            }
+            q.bind(v);
+        }
+        q.push(") RETURNING id");
+        self.db.fetch_one(&q).await.unwrap().i64(0).unwrap()
+    }
+
+    pub async fn order(&self, customer: i64, placed_at: &str) {
+        let mut q = Query::new("INSERT INTO orders (venue_id, customer_id, placed_at, total_pence) SELECT venue_id, id, ");
+        q.bind(t(placed_at))
+            .push(", 2500 FROM customers WHERE id = ")
+            .bind(customer);
+        assert_eq!(self.db.execute(&q).await.unwrap(), 1);
+    }
+
+    pub async fn note(&self, customer: i64) {
+        let mut q = Query::new("INSERT INTO customer_notes (customer_id, body) VALUES (");
+        q.bind(customer).push(", 'prefers aisle seats')");
+        self.db.execute(&q).await.unwrap();
+    }
+
+    pub async fn set_legal_hold(&self, customer: i64) {
+        let mut q = Query::new("UPDATE customers SET legal_hold = ");
+        q.bind(flag(self.backend(), true))
+            .push(" WHERE id = ")
+            .bind(customer);
+        self.db.execute(&q).await.unwrap();
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.db
+            .fetch_one(&Query::new(sql))
+            .await
+            .unwrap()
+            .i64(0)
+            .unwrap()
+    }
+
+    /// Every column of a customer, as text, by column name; `None` when it does not exist.
+    pub async fn customer_row(&self, id: i64) -> Option<BTreeMap<String, Option<String>>> {
+        let cols = [
+            "venue_id",
+            "title",
+            "first_name",
+            "last_name",
+            "email",
+            "phone",
+            "address_line1",
+            "address_line2",
+            "city",
+            "postcode",
+            "country",
+            "date_of_birth",
+            "marketing_opt_in",
+            "legal_hold",
+            "created_at",
+        ];
+        let mut q = Query::new(&format!(
+            "SELECT {} FROM customers WHERE id = ",
+            cols.join(", ")
+        ));
+        q.bind(id);
+        let row = self.db.fetch_optional(&q).await.unwrap()?;
+        Some(
+            cols.iter()
+                .enumerate()
+                .map(|(i, c)| (c.to_string(), normalise(row.get(i))))
+                .collect(),
+        )
+    }
+
+    /// Writes a configuration file for this database and loads it.
+    pub fn config(&self, venues_toml: &str) -> Config {
+        let path = self.write_config(venues_toml);
+        config::load_with_env(&path, BTreeMap::new()).expect("test configuration is valid")
+    }
+
+    pub fn write_config(&self, venues_toml: &str) -> PathBuf {
+        let path = self
+            .dir
+            .path()
+            .join(format!("retentiond-{}.toml", rand_suffix()));
+        std::fs::write(&path, config_toml(&self.url, venues_toml)).unwrap();
+        path
+    }
+
+    pub async fn service(&self, venues_toml: &str) -> Service {
+        Service::new(self.db.clone(), self.config(venues_toml))
+    }
+}
+
+/// Booleans are 0/1 integers in the SQLite reference schema and BOOLEAN in PostgreSQL.
+pub fn flag(backend: Backend, on: bool) -> Value {
+    match backend {
+        Backend::Sqlite => Value::Int(on as i64),
+        Backend::Postgres => Value::Bool(on),
+    }
+}
+
+/// Makes values comparable across backends (booleans as 0/1, times as `datetime()` text).
+fn normalise(v: &Value) -> Option<String> {
+    match v {
+        Value::Bool(b) => Some((*b as i64).to_string()),
+        other => other.to_text(),
+    }
+}
+
+pub fn rand_suffix() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    format!("{:x}", h.finish())
+}
+
+/// The configuration used by the tests: the reference schema, plus the given venues.
+pub fn config_toml(url: &str, venues_toml: &str) -> String {
+    format!(
+        r#"
+[database]
+url = "{url}"
+[mail]
+from = "Data Retention <retention@example.org>"
+[secrets]
+hash_key = "{HASH_KEY}"
+[schema]
+legal_hold = "legal_hold"
+[[schema.references]]
+table = "orders"
+column = "customer_id"
+on_delete = "reassign"
+[[schema.references]]
+table = "customer_notes"
+column = "customer_id"
+on_delete = "delete"
+{venues_toml}
+"#
+    )
+}
+
+/// An anonymise venue classifying every reference column.
+pub fn anonymise_venue(id: i64, inactive_for: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[venues]]
+id = {id}
+name = "Anonymise Venue {id}"
+approvers = ["boxoffice@venue{id}.example"]
+inactive_for = "{inactive_for}"
+action = "anonymise"
+max_share = 1.0
+timezone = "Europe/London"
+{extra}
+[venues.anonymise]
+title = "redact"
+first_name = "null"
+last_name = "redact:gone"
+email = "hash"
+phone = "null"
+address_line1 = "null"
+address_line2 = "null"
+city = "keep"
+postcode = "prefix:4"
+country = "keep"
+date_of_birth = "year"
+marketing_opt_in = "keep"
+"#
+    )
+}
+
+pub fn delete_venue(id: i64, inactive_for: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[venues]]
+id = {id}
+name = "Delete Venue {id}"
+approvers = ["boxoffice@venue{id}.example"]
+inactive_for = "{inactive_for}"
+action = "delete"
+max_share = 1.0
+timezone = "Europe/London"
+{extra}
+"#
+    )
+}
+
+/// Runs the same async test body on SQLite and (when configured) PostgreSQL.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::common::TestDb::sqlite().await).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(db) = crate::common::TestDb::postgres().await {
+                        super::$name(db).await
+                    }
+                }
+            )*
+        }
+    };
+}

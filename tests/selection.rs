@@ -1,0 +1,186 @@
+//! Selection edge cases of SPEC 2, on both backends.
+
+mod common;
+
+use common::{anonymise_venue, delete_venue, t, TestDb};
+use retentiond::cycle::{run_venue_cycle, Selection};
+use retentiond::db::Query;
+use retentiond::policy;
+use retentiond::selection::{self, Scope};
+use retentiond::Service;
+
+/// Cycle time: 12:00 UTC on 15 June 2026 (BST). Three years back in London is midnight BST on
+/// 15 June 2023, i.e. 2023-06-14 23:00:00 UTC.
+const AT: &str = "2026-06-15 12:00:00";
+const CUTOFF: &str = "2023-06-14 23:00:00";
+
+async fn candidates(svc: &Service, venue_id: i64, at: &str) -> Vec<i64> {
+    let venue = svc.config.venue(venue_id).unwrap();
+    let scope = Scope {
+        schema: &svc.config.schema,
+        venue,
+        cutoff: policy::cutoff(t(at), venue.timezone, venue.inactive_for),
+    };
+    selection::candidate_ids(&svc.db, &scope).await.unwrap()
+}
+
+async fn cutoff_boundaries_are_exact(db: TestDb) {
+    db.migrate().await;
+    let svc = db.service(&anonymise_venue(1, "3 years", "")).await;
+    let at_cutoff = db.customer(1, "2020-01-01 00:00:00").await;
+    db.order(at_cutoff, CUTOFF).await;
+    let second_before = db.customer(1, "2020-01-01 00:00:00").await;
+    db.order(second_before, "2023-06-14 22:59:59").await;
+    let no_orders_old = db.customer(1, "2020-01-01 00:00:00").await;
+    let no_orders_new = db.customer(1, "2024-01-01 00:00:00").await;
+    let created_at_cutoff = db.customer(1, CUTOFF).await;
+    let created_second_before = db.customer(1, "2023-06-14 22:59:59").await;
+    let future_order = db.customer(1, "2020-01-01 00:00:00").await;
+    db.order(future_order, "2030-01-01 00:00:00").await;
+
+    let found = candidates(&svc, 1, AT).await;
+
+    assert_eq!(
+        found,
+        vec![second_before, no_orders_old, created_second_before]
+    );
+    for excluded in [at_cutoff, no_orders_new, created_at_cutoff, future_order] {
+        assert!(!found.contains(&excluded));
+    }
+}
+
+async fn legal_hold_and_other_venues_are_excluded(db: TestDb) {
+    db.migrate().await;
+    let svc = db
+        .service(&(anonymise_venue(1, "3 years", "") + &delete_venue(2, "3 years", "")))
+        .await;
+    let held = db.customer_with(1, "2020-01-01 00:00:00", 900, true).await;
+    let free = db.customer(1, "2020-01-01 00:00:00").await;
+    let other_venue = db.customer(2, "2020-01-01 00:00:00").await;
+
+    assert_eq!(candidates(&svc, 1, AT).await, vec![free]);
+    assert_eq!(candidates(&svc, 2, AT).await, vec![other_venue]);
+    assert!(!candidates(&svc, 1, AT).await.contains(&held));
+}
+
+async fn configured_unknown_customer_is_never_selected(db: TestDb) {
+    db.migrate().await;
+    let unknown = db.customer(2, "2010-01-01 00:00:00").await;
+    let old = db.customer(2, "2010-01-01 00:00:00").await;
+    let svc = db
+        .service(&delete_venue(
+            2,
+            "3 years",
+            &format!("unknown_customer_id = {unknown}"),
+        ))
+        .await;
+
+    assert_eq!(candidates(&svc, 2, AT).await, vec![old]);
+}
+
+async fn already_anonymised_customers_are_not_selected_again(db: TestDb) {
+    db.migrate().await;
+    let svc = db.service(&anonymise_venue(1, "3 years", "")).await;
+    let venue = svc.config.venue(1).unwrap().clone();
+    let c = db.customer(1, "2020-01-01 00:00:00").await;
+    let Selection::Created { report_id, .. } = run_venue_cycle(&svc, &venue, t(AT), false)
+        .await
+        .unwrap()
+        .selection
+        .unwrap()
+    else {
+        panic!("expected a report")
+    };
+    retentiond::reports::approve_by_operator(&svc.db, report_id, "tester", t(AT))
+        .await
+        .unwrap();
+    run_venue_cycle(&svc, &venue, t("2026-06-16 12:00:00"), false)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM retention_anonymised").await,
+        1
+    );
+    assert!(
+        candidates(&svc, 1, "2030-01-01 00:00:00").await.is_empty(),
+        "customer {c} was selected again"
+    );
+}
+
+async fn month_end_cutoff_clamps_to_last_day_of_february(db: TestDb) {
+    db.migrate().await;
+    let svc = db
+        .service(&anonymise_venue(1, "1 month", "").replace("Europe/London", "UTC"))
+        .await;
+    let before = db.customer(1, "2025-01-01 00:00:00").await;
+    db.order(before, "2026-02-27 23:59:59").await;
+    let on_cutoff = db.customer(1, "2025-01-01 00:00:00").await;
+    db.order(on_cutoff, "2026-02-28 00:00:00").await;
+
+    assert_eq!(
+        candidates(&svc, 1, "2026-03-31 12:00:00").await,
+        vec![before]
+    );
+}
+
+async fn cutoff_across_dst_uses_local_midnight(db: TestDb) {
+    db.migrate().await;
+    // Autumn: on 26 October 2026 (GMT) one day back is 25 October, whose midnight was BST (23:00 UTC on the 24th).
+    let svc = db.service(&anonymise_venue(1, "1 day", "")).await;
+    let before = db.customer(1, "2025-01-01 00:00:00").await;
+    db.order(before, "2026-10-24 22:59:59").await;
+    let after = db.customer(1, "2025-01-01 00:00:00").await;
+    db.order(after, "2026-10-24 23:00:00").await;
+
+    assert_eq!(
+        candidates(&svc, 1, "2026-10-26 10:00:00").await,
+        vec![before]
+    );
+}
+
+async fn activity_columns_count_as_activity(db: TestDb) {
+    db.execute_add_column().await;
+    db.migrate().await;
+    let venue = anonymise_venue(1, "3 years", "").replace(
+        "marketing_opt_in = \"keep\"",
+        "marketing_opt_in = \"keep\"\nlast_login = \"null\"",
+    );
+    let mut config = db.config(&venue);
+    config.schema.customer_activity = vec![retentiond::db::Ident::new("last_login").unwrap()];
+    let svc = Service::new(db.db.clone(), config);
+    let logged_in = db.customer(1, "2020-01-01 00:00:00").await;
+    let mut q = Query::new("UPDATE customers SET last_login = ");
+    q.bind(t("2025-01-01 00:00:00"))
+        .push(" WHERE id = ")
+        .bind(logged_in);
+    db.db.execute(&q).await.unwrap();
+    let idle = db.customer(1, "2020-01-01 00:00:00").await;
+
+    assert_eq!(candidates(&svc, 1, AT).await, vec![idle]);
+}
+
+impl TestDb {
+    async fn execute_add_column(&self) {
+        let ty = match self.backend() {
+            retentiond::db::Backend::Sqlite => "TEXT",
+            retentiond::db::Backend::Postgres => "TIMESTAMPTZ",
+        };
+        self.db
+            .execute(&Query::new(&format!(
+                "ALTER TABLE customers ADD COLUMN last_login {ty}"
+            )))
+            .await
+            .unwrap();
+    }
+}
+
+on_both_backends!(
+    cutoff_boundaries_are_exact,
+    legal_hold_and_other_venues_are_excluded,
+    configured_unknown_customer_is_never_selected,
+    already_anonymised_customers_are_not_selected_again,
+    month_end_cutoff_clamps_to_last_day_of_february,
+    cutoff_across_dst_uses_local_midnight,
+    activity_columns_count_as_activity,
+);
