@@ -151,12 +151,20 @@ async fn unclassified_column_is_named_by_check_and_refuses_anonymise() {
     assert_eq!(db.count("SELECT COUNT(*) FROM retention_reports").await, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn check_names_missing_tables_columns_and_unlisted_foreign_keys() {
-    let db = TestDb::sqlite().await;
-    db.db.execute(&Query::new("CREATE TABLE tickets (id INTEGER PRIMARY KEY, holder INTEGER REFERENCES customers(id))")).await.unwrap();
-    let toml = delete_venue(2, "3 years", "").replace("[[venues]]", "[[schema.references]]\ntable = \"vouchers\"\ncolumn = \"customer_id\"\non_delete = \"delete\"\n\n[[venues]]");
-    let config = db.write_config(&toml);
+async fn check_names_missing_tables_columns_unlisted_foreign_keys_and_not_null_conflicts(
+    db: TestDb,
+) {
+    db.db
+        .execute(&Query::new(
+            "CREATE TABLE tickets (id BIGINT PRIMARY KEY, holder BIGINT REFERENCES customers(id))",
+        ))
+        .await
+        .unwrap();
+    let venues = delete_venue(2, "3 years", "").replace(
+        "[[venues]]",
+        "[[schema.references]]\ntable = \"vouchers\"\ncolumn = \"customer_id\"\non_delete = \"delete\"\n\n[[venues]]",
+    ) + &anonymise_venue(1, "3 years", "").replace("city = \"keep\"", "city = \"keep\"\nlegal_hold = \"keep\"").replace("marketing_opt_in = \"keep\"", "marketing_opt_in = \"null\"");
+    let config = db.write_config(&venues);
     retentiond(&config, &["migrate"]);
 
     let out = retentiond(&config, &["check"]);
@@ -165,7 +173,22 @@ async fn check_names_missing_tables_columns_and_unlisted_foreign_keys() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("table vouchers does not exist"), "{text}");
     assert!(text.contains("foreign key tickets.holder"), "{text}");
+    assert!(
+        text.contains(
+            "venues[1].anonymise.marketing_opt_in: column customers.marketing_opt_in is NOT NULL"
+        ),
+        "{text}"
+    );
+    assert!(
+        !text.contains("foreign key orders.customer_id"),
+        "listed references are fine: {text}"
+    );
 }
+
+on_both_backends!(
+    check_names_missing_tables_columns_unlisted_foreign_keys_and_not_null_conflicts,
+    sigkill_during_apply_processes_every_customer_exactly_once,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_workflow_from_the_command_line() {
@@ -368,5 +391,3 @@ async fn sigkill_during_apply_processes_every_customer_exactly_once(db: TestDb) 
     );
     assert_eq!(db.count(&format!("SELECT COUNT(*) FROM retention_audit WHERE report_id = {report_id} AND event = 'applied'")).await, 1);
 }
-
-on_both_backends!(sigkill_during_apply_processes_every_customer_exactly_once);

@@ -1,0 +1,117 @@
+//! Configuration loading: environment overrides, defaults, and refusals that need no database.
+
+mod common;
+
+use common::{anonymise_venue, config_toml, delete_venue};
+use retentiond::config::{load_with_env, ConfigError};
+use std::collections::BTreeMap;
+
+fn load(text: &str, env: &[(&str, &str)]) -> Result<retentiond::config::Config, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("retentiond.toml");
+    std::fs::write(&path, text).unwrap();
+    load_with_env(
+        &path,
+        env.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
+    )
+}
+
+#[test]
+fn environment_overrides_file_values() {
+    use secrecy::ExposeSecret;
+    let text = config_toml("sqlite://file.db", &delete_venue(2, "3 years", ""));
+
+    let config = load(
+        &text,
+        &[
+            ("RETENTIOND__DATABASE__URL", "postgres://db.internal/venues"),
+            ("RETENTIOND__SECRETS__HASH_KEY", "from-the-environment-123"),
+        ],
+    )
+    .unwrap();
+
+    assert_eq!(
+        config.database_url.expose_secret(),
+        "postgres://db.internal/venues"
+    );
+    assert_eq!(
+        config.hash_key.unwrap().expose_secret(),
+        "from-the-environment-123"
+    );
+}
+
+#[test]
+fn defaults_apply_where_keys_are_omitted() {
+    let config = load(
+        &config_toml("sqlite://file.db", &delete_venue(2, "3 years", ""))
+            .replace("max_share = 1.0", ""),
+        &[],
+    )
+    .unwrap();
+
+    let venue = config.venue(2).unwrap();
+    assert_eq!(venue.max_share, 0.75);
+    assert_eq!(venue.report_interval.to_string(), "30 days");
+    assert_eq!(config.batch_size, 500);
+    assert_eq!(config.approval.required, 1);
+    assert_eq!(config.approval.link_valid_for.to_string(), "14 days");
+}
+
+#[test]
+fn refusals_name_the_key() {
+    let two_venues = config_toml(
+        "sqlite://file.db",
+        &(delete_venue(2, "3 years", "") + &delete_venue(2, "1 year", "")),
+    );
+    let no_key = config_toml("sqlite://file.db", &anonymise_venue(1, "3 years", ""))
+        .replace("hash_key =", "# hash_key =");
+    let cases = [
+        (two_venues, "venues[1].id"),
+        (no_key, "venues[0].anonymise.email"),
+        (
+            config_toml("sqlite://file.db", &delete_venue(2, "3 years", ""))
+                .replace("max_share = 1.0", "max_share = 1.5"),
+            "venues[0].max_share",
+        ),
+        (
+            config_toml("mysql://x", &delete_venue(2, "3 years", "")),
+            "database.url",
+        ),
+        (
+            config_toml(
+                "sqlite://file.db",
+                &delete_venue(2, "3 years", "unknown_customer_id = \"x\""),
+            ),
+            "venues[0].unknown_customer_id",
+        ),
+        (
+            config_toml(
+                "sqlite://file.db",
+                &anonymise_venue(1, "3 years", "")
+                    .replace("city = \"keep\"", "id = \"null\"\ncity = \"keep\""),
+            ),
+            "venues[0].anonymise.id",
+        ),
+        (config_toml("sqlite://file.db", ""), "venues"),
+        (
+            config_toml("sqlite://file.db", &delete_venue(2, "3 years", ""))
+                .replace("[schema]", "[schema]\ncustomer_activity = [\"last login\"]"),
+            "schema.customer_activity[0]",
+        ),
+        (
+            config_toml("sqlite://file.db", &delete_venue(2, "3 years", ""))
+                .replace("[schema]", "[schema]\norders = \"naïve\""),
+            "schema.orders",
+        ),
+    ];
+    for (text, key) in cases {
+        let err = load(&text, &[]).expect_err(key).to_string();
+        assert!(
+            err.contains(&format!(": {key}: ")),
+            "expected key {key} in: {err}"
+        );
+        assert!(err.contains("retentiond.toml"), "{err}");
+    }
+}
