@@ -400,15 +400,7 @@ async fn unknown_customer(tx: &mut Tx, scope: &Scope<'_>, at: DateTime<Utc>) -> 
 }
 
 async fn is_customer_of_venue(tx: &mut Tx, scope: &Scope<'_>, id: i64) -> Result<bool> {
-    let s = scope.schema;
-    let mut q = Query::new(&format!(
-        "SELECT COUNT(*) FROM {} WHERE {} = ",
-        s.customers.q(),
-        s.customer_id.q()
-    ));
-    q.bind(id)
-        .push(&format!(" AND {} = ", s.customer_venue.q()))
-        .bind(scope.venue.id);
+    let q = crate::selection::customer_of_venue(scope.schema, scope.venue.id, id);
     Ok(tx.fetch_one(&q).await?.i64(0)? == 1)
 }
 

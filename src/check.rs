@@ -2,7 +2,7 @@
 //! naming the table, column or key; the anonymise guard reuses the unclassified-column test.
 
 use crate::config::{Config, OnDelete, VenueConfig};
-use crate::db::{Db, Ident, Query};
+use crate::db::{Db, Ident};
 use crate::introspect::{self, ColumnInfo};
 use crate::migrate;
 use crate::policy::{Action, Strategy};
@@ -269,14 +269,7 @@ async fn check_venue(
         }
     }
     if let Some(id) = venue.unknown_customer_id {
-        let mut q = Query::new(&format!(
-            "SELECT COUNT(*) FROM {} WHERE {} = ",
-            s.customers.q(),
-            s.customer_id.q()
-        ));
-        q.bind(id)
-            .push(&format!(" AND {} = ", s.customer_venue.q()))
-            .bind(venue.id);
+        let q = crate::selection::customer_of_venue(s, venue.id, id);
         if db.fetch_one(&q).await?.i64(0)? != 1 {
             report.problems.push(format!(
                 "venues[{i}].unknown_customer_id: customer {id} is not a customer of venue {}",

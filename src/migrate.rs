@@ -79,12 +79,8 @@ pub async fn current_version(db: &Db) -> Result<i64> {
     if db.fetch_one(&exists).await?.i64(0)? == 0 {
         return Ok(0);
     }
-    Ok(db
-        .fetch_one(&Query::new(
-            "SELECT COALESCE(MAX(version), 0) FROM retention_migrations",
-        ))
-        .await?
-        .i64(0)?)
+    let latest = Query::new("SELECT COALESCE(MAX(version), 0) FROM retention_migrations");
+    db.fetch_one(&latest).await?.i64(0)
 }
 
 /// Fails with an instruction to run `migrate` unless the schema is current.

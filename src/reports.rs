@@ -94,12 +94,16 @@ pub async fn set_customer_count(tx: &mut Tx, report_id: i64, count: u64) -> Resu
     Ok(())
 }
 
-pub async fn get(db: &Db, id: i64) -> Result<Option<Report>> {
+fn by_id(id: i64) -> Query {
     let mut q = Query::new(&format!(
         "SELECT {COLUMNS} FROM retention_reports WHERE id = "
     ));
     q.bind(id);
-    db.fetch_optional(&q)
+    q
+}
+
+pub async fn get(db: &Db, id: i64) -> Result<Option<Report>> {
+    db.fetch_optional(&by_id(id))
         .await?
         .as_ref()
         .map(Report::from_row)
@@ -108,11 +112,7 @@ pub async fn get(db: &Db, id: i64) -> Result<Option<Report>> {
 
 /// Reads a report inside a transaction (the state a decision is taken on).
 pub async fn get_in(tx: &mut Tx, id: i64) -> Result<Option<Report>> {
-    let mut q = Query::new(&format!(
-        "SELECT {COLUMNS} FROM retention_reports WHERE id = "
-    ));
-    q.bind(id);
-    tx.fetch_optional(&q)
+    tx.fetch_optional(&by_id(id))
         .await?
         .as_ref()
         .map(Report::from_row)

@@ -66,6 +66,19 @@ impl Scope<'_> {
     }
 }
 
+/// Counts the customers with id `id` that belong to `venue_id` (0 or 1).
+pub fn customer_of_venue(schema: &SchemaConfig, venue_id: i64, id: i64) -> Query {
+    let mut q = Query::new(&format!(
+        "SELECT COUNT(*) FROM {} WHERE {} = ",
+        schema.customers.q(),
+        schema.customer_id.q()
+    ));
+    q.bind(id)
+        .push(&format!(" AND {} = ", schema.customer_venue.q()))
+        .bind(venue_id);
+    q
+}
+
 /// How many customers fall under the policy now.
 pub async fn count_candidates(db: &Db, scope: &Scope<'_>) -> Result<u64> {
     let mut q = Query::new("SELECT COUNT(*)");

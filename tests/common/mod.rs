@@ -314,7 +314,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name(crate::common::TestDb::sqlite().await).await
+                    super::$name($crate::common::TestDb::sqlite().await).await
                 }
             )*
         }
@@ -322,7 +322,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    if let Some(db) = crate::common::TestDb::postgres().await {
+                    if let Some(db) = $crate::common::TestDb::postgres().await {
                         super::$name(db).await
                     }
                 }
