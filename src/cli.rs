@@ -13,6 +13,26 @@ use secrecy::ExposeSecret;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// Prints a line to standard output; a closed pipe (`retentiond reports csv 1 | head`) ends the
+/// process quietly instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        write_stdout_line(format_args!($($arg)*))
+    };
+}
+
+fn write_stdout_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = writeln!(stdout, "{line}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("retentiond: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "retentiond",
@@ -122,12 +142,12 @@ async fn execute(command: Command, config: Config) -> Result<ExitCode> {
         Command::Migrate => {
             let applied = migrate::run(&svc.db, now()).await?;
             if applied.is_empty() {
-                println!(
+                out!(
                     "retentiond tables are up to date (version {})",
                     migrate::latest_version()
                 );
             } else {
-                println!("applied migrations: {}", applied.join(", "));
+                out!("applied migrations: {}", applied.join(", "));
             }
             ExitCode::SUCCESS
         }
@@ -151,13 +171,13 @@ async fn execute(command: Command, config: Config) -> Result<ExitCode> {
 async fn run_check(svc: &Service) -> Result<ExitCode> {
     let report = check::run(&svc.db, &svc.config).await?;
     for w in &report.warnings {
-        println!("warning: {w}");
+        out!("warning: {w}");
     }
     for p in &report.problems {
-        println!("problem: {p}");
+        out!("problem: {p}");
     }
     if report.problems.is_empty() {
-        println!(
+        out!(
             "ok: {} venue(s), configuration matches the database",
             svc.config.venues.len()
         );
@@ -195,7 +215,7 @@ async fn run_cycle(
                 failed += 1;
                 misconfigured |= e.downcast_ref::<check::UnclassifiedColumns>().is_some();
                 tracing::error!(venue.id = venue.id, error = %format!("{e:#}"), "cycle failed");
-                println!("venue {} ({}): FAILED: {e:#}", venue.id, venue.name);
+                out!("venue {} ({}): FAILED: {e:#}", venue.id, venue.name);
             }
         }
     }
@@ -239,14 +259,14 @@ fn print_cycle(name: &str, r: &VenueCycle) {
     } else {
         ""
     };
-    println!(
+    out!(
         "venue {} ({name}) at {}: cutoff {}{mode}",
         r.venue_id,
         r.at.to_rfc3339(),
         r.cutoff.to_rfc3339()
     );
     if !r.ran {
-        println!("  skipped: another instance holds this venue's lock");
+        out!("  skipped: another instance holds this venue's lock");
         return;
     }
     for a in &r.applied {
@@ -255,7 +275,7 @@ fn print_cycle(name: &str, r: &VenueCycle) {
         } else {
             "interrupted, resumes next cycle"
         };
-        println!(
+        out!(
             "  report {} ({}): {}: {}",
             a.report_id,
             a.action.as_str(),
@@ -264,20 +284,22 @@ fn print_cycle(name: &str, r: &VenueCycle) {
         );
     }
     for p in &r.previews {
-        println!(
+        out!(
             "  report {}: would process {} and skip {} on re-check",
-            p.report_id, p.would_process, p.would_skip
+            p.report_id,
+            p.would_process,
+            p.would_skip
         );
     }
     match &r.selection {
-        Some(Selection::Created { report_id, customers }) => println!("  created report {report_id}: {customers} customers, pending approval"),
-        Some(Selection::WouldCreate { customers }) => println!("  would create a report of {customers} customers"),
-        Some(Selection::NoCandidates) => println!("  no customers fall under the policy"),
-        Some(Selection::OpenReport { report_id, state }) => println!("  no new report: report {report_id} is {state}"),
+        Some(Selection::Created { report_id, customers }) => out!("  created report {report_id}: {customers} customers, pending approval"),
+        Some(Selection::WouldCreate { customers }) => out!("  would create a report of {customers} customers"),
+        Some(Selection::NoCandidates) => out!("  no customers fall under the policy"),
+        Some(Selection::OpenReport { report_id, state }) => out!("  no new report: report {report_id} is {state}"),
         Some(Selection::TooSoon { next_allowed_at, .. }) => {
-            println!("  no new report before {} (report_interval)", next_allowed_at.to_rfc3339())
+            out!("  no new report before {} (report_interval)", next_allowed_at.to_rfc3339())
         }
-        Some(Selection::Brake { candidates, customers, max_share }) => println!(
+        Some(Selection::Brake { candidates, customers, max_share }) => out!(
             "  BRAKE: {candidates} of {customers} customers selected (more than max_share {max_share}); no report made, check inactive_for"
         ),
         None => {}
@@ -290,14 +312,20 @@ async fn run_reports(svc: &Service, cmd: ReportsCommand) -> Result<ExitCode> {
         ReportsCommand::List { venue, json } => {
             let list = reports::list(&svc.db, venue).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                out!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                println!(
+                out!(
                     "{:>6}  {:>6}  {:<10}  {:<9}  {:>9}  {:<20}  {:<20}",
-                    "id", "venue", "state", "action", "customers", "created", "expires"
+                    "id",
+                    "venue",
+                    "state",
+                    "action",
+                    "customers",
+                    "created",
+                    "expires"
                 );
                 for r in &list {
-                    println!(
+                    out!(
                         "{:>6}  {:>6}  {:<10}  {:<9}  {:>9}  {:<20}  {:<20}",
                         r.id,
                         r.venue_id,
@@ -327,27 +355,30 @@ async fn run_reports(svc: &Service, cmd: ReportsCommand) -> Result<ExitCode> {
                     .collect();
                 let mut value = serde_json::to_value(&report)?;
                 value["outcomes"] = outcomes.into();
-                println!("{}", serde_json::to_string_pretty(&value)?);
+                out!("{}", serde_json::to_string_pretty(&value)?);
             } else {
-                println!(
+                out!(
                     "report {}: venue {}, {} ({})",
-                    report.id, report.venue_id, report.state, report.policy
+                    report.id,
+                    report.venue_id,
+                    report.state,
+                    report.policy
                 );
-                println!("  customers: {}", report.customer_count);
-                println!("  cutoff:    {}", report.cutoff.to_rfc3339());
-                println!("  created:   {}", report.created_at.to_rfc3339());
-                println!("  expires:   {}", report.expires_at.to_rfc3339());
+                out!("  customers: {}", report.customer_count);
+                out!("  cutoff:    {}", report.cutoff.to_rfc3339());
+                out!("  created:   {}", report.created_at.to_rfc3339());
+                out!("  expires:   {}", report.expires_at.to_rfc3339());
                 if let Some(t) = report.decided_at {
-                    println!("  decided:   {}", t.to_rfc3339());
+                    out!("  decided:   {}", t.to_rfc3339());
                 }
                 if let Some(t) = report.applied_at {
-                    println!("  applied:   {}", t.to_rfc3339());
+                    out!("  applied:   {}", t.to_rfc3339());
                 }
                 if let Some(reason) = &report.state_reason {
-                    println!("  reason:    {reason}");
+                    out!("  reason:    {reason}");
                 }
                 for (o, n) in &counts {
-                    println!("  {:<20} {n}", o.map_or("unprocessed", |o| o.as_str()));
+                    out!("  {:<20} {n}", o.map_or("unprocessed", |o| o.as_str()));
                 }
             }
         }
@@ -359,13 +390,14 @@ async fn run_reports(svc: &Service, cmd: ReportsCommand) -> Result<ExitCode> {
         }
         ReportsCommand::Cancel { id, reason } => {
             let report = reports::cancel(&svc.db, id, &reason, now()).await?;
-            println!("report {} is {}", report.id, report.state);
+            out!("report {} is {}", report.id, report.state);
         }
         ReportsCommand::Approve { id, by } => {
             let report = reports::approve_by_operator(&svc.db, id, &by, now()).await?;
-            println!(
+            out!(
                 "report {} is {}; the venue's next cycle applies it",
-                report.id, report.state
+                report.id,
+                report.state
             );
         }
     }
@@ -377,7 +409,7 @@ async fn run_audit(svc: &Service, venue: Option<i64>, json: bool) -> Result<Exit
     let events = audit::events(&svc.db, venue).await?;
     let customers = audit::customer_outcomes(&svc.db, venue).await?;
     if json {
-        println!(
+        out!(
             "{}",
             serde_json::to_string_pretty(
                 &serde_json::json!({ "events": events, "customers": customers })
@@ -387,7 +419,7 @@ async fn run_audit(svc: &Service, venue: Option<i64>, json: bool) -> Result<Exit
     }
     for e in &events {
         let report = e.report_id.map_or("-".to_string(), |r| r.to_string());
-        println!(
+        out!(
             "{}  venue {}  report {report}  {}  by {}: {}",
             e.at.to_rfc3339(),
             e.venue_id,
@@ -397,7 +429,7 @@ async fn run_audit(svc: &Service, venue: Option<i64>, json: bool) -> Result<Exit
         );
     }
     for c in &customers {
-        println!(
+        out!(
             "{}  report {}  customer {}  {}",
             c.at.to_rfc3339(),
             c.report_id,

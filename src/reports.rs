@@ -430,6 +430,8 @@ pub async fn write_csv<W: std::io::Write>(
             ])?;
         }
     }
-    writer.flush()?;
-    Ok(())
+    match writer.flush() {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }

@@ -115,3 +115,18 @@ fn refusals_name_the_key() {
         assert!(err.contains("retentiond.toml"), "{err}");
     }
 }
+
+#[test]
+fn shipped_example_configuration_is_valid() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/retentiond.example.toml");
+
+    let config = load_with_env(&path, BTreeMap::new()).expect("the example configuration loads");
+
+    assert_eq!(config.venues.len(), 2);
+    assert_eq!(
+        config.venues[0].anonymise.len(),
+        12,
+        "the example classifies every reference column"
+    );
+}
