@@ -9,7 +9,7 @@ use crate::db::{Query, Tx};
 use crate::policy::{self, Action, Outcome, ReportState, Strategy};
 use crate::reports::{self, Report};
 use crate::selection::Scope;
-use crate::Service;
+use crate::{mail, Service};
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
@@ -103,7 +103,7 @@ pub async fn apply_report(
         let mut tx = svc.db.begin().await?;
         let ids = next_batch(&mut tx, report.id, svc.config.batch_size).await?;
         if ids.is_empty() {
-            finish(&mut tx, report, at).await?;
+            finish(&mut tx, venue, report, at).await?;
             tx.commit().await?;
             break;
         }
@@ -119,6 +119,8 @@ pub async fn apply_report(
         tx.commit().await?;
         for (outcome, n) in &batch {
             *counts.entry(*outcome).or_default() += n;
+            metrics::counter!("retentiond_customers_total", "outcome" => outcome.as_str())
+                .increment(*n);
         }
         info!(
             venue.id = venue.id,
@@ -146,7 +148,13 @@ async fn next_batch(tx: &mut Tx, report_id: i64, size: u32) -> Result<Vec<i64>> 
 }
 
 /// Marks the report applied once every customer has an outcome, with the ledger entry.
-async fn finish(tx: &mut Tx, report: &Report, at: DateTime<Utc>) -> Result<()> {
+/// The approvers' confirmation is queued in the same transaction, so exactly one is sent.
+async fn finish(
+    tx: &mut Tx,
+    venue: &VenueConfig,
+    report: &Report,
+    at: DateTime<Utc>,
+) -> Result<()> {
     let current = reports::get_in(tx, report.id)
         .await?
         .context("report vanished")?;
@@ -161,6 +169,16 @@ async fn finish(tx: &mut Tx, report: &Report, at: DateTime<Utc>) -> Result<()> {
         .map(|r| Ok(format!("{} {}", r.text(0)?, r.i64(1)?)))
         .collect::<Result<Vec<_>>>()?
         .join(", ");
+    for approver in &venue.approvers {
+        let message = mail::Outgoing {
+            kind: mail::Kind::Applied,
+            venue_id: venue.id,
+            report_id: Some(report.id),
+            recipient: approver,
+            detail: None,
+        };
+        mail::queue(tx, &message, at).await?;
+    }
     audit::record(
         tx,
         &Event {

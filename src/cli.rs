@@ -219,6 +219,16 @@ async fn run_cycle(
             }
         }
     }
+    if !dry_run {
+        let mailer = crate::mail::Mailer::from_config(&svc.config.mail)?;
+        let delivery = crate::mail::deliver_due(svc, &mailer, at).await?;
+        let waiting = crate::mail::pending_count(svc).await?;
+        out!(
+            "mail: {} sent, {} failed (retried later), {waiting} waiting in the outbox",
+            delivery.sent,
+            delivery.failed
+        );
+    }
     if failed > 0 {
         eprintln!("retentiond: {failed} venue cycle(s) failed");
         // A configuration that does not match the database is a configuration error (exit 2).
@@ -282,6 +292,12 @@ fn print_cycle(name: &str, r: &VenueCycle) {
             state,
             outcome_phrase(&a.counts)
         );
+    }
+    for id in &r.expired {
+        out!("  report {id}: expired without a decision; approvers told");
+    }
+    for id in &r.reminded {
+        out!("  report {id}: approvers reminded");
     }
     for p in &r.previews {
         out!(

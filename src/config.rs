@@ -9,6 +9,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 /// Where the configuration is read from when `--config` is not given.
 pub const DEFAULT_PATH: &str = "config/retentiond.toml";
@@ -473,6 +474,12 @@ fn validate(file: String, raw: RawConfig) -> Result<Config, ConfigError> {
     })?;
 
     let schedule_tz = tz("schedule.timezone", &raw.schedule.timezone)?;
+    let cron = |key: &str, expr: &str| {
+        cron::Schedule::from_str(expr).map(|_| expr.to_string()).map_err(|_| {
+            err(key, format!("expected a cron expression with seconds, such as \"0 0 2 * * *\" (sec min hour day month weekday), got {expr:?}"))
+        })
+    };
+    let schedule_cron = cron("schedule.cron", &raw.schedule.cron)?;
     if raw.approval.required < 1 || raw.approval.required > 100 {
         return Err(err(
             "approval.required",
@@ -662,7 +669,10 @@ fn validate(file: String, raw: RawConfig) -> Result<Config, ConfigError> {
                 Some(z) => tz(&key("timezone"), z)?,
                 None => schedule_tz,
             },
-            cron: v.cron.unwrap_or_else(|| raw.schedule.cron.clone()),
+            cron: match &v.cron {
+                Some(expr) => cron(&key("cron"), expr)?,
+                None => schedule_cron.clone(),
+            },
             unknown_customer_id: v.unknown_customer_id,
             anonymise,
         });
@@ -683,7 +693,7 @@ fn validate(file: String, raw: RawConfig) -> Result<Config, ConfigError> {
             ops: raw.mail.ops,
         },
         schedule: ScheduleConfig {
-            cron: raw.schedule.cron,
+            cron: schedule_cron,
             timezone: schedule_tz,
         },
         approval: ApprovalConfig {

@@ -9,7 +9,7 @@ use crate::config::VenueConfig;
 use crate::policy::{self, ReportState};
 use crate::reports::{self, NewReport};
 use crate::selection::{self, Scope};
-use crate::Service;
+use crate::{mail, Service};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -61,6 +61,10 @@ pub struct VenueCycle {
     pub ran: bool,
     pub applied: Vec<ApplySummary>,
     pub previews: Vec<ApplyPreview>,
+    /// Pending reports whose links expired in this cycle.
+    pub expired: Vec<i64>,
+    /// Pending reports whose approvers were reminded in this cycle.
+    pub reminded: Vec<i64>,
     pub selection: Option<Selection>,
 }
 
@@ -80,6 +84,8 @@ pub async fn run_venue_cycle(
         ran: false,
         applied: vec![],
         previews: vec![],
+        expired: vec![],
+        reminded: vec![],
         selection: None,
     };
     let Some(lock) = svc.db.try_lock_venue(venue.id).await? else {
@@ -92,7 +98,46 @@ pub async fn run_venue_cycle(
     result.ran = true;
     let outcome = cycle_locked(svc, venue, at, dry_run, &mut result).await;
     lock.release().await?;
-    outcome.map(|()| result)
+    let label = if outcome.is_ok() { "ok" } else { "failed" };
+    metrics::counter!("retentiond_cycles_total", "venue" => venue.id.to_string(), "result" => label).increment(1);
+    match outcome {
+        Ok(()) => {
+            if !dry_run {
+                metrics::gauge!("retentiond_last_successful_cycle_timestamp_seconds", "venue" => venue.id.to_string()).set(at.timestamp() as f64);
+            }
+            Ok(result)
+        }
+        Err(e) => {
+            if !dry_run {
+                alert_failure(svc, venue, &e, at).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Queues a failure alert to `mail.ops`; a failure to queue is logged, never hides the original.
+async fn alert_failure(svc: &Service, venue: &VenueConfig, e: &anyhow::Error, at: DateTime<Utc>) {
+    let detail = format!(
+        "The cycle of venue {} failed and will be retried on its next run: {e:#}",
+        venue.id
+    );
+    let queued = async {
+        let mut tx = svc.db.begin().await?;
+        mail::queue_ops_alert(
+            svc,
+            &mut tx,
+            mail::Kind::FailureAlert,
+            venue.id,
+            &detail,
+            at,
+        )
+        .await?;
+        tx.commit().await
+    };
+    if let Err(queue_error) = queued.await {
+        error!(venue.id = venue.id, error = %format!("{queue_error:#}"), "could not queue the failure alert");
+    }
 }
 
 async fn cycle_locked(
@@ -137,7 +182,84 @@ async fn cycle_locked(
         }
     }
 
+    if !dry_run {
+        expire_and_remind(svc, venue, at, result).await?;
+    }
     result.selection = Some(select(svc, venue, at, result.cutoff, dry_run).await?);
+    Ok(())
+}
+
+/// Pending reports whose links have expired become `expired` (approvers are told); those
+/// pending for longer than `approval.remind_after` get one reminder to approvers yet to approve.
+async fn expire_and_remind(
+    svc: &Service,
+    venue: &VenueConfig,
+    at: DateTime<Utc>,
+    result: &mut VenueCycle,
+) -> Result<()> {
+    for report in reports::in_states(&svc.db, venue.id, &[ReportState::Pending]).await? {
+        if report.expires_at <= at {
+            let mut tx = svc.db.begin().await?;
+            reports::transition(
+                &mut tx,
+                &report,
+                ReportState::Expired,
+                at,
+                Some("links expired without a decision"),
+            )
+            .await?;
+            for approver in &venue.approvers {
+                let message = mail::Outgoing {
+                    kind: mail::Kind::Expired,
+                    venue_id: venue.id,
+                    report_id: Some(report.id),
+                    recipient: approver,
+                    detail: None,
+                };
+                mail::queue(&mut tx, &message, at).await?;
+            }
+            audit::record(
+                &mut tx,
+                &Event {
+                    at,
+                    venue_id: venue.id,
+                    report_id: Some(report.id),
+                    event: "expired".into(),
+                    actor: "retentiond".into(),
+                    detail: "links expired without a decision".into(),
+                },
+            )
+            .await?;
+            tx.commit().await?;
+            info!(venue.id = venue.id, report.id = report.id, "report expired");
+            result.expired.push(report.id);
+        } else if reports::reminded_at(&svc.db, report.id).await?.is_none()
+            && svc.config.approval.remind_after.after(report.created_at) <= at
+        {
+            let approved = crate::approval::approvers_so_far(&svc.db, report.id).await?;
+            let mut tx = svc.db.begin().await?;
+            if !reports::mark_reminded(&mut tx, report.id, at).await? {
+                continue;
+            }
+            for approver in venue.approvers.iter().filter(|a| !approved.contains(a)) {
+                let message = mail::Outgoing {
+                    kind: mail::Kind::Reminder,
+                    venue_id: venue.id,
+                    report_id: Some(report.id),
+                    recipient: approver,
+                    detail: None,
+                };
+                mail::queue(&mut tx, &message, at).await?;
+            }
+            tx.commit().await?;
+            info!(
+                venue.id = venue.id,
+                report.id = report.id,
+                "approvers reminded"
+            );
+            result.reminded.push(report.id);
+        }
+    }
     Ok(())
 }
 
@@ -236,6 +358,12 @@ async fn select(
             },
         )
         .await?;
+        let alert = format!(
+            "The policy of venue {} ({}, {}) selects {candidates} of its {customers} customers, more than max_share {}. \
+             No report was made. Check inactive_for in the configuration.",
+            venue.id, venue.name, venue.inactive_for, venue.max_share
+        );
+        mail::queue_ops_alert(svc, &mut tx, mail::Kind::BrakeAlert, venue.id, &alert, at).await?;
         tx.commit().await?;
         return Ok(Selection::Brake {
             candidates,
@@ -256,6 +384,16 @@ async fn select(
         },
     )
     .await?;
+    for approver in &venue.approvers {
+        let message = mail::Outgoing {
+            kind: mail::Kind::ApprovalRequest,
+            venue_id: venue.id,
+            report_id: Some(report_id),
+            recipient: approver,
+            detail: None,
+        };
+        mail::queue(&mut tx, &message, at).await?;
+    }
     tx.commit().await?;
     if candidates * 2 > customers {
         warn!(

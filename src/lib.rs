@@ -6,6 +6,7 @@
 //! venue's pass, [`audit`] is the ledger, and [`db`] hides the SQLite/PostgreSQL differences.
 
 pub mod apply;
+pub mod approval;
 pub mod audit;
 pub mod check;
 pub mod cli;
@@ -14,6 +15,7 @@ pub mod cycle;
 pub mod db;
 pub mod introspect;
 pub mod logging;
+pub mod mail;
 pub mod migrate;
 pub mod policy;
 pub mod reports;

@@ -12,12 +12,20 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sqlite: include_str!("../migrations/sqlite/0001_init.sql"),
-    postgres: include_str!("../migrations/postgres/0001_init.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sqlite: include_str!("../migrations/sqlite/0001_init.sql"),
+        postgres: include_str!("../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "outbox_tokens",
+        sqlite: include_str!("../migrations/sqlite/0002_outbox_tokens.sql"),
+        postgres: include_str!("../migrations/postgres/0002_outbox_tokens.sql"),
+    },
+];
 
 /// The schema version this build expects.
 pub fn latest_version() -> i64 {

@@ -306,6 +306,23 @@ pub async fn cancel(db: &Db, id: i64, reason: &str, at: DateTime<Utc>) -> Result
     get(db, id).await?.context("report vanished")
 }
 
+/// When the report's approvers were reminded, if they were.
+pub async fn reminded_at(db: &Db, id: i64) -> Result<Option<DateTime<Utc>>> {
+    let mut q = Query::new("SELECT reminded_at FROM retention_reports WHERE id = ");
+    q.bind(id);
+    db.fetch_one(&q).await?.opt_time(0)
+}
+
+/// Records the one reminder; false when another cycle got there first.
+pub async fn mark_reminded(tx: &mut Tx, id: i64, at: DateTime<Utc>) -> Result<bool> {
+    let mut q = Query::new("UPDATE retention_reports SET reminded_at = ");
+    q.bind(at)
+        .push(" WHERE id = ")
+        .bind(id)
+        .push(" AND reminded_at IS NULL AND state = 'pending'");
+    Ok(tx.execute(&q).await? == 1)
+}
+
 /// Outcome counts of a report's customers; `None` counts those not yet processed.
 pub async fn outcome_counts(db: &Db, id: i64) -> Result<BTreeMap<Option<Outcome>, u64>> {
     let mut q =

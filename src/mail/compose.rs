@@ -1,0 +1,248 @@
+//! Turning a queued outbox row into a message: subject, plain text and HTML from the templates
+//! in `templates/`. Messages carry counts, policy, expiry and the link; never customer data.
+
+use super::Kind;
+use crate::approval;
+use crate::policy::{Action, Outcome, ReportState};
+use crate::reports::{self, Report};
+use crate::Service;
+use anyhow::{Context, Result};
+use askama::Template;
+use chrono::{DateTime, Utc};
+use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
+use lettre::Message;
+
+pub struct Queued {
+    pub id: i64,
+    pub kind: Kind,
+    pub venue_id: i64,
+    pub report_id: Option<i64>,
+    pub recipient: String,
+    pub detail: Option<String>,
+}
+
+pub enum Composed {
+    /// `token` is the approval token minted for this message, revoked if the send fails.
+    Ready {
+        message: Message,
+        token: Option<String>,
+    },
+    Obsolete(String),
+}
+
+/// The values both templates (`mail.txt`, `mail.html`) render.
+struct View {
+    kind: &'static str,
+    subject: String,
+    venue_name: String,
+    report_id: i64,
+    customer_count: i64,
+    cutoff: String,
+    policy: String,
+    action_phrase: String,
+    approvals_required: i64,
+    link: String,
+    expires: String,
+    done: u64,
+    done_verb: &'static str,
+    skipped: u64,
+    skip_lines: Vec<String>,
+    detail: String,
+}
+
+#[derive(Template)]
+#[template(path = "mail.txt")]
+struct TextMail<'a> {
+    v: &'a View,
+}
+
+#[derive(Template)]
+#[template(path = "mail.html")]
+struct HtmlMail<'a> {
+    v: &'a View,
+}
+
+pub fn skip_reason(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::SkippedActive => "active again since the report was made",
+        Outcome::SkippedLegalHold => "placed on legal hold",
+        Outcome::SkippedGone => "no longer in the database",
+        Outcome::SkippedIneligible => {
+            "no longer covered by the policy (moved venue or already anonymised)"
+        }
+        Outcome::Deleted | Outcome::Anonymised => "processed",
+    }
+}
+
+fn action_phrase(svc: &Service, report: &Report) -> String {
+    match report.action {
+        Action::Delete => {
+            let moved: Vec<String> = svc
+                .config
+                .schema
+                .references
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{}.{} {}",
+                        r.table,
+                        r.column,
+                        if r.on_delete == crate::config::OnDelete::Reassign {
+                            "moved to the Unknown Customer"
+                        } else {
+                            "deleted"
+                        }
+                    )
+                })
+                .collect();
+            format!("delete the customers ({})", moved.join("; "))
+        }
+        Action::Anonymise => {
+            "anonymise the customers (identifying fields removed, general fields kept)".to_string()
+        }
+    }
+}
+
+fn time(t: DateTime<Utc>) -> String {
+    t.format("%-d %B %Y, %H:%M UTC").to_string()
+}
+
+pub async fn compose(
+    svc: &Service,
+    from: &Mailbox,
+    queued: &Queued,
+    now: DateTime<Utc>,
+) -> Result<Composed> {
+    let venue_name = svc
+        .config
+        .venue(queued.venue_id)
+        .map_or_else(|| format!("Venue {}", queued.venue_id), |v| v.name.clone());
+    let report = match queued.report_id {
+        Some(id) => Some(
+            reports::get(&svc.db, id)
+                .await?
+                .with_context(|| format!("report {id} is missing"))?,
+        ),
+        None => None,
+    };
+    let mut view = View {
+        kind: queued.kind.as_str(),
+        subject: String::new(),
+        venue_name: venue_name.clone(),
+        report_id: report.as_ref().map_or(0, |r| r.id),
+        customer_count: report.as_ref().map_or(0, |r| r.customer_count),
+        cutoff: report
+            .as_ref()
+            .map_or(String::new(), |r| r.cutoff.format("%-d %B %Y").to_string()),
+        policy: report.as_ref().map_or(String::new(), |r| r.policy.clone()),
+        action_phrase: report
+            .as_ref()
+            .map_or(String::new(), |r| action_phrase(svc, r)),
+        approvals_required: report.as_ref().map_or(0, |r| r.approvals_required),
+        link: String::new(),
+        expires: report
+            .as_ref()
+            .map_or(String::new(), |r| time(r.expires_at)),
+        done: 0,
+        done_verb: "",
+        skipped: 0,
+        skip_lines: vec![],
+        detail: queued.detail.clone().unwrap_or_default(),
+    };
+    let mut token = None;
+    match (queued.kind, &report) {
+        (Kind::ApprovalRequest | Kind::Reminder, Some(report)) => {
+            if report.state != ReportState::Pending || report.expires_at <= now {
+                return Ok(Composed::Obsolete(format!(
+                    "not sent: report is {}",
+                    report.state
+                )));
+            }
+            let mut tx = svc.db.begin().await?;
+            let minted = approval::mint(&mut tx, report, &queued.recipient, now).await?;
+            tx.commit().await?;
+            view.link = format!("{}/r/{minted}", svc.config.http.public_url);
+            token = Some(minted);
+            view.subject = if queued.kind == Kind::Reminder {
+                format!(
+                    "Reminder: approval needed for {venue_name} report {}",
+                    report.id
+                )
+            } else {
+                format!(
+                    "Approval needed: {} {} inactive customers of {venue_name}",
+                    report.action.as_str(),
+                    report.customer_count
+                )
+            };
+        }
+        (Kind::Expired, Some(report)) => {
+            view.subject = format!(
+                "Expired: {venue_name} report {} was not approved",
+                report.id
+            );
+        }
+        (Kind::Applied, Some(report)) => {
+            let counts = reports::outcome_counts(&svc.db, report.id).await?;
+            for (outcome, n) in &counts {
+                match outcome {
+                    Some(o) if o.is_skip() => {
+                        view.skipped += n;
+                        view.skip_lines.push(format!("{n} {}", skip_reason(*o)));
+                    }
+                    Some(_) => view.done += n,
+                    None => {}
+                }
+            }
+            view.done_verb = if report.action == Action::Delete {
+                "deleted (order history kept on the Unknown Customer record)"
+            } else {
+                "anonymised"
+            };
+            view.subject = format!(
+                "Done: {} customers {} at {venue_name}",
+                view.done,
+                if report.action == Action::Delete {
+                    "deleted"
+                } else {
+                    "anonymised"
+                }
+            );
+        }
+        (Kind::BrakeAlert, _) => {
+            view.subject = format!("ALERT: retentiond brake engaged for {venue_name}")
+        }
+        (Kind::FailureAlert, _) => {
+            view.subject = format!("ALERT: retentiond cycle failed for {venue_name}")
+        }
+        (_, None) => anyhow::bail!("a {} message needs a report", queued.kind.as_str()),
+    }
+    let text = TextMail { v: &view }.render()?;
+    let html = HtmlMail { v: &view }.render()?;
+    let message = Message::builder()
+        .from(from.clone())
+        .to(queued
+            .recipient
+            .parse()
+            .with_context(|| format!("outbox {}: invalid recipient", queued.id))?)
+        .subject(view.subject.clone())
+        .message_id(Some(format!(
+            "<retentiond.outbox.{}@{}>",
+            queued.id,
+            from.email.domain()
+        )))
+        .multipart(
+            MultiPart::alternative()
+                .singlepart(
+                    SinglePart::builder()
+                        .header(ContentType::TEXT_PLAIN)
+                        .body(text),
+                )
+                .singlepart(
+                    SinglePart::builder()
+                        .header(ContentType::TEXT_HTML)
+                        .body(html),
+                ),
+        )?;
+    Ok(Composed::Ready { message, token })
+}

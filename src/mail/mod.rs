@@ -1,0 +1,327 @@
+//! Mail (SPEC 4, 7): messages are queued in `retention_outbox` inside the transaction of the
+//! change they report, then delivered with retries and exponential back-off. A message is never
+//! lost to an SMTP outage or a restart, and is marked sent only after the server accepted it.
+//! Approval links are minted at send time, so a raw token is never stored.
+
+mod compose;
+
+use crate::approval;
+use crate::config::{MailConfig, MailTransport};
+use crate::db::{Query, Tx};
+use crate::Service;
+use anyhow::{Context, Result};
+use chrono::{DateTime, Duration, Utc};
+use lettre::message::Mailbox;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use secrecy::ExposeSecret;
+use std::path::PathBuf;
+use tracing::{info, warn};
+
+/// What a queued message is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    ApprovalRequest,
+    Reminder,
+    Expired,
+    Applied,
+    BrakeAlert,
+    FailureAlert,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::ApprovalRequest => "approval_request",
+            Kind::Reminder => "reminder",
+            Kind::Expired => "expired",
+            Kind::Applied => "applied",
+            Kind::BrakeAlert => "brake_alert",
+            Kind::FailureAlert => "failure_alert",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Kind> {
+        [
+            Kind::ApprovalRequest,
+            Kind::Reminder,
+            Kind::Expired,
+            Kind::Applied,
+            Kind::BrakeAlert,
+            Kind::FailureAlert,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// One message to queue.
+pub struct Outgoing<'a> {
+    pub kind: Kind,
+    pub venue_id: i64,
+    pub report_id: Option<i64>,
+    pub recipient: &'a str,
+    /// Alert text (never personal data).
+    pub detail: Option<&'a str>,
+}
+
+/// Queues a message inside `tx`, so it exists exactly when the change it reports does.
+pub async fn queue(tx: &mut Tx, message: &Outgoing<'_>, now: DateTime<Utc>) -> Result<()> {
+    let mut q = Query::new("INSERT INTO retention_outbox (kind, venue_id, report_id, recipient, detail, created_at, next_attempt_at) VALUES (");
+    q.bind(message.kind.as_str())
+        .push(", ")
+        .bind(message.venue_id)
+        .push(", ")
+        .bind(message.report_id)
+        .push(", ")
+        .bind(message.recipient)
+        .push(", ")
+        .bind(message.detail)
+        .push(", ")
+        .bind(now)
+        .push(", ")
+        .bind(now)
+        .push(")");
+    tx.execute(&q).await?;
+    metrics::counter!("retentiond_mail_queued_total", "kind" => message.kind.as_str()).increment(1);
+    Ok(())
+}
+
+/// Queues an alert to `mail.ops`, if one is configured.
+pub async fn queue_ops_alert(
+    svc: &Service,
+    tx: &mut Tx,
+    kind: Kind,
+    venue_id: i64,
+    detail: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    if let Some(ops) = svc.config.mail.ops.as_deref() {
+        queue(
+            tx,
+            &Outgoing {
+                kind,
+                venue_id,
+                report_id: None,
+                recipient: ops,
+                detail: Some(detail),
+            },
+            now,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// How messages leave: SMTP, or one `.eml` file per message.
+pub enum Mailer {
+    Smtp {
+        transport: AsyncSmtpTransport<Tokio1Executor>,
+        from: Mailbox,
+    },
+    File {
+        dir: PathBuf,
+        from: Mailbox,
+    },
+}
+
+/// The longest a single send may take, whatever the SMTP server does (lettre's own timeout
+/// covers each read and write, not a server that trickles).
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// While a message is being sent it is leased: another sender skips it until then.
+const LEASE: i64 = 10 * 60;
+
+impl Mailer {
+    pub fn from_config(config: &MailConfig) -> Result<Mailer> {
+        let from: Mailbox = config
+            .from
+            .parse()
+            .context("mail.from is not a valid address")?;
+        Ok(match config.transport {
+            MailTransport::Smtp => {
+                let transport =
+                    AsyncSmtpTransport::<Tokio1Executor>::from_url(config.smtp_url.expose_secret())
+                        .context("mail.smtp_url is not a valid SMTP URL")?
+                        .timeout(Some(std::time::Duration::from_secs(30)))
+                        .build();
+                Mailer::Smtp { transport, from }
+            }
+            MailTransport::File => Mailer::File {
+                dir: config.dir.clone(),
+                from,
+            },
+        })
+    }
+
+    fn from(&self) -> &Mailbox {
+        match self {
+            Mailer::Smtp { from, .. } | Mailer::File { from, .. } => from,
+        }
+    }
+
+    async fn send(&self, outbox_id: i64, kind: Kind, message: &Message) -> Result<()> {
+        match self {
+            Mailer::Smtp { transport, .. } => {
+                tokio::time::timeout(SEND_TIMEOUT, transport.send(message.clone()))
+                    .await
+                    .context("SMTP send timed out")?
+                    .context("SMTP send failed")?;
+            }
+            Mailer::File { dir, .. } => {
+                tokio::fs::create_dir_all(dir)
+                    .await
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                let name = format!("{outbox_id:08}-{}.eml", kind.as_str());
+                let partial = dir.join(format!(".{name}.partial"));
+                tokio::fs::write(&partial, message.formatted()).await?;
+                tokio::fs::rename(&partial, dir.join(name)).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Delivery counts of one pass over the outbox.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    pub sent: u64,
+    pub failed: u64,
+    /// Messages whose report no longer needs them (e.g. a request for a cancelled report).
+    pub obsolete: u64,
+}
+
+/// Back-off after `attempts` failures: 30 s doubling, at most an hour.
+pub fn backoff(attempts: i64) -> Duration {
+    let exp = attempts.clamp(1, 8) - 1;
+    Duration::seconds((30_i64 << exp).min(3600))
+}
+
+/// Delivers every message due at `now`; the daemon calls it every few seconds and `cycle`
+/// before it exits. Each message is claimed first, so two senders never send the same one.
+pub async fn deliver_due(svc: &Service, mailer: &Mailer, now: DateTime<Utc>) -> Result<Delivery> {
+    let mut delivery = Delivery::default();
+    let mut after_id = 0_i64;
+    loop {
+        let mut q = Query::new("SELECT id, kind, venue_id, report_id, recipient, detail, attempts FROM retention_outbox WHERE sent_at IS NULL AND next_attempt_at <= ");
+        q.bind(now)
+            .push(" AND id > ")
+            .bind(after_id)
+            .push(" ORDER BY id LIMIT 50");
+        let rows = svc.db.fetch_all(&q).await?;
+        if rows.is_empty() {
+            break;
+        }
+        for row in rows {
+            let id = row.i64(0)?;
+            after_id = id;
+            let attempts = row.i64(6)? + 1;
+            let mut claim = Query::new("UPDATE retention_outbox SET attempts = ");
+            claim
+                .bind(attempts)
+                .push(", next_attempt_at = ")
+                .bind(now + Duration::seconds(LEASE));
+            claim
+                .push(" WHERE id = ")
+                .bind(id)
+                .push(" AND sent_at IS NULL AND next_attempt_at <= ")
+                .bind(now);
+            if svc.db.execute(&claim).await? != 1 {
+                continue;
+            }
+            let Some(kind) = Kind::parse(&row.text(1)?) else {
+                warn!(outbox.id = id, "unknown message kind; left in the outbox");
+                continue;
+            };
+            let queued = compose::Queued {
+                id,
+                kind,
+                venue_id: row.i64(2)?,
+                report_id: row.opt_i64(3)?,
+                recipient: row.text(4)?,
+                detail: row.opt_text(5)?,
+            };
+            let outcome = match compose::compose(svc, mailer.from(), &queued, now).await {
+                Ok(compose::Composed::Obsolete(reason)) => {
+                    mark_done(svc, id, now, Some(&reason)).await?;
+                    delivery.obsolete += 1;
+                    continue;
+                }
+                Ok(compose::Composed::Ready { message, token }) => {
+                    match mailer.send(id, kind, &message).await {
+                        Ok(()) => Ok(()),
+                        Err(e) => {
+                            if let Some(token) = token {
+                                approval::revoke(&svc.db, &token).await?;
+                            }
+                            Err(e)
+                        }
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(()) => {
+                    mark_done(svc, id, now, None).await?;
+                    delivery.sent += 1;
+                    metrics::counter!("retentiond_mail_sent_total", "kind" => kind.as_str())
+                        .increment(1);
+                    info!(
+                        outbox.id = id,
+                        mail.kind = kind.as_str(),
+                        report.id = queued.report_id,
+                        "mail sent"
+                    );
+                }
+                Err(e) => {
+                    let retry_at = now + backoff(attempts);
+                    let mut q = Query::new("UPDATE retention_outbox SET next_attempt_at = ");
+                    q.bind(retry_at)
+                        .push(", last_error = ")
+                        .bind(format!("{e:#}"))
+                        .push(" WHERE id = ")
+                        .bind(id);
+                    svc.db.execute(&q).await?;
+                    delivery.failed += 1;
+                    metrics::counter!("retentiond_mail_failed_total", "kind" => kind.as_str())
+                        .increment(1);
+                    warn!(outbox.id = id, mail.kind = kind.as_str(), attempts, retry_at = %retry_at.to_rfc3339(), error = %format!("{e:#}"), "mail not sent; will retry");
+                }
+            }
+        }
+    }
+    Ok(delivery)
+}
+
+async fn mark_done(svc: &Service, id: i64, now: DateTime<Utc>, note: Option<&str>) -> Result<()> {
+    let mut q = Query::new("UPDATE retention_outbox SET sent_at = ");
+    q.bind(now)
+        .push(", last_error = ")
+        .bind(note)
+        .push(" WHERE id = ")
+        .bind(id);
+    svc.db.execute(&q).await?;
+    Ok(())
+}
+
+/// Messages not yet sent (for `/metrics` and tests).
+pub async fn pending_count(svc: &Service) -> Result<i64> {
+    svc.db
+        .fetch_one(&Query::new(
+            "SELECT COUNT(*) FROM retention_outbox WHERE sent_at IS NULL",
+        ))
+        .await?
+        .i64(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_thirty_seconds_to_an_hour() {
+        assert_eq!(backoff(1), Duration::seconds(30));
+        assert_eq!(backoff(2), Duration::seconds(60));
+        assert_eq!(backoff(5), Duration::seconds(480));
+        assert_eq!(backoff(50), Duration::seconds(3600));
+    }
+}
