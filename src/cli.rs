@@ -60,8 +60,12 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// The daemon: venue schedules, the report pages and mail delivery
+    Run,
     /// Create or upgrade retentiond's own tables (retention_*)
     Migrate,
+    /// A self-contained demo in demo/: synthetic customers, approval links, the daemon
+    Demo,
     /// Validate the configuration against the live database
     Check,
     /// List, show, export, cancel or approve reports
@@ -117,6 +121,15 @@ pub fn now() -> DateTime<Utc> {
 
 /// Runs the parsed command line and returns the process exit code.
 pub async fn run(cli: Cli) -> ExitCode {
+    if let Command::Demo = cli.command {
+        return match crate::demo::run(std::path::Path::new("demo")).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("retentiond: demo: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let path = config::resolve_path(cli.config.as_deref());
     let config = match config::load(&path) {
         Ok(config) => config,
@@ -138,6 +151,7 @@ pub async fn run(cli: Cli) -> ExitCode {
 async fn execute(command: Command, config: Config) -> Result<ExitCode> {
     let db = Db::connect(config.database_url.expose_secret()).await?;
     let svc = Service::new(db, config);
+    crate::metrics::install();
     let code = match command {
         Command::Migrate => {
             let applied = migrate::run(&svc.db, now()).await?;
@@ -152,6 +166,15 @@ async fn execute(command: Command, config: Config) -> Result<ExitCode> {
             ExitCode::SUCCESS
         }
         Command::Check => run_check(&svc).await?,
+        Command::Run => {
+            migrate::ensure_current(&svc.db).await?;
+            let listener = tokio::net::TcpListener::bind(&svc.config.http.bind)
+                .await
+                .with_context(|| format!("cannot listen on http.bind {}", svc.config.http.bind))?;
+            crate::daemon::run(svc.clone(), listener, crate::daemon::signal()).await?;
+            ExitCode::SUCCESS
+        }
+        Command::Demo => unreachable!("handled before the configuration is loaded"),
         Command::Cycle { venue, at, dry_run } => {
             run_cycle(
                 &svc,

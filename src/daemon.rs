@@ -1,0 +1,105 @@
+//! `retentiond run`: the venue schedules, the web pages and the mail sender in one process.
+//! SIGTERM or SIGINT stops new work; cycles finish the batch in hand; the web server drains;
+//! what can be sent is flushed; then the process exits 0.
+
+use crate::mail::{self, Mailer};
+use crate::{scheduler, web, Service};
+use anyhow::{Context, Result};
+use chrono::{SubsecRound, Utc};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+/// How often the outbox is checked when nothing notifies the sender.
+const MAIL_POLL: Duration = Duration::from_secs(15);
+/// How long shutdown waits for a last delivery of queued mail.
+const FINAL_FLUSH: Duration = Duration::from_secs(20);
+
+/// Runs until `stop` completes (the signal handler in production, a trigger in tests).
+pub async fn run(
+    svc: Service,
+    listener: TcpListener,
+    stop: impl Future<Output = ()>,
+) -> Result<()> {
+    crate::metrics::install();
+    let mailer = Arc::new(Mailer::from_config(&svc.config.mail)?);
+    let mail_due = Arc::new(Notify::new());
+    let tracker = TaskTracker::new();
+    for venue in svc.config.venues.iter().cloned() {
+        tracker.spawn(scheduler::venue_loop(svc.clone(), venue, mail_due.clone()));
+    }
+    tracker.spawn(mail_loop(svc.clone(), mailer.clone(), mail_due.clone()));
+    let address = listener.local_addr()?;
+    let server = axum::serve(listener, web::router(svc.clone()))
+        .with_graceful_shutdown(svc.shutdown.clone().cancelled_owned());
+    let server = tokio::spawn(async move { server.await });
+    info!(http.address = %address, venues = svc.config.venues.len(), "retentiond running");
+
+    tokio::select! {
+        _ = stop => info!("shutdown requested: finishing the work in hand"),
+        _ = svc.shutdown.cancelled() => {}
+    }
+    svc.shutdown.cancel();
+    tracker.close();
+    tracker.wait().await;
+    server
+        .await
+        .context("web server task")?
+        .context("web server")?;
+    match tokio::time::timeout(
+        FINAL_FLUSH,
+        mail::deliver_due(&svc, &mailer, Utc::now().trunc_subsecs(0)),
+    )
+    .await
+    {
+        Ok(Ok(d)) => info!(
+            mail.sent = d.sent,
+            mail.failed = d.failed,
+            "final mail delivery"
+        ),
+        Ok(Err(e)) => {
+            warn!(error = %format!("{e:#}"), "final mail delivery failed; the outbox keeps it")
+        }
+        Err(_) => warn!("final mail delivery timed out; the outbox keeps it"),
+    }
+    svc.db.close().await;
+    info!("retentiond stopped");
+    Ok(())
+}
+
+async fn mail_loop(svc: Service, mailer: Arc<Mailer>, due: Arc<Notify>) {
+    loop {
+        match mail::deliver_due(&svc, &mailer, Utc::now().trunc_subsecs(0)).await {
+            Ok(d) if d.sent + d.failed > 0 => {
+                info!(mail.sent = d.sent, mail.failed = d.failed, "mail delivery")
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %format!("{e:#}"), "mail delivery pass failed"),
+        }
+        tokio::select! {
+            _ = svc.shutdown.cancelled() => return,
+            _ = due.notified() => {}
+            _ = tokio::time::sleep(MAIL_POLL) => {}
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

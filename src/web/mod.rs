@@ -1,0 +1,287 @@
+//! The report pages (SPEC 4): `/r/{token}` with its CSV, approve and reject; `/healthz` and
+//! `/metrics`. Every page is plain HTML that works without JavaScript, sent with `no-store`,
+//! `no-referrer` and a restrictive Content-Security-Policy. Tokens never reach a log line.
+
+mod pages;
+
+use crate::approval::{self, Decided, DecisionError, Lookup};
+use crate::cli::now;
+use crate::Service;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use serde::Deserialize;
+use tracing::{error, info};
+
+/// Requests carry at most a short form.
+const BODY_LIMIT: usize = 16 * 1024;
+
+pub fn router(svc: Service) -> Router {
+    Router::new()
+        .route("/r/{token}", get(report_page))
+        .route("/r/{token}/report.csv", get(report_csv))
+        .route("/r/{token}/approve", post(approve))
+        .route("/r/{token}/reject", post(reject))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/style.css", get(stylesheet))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(security_headers))
+        .with_state(svc)
+}
+
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
+}
+
+/// What a visitor sees when something is wrong: a plain page, never internals.
+pub enum WebError {
+    NotFound,
+    Expired,
+    Internal(anyhow::Error),
+}
+
+impl From<anyhow::Error> for WebError {
+    fn from(e: anyhow::Error) -> Self {
+        WebError::Internal(e)
+    }
+}
+
+impl IntoResponse for WebError {
+    fn into_response(self) -> Response {
+        match self {
+            WebError::NotFound => pages::plain(
+                StatusCode::NOT_FOUND,
+                "Link not found",
+                &["This link is not valid. Check that you copied the whole link from the email."],
+            ),
+            WebError::Expired => pages::plain(
+                StatusCode::GONE,
+                "Link expired",
+                &["This link has expired. Nothing was done to any customer through it."],
+            ),
+            WebError::Internal(e) => {
+                error!(error = %format!("{e:#}"), "request failed");
+                pages::plain(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Something went wrong",
+                    &["The page could not be shown. Please try again later."],
+                )
+            }
+        }
+    }
+}
+
+async fn valid(svc: &Service, token: &str) -> Result<(crate::reports::Report, String), WebError> {
+    match approval::lookup(&svc.db, token, now()).await? {
+        Lookup::Valid { report, approver } => Ok((report, approver)),
+        Lookup::Expired => Err(WebError::Expired),
+        Lookup::Unknown => Err(WebError::NotFound),
+    }
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    after: Option<i64>,
+}
+
+async fn report_page(
+    State(svc): State<Service>,
+    Path(token): Path<String>,
+    Query(page): Query<PageQuery>,
+) -> Result<Response, WebError> {
+    let (report, approver) = valid(&svc, &token).await?;
+    Ok(pages::report(
+        &svc,
+        &report,
+        &approver,
+        &token,
+        page.after,
+        None,
+        None,
+        StatusCode::OK,
+    )
+    .await?)
+}
+
+async fn report_csv(
+    State(svc): State<Service>,
+    Path(token): Path<String>,
+) -> Result<Response, WebError> {
+    let (report, _) = valid(&svc, &token).await?;
+    if !report.state.shows_customers() {
+        return Ok(pages::plain(
+            StatusCode::GONE,
+            "No longer available",
+            &["This report has been decided; its customer list is no longer available."],
+        ));
+    }
+    info!(report.id = report.id, "report CSV downloaded");
+    let body = Body::from_stream(pages::csv_stream(svc.clone(), report.id));
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/csv; charset=utf-8"),
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_str(&format!(
+                    "attachment; filename=\"report-{}.csv\"",
+                    report.id
+                ))
+                .expect("ascii"),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct ApproveForm {
+    #[serde(default)]
+    confirm: String,
+}
+
+async fn approve(
+    State(svc): State<Service>,
+    Path(token): Path<String>,
+    Form(form): Form<ApproveForm>,
+) -> Result<Response, WebError> {
+    let (report, approver) = valid(&svc, &token).await?;
+    let outcome = approval::approve(&svc.db, report.id, &approver, &form.confirm, now()).await?;
+    let (notice, error, status) = match outcome {
+        Ok(Decided::Approved) => {
+            info!(report.id = report.id, "report approved through its link");
+            (
+                Some(
+                    "Thank you: the report is approved. It will be applied on the next run."
+                        .to_string(),
+                ),
+                None,
+                StatusCode::OK,
+            )
+        }
+        Ok(Decided::Approval {
+            approvals,
+            required,
+        }) => {
+            info!(
+                report.id = report.id,
+                approvals, required, "approval recorded through its link"
+            );
+            (Some(format!("Thank you: your approval is recorded ({approvals} of {required}). The report is applied once enough approvers agree.")), None, StatusCode::OK)
+        }
+        Ok(Decided::AlreadyApprovedByYou) => (
+            Some("You have already approved this report.".to_string()),
+            None,
+            StatusCode::OK,
+        ),
+        Ok(Decided::Rejected) => unreachable!("approve never rejects"),
+        Err(DecisionError::WrongConfirmation { .. }) => (
+            None,
+            Some(format!("{}. Nothing was approved.", outcome.unwrap_err())),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        Err(e @ DecisionError::NotPending(_)) => (None, Some(e.to_string()), StatusCode::CONFLICT),
+    };
+    let report = crate::reports::get(&svc.db, report.id)
+        .await?
+        .ok_or(WebError::NotFound)?;
+    Ok(pages::report(
+        &svc, &report, &approver, &token, None, notice, error, status,
+    )
+    .await?)
+}
+
+#[derive(Deserialize)]
+struct RejectForm {
+    reason: Option<String>,
+}
+
+async fn reject(
+    State(svc): State<Service>,
+    Path(token): Path<String>,
+    Form(form): Form<RejectForm>,
+) -> Result<Response, WebError> {
+    let (report, approver) = valid(&svc, &token).await?;
+    let (notice, error, status) =
+        match approval::reject(&svc.db, report.id, &approver, form.reason.as_deref(), now()).await?
+        {
+            Ok(_) => {
+                info!(report.id = report.id, "report rejected through its link");
+                (
+                    Some(
+                        "The report is rejected. Nothing will be done to these customers."
+                            .to_string(),
+                    ),
+                    None,
+                    StatusCode::OK,
+                )
+            }
+            Err(e) => (None, Some(e.to_string()), StatusCode::CONFLICT),
+        };
+    let report = crate::reports::get(&svc.db, report.id)
+        .await?
+        .ok_or(WebError::NotFound)?;
+    Ok(pages::report(
+        &svc, &report, &approver, &token, None, notice, error, status,
+    )
+    .await?)
+}
+
+async fn healthz(State(svc): State<Service>) -> Response {
+    match svc.db.fetch_one(&crate::db::Query::new("SELECT 1")).await {
+        Ok(_) => (StatusCode::OK, "ok\n").into_response(),
+        Err(e) => {
+            error!(error = %format!("{e:#}"), "health check: database unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n").into_response()
+        }
+    }
+}
+
+async fn metrics(State(svc): State<Service>) -> Result<Response, WebError> {
+    let text = crate::metrics::render(&svc).await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        text,
+    )
+        .into_response())
+}
+
+async fn stylesheet() -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("text/css"))],
+        include_str!("../../templates/style.css"),
+    )
+        .into_response()
+}
+
+async fn not_found() -> WebError {
+    WebError::NotFound
+}

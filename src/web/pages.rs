@@ -1,0 +1,225 @@
+//! Rendering the pages (templates in `templates/`) and streaming the CSV page by page, so memory
+//! stays flat however large the report.
+
+use crate::config::OnDelete;
+use crate::db::Query;
+use crate::policy::Strategy;
+use crate::reports::{self, Report, ReportCustomer};
+use crate::Service;
+use anyhow::Result;
+use askama::Template;
+use axum::body::Bytes;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+
+/// Customers per page of the report table.
+pub const PAGE_SIZE: u32 = 50;
+/// Customers per chunk of the streamed CSV.
+const CSV_CHUNK: u32 = 2000;
+
+#[derive(Template)]
+#[template(path = "page.html")]
+struct PlainPage<'a> {
+    title: &'a str,
+    lines: &'a [&'a str],
+}
+
+pub fn plain(status: StatusCode, title: &str, lines: &[&str]) -> Response {
+    let html = PlainPage { title, lines }
+        .render()
+        .unwrap_or_else(|_| title.to_string());
+    html_response(status, html)
+}
+
+fn html_response(status: StatusCode, html: String) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        )],
+        html,
+    )
+        .into_response()
+}
+
+#[derive(Template)]
+#[template(path = "report.html")]
+struct ReportPage<'a> {
+    report: &'a Report,
+    venue_name: String,
+    approver: &'a str,
+    token: &'a str,
+    cutoff: String,
+    expires: String,
+    approvals: usize,
+    removed: String,
+    kept: String,
+    references: String,
+    decidable: bool,
+    shows_customers: bool,
+    customers: Vec<ReportCustomer>,
+    first_shown: i64,
+    last_shown: i64,
+    has_previous: bool,
+    next_after: Option<i64>,
+    notice: Option<String>,
+    error: Option<String>,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn report(
+    svc: &Service,
+    report: &Report,
+    approver: &str,
+    token: &str,
+    after: Option<i64>,
+    notice: Option<String>,
+    error: Option<String>,
+    status: StatusCode,
+) -> Result<Response> {
+    let venue = svc.config.venue(report.venue_id);
+    let tz = venue.map_or(svc.config.schedule.timezone, |v| v.timezone);
+    let (mut removed, mut kept) = (Vec::new(), Vec::new());
+    for (column, strategy) in venue.map(|v| v.anonymise.as_slice()).unwrap_or_default() {
+        match strategy {
+            Strategy::Keep => kept.push(column.to_string()),
+            other => removed.push(format!("{column} ({})", describe(other))),
+        }
+    }
+    let references = svc
+        .config
+        .schema
+        .references
+        .iter()
+        .map(|r| match r.on_delete {
+            OnDelete::Reassign => format!(
+                "Rows of {} ({}) move to the venue's Unknown Customer record and are kept.",
+                r.table, r.column
+            ),
+            OnDelete::Delete => format!("Rows of {} ({}) are deleted.", r.table, r.column),
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let shows_customers = report.state.shows_customers();
+    let (mut customers, mut position) = (Vec::new(), 0);
+    if shows_customers {
+        let after_id = after.unwrap_or(i64::MIN);
+        customers = reports::customers_page(
+            &svc.db,
+            &svc.config.schema,
+            report.id,
+            after_id,
+            PAGE_SIZE + 1,
+        )
+        .await?;
+        let mut q = Query::new("SELECT COUNT(*) FROM retention_report_items WHERE report_id = ");
+        q.bind(report.id)
+            .push(" AND customer_id <= ")
+            .bind(after_id);
+        position = svc.db.fetch_one(&q).await?.i64(0)?;
+    }
+    let next_after = (customers.len() > PAGE_SIZE as usize).then(|| {
+        customers.truncate(PAGE_SIZE as usize);
+        customers.last().map(|c| c.id)
+    });
+    let page = ReportPage {
+        report,
+        venue_name: venue.map_or_else(|| format!("Venue {}", report.venue_id), |v| v.name.clone()),
+        approver,
+        token,
+        cutoff: report
+            .cutoff
+            .with_timezone(&tz)
+            .format("%-d %B %Y")
+            .to_string(),
+        expires: report
+            .expires_at
+            .with_timezone(&tz)
+            .format("%-d %B %Y, %H:%M %Z")
+            .to_string(),
+        approvals: crate::approval::approvers_so_far(&svc.db, report.id)
+            .await?
+            .len(),
+        removed: removed.join(", "),
+        kept: kept.join(", "),
+        references,
+        decidable: report.state == crate::policy::ReportState::Pending,
+        shows_customers,
+        first_shown: if customers.is_empty() {
+            0
+        } else {
+            position + 1
+        },
+        last_shown: position + customers.len() as i64,
+        has_previous: after.is_some(),
+        next_after: next_after.flatten(),
+        customers,
+        notice,
+        error,
+    };
+    Ok(html_response(status, page.render()?))
+}
+
+fn describe(strategy: &Strategy) -> String {
+    match strategy {
+        Strategy::Keep => "kept".into(),
+        Strategy::Null => "removed".into(),
+        Strategy::Redact(text) => format!("replaced by \"{text}\""),
+        Strategy::Hash => "replaced by a keyed hash".into(),
+        Strategy::Year => "only the year kept".into(),
+        Strategy::Prefix(n) => format!("only the first {n} characters kept"),
+    }
+}
+
+/// The report's customers as CSV (header row, one row each), fetched and sent chunk by chunk.
+pub fn csv_stream(
+    svc: Service,
+    report_id: i64,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
+    futures_util::stream::unfold(Some(i64::MIN), move |after| {
+        let svc = svc.clone();
+        async move {
+            let after = after?;
+            let header = after == i64::MIN;
+            let page = match reports::customers_page(
+                &svc.db,
+                &svc.config.schema,
+                report_id,
+                after,
+                CSV_CHUNK,
+            )
+            .await
+            {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::error!(report.id = report_id, error = %format!("{e:#}"), "CSV stream failed");
+                    return Some((Err(std::io::Error::other("report CSV failed")), None));
+                }
+            };
+            if page.is_empty() && !header {
+                return None;
+            }
+            let mut writer = csv::Writer::from_writer(Vec::new());
+            if header {
+                let _ = writer.write_record(["customer_id", "name", "email", "last_activity"]);
+            }
+            for c in &page {
+                let _ = writer.write_record([
+                    c.id.to_string(),
+                    c.name.clone(),
+                    c.email.clone(),
+                    c.last_activity.clone(),
+                ]);
+            }
+            let bytes = writer.into_inner().unwrap_or_default();
+            let next = if page.len() < CSV_CHUNK as usize {
+                None
+            } else {
+                page.last().map(|c| c.id)
+            };
+            Some((Ok(Bytes::from(bytes)), next))
+        }
+    })
+}
