@@ -3,6 +3,8 @@
 //! configurations written to real files.
 #![allow(dead_code)]
 
+pub mod smtp;
+
 use chrono::{DateTime, NaiveDate, Utc};
 use retentiond::config::{self, Config};
 use retentiond::db::{Backend, Db, Query, Value};
@@ -189,8 +191,17 @@ impl TestDb {
 
     /// Writes a configuration file for this database and loads it.
     pub fn config(&self, venues_toml: &str) -> Config {
+        self.config_with_env(venues_toml, &[])
+    }
+
+    /// As [`TestDb::config`], with `RETENTIOND__...` overrides.
+    pub fn config_with_env(&self, venues_toml: &str, env: &[(&str, String)]) -> Config {
         let path = self.write_config(venues_toml);
-        config::load_with_env(&path, BTreeMap::new()).expect("test configuration is valid")
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        config::load_with_env(&path, env).expect("test configuration is valid")
     }
 
     pub fn write_config(&self, venues_toml: &str) -> PathBuf {

@@ -1,0 +1,431 @@
+//! The approval loop end to end (SPEC 4, 7): a real SMTP listener captures the mail, links are
+//! pulled out of it and followed against the web app on port 0; on both backends.
+
+mod common;
+
+use chrono::{DateTime, Duration, SubsecRound, Utc};
+use common::smtp::{Mail, SmtpSink};
+use common::{delete_venue, TestDb};
+use retentiond::cycle::{run_venue_cycle, Selection, VenueCycle};
+use retentiond::mail::{self, Mailer};
+use retentiond::policy::ReportState;
+use retentiond::{reports, web, Service};
+use std::net::SocketAddr;
+
+struct App {
+    svc: Service,
+    base: String,
+    http: reqwest::Client,
+    smtp_addr: SocketAddr,
+}
+
+const APPROVERS_2: &str = r#"approvers = ["boxoffice@venue2.example", "dpo@venue2.example"]"#;
+
+impl App {
+    /// The web app on port 0 against `db`, mail to `smtp_addr`, with `required` approvers.
+    async fn start(db: &TestDb, smtp_addr: SocketAddr, required: u32) -> App {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let venue = delete_venue(2, "3 years", "")
+            .replace(r#"approvers = ["boxoffice@venue2.example"]"#, APPROVERS_2);
+        let config = db.config_with_env(
+            &venue,
+            &[
+                ("RETENTIOND__MAIL__SMTP_URL", format!("smtp://{smtp_addr}")),
+                ("RETENTIOND__HTTP__PUBLIC_URL", base.clone()),
+                ("RETENTIOND__APPROVAL__REQUIRED", required.to_string()),
+            ],
+        );
+        let svc = Service::new(db.db.clone(), config);
+        let router = web::router(svc.clone());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        App {
+            svc,
+            base,
+            http: reqwest::Client::new(),
+            smtp_addr,
+        }
+    }
+
+    async fn cycle(&self, at: DateTime<Utc>) -> VenueCycle {
+        let venue = self.svc.config.venue(2).unwrap().clone();
+        run_venue_cycle(&self.svc, &venue, at, false).await.unwrap()
+    }
+
+    async fn deliver(&self, at: DateTime<Utc>) -> mail::Delivery {
+        let mailer = Mailer::from_config(&self.svc.config.mail).unwrap();
+        mail::deliver_due(&self.svc, &mailer, at).await.unwrap()
+    }
+
+    async fn state(&self, id: i64) -> ReportState {
+        reports::get(&self.svc.db, id).await.unwrap().unwrap().state
+    }
+
+    async fn get(&self, url: &str) -> (u16, String) {
+        let r = self.http.get(url).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    async fn post(&self, url: &str, form: &[(&str, &str)]) -> (u16, String) {
+        let r = self.http.post(url).form(form).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+}
+
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(0)
+}
+
+/// Three idle customers and one active one at venue 2.
+async fn customers(db: &TestDb) -> Vec<i64> {
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        let c = db.customer(2, "2019-01-01 00:00:00").await;
+        db.order(c, "2020-05-05 10:00:00").await;
+        idle.push(c);
+    }
+    let active = db.customer(2, "2019-01-01 00:00:00").await;
+    db.order(
+        active,
+        &(Utc::now() - Duration::days(3))
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string(),
+    )
+    .await;
+    idle
+}
+
+fn requests_to(mails: &[Mail]) -> Vec<(String, String)> {
+    mails
+        .iter()
+        .filter(|m| m.subject().starts_with("Approval needed"))
+        .map(|m| (m.to[0].clone(), m.link().expect("a link")))
+        .collect()
+}
+
+async fn report_mail_links_show_exactly_the_report(db: TestDb) {
+    db.migrate().await;
+    let smtp = SmtpSink::start().await;
+    let app = App::start(&db, smtp.addr, 1).await;
+    let idle = customers(&db).await;
+
+    let Some(Selection::Created {
+        report_id,
+        customers: 3,
+    }) = app.cycle(now()).await.selection
+    else {
+        panic!("expected a report of 3")
+    };
+    let delivery = app.deliver(now()).await;
+
+    assert_eq!(delivery.sent, 2);
+    let requests = requests_to(&smtp.mails());
+    assert_eq!(requests.len(), 2, "one email per approver");
+    assert_ne!(
+        requests[0].1, requests[1].1,
+        "each approver has a link of their own"
+    );
+    for mail in smtp.mails() {
+        for n in 1..=4 {
+            assert!(
+                !mail.text().contains(&format!("ann{n}@example.org")),
+                "no customer data in mail"
+            );
+            assert!(
+                !mail.text().contains(&format!("Smith{n}")),
+                "no customer data in mail"
+            );
+        }
+    }
+    let link = &requests[0].1;
+    assert!(link.starts_with(&format!("{}/r/", app.base)));
+    let (status, page) = app.get(link).await;
+    assert_eq!(status, 200);
+    for n in 1..=3 {
+        assert!(
+            page.contains(&format!("ann{n}@example.org")),
+            "page lists customer {n}"
+        );
+    }
+    assert!(
+        !page.contains("ann4@example.org"),
+        "the active customer is not on the page"
+    );
+    let (status, csv) = app.get(&format!("{link}/report.csv")).await;
+    assert_eq!(status, 200);
+    let ids: Vec<i64> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(ids, idle);
+    assert_eq!(
+        csv.lines().next(),
+        Some("customer_id,name,email,last_activity")
+    );
+    let _ = report_id;
+}
+
+async fn pages_send_protective_headers_and_get_changes_nothing(db: TestDb) {
+    db.migrate().await;
+    let smtp = SmtpSink::start().await;
+    let app = App::start(&db, smtp.addr, 1).await;
+    customers(&db).await;
+    let Some(Selection::Created { report_id, .. }) = app.cycle(now()).await.selection else {
+        panic!()
+    };
+    app.deliver(now()).await;
+    let link = requests_to(&smtp.mails())[0].1.clone();
+
+    for url in [
+        link.clone(),
+        format!("{link}/report.csv"),
+        format!("{link}/approve"),
+        format!("{link}/reject"),
+    ] {
+        let r = app.http.get(&url).send().await.unwrap();
+        let h = r.headers();
+        assert_eq!(h["cache-control"], "no-store");
+        assert_eq!(h["referrer-policy"], "no-referrer");
+        assert!(h["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'"));
+    }
+
+    assert_eq!(app.state(report_id).await, ReportState::Pending);
+    let (status, page) = app
+        .post(&format!("{link}/approve"), &[("confirm", "2")])
+        .await;
+    assert_eq!(status, 422);
+    assert!(page.contains("type the number of customers (3)"), "{page}");
+    assert_eq!(app.state(report_id).await, ReportState::Pending);
+}
+
+async fn approve_then_next_cycle_applies_and_confirms(db: TestDb) {
+    db.migrate().await;
+    let smtp = SmtpSink::start().await;
+    let app = App::start(&db, smtp.addr, 1).await;
+    let idle = customers(&db).await;
+    let t0 = now();
+    let Some(Selection::Created { report_id, .. }) = app.cycle(t0).await.selection else {
+        panic!()
+    };
+    app.deliver(t0).await;
+    let link = requests_to(&smtp.mails())[0].1.clone();
+    db.order(
+        idle[2],
+        &(Utc::now()).format("%Y-%m-%d %H:%M:%S").to_string(),
+    )
+    .await; // active again
+
+    let (status, page) = app
+        .post(&format!("{link}/approve"), &[("confirm", "3")])
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("the report is approved"));
+    assert_eq!(app.state(report_id).await, ReportState::Approved);
+    let result = app.cycle(t0 + Duration::days(1)).await;
+    app.deliver(t0 + Duration::days(1)).await;
+
+    assert_eq!(result.applied.len(), 1);
+    assert_eq!(app.state(report_id).await, ReportState::Applied);
+    assert!(db.customer_row(idle[0]).await.is_none());
+    assert!(db.customer_row(idle[2]).await.is_some());
+    let done: Vec<Mail> = smtp
+        .mails()
+        .into_iter()
+        .filter(|m| m.subject().starts_with("Done:"))
+        .collect();
+    assert_eq!(done.len(), 2, "one confirmation per approver");
+    assert!(
+        done[0].subject().contains("2 customers deleted"),
+        "{}",
+        done[0].subject()
+    );
+    assert!(done[0].text().contains("1 customers skipped"));
+    assert!(done[0]
+        .text()
+        .contains("1 active again since the report was made"));
+    let (status, _) = app.get(&format!("{link}/report.csv")).await;
+    assert_eq!(status, 410, "no CSV once applied");
+    let (_, page) = app.get(&link).await;
+    assert!(page.contains("This report is applied") && !page.contains("<form"));
+}
+
+async fn rejection_rejects_and_nothing_is_applied(db: TestDb) {
+    db.migrate().await;
+    let smtp = SmtpSink::start().await;
+    let app = App::start(&db, smtp.addr, 2).await;
+    let idle = customers(&db).await;
+    let t0 = now();
+    let Some(Selection::Created { report_id, .. }) = app.cycle(t0).await.selection else {
+        panic!()
+    };
+    app.deliver(t0).await;
+    let requests = requests_to(&smtp.mails());
+
+    let (status, _) = app
+        .post(
+            &format!("{}/reject", requests[1].1),
+            &[("reason", "we still need these")],
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = app
+        .post(&format!("{}/approve", requests[0].1), &[("confirm", "3")])
+        .await;
+    assert_eq!(status, 409, "a rejected report cannot be approved");
+    app.cycle(t0 + Duration::days(1)).await;
+
+    assert_eq!(app.state(report_id).await, ReportState::Rejected);
+    assert!(db.customer_row(idle[0]).await.is_some());
+    let (_, page) = app.get(&requests[0].1).await;
+    assert!(page.contains("This report is rejected") && !page.contains("<form"));
+}
+
+async fn two_required_approvers_must_both_approve(db: TestDb) {
+    db.migrate().await;
+    let smtp = SmtpSink::start().await;
+    let app = App::start(&db, smtp.addr, 2).await;
+    customers(&db).await;
+    let Some(Selection::Created { report_id, .. }) = app.cycle(now()).await.selection else {
+        panic!()
+    };
+    app.deliver(now()).await;
+    let requests = requests_to(&smtp.mails());
+
+    let (_, first) = app
+        .post(&format!("{}/approve", requests[0].1), &[("confirm", "3")])
+        .await;
+    assert!(first.contains("1 of 2"), "{first}");
+    assert_eq!(app.state(report_id).await, ReportState::Pending);
+    let (_, again) = app
+        .post(&format!("{}/approve", requests[0].1), &[("confirm", "3")])
+        .await;
+    assert!(again.contains("already approved"));
+    assert_eq!(
+        app.state(report_id).await,
+        ReportState::Pending,
+        "the same approver twice is one approval"
+    );
+    app.post(&format!("{}/approve", requests[1].1), &[("confirm", "3")])
+        .await;
+
+    assert_eq!(app.state(report_id).await, ReportState::Approved);
+}
+
+async fn reminder_then_expiry_by_moving_the_cycle_clock(db: TestDb) {
+    db.migrate().await;
+    let smtp = SmtpSink::start().await;
+    let app = App::start(&db, smtp.addr, 1).await;
+    customers(&db).await;
+    let t0 = now() - Duration::days(15);
+    let Some(Selection::Created { report_id, .. }) = app.cycle(t0).await.selection else {
+        panic!()
+    };
+    app.deliver(t0).await;
+    let link = requests_to(&smtp.mails())[0].1.clone();
+
+    let day8 = app.cycle(t0 + Duration::days(8)).await;
+    app.cycle(t0 + Duration::days(9)).await;
+    app.deliver(t0 + Duration::days(9)).await;
+    let reminders = smtp
+        .mails()
+        .iter()
+        .filter(|m| m.subject().starts_with("Reminder"))
+        .count();
+    let day15 = app.cycle(t0 + Duration::days(15)).await;
+    app.deliver(t0 + Duration::days(15)).await;
+
+    assert_eq!(day8.reminded, vec![report_id]);
+    assert_eq!(reminders, 2, "one reminder per approver, once");
+    assert_eq!(day15.expired, vec![report_id]);
+    assert_eq!(app.state(report_id).await, ReportState::Expired);
+    assert_eq!(
+        smtp.mails()
+            .iter()
+            .filter(|m| m.subject().starts_with("Expired"))
+            .count(),
+        2
+    );
+    let (status, page) = app.get(&link).await;
+    assert_eq!(status, 410);
+    assert!(
+        !page.contains("ann1"),
+        "an expired link shows nothing of the report"
+    );
+}
+
+async fn unknown_malformed_and_wrong_case_tokens_get_404(db: TestDb) {
+    db.migrate().await;
+    let smtp = SmtpSink::start().await;
+    let app = App::start(&db, smtp.addr, 1).await;
+    customers(&db).await;
+    app.cycle(now()).await;
+    app.deliver(now()).await;
+    let link = requests_to(&smtp.mails())[0].1.clone();
+    let token = link.rsplit('/').next().unwrap().to_string();
+
+    for bad in [
+        "abc".to_string(),
+        "0".repeat(64),
+        token.to_uppercase(),
+        format!("{token}0"),
+        token[..63].to_string(),
+    ] {
+        let (status, page) = app.get(&format!("{}/r/{bad}", app.base)).await;
+        assert_eq!(status, 404, "{bad}");
+        assert!(!page.contains("Venue"), "no hint of which reports exist");
+        let (status, _) = app
+            .post(
+                &format!("{}/r/{bad}/approve", app.base),
+                &[("confirm", "3")],
+            )
+            .await;
+        assert_eq!(status, 404);
+    }
+    let (status, _) = app.get(&format!("{}/nothing-here", app.base)).await;
+    assert_eq!(status, 404);
+}
+
+async fn smtp_outage_delays_mail_and_every_message_arrives_once(db: TestDb) {
+    db.migrate().await;
+    let down = SmtpSink::unused_addr().await;
+    let app = App::start(&db, down, 1).await;
+    customers(&db).await;
+    let t0 = now();
+    app.cycle(t0).await;
+
+    let failed = app.deliver(t0).await;
+    assert_eq!((failed.sent, failed.failed), (0, 2));
+    assert_eq!(mail::pending_count(&app.svc).await.unwrap(), 2);
+    let too_soon = app.deliver(t0 + Duration::seconds(5)).await;
+    assert_eq!(
+        too_soon.failed + too_soon.sent,
+        0,
+        "back-off: not retried at once"
+    );
+    let smtp = SmtpSink::start_at(app.smtp_addr).await;
+    let delivered = app.deliver(t0 + Duration::minutes(5)).await;
+    let again = app.deliver(t0 + Duration::hours(2)).await;
+
+    assert_eq!(delivered.sent, 2);
+    assert_eq!(again.sent, 0);
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 2, "every message exactly once");
+    let (status, _) = app.get(&mails[0].link().unwrap()).await;
+    assert_eq!(status, 200, "the link minted at the successful send works");
+    assert_eq!(mail::pending_count(&app.svc).await.unwrap(), 0);
+}
+
+on_both_backends!(
+    report_mail_links_show_exactly_the_report,
+    pages_send_protective_headers_and_get_changes_nothing,
+    approve_then_next_cycle_applies_and_confirms,
+    rejection_rejects_and_nothing_is_applied,
+    two_required_approvers_must_both_approve,
+    reminder_then_expiry_by_moving_the_cycle_clock,
+    unknown_malformed_and_wrong_case_tokens_get_404,
+    smtp_outage_delays_mail_and_every_message_arrives_once,
+);
