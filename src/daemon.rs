@@ -66,7 +66,6 @@ pub async fn run(
         }
         Err(_) => warn!("final mail delivery timed out; the outbox keeps it"),
     }
-    svc.db.close().await;
     info!("retentiond stopped");
     Ok(())
 }
