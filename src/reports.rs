@@ -416,6 +416,21 @@ pub async fn customers_page(
         .collect()
 }
 
+/// The header row of a report's CSV.
+pub const CSV_HEADER: [&str; 4] = ["customer_id", "name", "email", "last_activity"];
+
+impl ReportCustomer {
+    /// This customer as a CSV row under [`CSV_HEADER`].
+    pub fn csv_record(&self) -> [String; 4] {
+        [
+            self.id.to_string(),
+            self.name.clone(),
+            self.email.clone(),
+            self.last_activity.clone(),
+        ]
+    }
+}
+
 /// Writes a report's customers as CSV (header row, one row each), page by page. Refused once
 /// the report is decided against or applied: its personal data is no longer to be exported.
 pub async fn write_csv<W: std::io::Write>(
@@ -432,19 +447,14 @@ pub async fn write_csv<W: std::io::Write>(
         );
     }
     let mut writer = csv::Writer::from_writer(out);
-    writer.write_record(["customer_id", "name", "email", "last_activity"])?;
+    writer.write_record(CSV_HEADER)?;
     let mut after = i64::MIN;
     loop {
         let page = customers_page(db, &config.schema, report.id, after, 1000).await?;
         let Some(last) = page.last() else { break };
         after = last.id;
         for c in &page {
-            writer.write_record([
-                c.id.to_string(),
-                c.name.clone(),
-                c.email.clone(),
-                c.last_activity.clone(),
-            ])?;
+            writer.write_record(c.csv_record())?;
         }
     }
     match writer.flush() {

@@ -19,32 +19,72 @@ async fn daemon_applies_approved_reports_on_schedule_and_stops_on_request(db: Te
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let venue = delete_venue(2, "3 years", "cron = \"* * * * * *\"");
-    let config = db.config_with_env(&venue, &[("RETENTIOND__MAIL__SMTP_URL", smtp.url()), ("RETENTIOND__HTTP__PUBLIC_URL", base.clone())]);
+    let config = db.config_with_env(
+        &venue,
+        &[
+            ("RETENTIOND__MAIL__SMTP_URL", smtp.url()),
+            ("RETENTIOND__HTTP__PUBLIC_URL", base.clone()),
+        ],
+    );
     let svc = Service::new(db.db.clone(), config);
     let v = svc.config.venue(2).unwrap().clone();
-    let Some(Selection::Created { report_id, .. }) = run_venue_cycle(&svc, &v, Utc::now().trunc_subsecs(0), false).await.unwrap().selection else { panic!() };
-    reports::approve_by_operator(&svc.db, report_id, "tester", Utc::now()).await.unwrap();
+    let Some(Selection::Created { report_id, .. }) =
+        run_venue_cycle(&svc, &v, Utc::now().trunc_subsecs(0), false)
+            .await
+            .unwrap()
+            .selection
+    else {
+        panic!()
+    };
+    reports::approve_by_operator(&svc.db, report_id, "tester", Utc::now())
+        .await
+        .unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(daemon::run(svc.clone(), listener, async {
         let _ = stop_rx.await;
     }));
 
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !smtp.mails().iter().any(|m| m.subject().starts_with("Done:")) {
-        assert!(Instant::now() < deadline, "the scheduled cycle never applied the report and confirmed");
+    while !smtp
+        .mails()
+        .iter()
+        .any(|m| m.subject().starts_with("Done:"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the scheduled cycle never applied the report and confirmed"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let health = reqwest::get(format!("{base}/healthz")).await.unwrap();
-    let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     stop_tx.send(()).unwrap();
     let stopped = tokio::time::timeout(Duration::from_secs(30), running).await;
 
     assert_eq!(health.status(), 200);
     assert!(metrics.contains("retentiond_cycles_total"), "{metrics}");
-    assert!(metrics.contains("retentiond_reports{state=\"applied\"} 1"), "{metrics}");
-    assert!(metrics.contains("retentiond_customers_total{outcome=\"deleted\"}"), "{metrics}");
+    assert!(
+        metrics.contains("retentiond_reports{state=\"applied\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("retentiond_customers_total{outcome=\"deleted\"}"),
+        "{metrics}"
+    );
     assert!(stopped.expect("stopped in time").unwrap().is_ok());
-    assert_eq!(reports::get(&db.db, report_id).await.unwrap().unwrap().state, ReportState::Applied);
+    assert_eq!(
+        reports::get(&db.db, report_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        ReportState::Applied
+    );
     assert!(db.customer_row(c).await.is_none());
 }
 
@@ -54,8 +94,15 @@ on_both_backends!(daemon_applies_approved_reports_on_schedule_and_stops_on_reque
 async fn sigterm_stops_the_daemon_with_exit_code_0() {
     let db = TestDb::sqlite().await;
     db.migrate().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let venues = delete_venue(2, "3 years", "") + &format!("\n[http]\nbind = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let venues = delete_venue(2, "3 years", "")
+        + &format!(
+            "\n[http]\nbind = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n"
+        );
     let config = db.write_config(&venues);
     let mut child = Command::new(env!("CARGO_BIN_EXE_retentiond"))
         .arg("--config")
@@ -73,17 +120,26 @@ async fn sigterm_stops_the_daemon_with_exit_code_0() {
                 break;
             }
         }
-        assert!(Instant::now() < deadline, "the daemon never answered /healthz");
+        assert!(
+            Instant::now() < deadline,
+            "the daemon never answered /healthz"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "no exit after SIGTERM");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no exit after SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
 

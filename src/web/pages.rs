@@ -203,15 +203,10 @@ pub fn csv_stream(
             }
             let mut writer = csv::Writer::from_writer(Vec::new());
             if header {
-                let _ = writer.write_record(["customer_id", "name", "email", "last_activity"]);
+                let _ = writer.write_record(reports::CSV_HEADER);
             }
             for c in &page {
-                let _ = writer.write_record([
-                    c.id.to_string(),
-                    c.name.clone(),
-                    c.email.clone(),
-                    c.last_activity.clone(),
-                ]);
+                let _ = writer.write_record(c.csv_record());
             }
             let bytes = writer.into_inner().unwrap_or_default();
             let next = if page.len() < CSV_CHUNK as usize {
