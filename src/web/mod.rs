@@ -3,12 +3,15 @@
 //! `no-referrer` and a restrictive Content-Security-Policy. Tokens never reach a log line.
 
 mod pages;
+mod rate_limit;
+
+pub use rate_limit::RateLimiter;
 
 use crate::approval::{self, Decided, DecisionError, Lookup};
 use crate::cli::now;
 use crate::Service;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -19,13 +22,29 @@ use tracing::{error, info};
 
 /// Requests carry at most a short form.
 const BODY_LIMIT: usize = 16 * 1024;
+/// Report-link requests per client: a burst of 60, then one a second.
+const LINK_BURST: u32 = 60;
+const LINK_PER_SECOND: u32 = 1;
+
+/// Serves the pages on `listener` until `shutdown` completes, with client addresses known to
+/// the rate limiter.
+pub async fn serve(listener: tokio::net::TcpListener, svc: Service, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    axum::serve(listener, router(svc).into_make_service_with_connect_info::<std::net::SocketAddr>()).with_graceful_shutdown(shutdown).await
+}
 
 pub fn router(svc: Service) -> Router {
-    Router::new()
+    let limiter = std::sync::Arc::new(RateLimiter::new(LINK_BURST, LINK_PER_SECOND));
+    let links = Router::new()
         .route("/r/{token}", get(report_page))
         .route("/r/{token}/report.csv", get(report_csv))
         .route("/r/{token}/approve", post(approve))
         .route("/r/{token}/reject", post(reject))
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            let limiter = limiter.clone();
+            async move { rate_limited(&limiter, request, next).await }
+        }));
+    Router::new()
+        .merge(links)
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/style.css", get(stylesheet))
@@ -33,6 +52,19 @@ pub fn router(svc: Service) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(security_headers))
         .with_state(svc)
+}
+
+async fn rate_limited(limiter: &RateLimiter, request: Request, next: Next) -> Response {
+    let client = request.extensions().get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    if let Some(client) = client {
+        if !limiter.allow(client, std::time::Instant::now()) {
+            metrics::counter!("retentiond_http_rate_limited_total").increment(1);
+            let mut response = pages::plain(StatusCode::TOO_MANY_REQUESTS, "Too many requests", &["Please wait a minute and try again."]);
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            return response;
+        }
+    }
+    next.run(request).await
 }
 
 async fn security_headers(request: Request, next: Next) -> Response {
