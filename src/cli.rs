@@ -168,6 +168,7 @@ async fn execute(command: Command, config: Config) -> Result<ExitCode> {
         Command::Check => run_check(&svc).await?,
         Command::Run => {
             migrate::ensure_current(&svc.db).await?;
+            let _instance = svc.db.single_instance_guard()?;
             let listener = tokio::net::TcpListener::bind(&svc.config.http.bind)
                 .await
                 .with_context(|| format!("cannot listen on http.bind {}", svc.config.http.bind))?;
@@ -221,6 +222,8 @@ async fn run_cycle(
     dry_run: bool,
 ) -> Result<ExitCode> {
     migrate::ensure_current(&svc.db).await?;
+    // SQLite supports one instance: a cycle refuses while the daemon (or another cycle) runs.
+    let _instance = if dry_run { None } else { Some(svc.db.single_instance_guard()?) };
     let venues: Vec<_> = match venue {
         Some(id) => vec![svc
             .config

@@ -391,6 +391,16 @@ impl Db {
         }
     }
 
+    /// Makes sure this process is the only instance where the backend requires it: SQLite
+    /// supports one instance (a second one refuses with a clear message); PostgreSQL supports
+    /// several, coordinated per venue by advisory locks. Keep the guard for the process's life.
+    pub fn single_instance_guard(&self) -> Result<InstanceGuard> {
+        match self {
+            Db::Sqlite(pool) => Ok(InstanceGuard(Some(sqlite::lock_instance(pool)?))),
+            Db::Postgres(_) => Ok(InstanceGuard(None)),
+        }
+    }
+
     pub async fn close(&self) {
         match self {
             Db::Sqlite(pool) => pool.close().await,
@@ -398,6 +408,9 @@ impl Db {
         }
     }
 }
+
+/// Holds the single-instance lock (SQLite) until dropped.
+pub struct InstanceGuard(#[allow(dead_code)] Option<std::fs::File>);
 
 /// A held venue lock; release it with [`VenueLock::release`]. If dropped instead, its connection
 /// is closed so that the lock can never leak back into the pool.

@@ -84,6 +84,28 @@ pub async fn fetch_all<'e, E: sqlx::Executor<'e, Database = Sqlite>>(
     build(q).fetch_all(ex).await?.iter().map(decode).collect()
 }
 
+/// Takes the one-instance lock of a SQLite database: an exclusive lock on a file beside it,
+/// held as long as the returned file is open (the OS releases it if the process dies).
+pub fn lock_instance(pool: &SqlitePool) -> Result<std::fs::File> {
+    let db_path = pool.connect_options().get_filename().to_path_buf();
+    let lock_path = db_path.with_extension("retentiond.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open the instance lock {}", lock_path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another retentiond instance is running against {} (lock {}); SQLite supports one instance, use PostgreSQL for several",
+            db_path.display(),
+            lock_path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", lock_path.display())),
+    }
+}
+
 pub async fn execute_script(pool: &SqlitePool, sql: &str) -> Result<()> {
     sqlx::raw_sql(sql).execute(pool).await?;
     Ok(())
