@@ -73,6 +73,20 @@ impl TestDb {
         })
     }
 
+    /// A second, fresh database of the same backend (for comparing with a clean run).
+    pub async fn another(&self) -> TestDb {
+        match self.backend() {
+            Backend::Sqlite => TestDb::sqlite().await,
+            Backend::Postgres => TestDb::postgres().await.expect("postgres configured"),
+        }
+    }
+
+    /// Every row of `table` as text, ordered by `order_by`: for comparing two databases.
+    pub async fn dump(&self, table: &str, columns: &str, order_by: &str) -> Vec<Vec<Option<String>>> {
+        let rows = self.db.fetch_all(&Query::new(&format!("SELECT {columns} FROM {table} ORDER BY {order_by}"))).await.unwrap();
+        rows.iter().map(|r| r.0.iter().map(normalise).collect()).collect()
+    }
+
     pub fn backend(&self) -> Backend {
         self.db.backend()
     }
