@@ -223,7 +223,11 @@ async fn run_cycle(
 ) -> Result<ExitCode> {
     migrate::ensure_current(&svc.db).await?;
     // SQLite supports one instance: a cycle refuses while the daemon (or another cycle) runs.
-    let _instance = if dry_run { None } else { Some(svc.db.single_instance_guard()?) };
+    let _instance = if dry_run {
+        None
+    } else {
+        Some(svc.db.single_instance_guard()?)
+    };
     let venues: Vec<_> = match venue {
         Some(id) => vec![svc
             .config
@@ -246,14 +250,17 @@ async fn run_cycle(
         }
     }
     if !dry_run {
-        let mailer = crate::mail::Mailer::from_config(&svc.config.mail)?;
-        let delivery = crate::mail::deliver_due(svc, &mailer, at).await?;
-        let waiting = crate::mail::pending_count(svc).await?;
-        out!(
-            "mail: {} sent, {} failed (retried later), {waiting} waiting in the outbox",
-            delivery.sent,
-            delivery.failed
-        );
+        // A delivery problem is reported but never hides a venue's failure.
+        match deliver_queued_mail(svc, at).await {
+            Ok(line) => out!("{line}"),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "mail delivery failed; the outbox keeps it");
+                out!("mail: not delivered now ({e:#}); the outbox keeps it");
+                if failed == 0 {
+                    return Err(e);
+                }
+            }
+        }
     }
     if failed > 0 {
         eprintln!("retentiond: {failed} venue cycle(s) failed");
@@ -261,6 +268,16 @@ async fn run_cycle(
         return Ok(ExitCode::from(if misconfigured { 2 } else { 1 }));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn deliver_queued_mail(svc: &Service, at: DateTime<Utc>) -> Result<String> {
+    let mailer = crate::mail::Mailer::from_config(&svc.config.mail)?;
+    let delivery = crate::mail::deliver_due(svc, &mailer, at).await?;
+    let waiting = crate::mail::pending_count(svc).await?;
+    Ok(format!(
+        "mail: {} sent, {} failed (retried later), {waiting} waiting in the outbox",
+        delivery.sent, delivery.failed
+    ))
 }
 
 fn outcome_phrase(counts: &std::collections::BTreeMap<Outcome, u64>) -> String {

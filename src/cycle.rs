@@ -97,7 +97,10 @@ pub async fn run_venue_cycle(
     };
     result.ran = true;
     let outcome = cycle_locked(svc, venue, at, dry_run, &mut result).await;
-    lock.release().await?;
+    if let Err(e) = lock.release().await {
+        // The lock's connection is gone (and the lock with it); the cycle's own outcome matters more.
+        warn!(venue.id = venue.id, error = %format!("{e:#}"), "could not release the venue lock cleanly");
+    }
     let label = if outcome.is_ok() { "ok" } else { "failed" };
     metrics::counter!("retentiond_cycles_total", "venue" => venue.id.to_string(), "result" => label).increment(1);
     match outcome {

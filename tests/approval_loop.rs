@@ -418,31 +418,49 @@ async fn smtp_outage_delays_mail_and_every_message_arrives_once(db: TestDb) {
     assert_eq!(mail::pending_count(&app.svc).await.unwrap(), 0);
 }
 
-async fn approval_requested(db: &TestDb, required: u32) -> (App, SmtpSink, i64, Vec<(String, String)>) {
+async fn approval_requested(
+    db: &TestDb,
+    required: u32,
+) -> (App, SmtpSink, i64, Vec<(String, String)>) {
     db.migrate().await;
     let smtp = SmtpSink::start().await;
     let app = App::start(db, smtp.addr, required).await;
     customers(db).await;
-    let Some(Selection::Created { report_id, .. }) = app.cycle(now()).await.selection else { panic!("expected a report") };
+    let Some(Selection::Created { report_id, .. }) = app.cycle(now()).await.selection else {
+        panic!("expected a report")
+    };
     app.deliver(now()).await;
     let requests = requests_to(&smtp.mails());
     (app, smtp, report_id, requests)
 }
 
 async fn decisions(db: &TestDb, report_id: i64) -> i64 {
-    db.count(&format!("SELECT COUNT(*) FROM retention_decisions WHERE report_id = {report_id}")).await
+    db.count(&format!(
+        "SELECT COUNT(*) FROM retention_decisions WHERE report_id = {report_id}"
+    ))
+    .await
 }
 
 async fn raced_approvals_record_exactly_one_decision(db: TestDb) {
     let (app, _smtp, report_id, requests) = approval_requested(&db, 1).await;
-    let (a, b) = (format!("{}/approve", requests[0].1), format!("{}/approve", requests[1].1));
+    let (a, b) = (
+        format!("{}/approve", requests[0].1),
+        format!("{}/approve", requests[1].1),
+    );
 
-    let (ra, rb) = tokio::join!(app.post(&a, &[("confirm", "3")]), app.post(&b, &[("confirm", "3")]));
+    let (ra, rb) = tokio::join!(
+        app.post(&a, &[("confirm", "3")]),
+        app.post(&b, &[("confirm", "3")])
+    );
     let replay = app.post(&a, &[("confirm", "3")]).await;
 
     let mut statuses = [ra.0, rb.0];
     statuses.sort();
-    assert_eq!(statuses, [200, 409], "one approval wins, the other finds it decided");
+    assert_eq!(
+        statuses,
+        [200, 409],
+        "one approval wins, the other finds it decided"
+    );
     assert_eq!(replay.0, 409, "a replayed approval changes nothing");
     assert_eq!(decisions(&db, report_id).await, 1);
     assert_eq!(app.state(report_id).await, ReportState::Approved);
@@ -451,8 +469,14 @@ async fn raced_approvals_record_exactly_one_decision(db: TestDb) {
 async fn raced_approve_and_reject_record_exactly_one_decision(db: TestDb) {
     let (app, _smtp, report_id, requests) = approval_requested(&db, 1).await;
 
-    let (approve_url, reject_url) = (format!("{}/approve", requests[0].1), format!("{}/reject", requests[1].1));
-    let (approve, reject) = tokio::join!(app.post(&approve_url, &[("confirm", "3")]), app.post(&reject_url, &[("reason", "no")]));
+    let (approve_url, reject_url) = (
+        format!("{}/approve", requests[0].1),
+        format!("{}/reject", requests[1].1),
+    );
+    let (approve, reject) = tokio::join!(
+        app.post(&approve_url, &[("confirm", "3")]),
+        app.post(&reject_url, &[("reason", "no")])
+    );
 
     assert_eq!(decisions(&db, report_id).await, 1);
     let state = app.state(report_id).await;
@@ -467,15 +491,36 @@ async fn hostile_requests_change_nothing_and_floods_get_429(db: TestDb) {
     let (app, _smtp, report_id, requests) = approval_requested(&db, 1).await;
     let link = &requests[0].1;
 
-    let oversized = app.http.post(format!("{link}/approve")).header("content-type", "application/x-www-form-urlencoded").body(format!("confirm=3&pad={}", "x".repeat(100_000))).send().await.unwrap();
+    let oversized = app
+        .http
+        .post(format!("{link}/approve"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("confirm=3&pad={}", "x".repeat(100_000)))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(oversized.status(), 413, "request bodies are limited");
-    for method in [reqwest::Method::PUT, reqwest::Method::DELETE, reqwest::Method::PATCH] {
-        let r = app.http.request(method, link.as_str()).send().await.unwrap();
+    for method in [
+        reqwest::Method::PUT,
+        reqwest::Method::DELETE,
+        reqwest::Method::PATCH,
+    ] {
+        let r = app
+            .http
+            .request(method, link.as_str())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 405);
     }
     let (status, _) = app.get(&format!("{}/r/../../etc/passwd", app.base)).await;
     assert_eq!(status, 404);
-    let (status, _) = app.post(&format!("{link}/approve"), &[("confirm", "3; DROP TABLE customers")]).await;
+    let (status, _) = app
+        .post(
+            &format!("{link}/approve"),
+            &[("confirm", "3; DROP TABLE customers")],
+        )
+        .await;
     assert_eq!(status, 422);
     let (status, _) = app.get(&format!("{link}/approve?confirm=3")).await;
     assert_eq!(status, 405, "GET never approves");
@@ -486,7 +531,13 @@ async fn hostile_requests_change_nothing_and_floods_get_429(db: TestDb) {
             limited += 1;
         }
     }
-    let health = app.http.get(format!("{}/healthz", app.base)).send().await.unwrap().status();
+    let health = app
+        .http
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .unwrap()
+        .status();
 
     assert!(limited >= 50, "a flood is answered 429 ({limited} of 150)");
     assert_eq!(health, 200, "the service stays up");

@@ -288,7 +288,10 @@ async fn bulk_customers(db: &TestDb, n: u32) {
 }
 
 fn env_number(name: &str, default: u32) -> u32 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 const CUSTOMER_COLUMNS: &str = "id, venue_id, title, first_name, last_name, email, phone, address_line1, address_line2, city, postcode, country, date_of_birth, marketing_opt_in, legal_hold, created_at";
@@ -305,7 +308,9 @@ async fn sigkill_during_apply_processes_every_customer_exactly_once(db: TestDb) 
     let config_path = db.write_config(&venues);
     let bystander = db.customer_row(i64::from(n) + 1).await;
 
-    let processed = || async { db.count(&format!("SELECT COUNT(*) FROM retention_report_items WHERE report_id = {report_id} AND outcome IS NOT NULL")).await };
+    let processed = || async {
+        db.count(&format!("SELECT COUNT(*) FROM retention_report_items WHERE report_id = {report_id} AND outcome IS NOT NULL")).await
+    };
     let (mut kills, mut resumes, mut runs) = (0, 0, 0);
     let mut seed = std::process::id() as u64 ^ 0x9E37_79B9_7F4A_7C15;
     loop {
@@ -322,10 +327,18 @@ async fn sigkill_during_apply_processes_every_customer_exactly_once(db: TestDb) 
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let wait_ms = if kills < max_kills { 20 + (seed >> 33) % 160 } else { 600_000 };
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let wait_ms = if kills < max_kills {
+            20 + (seed >> 33) % 160
+        } else {
+            600_000
+        };
         let started = std::time::Instant::now();
-        while child.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_millis(wait_ms) {
+        while child.try_wait().unwrap().is_none()
+            && started.elapsed() < Duration::from_millis(wait_ms)
+        {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         if child.try_wait().unwrap().is_none() {
@@ -337,8 +350,18 @@ async fn sigkill_during_apply_processes_every_customer_exactly_once(db: TestDb) 
         if before > 0 && after > before {
             resumes += 1;
         }
-        let applied = reports::get(&svc.db, report_id).await.unwrap().unwrap().state == ReportState::Applied;
-        if applied && smtp.mails().iter().any(|m| m.subject().starts_with("Done:")) {
+        let applied = reports::get(&svc.db, report_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            == ReportState::Applied;
+        if applied
+            && smtp
+                .mails()
+                .iter()
+                .any(|m| m.subject().starts_with("Done:"))
+        {
             break;
         }
     }
@@ -347,30 +370,62 @@ async fn sigkill_during_apply_processes_every_customer_exactly_once(db: TestDb) 
     let clean = db.another().await;
     let (clean_report, clean_svc) = prepare_kill_fixture(&clean, n, &venues).await;
     let venue = clean_svc.config.venue(1).unwrap().clone();
-    run_venue_cycle(&clean_svc, &venue, t("2026-06-16 12:00:00"), false).await.unwrap();
+    run_venue_cycle(&clean_svc, &venue, t("2026-06-16 12:00:00"), false)
+        .await
+        .unwrap();
     let partial = db
         .count(&format!(
             "SELECT COUNT(*) FROM customers c JOIN retention_report_items i ON i.customer_id = c.id AND i.report_id = {report_id} \
              WHERE NOT (c.first_name IS NULL AND c.last_name = 'gone' AND c.phone IS NULL AND length(c.email) = 64 AND c.postcode = 'LS1 ')"
         ))
         .await;
-    let confirmations = smtp.mails().iter().filter(|m| m.subject().starts_with("Done:")).count();
+    let confirmations = smtp
+        .mails()
+        .iter()
+        .filter(|m| m.subject().starts_with("Done:"))
+        .count();
     eprintln!(
         "crash proof {:?}: {n} customers, {kills} SIGKILLs, {resumes} resumes, {runs} runs, {partial} partial customers, {confirmations} confirmation(s)",
         db.backend()
     );
 
     assert_eq!(clean_report, report_id);
-    assert!(kills >= 1 && resumes >= 1, "no kill landed mid-apply ({kills} kills, {resumes} resumes)");
+    assert!(
+        kills >= 1 && resumes >= 1,
+        "no kill landed mid-apply ({kills} kills, {resumes} resumes)"
+    );
     assert_eq!(partial, 0);
     assert_eq!(processed().await, i64::from(n));
-    assert_eq!(db.count("SELECT COUNT(*) FROM retention_anonymised").await, i64::from(n));
-    assert!(db.dump("customers", CUSTOMER_COLUMNS, "id").await == clean.dump("customers", CUSTOMER_COLUMNS, "id").await, "identical to a clean run");
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM retention_anonymised").await,
+        i64::from(n)
+    );
+    assert!(
+        db.dump("customers", CUSTOMER_COLUMNS, "id").await
+            == clean.dump("customers", CUSTOMER_COLUMNS, "id").await,
+        "identical to a clean run"
+    );
     let items = "report_id, customer_id, outcome, processed_at";
-    assert!(db.dump("retention_report_items", items, "customer_id").await == clean.dump("retention_report_items", items, "customer_id").await);
-    assert_eq!(db.customer_row(i64::from(n) + 1).await, bystander, "a customer outside the report is untouched");
+    assert!(
+        db.dump("retention_report_items", items, "customer_id")
+            .await
+            == clean
+                .dump("retention_report_items", items, "customer_id")
+                .await
+    );
+    assert_eq!(
+        db.customer_row(i64::from(n) + 1).await,
+        bystander,
+        "a customer outside the report is untouched"
+    );
     // Hashed exactly once: a second pass would have hashed the hash.
-    let first = db.db.fetch_one(&Query::new("SELECT email FROM customers WHERE id = 1")).await.unwrap().text(0).unwrap();
+    let first = db
+        .db
+        .fetch_one(&Query::new("SELECT email FROM customers WHERE id = 1"))
+        .await
+        .unwrap()
+        .text(0)
+        .unwrap();
     assert_eq!(first, keyed_hash(HASH_KEY.as_bytes(), "bulk1@example.org"));
     assert_eq!(db.count(&format!("SELECT COUNT(*) FROM retention_audit WHERE report_id = {report_id} AND event = 'applied'")).await, 1);
     assert_eq!(db.count(&format!("SELECT COUNT(*) FROM retention_outbox WHERE report_id = {report_id} AND kind = 'applied'")).await, 1);
@@ -386,10 +441,19 @@ async fn prepare_kill_fixture(db: &TestDb, n: u32, venues: &str) -> (i64, retent
     db.order(bystander, "2026-05-01 00:00:00").await;
     let svc = db.service(venues).await;
     let venue = svc.config.venue(1).unwrap().clone();
-    let Some(Selection::Created { report_id, customers }) = run_venue_cycle(&svc, &venue, t("2026-06-15 12:00:00"), false).await.unwrap().selection else {
+    let Some(Selection::Created {
+        report_id,
+        customers,
+    }) = run_venue_cycle(&svc, &venue, t("2026-06-15 12:00:00"), false)
+        .await
+        .unwrap()
+        .selection
+    else {
         panic!("expected a report")
     };
     assert_eq!(customers, u64::from(n));
-    reports::approve_by_operator(&svc.db, report_id, "tester", t("2026-06-15 12:00:00")).await.unwrap();
+    reports::approve_by_operator(&svc.db, report_id, "tester", t("2026-06-15 12:00:00"))
+        .await
+        .unwrap();
     (report_id, svc)
 }

@@ -156,11 +156,25 @@ async fn logs_hold_no_personal_data_or_tokens(format: &str) {
         let c = db.customer_with(2, "2019-01-01 00:00:00", n, false).await;
         db.order(c, "2020-01-01 00:00:00").await;
         db.note(c).await;
-        fixtures.extend([format!("Ann{n}"), format!("Smith{n}"), format!("ann{n}@example.org"), format!("07700 900{n:03}"), format!("{n} High Street")]);
+        fixtures.extend([
+            format!("Ann{n}"),
+            format!("Smith{n}"),
+            format!("ann{n}@example.org"),
+            format!("07700 900{n:03}"),
+            format!("{n} High Street"),
+        ]);
     }
-    fixtures.extend(["Flat 2".to_string(), "SW1A 1AA".to_string(), "prefers aisle seats".to_string()]);
+    fixtures.extend([
+        "Flat 2".to_string(),
+        "SW1A 1AA".to_string(),
+        "prefers aisle seats".to_string(),
+    ]);
     let smtp = SmtpSink::start().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let venues = delete_venue(2, "3 years", "cron = \"* * * * * *\"")
         + &format!("\n[http]\nbind = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n[log]\nformat = \"{format}\"\n");
     let config = db.write_config(&venues);
@@ -180,7 +194,11 @@ async fn logs_hold_no_personal_data_or_tokens(format: &str) {
         async move {
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
-                if let Some(mail) = smtp.mails().into_iter().find(|m| m.subject().starts_with(subject)) {
+                if let Some(mail) = smtp
+                    .mails()
+                    .into_iter()
+                    .find(|m| m.subject().starts_with(subject))
+                {
                     return mail;
                 }
                 assert!(Instant::now() < deadline, "no {subject} mail");
@@ -192,24 +210,59 @@ async fn logs_hold_no_personal_data_or_tokens(format: &str) {
     let token = link.rsplit('/').next().unwrap().to_string();
     let http = reqwest::Client::new();
     assert_eq!(http.get(&link).send().await.unwrap().status(), 200);
-    assert_eq!(http.get(format!("{link}/report.csv")).send().await.unwrap().status(), 200);
-    assert_eq!(http.post(format!("{link}/approve")).form(&[("confirm", "99")]).send().await.unwrap().status(), 422);
-    assert_eq!(http.post(format!("{link}/approve")).form(&[("confirm", "3")]).send().await.unwrap().status(), 200);
+    assert_eq!(
+        http.get(format!("{link}/report.csv"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.post(format!("{link}/approve"))
+            .form(&[("confirm", "99")])
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        422
+    );
+    assert_eq!(
+        http.post(format!("{link}/approve"))
+            .form(&[("confirm", "3")])
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     wait_for("Done:").await;
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0));
 
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(log.lines().count() > 20, "debug logging produced output");
     if format == "json" {
         for line in log.lines() {
-            assert!(serde_json::from_str::<serde_json::Value>(line).is_ok(), "not a JSON line: {line}");
+            assert!(
+                serde_json::from_str::<serde_json::Value>(line).is_ok(),
+                "not a JSON line: {line}"
+            );
         }
     }
     assert!(!log.contains(&token), "a token appears in the log");
-    assert!(!log.contains(&token[..16]), "part of a token appears in the log");
+    assert!(
+        !log.contains(&token[..16]),
+        "part of a token appears in the log"
+    );
     for personal in &fixtures {
-        assert!(!log.contains(personal.as_str()), "{personal:?} appears in the {format} log");
+        assert!(
+            !log.contains(personal.as_str()),
+            "{personal:?} appears in the {format} log"
+        );
     }
 }
 

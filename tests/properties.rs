@@ -33,14 +33,36 @@ fn offset() -> impl Strategy<Value = i64> {
 }
 
 fn customer() -> impl Strategy<Value = Customer> {
-    (1_i64..=2, offset(), proptest::bool::weighted(0.15), proptest::collection::vec(offset(), 0..4))
-        .prop_map(|(venue, created, hold, orders)| Customer { venue, created, hold, orders })
+    (
+        1_i64..=2,
+        offset(),
+        proptest::bool::weighted(0.15),
+        proptest::collection::vec(offset(), 0..4),
+    )
+        .prop_map(|(venue, created, hold, orders)| Customer {
+            venue,
+            created,
+            hold,
+            orders,
+        })
 }
 
 fn case() -> impl Strategy<Value = (String, String, i64, Vec<Customer>)> {
     (
-        prop_oneof![Just("Europe/London"), Just("America/New_York"), Just("UTC"), Just("Asia/Kolkata"), Just("Australia/Sydney")],
-        prop_oneof![Just("1 day"), Just("1 month"), Just("18 months"), Just("3 years"), Just("400 days")],
+        prop_oneof![
+            Just("Europe/London"),
+            Just("America/New_York"),
+            Just("UTC"),
+            Just("Asia/Kolkata"),
+            Just("Australia/Sydney")
+        ],
+        prop_oneof![
+            Just("1 day"),
+            Just("1 month"),
+            Just("18 months"),
+            Just("3 years"),
+            Just("400 days")
+        ],
         0_i64..(4 * 365 * 86_400),
         proptest::collection::vec(customer(), 0..25),
     )
@@ -49,7 +71,11 @@ fn case() -> impl Strategy<Value = (String, String, i64, Vec<Customer>)> {
 
 fn selection_matches_model(db: TestDb) {
     let rt = tokio::runtime::Handle::current();
-    let config = proptest::test_runner::Config { cases: 48, failure_persistence: None, ..Default::default() };
+    let config = proptest::test_runner::Config {
+        cases: 48,
+        failure_persistence: None,
+        ..Default::default()
+    };
     proptest!(config, |((tz, period, at_offset, customers) in case())| {
         let at = t("2024-01-01 00:00:00") + Duration::seconds(at_offset);
         let venue_toml = delete_venue(1, &period, "").replace("Europe/London", &tz);
@@ -89,9 +115,17 @@ fn selection_matches_model(db: TestDb) {
 }
 
 fn run_blocking(body: fn(TestDb), postgres: bool) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let db = rt.block_on(async {
-        let db = if postgres { TestDb::postgres().await } else { Some(TestDb::sqlite().await) };
+        let db = if postgres {
+            TestDb::postgres().await
+        } else {
+            Some(TestDb::sqlite().await)
+        };
         if let Some(db) = &db {
             db.migrate().await;
         }
@@ -135,15 +169,50 @@ fn hostile_configuration_values_are_refused_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("retentiond.toml");
     let keys: &[(&str, &str, &str)] = &[
-        ("[schema]\ncustomers = \"customers\"", "[schema]\ncustomers = \"{}\"", "schema.customers"),
-        ("inactive_for = \"3 years\"", "inactive_for = \"{}\"", "venues[0].inactive_for"),
-        ("timezone = \"Europe/London\"", "timezone = \"{}\"", "venues[0].timezone"),
-        ("max_share = 1.0", "max_share = 1.0\ncron = \"{}\"", "venues[0].cron"),
-        ("approvers = [\"boxoffice@venue2.example\"]", "approvers = [\"{}\"]", "venues[0].approvers[0]"),
+        (
+            "[schema]\ncustomers = \"customers\"",
+            "[schema]\ncustomers = \"{}\"",
+            "schema.customers",
+        ),
+        (
+            "inactive_for = \"3 years\"",
+            "inactive_for = \"{}\"",
+            "venues[0].inactive_for",
+        ),
+        (
+            "timezone = \"Europe/London\"",
+            "timezone = \"{}\"",
+            "venues[0].timezone",
+        ),
+        (
+            "max_share = 1.0",
+            "max_share = 1.0\ncron = \"{}\"",
+            "venues[0].cron",
+        ),
+        (
+            "approvers = [\"boxoffice@venue2.example\"]",
+            "approvers = [\"{}\"]",
+            "venues[0].approvers[0]",
+        ),
     ];
-    let good = config_toml("sqlite:///nonexistent/never.db", &delete_venue(2, "3 years", "")).replace("[schema]", "[schema]\ncustomers = \"customers\"");
-    assert!(load_with_env(&{ std::fs::write(&path, &good).unwrap(); path.clone() }, BTreeMap::new()).is_ok());
-    let config = proptest::test_runner::Config { cases: 200, failure_persistence: None, ..Default::default() };
+    let good = config_toml(
+        "sqlite:///nonexistent/never.db",
+        &delete_venue(2, "3 years", ""),
+    )
+    .replace("[schema]", "[schema]\ncustomers = \"customers\"");
+    assert!(load_with_env(
+        &{
+            std::fs::write(&path, &good).unwrap();
+            path.clone()
+        },
+        BTreeMap::new()
+    )
+    .is_ok());
+    let config = proptest::test_runner::Config {
+        cases: 200,
+        failure_persistence: None,
+        ..Default::default()
+    };
     proptest!(config, |(value in hostile_value(), which in 0..keys.len())| {
         let (find, replace, key) = keys[which];
         let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
@@ -171,8 +240,28 @@ fn hostile_configuration_values_are_refused_naming_the_key() {
 fn duplicate_venue_ids_and_empty_approvers_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("retentiond.toml");
-    std::fs::write(&path, config_toml("sqlite://x.db", &(delete_venue(2, "3 years", "") + &delete_venue(2, "1 year", "")))).unwrap();
-    assert!(load_with_env(&path, BTreeMap::new()).unwrap_err().to_string().contains("venues[1].id"));
-    std::fs::write(&path, config_toml("sqlite://x.db", &delete_venue(2, "3 years", "").replace("[\"boxoffice@venue2.example\"]", "[]"))).unwrap();
-    assert!(load_with_env(&path, BTreeMap::new()).unwrap_err().to_string().contains("venues[0].approvers"));
+    std::fs::write(
+        &path,
+        config_toml(
+            "sqlite://x.db",
+            &(delete_venue(2, "3 years", "") + &delete_venue(2, "1 year", "")),
+        ),
+    )
+    .unwrap();
+    assert!(load_with_env(&path, BTreeMap::new())
+        .unwrap_err()
+        .to_string()
+        .contains("venues[1].id"));
+    std::fs::write(
+        &path,
+        config_toml(
+            "sqlite://x.db",
+            &delete_venue(2, "3 years", "").replace("[\"boxoffice@venue2.example\"]", "[]"),
+        ),
+    )
+    .unwrap();
+    assert!(load_with_env(&path, BTreeMap::new())
+        .unwrap_err()
+        .to_string()
+        .contains("venues[0].approvers"));
 }

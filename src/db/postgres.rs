@@ -13,7 +13,7 @@ use std::time::Duration;
 pub async fn connect(url: &str) -> Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(8)
-        .acquire_timeout(Duration::from_secs(30))
+        .acquire_timeout(Duration::from_secs(10))
         .connect(url)
         .await
         .context("cannot connect to PostgreSQL")

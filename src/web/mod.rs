@@ -28,8 +28,17 @@ const LINK_PER_SECOND: u32 = 1;
 
 /// Serves the pages on `listener` until `shutdown` completes, with client addresses known to
 /// the rate limiter.
-pub async fn serve(listener: tokio::net::TcpListener, svc: Service, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    axum::serve(listener, router(svc).into_make_service_with_connect_info::<std::net::SocketAddr>()).with_graceful_shutdown(shutdown).await
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    svc: Service,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(svc).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 pub fn router(svc: Service) -> Router {
@@ -55,12 +64,21 @@ pub fn router(svc: Service) -> Router {
 }
 
 async fn rate_limited(limiter: &RateLimiter, request: Request, next: Next) -> Response {
-    let client = request.extensions().get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
     if let Some(client) = client {
         if !limiter.allow(client, std::time::Instant::now()) {
             metrics::counter!("retentiond_http_rate_limited_total").increment(1);
-            let mut response = pages::plain(StatusCode::TOO_MANY_REQUESTS, "Too many requests", &["Please wait a minute and try again."]);
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            let mut response = pages::plain(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many requests",
+                &["Please wait a minute and try again."],
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
             return response;
         }
     }

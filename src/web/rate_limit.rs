@@ -19,7 +19,11 @@ const MAX_CLIENTS: usize = 10_000;
 
 impl RateLimiter {
     pub fn new(burst: u32, per_second: u32) -> Self {
-        RateLimiter { burst: f64::from(burst), per_second: f64::from(per_second), buckets: Mutex::new(HashMap::new()) }
+        RateLimiter {
+            burst: f64::from(burst),
+            per_second: f64::from(per_second),
+            buckets: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Takes one token for `client`; false when its bucket is empty.
@@ -27,13 +31,16 @@ impl RateLimiter {
         let mut buckets = self.buckets.lock().expect("rate limiter lock");
         if buckets.len() >= MAX_CLIENTS && !buckets.contains_key(&client) {
             let (burst, rate) = (self.burst, self.per_second);
-            buckets.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() * rate < burst);
+            buckets.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
+            });
             if buckets.len() >= MAX_CLIENTS {
                 return false;
             }
         }
         let (tokens, at) = buckets.entry(client).or_insert((self.burst, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
+        *tokens =
+            (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
         *at = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;

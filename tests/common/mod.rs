@@ -82,9 +82,22 @@ impl TestDb {
     }
 
     /// Every row of `table` as text, ordered by `order_by`: for comparing two databases.
-    pub async fn dump(&self, table: &str, columns: &str, order_by: &str) -> Vec<Vec<Option<String>>> {
-        let rows = self.db.fetch_all(&Query::new(&format!("SELECT {columns} FROM {table} ORDER BY {order_by}"))).await.unwrap();
-        rows.iter().map(|r| r.0.iter().map(normalise).collect()).collect()
+    pub async fn dump(
+        &self,
+        table: &str,
+        columns: &str,
+        order_by: &str,
+    ) -> Vec<Vec<Option<String>>> {
+        let rows = self
+            .db
+            .fetch_all(&Query::new(&format!(
+                "SELECT {columns} FROM {table} ORDER BY {order_by}"
+            )))
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| r.0.iter().map(normalise).collect())
+            .collect()
     }
 
     pub fn backend(&self) -> Backend {

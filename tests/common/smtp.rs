@@ -49,7 +49,29 @@ impl SmtpSink {
 
     /// Listens on `addr` (e.g. a port that was down before).
     pub async fn start_at(addr: SocketAddr) -> SmtpSink {
-        let listener = TcpListener::bind(addr).await.expect("bind SMTP sink");
+        Self::start_with(addr, false).await
+    }
+
+    /// Listens on `addr` but drops every connection in the middle of the message (a flapping
+    /// server): nothing it receives is ever accepted.
+    pub async fn start_flapping_at(addr: SocketAddr) -> SmtpSink {
+        Self::start_with(addr, true).await
+    }
+
+    async fn start_with(addr: SocketAddr, flapping: bool) -> SmtpSink {
+        // A stopped sink's port is released once its task is dropped: retry briefly.
+        let mut tries = 0;
+        let listener = loop {
+            match TcpListener::bind(addr).await {
+                Ok(listener) => break listener,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("bind SMTP sink: {e}"),
+            }
+        };
         let addr = listener.local_addr().unwrap();
         let mails = Arc::new(Mutex::new(Vec::new()));
         let store = mails.clone();
@@ -60,7 +82,7 @@ impl SmtpSink {
                 };
                 let store = store.clone();
                 tokio::spawn(async move {
-                    let _ = session(socket, store).await;
+                    let _ = session(socket, store, flapping).await;
                 });
             }
         });
@@ -101,6 +123,7 @@ impl Drop for SmtpSink {
 async fn session(
     socket: tokio::net::TcpStream,
     store: Arc<Mutex<Vec<Mail>>>,
+    flapping: bool,
 ) -> std::io::Result<()> {
     let (read, mut write) = socket.into_split();
     let mut lines = BufReader::new(read);
@@ -138,6 +161,9 @@ async fn session(
                 }
                 if line == ".\r\n" || line == ".\n" {
                     break;
+                }
+                if flapping && data.len() > 200 {
+                    return Ok(()); // the connection drops mid-message
                 }
                 data.push_str(
                     line.strip_prefix('.')
