@@ -319,8 +319,17 @@ async fn sigkill_during_apply_processes_every_customer_exactly_once(db: TestDb) 
         let before = processed().await;
         // Once applied, the clock moves on (as it does in production), so a message leased by a
         // killed sender becomes due again.
-        let finished = reports::get(&svc.db, report_id).await.unwrap().unwrap().state == ReportState::Applied;
-        let clock = if finished { format!("2026-06-16T{:02}:00:00Z", 13 + runs.min(10)) } else { "2026-06-16T12:00:00Z".to_string() };
+        let finished = reports::get(&svc.db, report_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            == ReportState::Applied;
+        let clock = if finished {
+            format!("2026-06-16T{:02}:00:00Z", 13 + runs.min(10))
+        } else {
+            "2026-06-16T12:00:00Z".to_string()
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_retentiond"))
             .arg("--config")
             .arg(&config_path)
@@ -348,7 +357,12 @@ async fn sigkill_during_apply_processes_every_customer_exactly_once(db: TestDb) 
         // Kill only while the apply is in progress: once the report is applied the process is
         // sending mail, and a kill between the server's acceptance and the outbox update would
         // duplicate the message after its lease (the at-least-once window SMTP cannot close).
-        let applying = reports::get(&svc.db, report_id).await.unwrap().unwrap().state != ReportState::Applied;
+        let applying = reports::get(&svc.db, report_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            != ReportState::Applied;
         if applying && child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL
             kills += 1;
