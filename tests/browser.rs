@@ -129,6 +129,18 @@ impl Driver {
             .unwrap_or_else(|| panic!("no element {css}"))
     }
 
+    /// Waits for `css` to appear (a form submission navigates asynchronously).
+    async fn wait_for(&self, css: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(element) = self.find_all(css).await.into_iter().next() {
+                return element;
+            }
+            assert!(Instant::now() < deadline, "no element {css}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn text(&self, element: &str) -> String {
         self.call("GET", &format!("/element/{element}/text"), None)
             .await
@@ -205,8 +217,8 @@ async fn an_approver_approves_in_a_real_browser() {
     driver
         .call("POST", &format!("/element/{approve}/click"), None)
         .await;
+    let notice = driver.text(&driver.wait_for(".notice").await).await;
     let state = driver.text(&driver.find(".state").await).await;
-    let notice = driver.text(&driver.find(".notice").await).await;
     driver.call("DELETE", "", None).await;
 
     assert_eq!(rows.len(), 3);
