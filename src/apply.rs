@@ -27,6 +27,9 @@ pub struct ApplySummary {
     pub counts: BTreeMap<Outcome, u64>,
     /// Whether the report is now fully applied (false when stopped by shutdown).
     pub finished: bool,
+    /// Batches (transactions) this run committed, and the longest one in milliseconds.
+    pub batches: u64,
+    pub longest_batch_ms: u64,
 }
 
 impl ApplySummary {
@@ -85,6 +88,7 @@ pub async fn apply_report(
         cutoff: policy::cutoff(at, venue.timezone, venue.inactive_for),
     };
     let mut counts: BTreeMap<Outcome, u64> = BTreeMap::new();
+    let (mut after_id, mut batches, mut longest_batch_ms) = (i64::MIN, 0_u64, 0_u64);
     loop {
         if svc.shutdown.is_cancelled() {
             info!(
@@ -97,11 +101,13 @@ pub async fn apply_report(
                 action: report.action,
                 counts,
                 finished: false,
+                batches,
+                longest_batch_ms,
             });
         }
         let started = Instant::now();
         let mut tx = svc.db.begin().await?;
-        let ids = next_batch(&mut tx, report.id, svc.config.batch_size).await?;
+        let ids = next_batch(&mut tx, report.id, after_id, svc.config.batch_size).await?;
         if ids.is_empty() {
             finish(&mut tx, venue, report, at).await?;
             tx.commit().await?;
@@ -117,6 +123,10 @@ pub async fn apply_report(
                 )
             })?;
         tx.commit().await?;
+        let duration_ms = started.elapsed().as_millis() as u64;
+        after_id = *ids.last().expect("a batch is never empty");
+        batches += 1;
+        longest_batch_ms = longest_batch_ms.max(duration_ms);
         for (outcome, n) in &batch {
             *counts.entry(*outcome).or_default() += n;
             metrics::counter!("retentiond_customers_total", "outcome" => outcome.as_str())
@@ -127,7 +137,7 @@ pub async fn apply_report(
             report.id = report.id,
             batch.size = ids.len(),
             batch.first_customer_id = ids[0],
-            duration_ms = started.elapsed().as_millis() as u64,
+            duration_ms,
             "batch applied"
         );
     }
@@ -136,12 +146,18 @@ pub async fn apply_report(
         action: report.action,
         counts,
         finished: true,
+        batches,
+        longest_batch_ms,
     })
 }
 
-async fn next_batch(tx: &mut Tx, report_id: i64, size: u32) -> Result<Vec<i64>> {
+/// The next unprocessed customers above `after_id` (keyset: each batch starts where the last
+/// ended, so a large report is read once, not once per batch).
+async fn next_batch(tx: &mut Tx, report_id: i64, after_id: i64, size: u32) -> Result<Vec<i64>> {
     let mut q = Query::new("SELECT customer_id FROM retention_report_items WHERE report_id = ");
     q.bind(report_id)
+        .push(" AND customer_id > ")
+        .bind(after_id)
         .push(" AND outcome IS NULL ORDER BY customer_id LIMIT ")
         .bind(i64::from(size));
     tx.fetch_all(&q).await?.iter().map(|r| r.i64(0)).collect()

@@ -43,6 +43,9 @@ pub struct Config {
 pub struct HttpConfig {
     pub bind: String,
     pub public_url: String,
+    /// Report-link requests a client may make at once, then per second (429 beyond).
+    pub link_requests_burst: u32,
+    pub link_requests_per_second: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,12 +187,16 @@ struct RawDatabase {
 struct RawHttp {
     bind: String,
     public_url: String,
+    link_requests_burst: i64,
+    link_requests_per_second: i64,
 }
 impl Default for RawHttp {
     fn default() -> Self {
         RawHttp {
             bind: "127.0.0.1:8080".into(),
             public_url: "http://127.0.0.1:8080".into(),
+            link_requests_burst: 60,
+            link_requests_per_second: 1,
         }
     }
 }
@@ -473,6 +480,22 @@ fn validate(file: String, raw: RawConfig) -> Result<Config, ConfigError> {
         )
     })?;
 
+    let rate = |key: &str, value: i64| {
+        u32::try_from(value)
+            .ok()
+            .filter(|v| (1..=1_000_000).contains(v))
+            .ok_or_else(|| {
+                err(
+                    key,
+                    format!("expected a whole number from 1 to 1000000, got {value}"),
+                )
+            })
+    };
+    let link_requests_burst = rate("http.link_requests_burst", raw.http.link_requests_burst)?;
+    let link_requests_per_second = rate(
+        "http.link_requests_per_second",
+        raw.http.link_requests_per_second,
+    )?;
     let schedule_tz = tz("schedule.timezone", &raw.schedule.timezone)?;
     let cron = |key: &str, expr: &str| {
         cron::Schedule::from_str(expr).map(|_| expr.to_string()).map_err(|_| {
@@ -684,6 +707,8 @@ fn validate(file: String, raw: RawConfig) -> Result<Config, ConfigError> {
         http: HttpConfig {
             bind: raw.http.bind,
             public_url: raw.http.public_url.trim_end_matches('/').to_string(),
+            link_requests_burst,
+            link_requests_per_second,
         },
         mail: MailConfig {
             from: raw.mail.from,

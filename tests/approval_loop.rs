@@ -418,6 +418,59 @@ async fn smtp_outage_delays_mail_and_every_message_arrives_once(db: TestDb) {
     assert_eq!(mail::pending_count(&app.svc).await.unwrap(), 0);
 }
 
+async fn report_table_pages_through_every_customer(db: TestDb) {
+    db.migrate().await;
+    let smtp = SmtpSink::start().await;
+    let app = App::start(&db, smtp.addr, 1).await;
+    for _ in 0..120 {
+        db.customer(2, "2019-01-01 00:00:00").await;
+    }
+    app.cycle(now()).await;
+    app.deliver(now()).await;
+    let link = requests_to(&smtp.mails())[0].1.clone();
+
+    let mut url = link.clone();
+    let mut seen = Vec::new();
+    let mut captions = Vec::new();
+    loop {
+        let (status, page) = app.get(&url).await;
+        assert_eq!(status, 200);
+        let caption = page
+            .split("<caption")
+            .nth(1)
+            .and_then(|t| t.split('>').nth(1))
+            .and_then(|t| t.split('<').next());
+        captions.push(
+            caption
+                .unwrap_or_default()
+                .trim_start_matches("Customers ")
+                .to_string(),
+        );
+        seen.extend(
+            page.matches("@example.org</td>")
+                .count()
+                .to_string()
+                .parse::<usize>(),
+        );
+        match page.split("href=\"").find(|h| h.contains("?after=")) {
+            Some(href) => {
+                url = format!(
+                    "{}{}",
+                    app.base,
+                    href.split('"').next().unwrap().replace("&amp;", "&")
+                )
+            }
+            None => break,
+        }
+    }
+
+    assert_eq!(seen, vec![50, 50, 20]);
+    assert_eq!(
+        captions,
+        vec!["1 to 50 of 120", "51 to 100 of 120", "101 to 120 of 120"]
+    );
+}
+
 async fn approval_requested(
     db: &TestDb,
     required: u32,
@@ -558,4 +611,5 @@ on_both_backends!(
     raced_approvals_record_exactly_one_decision,
     raced_approve_and_reject_record_exactly_one_decision,
     hostile_requests_change_nothing_and_floods_get_429,
+    report_table_pages_through_every_customer,
 );

@@ -22,9 +22,6 @@ use tracing::{error, info};
 
 /// Requests carry at most a short form.
 const BODY_LIMIT: usize = 16 * 1024;
-/// Report-link requests per client: a burst of 60, then one a second.
-const LINK_BURST: u32 = 60;
-const LINK_PER_SECOND: u32 = 1;
 
 /// Serves the pages on `listener` until `shutdown` completes, with client addresses known to
 /// the rate limiter.
@@ -42,7 +39,10 @@ pub async fn serve(
 }
 
 pub fn router(svc: Service) -> Router {
-    let limiter = std::sync::Arc::new(RateLimiter::new(LINK_BURST, LINK_PER_SECOND));
+    let limiter = std::sync::Arc::new(RateLimiter::new(
+        svc.config.http.link_requests_burst,
+        svc.config.http.link_requests_per_second,
+    ));
     let links = Router::new()
         .route("/r/{token}", get(report_page))
         .route("/r/{token}/report.csv", get(report_csv))
@@ -154,6 +154,7 @@ async fn valid(svc: &Service, token: &str) -> Result<(crate::reports::Report, St
 #[derive(Deserialize)]
 struct PageQuery {
     after: Option<i64>,
+    page: Option<u32>,
 }
 
 async fn report_page(
@@ -167,7 +168,8 @@ async fn report_page(
         &report,
         &approver,
         &token,
-        page.after,
+        page.after
+            .map(|after| (after, page.page.unwrap_or(1).min(100_000))),
         None,
         None,
         StatusCode::OK,

@@ -2,7 +2,6 @@
 //! stays flat however large the report.
 
 use crate::config::OnDelete;
-use crate::db::Query;
 use crate::policy::Strategy;
 use crate::reports::{self, Report, ReportCustomer};
 use crate::Service;
@@ -64,6 +63,7 @@ struct ReportPage<'a> {
     last_shown: i64,
     has_previous: bool,
     next_after: Option<i64>,
+    next_page: u32,
     notice: Option<String>,
     error: Option<String>,
 }
@@ -74,7 +74,7 @@ pub async fn report(
     report: &Report,
     approver: &str,
     token: &str,
-    after: Option<i64>,
+    after: Option<(i64, u32)>,
     notice: Option<String>,
     error: Option<String>,
     status: StatusCode,
@@ -103,9 +103,11 @@ pub async fn report(
         .collect::<Vec<_>>()
         .join(" ");
     let shows_customers = report.state.shows_customers();
-    let (mut customers, mut position) = (Vec::new(), 0);
+    // The page number travels in the link, so no page needs to count the rows before it.
+    let position = after.map_or(0, |(_, page)| i64::from(page) * i64::from(PAGE_SIZE));
+    let mut customers = Vec::new();
     if shows_customers {
-        let after_id = after.unwrap_or(i64::MIN);
+        let after_id = after.map_or(i64::MIN, |(id, _)| id);
         customers = reports::customers_page(
             &svc.db,
             &svc.config.schema,
@@ -114,11 +116,6 @@ pub async fn report(
             PAGE_SIZE + 1,
         )
         .await?;
-        let mut q = Query::new("SELECT COUNT(*) FROM retention_report_items WHERE report_id = ");
-        q.bind(report.id)
-            .push(" AND customer_id <= ")
-            .bind(after_id);
-        position = svc.db.fetch_one(&q).await?.i64(0)?;
     }
     let next_after = (customers.len() > PAGE_SIZE as usize).then(|| {
         customers.truncate(PAGE_SIZE as usize);
@@ -155,6 +152,7 @@ pub async fn report(
         last_shown: position + customers.len() as i64,
         has_previous: after.is_some(),
         next_after: next_after.flatten(),
+        next_page: after.map_or(1, |(_, page)| page + 1),
         customers,
         notice,
         error,
