@@ -1,0 +1,710 @@
+//! The performance benchmark (issue 5): the reference schema at scale on SQLite and PostgreSQL,
+//! retentiond's work timed against plain set-based SQL doing the same in the same run.
+//!
+//! `cargo bench --bench retention` runs the full size (1,000,000 customers, 10,000,000 orders,
+//! 5 venues); `-- --customers N` changes it, `-- --backend sqlite|postgres` picks one, and the
+//! figures go to stdout and `target/bench/results.json`. Under `cargo test` it runs a small
+//! smoke size only. PostgreSQL needs RETENTIOND_TEST_POSTGRES_URL.
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use retentiond::config::{self, Config};
+use retentiond::cycle::{run_venue_cycle, Selection};
+use retentiond::db::{Backend, Db, Query};
+use retentiond::policy::{self, ReportState};
+use retentiond::selection::{self, Scope};
+use retentiond::{approval, reports, web, Service};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+struct Options {
+    customers: u64,
+    backends: Vec<Backend>,
+    clients: usize,
+    requests_per_client: usize,
+    json: PathBuf,
+    smoke: bool,
+}
+
+fn options() -> Options {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let smoke = !args.iter().any(|a| a == "--bench");
+    let customers = value("--customers")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if smoke { 2_000 } else { 1_000_000 });
+    let backends = match value("--backend").as_deref() {
+        Some("sqlite") => vec![Backend::Sqlite],
+        Some("postgres") => vec![Backend::Postgres],
+        _ => vec![Backend::Sqlite, Backend::Postgres],
+    };
+    let json = value("--json")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench/results.json"));
+    Options {
+        customers,
+        backends,
+        clients: if smoke { 5 } else { 50 },
+        requests_per_client: if smoke { 10 } else { 60 },
+        json,
+        smoke,
+    }
+}
+
+/// The cycle clock of the benchmark: a fixed day, so the data and the cutoff are reproducible.
+fn at() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 28, 2, 0, 0).unwrap()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--serve") {
+        return serve_child(Path::new(&args[i + 1]), &args[i + 2]);
+    }
+    let options = options();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut results = BTreeMap::new();
+    for backend in &options.backends {
+        if *backend == Backend::Postgres && std::env::var("RETENTIOND_TEST_POSTGRES_URL").is_err() {
+            eprintln!("RETENTIOND_TEST_POSTGRES_URL is not set: PostgreSQL not benchmarked");
+            continue;
+        }
+        let figures = rt.block_on(run_backend(*backend, &options));
+        results.insert(format!("{backend:?}").to_lowercase(), figures);
+    }
+    print_table(&results, &options);
+    std::fs::create_dir_all(options.json.parent().unwrap()).unwrap();
+    let document = json!({"customers": options.customers, "orders": options.customers * 10, "smoke": options.smoke, "results": results});
+    std::fs::write(
+        &options.json,
+        serde_json::to_string_pretty(&document).unwrap(),
+    )
+    .unwrap();
+    println!("figures written to {}", options.json.display());
+}
+
+/// The web pages of a benchmark database in a process of their own, so that its peak memory
+/// can be read from /proc; it serves until its standard input closes.
+fn serve_child(config_path: &Path, port: &str) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let config = config::load(config_path).unwrap();
+        let db = Db::connect(secrecy::ExposeSecret::expose_secret(&config.database_url))
+            .await
+            .unwrap();
+        let svc = Service::new(db, config);
+        let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}"))
+            .await
+            .unwrap();
+        let stop = async {
+            let _ = tokio::task::spawn_blocking(|| {
+                std::io::Read::read(&mut std::io::stdin(), &mut [0u8; 1])
+            })
+            .await;
+        };
+        web::serve(listener, svc, stop).await.unwrap();
+    });
+}
+
+struct Bench {
+    db: Db,
+    url: String,
+    dir: tempfile::TempDir,
+}
+
+async fn open(backend: Backend) -> Bench {
+    let dir = tempfile::tempdir().unwrap();
+    match backend {
+        Backend::Sqlite => {
+            let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+            Bench {
+                db: Db::connect(&url).await.unwrap(),
+                url,
+                dir,
+            }
+        }
+        Backend::Postgres => {
+            let base = std::env::var("RETENTIOND_TEST_POSTGRES_URL").unwrap();
+            let admin = Db::connect(&base).await.unwrap();
+            let schema = format!("bench_{}", std::process::id());
+            admin
+                .execute(&Query::new(&format!(
+                    "DROP SCHEMA IF EXISTS {schema} CASCADE"
+                )))
+                .await
+                .unwrap();
+            admin
+                .execute(&Query::new(&format!("CREATE SCHEMA {schema}")))
+                .await
+                .unwrap();
+            admin.close().await;
+            let sep = if base.contains('?') { '&' } else { '?' };
+            let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+            Bench {
+                db: Db::connect(&url).await.unwrap(),
+                url,
+                dir,
+            }
+        }
+    }
+}
+
+/// The reference schema filled set-based: `n` customers over 5 venues (60% at venue 1) and 10
+/// orders each. Half of venue 1 and a quarter of the other venues have bought nothing for over
+/// three years (about 40% of all customers); the rest ordered in the last three years.
+async fn generate(bench: &Bench, n: u64) {
+    let schema = match bench.db.backend() {
+        Backend::Sqlite => include_str!("../config/reference-schema/sqlite.sql"),
+        Backend::Postgres => include_str!("../config/reference-schema/postgres.sql"),
+    };
+    let without_index: String = schema
+        .lines()
+        .filter(|l| !l.starts_with("CREATE INDEX"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    bench.db.execute_script(&without_index).await.unwrap();
+    let venue = "CASE n % 10 WHEN 6 THEN 2 WHEN 7 THEN 3 WHEN 8 THEN 4 WHEN 9 THEN 5 ELSE 1 END";
+    let idle = "((c.id * 31) % 100) < (CASE c.venue_id WHEN 1 THEN 50 ELSE 25 END)";
+    let (customers, orders, notes) = match bench.db.backend() {
+        Backend::Sqlite => (
+            format!(
+                "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < {n}) \
+                 INSERT INTO customers (id, venue_id, title, first_name, last_name, email, phone, address_line1, city, postcode, country, date_of_birth, created_at) \
+                 SELECT n, {venue}, 'Mx', 'First' || n, 'Last' || n, 'c' || n || '@example.com', '07700 900000', n || ' High Street', 'London', 'SW1A 1AA', 'GB', '1980-01-01', \
+                 datetime('2015-01-01', '+' || (n * 7919 % 2500) || ' days') FROM s"
+            ),
+            format!(
+                "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < 9) \
+                 INSERT INTO orders (venue_id, customer_id, placed_at, total_pence) \
+                 SELECT c.venue_id, c.id, CASE WHEN k.i = 9 AND NOT {idle} THEN datetime('2024-01-01', '+' || (c.id * 13 % 1000) || ' days') \
+                 ELSE datetime(c.created_at, '+' || ((c.id + k.i * 37) % 200) || ' days') END, 1000 + k.i FROM customers c, k ORDER BY c.id, k.i"
+            ),
+            "INSERT INTO customer_notes (customer_id, body) SELECT id, 'prefers aisle seats' FROM customers WHERE id % 10 = 3".to_string(),
+        ),
+        Backend::Postgres => (
+            format!(
+                "INSERT INTO customers (id, venue_id, title, first_name, last_name, email, phone, address_line1, city, postcode, country, date_of_birth, created_at) \
+                 SELECT n, {venue}, 'Mx', 'First' || n, 'Last' || n, 'c' || n || '@example.com', '07700 900000', n || ' High Street', 'London', 'SW1A 1AA', 'GB', DATE '1980-01-01', \
+                 TIMESTAMPTZ '2015-01-01 00:00:00+00' + (n * 7919 % 2500) * INTERVAL '1 day' FROM generate_series(1, {n}) AS s(n)"
+            ),
+            format!(
+                "INSERT INTO orders (venue_id, customer_id, placed_at, total_pence) \
+                 SELECT c.venue_id, c.id, CASE WHEN k.i = 9 AND NOT {idle} THEN TIMESTAMPTZ '2024-01-01 00:00:00+00' + (c.id * 13 % 1000) * INTERVAL '1 day' \
+                 ELSE c.created_at + ((c.id + k.i * 37) % 200) * INTERVAL '1 day' END, 1000 + k.i FROM customers c CROSS JOIN generate_series(0, 9) AS k(i) ORDER BY c.id, k.i"
+            ),
+            "INSERT INTO customer_notes (customer_id, body) SELECT id, 'prefers aisle seats' FROM customers WHERE id % 10 = 3".to_string(),
+        ),
+    };
+    for sql in [
+        customers,
+        orders,
+        notes,
+        "CREATE INDEX orders_customer_placed ON orders (customer_id, placed_at)".to_string(),
+    ] {
+        bench.db.execute(&Query::new(&sql)).await.unwrap();
+    }
+    if bench.db.backend() == Backend::Postgres {
+        bench.db.execute(&Query::new("SELECT setval(pg_get_serial_sequence('customers', 'id'), (SELECT MAX(id) FROM customers))")).await.unwrap();
+        bench
+            .db
+            .execute_script(
+                "VACUUM ANALYZE customers; VACUUM ANALYZE orders; VACUUM ANALYZE customer_notes",
+            )
+            .await
+            .unwrap();
+    } else {
+        bench.db.execute_script("ANALYZE").await.unwrap();
+    }
+}
+
+fn config_text(url: &str, port: u16) -> String {
+    format!(
+        r#"
+[database]
+url = "{url}"
+[http]
+bind = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+link_requests_burst = 1000000
+link_requests_per_second = 1000000
+[mail]
+from = "Data Retention <retention@example.org>"
+[secrets]
+hash_key = "benchmark-hash-key-0123456789"
+[schema]
+legal_hold = "legal_hold"
+[[schema.references]]
+table = "orders"
+column = "customer_id"
+on_delete = "reassign"
+[[schema.references]]
+table = "customer_notes"
+column = "customer_id"
+on_delete = "delete"
+
+[[venues]]
+id = 1
+name = "Venue 1"
+approvers = ["a@venue1.example"]
+inactive_for = "3 years"
+action = "anonymise"
+max_share = 0.9
+timezone = "Europe/London"
+[venues.anonymise]
+title = "null"
+first_name = "null"
+last_name = "null"
+email = "hash"
+phone = "null"
+address_line1 = "null"
+address_line2 = "null"
+city = "keep"
+postcode = "prefix:4"
+country = "keep"
+date_of_birth = "year"
+marketing_opt_in = "keep"
+
+[[venues]]
+id = 2
+name = "Venue 2"
+approvers = ["a@venue2.example"]
+inactive_for = "3 years"
+action = "delete"
+max_share = 0.9
+timezone = "Europe/London"
+"#
+    )
+}
+
+/// Median of three timed runs, in seconds.
+async fn median_secs<F, Fut>(mut f: F) -> f64
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        f().await;
+        times.push(started.elapsed().as_secs_f64());
+    }
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    times[1]
+}
+
+fn proc_status_kb(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    async fn start(config_path: &Path, port: u16) -> Server {
+        let child = Command::new(std::env::current_exe().unwrap())
+            .arg("--serve")
+            .arg(config_path)
+            .arg(port.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        while reqwest::get(format!("{base}/healthz"))
+            .await
+            .map(|r| !r.status().is_success())
+            .unwrap_or(true)
+        {
+            assert!(
+                started.elapsed().as_secs() < 30,
+                "the page server did not start"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Server { child, base }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+async fn link_for(svc: &Service, report_id: i64) -> String {
+    let report = reports::get(&svc.db, report_id).await.unwrap().unwrap();
+    let mut tx = svc.db.begin().await.unwrap();
+    let token = approval::mint(&mut tx, &report, "a@venue1.example", Utc::now())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    token
+}
+
+/// Downloads a report's CSV through the page server; returns (rows, seconds).
+async fn download_csv(server: &Server, token: &str) -> (u64, f64) {
+    let started = Instant::now();
+    let mut response = reqwest::get(format!("{}/r/{token}/report.csv", server.base))
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    let mut newlines = 0_u64;
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        newlines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+    }
+    (newlines.saturating_sub(1), started.elapsed().as_secs_f64())
+}
+
+/// `clients` concurrent approvers paging through the report; latencies in milliseconds.
+async fn page_load(
+    server: &Server,
+    token: &str,
+    clients: usize,
+    requests: usize,
+) -> (Vec<f64>, usize) {
+    let http = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for client in 0..clients {
+        let (http, base, token) = (http.clone(), server.base.clone(), token.to_string());
+        tasks.push(tokio::spawn(async move {
+            let (mut latencies, mut errors) = (Vec::new(), 0);
+            let mut url = format!("{base}/r/{token}");
+            // Start clients at different depths so the load covers the whole report.
+            for i in 0..requests + client % 7 {
+                let started = Instant::now();
+                let response = http.get(&url).send().await;
+                let body = match response {
+                    Ok(r) if r.status().is_success() => r.text().await.unwrap_or_default(),
+                    _ => {
+                        errors += 1;
+                        String::new()
+                    }
+                };
+                if i >= client % 7 {
+                    latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+                }
+                url = match body.split("href=\"").find(|h| h.contains("?after=")) {
+                    Some(href) => format!(
+                        "{base}{}",
+                        href.split('"').next().unwrap().replace("&amp;", "&")
+                    ),
+                    None => format!("{base}/r/{token}"),
+                };
+            }
+            (latencies, errors)
+        }));
+    }
+    let (mut all, mut errors) = (Vec::new(), 0);
+    for task in tasks {
+        let (latencies, e) = task.await.unwrap();
+        all.extend(latencies);
+        errors += e;
+    }
+    all.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (all, errors)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn report_ids(report_id: i64) -> String {
+    format!("(SELECT customer_id FROM retention_report_items WHERE report_id = {report_id})")
+}
+
+async fn run_backend(backend: Backend, options: &Options) -> Value {
+    let bench = open(backend).await;
+    let mut figures = serde_json::Map::new();
+    let started = Instant::now();
+    generate(&bench, options.customers).await;
+    let generate_s = started.elapsed().as_secs_f64();
+    figures.insert("generate_s".into(), json!(generate_s));
+    eprintln!(
+        "{backend:?}: generated {} customers and {} orders in {generate_s:.1} s",
+        options.customers,
+        options.customers * 10
+    );
+    retentiond::migrate::run(&bench.db, Utc::now())
+        .await
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config_path = bench.dir.path().join("bench.toml");
+    std::fs::write(&config_path, config_text(&bench.url, port)).unwrap();
+    let config: Config = config::load(&config_path).unwrap();
+    let svc = Service::new(bench.db.clone(), config);
+    let v1 = svc.config.venue(1).unwrap().clone();
+    let v2 = svc.config.venue(2).unwrap().clone();
+    let cutoff = policy::cutoff(at(), v1.timezone, v1.inactive_for);
+
+    // Selection: retentiond's candidate query against the bare NOT EXISTS query.
+    let scope = Scope {
+        schema: &svc.config.schema,
+        venue: &v1,
+        cutoff,
+    };
+    let ours = median_secs(|| async {
+        selection::count_candidates(&svc.db, &scope).await.unwrap();
+    })
+    .await;
+    let mut bare =
+        Query::new("SELECT COUNT(*) FROM customers c WHERE c.venue_id = 1 AND c.created_at < ");
+    bare.bind(cutoff).push(" AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = c.id AND o.placed_at >= ").bind(cutoff).push(")");
+    let baseline = median_secs(|| async {
+        svc.db.fetch_one(&bare).await.unwrap();
+    })
+    .await;
+    figures.insert("selection_s".into(), json!(ours));
+    figures.insert("selection_baseline_s".into(), json!(baseline));
+    figures.insert("selection_ratio".into(), json!(ours / baseline));
+
+    // Report creation for every candidate of venues 1 and 2.
+    let started = Instant::now();
+    let Some(Selection::Created {
+        report_id: r1,
+        customers: c1,
+    }) = run_venue_cycle(&svc, &v1, at(), false)
+        .await
+        .unwrap()
+        .selection
+    else {
+        panic!("no report for venue 1")
+    };
+    let report_s = started.elapsed().as_secs_f64();
+    let Some(Selection::Created {
+        report_id: r2,
+        customers: c2,
+    }) = run_venue_cycle(&svc, &v2, at(), false)
+        .await
+        .unwrap()
+        .selection
+    else {
+        panic!("no report for venue 2")
+    };
+    figures.insert("report_customers".into(), json!(c1));
+    figures.insert("report_rows_per_s".into(), json!(c1 as f64 / report_s));
+    figures.insert("delete_report_customers".into(), json!(c2));
+
+    // CSV export and the page under load, from a separate server process.
+    let server = Server::start(&config_path, port).await;
+    let small_token = link_for(&svc, r2).await;
+    let (small_rows, _) = download_csv(&server, &small_token).await;
+    let small_peak_kb = proc_status_kb(server.child.id(), "VmHWM:");
+    let token = link_for(&svc, r1).await;
+    let (rows, csv_s) = download_csv(&server, &token).await;
+    let peak_kb = proc_status_kb(server.child.id(), "VmHWM:");
+    assert_eq!(rows, c1, "the CSV has one row per customer");
+    figures.insert("csv_rows".into(), json!(rows));
+    figures.insert("csv_rows_per_s".into(), json!(rows as f64 / csv_s));
+    figures.insert(
+        "csv_peak_rss_mb_small".into(),
+        json!(small_peak_kb as f64 / 1024.0),
+    );
+    figures.insert("csv_rows_small".into(), json!(small_rows));
+    figures.insert("csv_peak_rss_mb".into(), json!(peak_kb as f64 / 1024.0));
+    let (latencies, errors) = page_load(
+        &server,
+        &token,
+        options.clients,
+        options.requests_per_client,
+    )
+    .await;
+    figures.insert("page_requests".into(), json!(latencies.len()));
+    figures.insert("page_p50_ms".into(), json!(percentile(&latencies, 0.5)));
+    figures.insert("page_p99_ms".into(), json!(percentile(&latencies, 0.99)));
+    figures.insert("page_errors".into(), json!(errors));
+    drop(server);
+
+    // Anonymise: one set-based UPDATE of the same customers (rolled back) vs retentiond's apply.
+    let ids = report_ids(r1);
+    let year = backend.year_only("date_of_birth");
+    let baseline_sql = format!(
+        "UPDATE customers SET title = NULL, first_name = NULL, last_name = NULL, email = upper(email), phone = NULL, \
+         address_line1 = NULL, address_line2 = NULL, postcode = substr(postcode, 1, 4), date_of_birth = {year} WHERE id IN {ids}"
+    );
+    let baseline_s = timed_rolled_back(&svc.db, &[baseline_sql]).await;
+    reports::approve_by_operator(&svc.db, r1, "bench", at())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let applied = run_venue_cycle(&svc, &v1, at() + Duration::days(1), false)
+        .await
+        .unwrap();
+    let apply_s = started.elapsed().as_secs_f64();
+    let summary = &applied.applied[0];
+    assert!(
+        summary.finished
+            && reports::get(&svc.db, r1).await.unwrap().unwrap().state == ReportState::Applied
+    );
+    figures.insert("anonymise_rows_per_s".into(), json!(c1 as f64 / apply_s));
+    figures.insert(
+        "anonymise_baseline_rows_per_s".into(),
+        json!(c1 as f64 / baseline_s),
+    );
+    figures.insert("anonymise_ratio".into(), json!(baseline_s / apply_s));
+    figures.insert(
+        "anonymise_longest_tx_ms".into(),
+        json!(summary.longest_batch_ms),
+    );
+
+    // Delete with order reassignment: the set-based equivalent (rolled back) vs retentiond's apply.
+    let ids = report_ids(r2);
+    let unknown = match backend {
+        Backend::Sqlite => "INSERT INTO customers (id, venue_id, created_at) VALUES (99999999, 2, '2026-01-01 00:00:00')",
+        Backend::Postgres => "INSERT INTO customers (id, venue_id, created_at) VALUES (99999999, 2, now())",
+    };
+    let baseline_s = timed_rolled_back(
+        &svc.db,
+        &[
+            unknown.to_string(),
+            format!("UPDATE orders SET customer_id = 99999999 WHERE customer_id IN {ids}"),
+            format!("DELETE FROM customer_notes WHERE customer_id IN {ids}"),
+            format!("DELETE FROM customers WHERE id IN {ids}"),
+        ],
+    )
+    .await;
+    reports::approve_by_operator(&svc.db, r2, "bench", at())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let applied = run_venue_cycle(&svc, &v2, at() + Duration::days(1), false)
+        .await
+        .unwrap();
+    let apply_s = started.elapsed().as_secs_f64();
+    let summary = &applied.applied[0];
+    figures.insert("delete_rows_per_s".into(), json!(c2 as f64 / apply_s));
+    figures.insert(
+        "delete_baseline_rows_per_s".into(),
+        json!(c2 as f64 / baseline_s),
+    );
+    figures.insert("delete_ratio".into(), json!(baseline_s / apply_s));
+    figures.insert(
+        "delete_longest_tx_ms".into(),
+        json!(summary.longest_batch_ms),
+    );
+    bench.db.close().await;
+    Value::Object(figures)
+}
+
+/// Runs `statements` in one transaction, times them, and rolls back.
+async fn timed_rolled_back(db: &Db, statements: &[String]) -> f64 {
+    let mut tx = db.begin().await.unwrap();
+    let started = Instant::now();
+    for sql in statements {
+        tx.execute(&Query::new(sql)).await.unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    drop(tx);
+    elapsed
+}
+
+fn print_table(results: &BTreeMap<String, Value>, options: &Options) {
+    println!(
+        "\nretentiond benchmark: {} customers, {} orders, 5 venues{}",
+        options.customers,
+        options.customers * 10,
+        if options.smoke { " (smoke size)" } else { "" }
+    );
+    let rows: &[(&str, &str, &str)] = &[
+        ("generate_s", "data generation (s)", ""),
+        ("selection_s", "selection, retentiond (s)", ""),
+        ("selection_baseline_s", "selection, bare NOT EXISTS (s)", ""),
+        ("selection_ratio", "selection ratio", "<= 1.2"),
+        ("report_customers", "largest report (customers)", ""),
+        ("report_rows_per_s", "report creation (rows/s)", ""),
+        ("csv_rows_per_s", "CSV export (rows/s)", ""),
+        ("csv_rows_small", "CSV rows, small report", ""),
+        (
+            "csv_peak_rss_mb_small",
+            "server peak RSS after small CSV (MB)",
+            "",
+        ),
+        (
+            "csv_peak_rss_mb",
+            "server peak RSS after largest CSV (MB)",
+            "< 100, flat",
+        ),
+        ("page_requests", "report page requests", ""),
+        ("page_p50_ms", "report page p50 (ms)", ""),
+        ("page_p99_ms", "report page p99 (ms)", "< 50"),
+        ("page_errors", "report page errors", "0"),
+        ("anonymise_rows_per_s", "anonymise apply (rows/s)", ""),
+        (
+            "anonymise_baseline_rows_per_s",
+            "anonymise, one UPDATE (rows/s)",
+            "",
+        ),
+        ("anonymise_ratio", "anonymise ratio", ">= 0.8"),
+        (
+            "anonymise_longest_tx_ms",
+            "anonymise longest transaction (ms)",
+            "<= 250",
+        ),
+        ("delete_report_customers", "delete report (customers)", ""),
+        ("delete_rows_per_s", "delete apply (rows/s)", ""),
+        (
+            "delete_baseline_rows_per_s",
+            "delete, set-based (rows/s)",
+            "",
+        ),
+        ("delete_ratio", "delete ratio", ">= 0.7"),
+        (
+            "delete_longest_tx_ms",
+            "delete longest transaction (ms)",
+            "<= 250",
+        ),
+    ];
+    let backends: Vec<&String> = results.keys().collect();
+    print!("{:<42}", "measure");
+    for b in &backends {
+        print!("{b:>14}");
+    }
+    println!("  goal");
+    for (key, label, goal) in rows {
+        print!("{label:<42}");
+        for b in &backends {
+            let v = results[*b]
+                .get(*key)
+                .and_then(Value::as_f64)
+                .unwrap_or(f64::NAN);
+            if v.fract() == 0.0 && v.abs() < 1e12 {
+                print!("{:>14}", v as i64)
+            } else {
+                print!("{v:>14.2}")
+            }
+        }
+        println!("  {goal}");
+    }
+}
