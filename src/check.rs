@@ -216,6 +216,18 @@ pub async fn run(db: &Db, config: &Config) -> Result<CheckReport> {
             ));
         }
     }
+    for (i, r) in s.references.iter().enumerate() {
+        if r.table == s.orders || !tables.get(r.table.name()).is_some_and(Option::is_some) {
+            continue;
+        }
+        let leading = introspect::index_leading_columns(db, &r.table).await?;
+        if !leading.iter().any(|c| c == r.column.name()) {
+            report.warnings.push(format!(
+                "schema.references[{i}]: no index on {}({}); each deleted customer makes the database scan {}",
+                r.table, r.column, r.table
+            ));
+        }
+    }
     Ok(report)
 }
 
