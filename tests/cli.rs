@@ -183,6 +183,10 @@ async fn check_names_missing_tables_columns_unlisted_foreign_keys_and_not_null_c
         !text.contains("foreign key orders.customer_id"),
         "listed references are fine: {text}"
     );
+    assert!(
+        text.contains("warning: schema.references[1]: no index on customer_notes(customer_id)"),
+        "{text}"
+    );
 }
 
 on_both_backends!(

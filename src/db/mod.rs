@@ -56,16 +56,29 @@ impl Backend {
                 ));
             }
             Backend::Sqlite => {
-                let ids_p = q.param(Value::IntList(ids));
-                let mut select = vec!["i.value AS id".to_string()];
-                let mut joins = String::new();
-                for (n, col) in columns.into_iter().enumerate() {
-                    let p = q.param(Value::TextList(col));
-                    select.push(format!("j{n}.value AS v{n}"));
-                    joins.push_str(&format!(" JOIN json_each({p}) AS j{n} ON j{n}.key = i.key"));
-                }
+                // One JSON array of rows, read in a single pass (joining several json_each
+                // sources on their keys would be quadratic).
+                let rows: Vec<serde_json::Value> = ids
+                    .iter()
+                    .enumerate()
+                    .map(|(i, id)| {
+                        let mut row = vec![serde_json::Value::from(*id)];
+                        row.extend(columns.iter().map(|col| {
+                            col[i]
+                                .clone()
+                                .map_or(serde_json::Value::Null, serde_json::Value::from)
+                        }));
+                        serde_json::Value::Array(row)
+                    })
+                    .collect();
+                let p = q.param(Value::Text(serde_json::Value::Array(rows).to_string()));
+                let mut select = vec!["json_extract(value, '$[0]') AS id".to_string()];
+                select.extend(
+                    (0..columns.len())
+                        .map(|n| format!("json_extract(value, '$[{}]') AS v{n}", n + 1)),
+                );
                 q.push(&format!(
-                    "(SELECT {} FROM json_each({ids_p}) AS i{joins}) AS v",
+                    "(SELECT {} FROM json_each({p})) AS v",
                     select.join(", ")
                 ));
             }
