@@ -5,7 +5,7 @@
 
 use crate::audit::{self, Event};
 use crate::config::{OnDelete, VenueConfig};
-use crate::db::{Query, Tx};
+use crate::db::{Ident, Query, Row, Tx};
 use crate::policy::{self, Action, Outcome, ReportState, Strategy};
 use crate::reports::{self, Report};
 use crate::selection::Scope;
@@ -218,7 +218,15 @@ async fn apply_batch(
     ids: &[i64],
     at: DateTime<Utc>,
 ) -> Result<BTreeMap<Outcome, u64>> {
-    let eligible_set = crate::selection::still_candidates(tx, scope, ids).await?;
+    let phase = Instant::now();
+    // An anonymise batch carries the columns to hash through the re-check, reading each row once.
+    let carry: Vec<&Ident> = match report.action {
+        Action::Anonymise => hashed_columns(scope.venue),
+        Action::Delete => Vec::new(),
+    };
+    let still = crate::selection::recheck(tx, scope, ids, &carry).await?;
+    let eligible_set: HashSet<i64> = still.iter().map(|r| r.i64(0)).collect::<Result<_>>()?;
+    let recheck_ms = phase.elapsed().as_millis() as u64;
     let eligible: Vec<i64> = ids
         .iter()
         .copied()
@@ -236,11 +244,12 @@ async fn apply_batch(
             outcomes.entry(outcome).or_default().push(id);
         }
     }
+    let phase = Instant::now();
     if !eligible.is_empty() {
         match report.action {
             Action::Delete => delete_customers(tx, scope, &eligible, at).await?,
             Action::Anonymise => {
-                anonymise_customers(svc, tx, scope, report.id, &eligible, at).await?
+                anonymise_customers(svc, tx, scope, report.id, &eligible, &still, at).await?
             }
         }
         let done = if report.action == Action::Delete {
@@ -250,6 +259,8 @@ async fn apply_batch(
         };
         outcomes.insert(done, eligible);
     }
+    let action_ms = phase.elapsed().as_millis() as u64;
+    let phase = Instant::now();
     let backend = tx.backend();
     let mut counts = BTreeMap::new();
     for (outcome, ids) in outcomes {
@@ -267,6 +278,13 @@ async fn apply_batch(
         }
         counts.insert(outcome, updated);
     }
+    tracing::debug!(
+        report.id = report.id,
+        recheck_ms,
+        action_ms,
+        record_ms = phase.elapsed().as_millis() as u64,
+        "batch phases"
+    );
     Ok(counts)
 }
 
@@ -446,6 +464,7 @@ async fn anonymise_customers(
     scope: &Scope<'_>,
     report_id: i64,
     ids: &[i64],
+    carried: &[Row],
     at: DateTime<Utc>,
 ) -> Result<()> {
     let s = scope.schema;
@@ -480,18 +499,11 @@ async fn anonymise_customers(
             .hash_key
             .as_ref()
             .context("secrets.hash_key is required for the hash strategy")?;
-        let mut select = Query::new(&format!(
-            "SELECT {}, {} FROM {table} WHERE {}",
-            s.customer_id.q(),
-            hashed.iter().map(|c| c.q()).collect::<Vec<_>>().join(", "),
-            s.customer_id.q()
-        ));
-        backend.push_in_ids(&mut select, ids);
-        let rows = tx.fetch_all(&select).await?;
+        let rows = carried;
         let mut row_ids = Vec::with_capacity(rows.len());
         let mut columns: Vec<Vec<Option<String>>> =
             vec![Vec::with_capacity(rows.len()); hashed.len()];
-        for row in &rows {
+        for row in rows {
             row_ids.push(row.i64(0)?);
             for (i, column) in columns.iter_mut().enumerate() {
                 column.push(
@@ -534,6 +546,16 @@ async fn anonymise_customers(
     backend.push_ids_source(&mut mark, ids);
     tx.execute(&mark).await?;
     Ok(())
+}
+
+/// The columns a venue anonymises with a keyed hash, in configuration order.
+fn hashed_columns(venue: &VenueConfig) -> Vec<&Ident> {
+    venue
+        .anonymise
+        .iter()
+        .filter(|(_, s)| *s == Strategy::Hash)
+        .map(|(c, _)| c)
+        .collect()
 }
 
 /// For dry runs: of a report's remaining customers, how many would be acted on now.
