@@ -107,7 +107,9 @@ pub async fn apply_report(
         }
         let started = Instant::now();
         let mut tx = svc.db.begin().await?;
+        let begin_ms = started.elapsed().as_millis() as u64;
         let ids = next_batch(&mut tx, report.id, after_id, svc.config.batch_size).await?;
+        let next_ms = started.elapsed().as_millis() as u64 - begin_ms;
         if ids.is_empty() {
             finish(&mut tx, venue, report, at).await?;
             tx.commit().await?;
@@ -122,7 +124,9 @@ pub async fn apply_report(
                     ids.len()
                 )
             })?;
+        let before_commit = Instant::now();
         tx.commit().await?;
+        let commit_ms = before_commit.elapsed().as_millis() as u64;
         let duration_ms = started.elapsed().as_millis() as u64;
         after_id = *ids.last().expect("a batch is never empty");
         batches += 1;
@@ -138,6 +142,9 @@ pub async fn apply_report(
             batch.size = ids.len(),
             batch.first_customer_id = ids[0],
             duration_ms,
+            begin_ms,
+            next_ms,
+            commit_ms,
             "batch applied"
         );
     }
@@ -270,7 +277,9 @@ async fn apply_batch(
             .bind(at)
             .push(" WHERE report_id = ")
             .bind(report.id);
-        q.push(" AND outcome IS NULL AND customer_id");
+        // COALESCE keeps the planner on the primary key (report_id, customer_id) for this
+        // by-id update; the partial index of unprocessed items would make it scan the report.
+        q.push(" AND COALESCE(outcome, '') = '' AND customer_id");
         backend.push_in_ids(&mut q, &ids);
         let updated = tx.execute(&q).await?;
         if updated != ids.len() as u64 {

@@ -67,18 +67,29 @@ pub async fn revoke(db: &Db, token: &str) -> Result<()> {
 /// What a presented token leads to.
 #[derive(Debug)]
 pub enum Lookup {
-    Valid { report: Report, approver: String },
+    /// `approvals` counts the distinct approvers who have approved so far.
+    Valid {
+        report: Report,
+        approver: String,
+        approvals: i64,
+    },
     Expired,
     Unknown,
 }
 
-/// Finds the report and approver of `token`; malformed tokens never reach the database.
+/// Finds the report, approver and approvals so far of `token` in one query; malformed tokens
+/// never reach the database.
 pub async fn lookup(db: &Db, token: &str, now: DateTime<Utc>) -> Result<Lookup> {
     if !well_formed(token) {
         return Ok(Lookup::Unknown);
     }
     let presented = token_hash(token);
-    let mut q = Query::new("SELECT token_hash, report_id, approver, expires_at FROM retention_tokens WHERE token_hash = ");
+    let mut q = Query::new(&format!(
+        "SELECT t.token_hash, t.approver, t.expires_at, \
+         (SELECT COUNT(DISTINCT d.decided_by) FROM retention_decisions d WHERE d.report_id = r.id AND d.decision = 'approve'), {} \
+         FROM retention_tokens t JOIN retention_reports r ON r.id = t.report_id WHERE t.token_hash = ",
+        Report::columns_of("r")
+    ));
     q.bind(presented.as_str());
     let Some(row) = db.fetch_optional(&q).await? else {
         return Ok(Lookup::Unknown);
@@ -86,15 +97,14 @@ pub async fn lookup(db: &Db, token: &str, now: DateTime<Utc>) -> Result<Lookup> 
     if !bool::from(row.text(0)?.as_bytes().ct_eq(presented.as_bytes())) {
         return Ok(Lookup::Unknown);
     }
-    let report = reports::get(db, row.i64(1)?)
-        .await?
-        .context("token of a missing report")?;
-    if row.time(3)? <= now || report.state == ReportState::Expired {
+    let report = Report::from_row(&crate::db::Row(row.0[4..].to_vec()))?;
+    if row.time(2)? <= now || report.state == ReportState::Expired {
         return Ok(Lookup::Expired);
     }
     Ok(Lookup::Valid {
         report,
-        approver: row.text(2)?,
+        approver: row.text(1)?,
+        approvals: row.i64(3)?,
     })
 }
 

@@ -25,6 +25,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0002_outbox_tokens.sql"),
         postgres: include_str!("../migrations/postgres/0002_outbox_tokens.sql"),
     },
+    Migration {
+        version: 3,
+        name: "pending_items",
+        sqlite: include_str!("../migrations/sqlite/0003_pending_items.sql"),
+        postgres: include_str!("../migrations/postgres/0003_pending_items.sql"),
+    },
 ];
 
 /// The schema version this build expects.

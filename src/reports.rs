@@ -32,7 +32,16 @@ const COLUMNS: &str =
                        created_at, expires_at, decided_at, applied_at, state_reason";
 
 impl Report {
-    fn from_row(r: &Row) -> Result<Report> {
+    /// The report's columns qualified with `alias`, in the order [`Report::from_row`] reads.
+    pub(crate) fn columns_of(alias: &str) -> String {
+        COLUMNS
+            .split(',')
+            .map(|c| format!("{alias}.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    pub(crate) fn from_row(r: &Row) -> Result<Report> {
         Ok(Report {
             id: r.i64(0)?,
             venue_id: r.i64(1)?,

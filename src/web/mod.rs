@@ -144,8 +144,21 @@ impl IntoResponse for WebError {
 }
 
 async fn valid(svc: &Service, token: &str) -> Result<(crate::reports::Report, String), WebError> {
+    valid_with_approvals(svc, token)
+        .await
+        .map(|(report, approver, _)| (report, approver))
+}
+
+async fn valid_with_approvals(
+    svc: &Service,
+    token: &str,
+) -> Result<(crate::reports::Report, String, i64), WebError> {
     match approval::lookup(&svc.db, token, now()).await? {
-        Lookup::Valid { report, approver } => Ok((report, approver)),
+        Lookup::Valid {
+            report,
+            approver,
+            approvals,
+        } => Ok((report, approver, approvals)),
         Lookup::Expired => Err(WebError::Expired),
         Lookup::Unknown => Err(WebError::NotFound),
     }
@@ -162,7 +175,7 @@ async fn report_page(
     Path(token): Path<String>,
     Query(page): Query<PageQuery>,
 ) -> Result<Response, WebError> {
-    let (report, approver) = valid(&svc, &token).await?;
+    let (report, approver, approvals) = valid_with_approvals(&svc, &token).await?;
     Ok(pages::report(
         &svc,
         &report,
@@ -170,6 +183,7 @@ async fn report_page(
         &token,
         page.after
             .map(|after| (after, page.page.unwrap_or(1).min(100_000))),
+        Some(approvals),
         None,
         None,
         StatusCode::OK,
@@ -263,7 +277,7 @@ async fn approve(
         .await?
         .ok_or(WebError::NotFound)?;
     Ok(pages::report(
-        &svc, &report, &approver, &token, None, notice, error, status,
+        &svc, &report, &approver, &token, None, None, notice, error, status,
     )
     .await?)
 }
@@ -299,7 +313,7 @@ async fn reject(
         .await?
         .ok_or(WebError::NotFound)?;
     Ok(pages::report(
-        &svc, &report, &approver, &token, None, notice, error, status,
+        &svc, &report, &approver, &token, None, None, notice, error, status,
     )
     .await?)
 }

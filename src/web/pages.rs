@@ -75,6 +75,7 @@ pub async fn report(
     approver: &str,
     token: &str,
     after: Option<(i64, u32)>,
+    approvals: Option<i64>,
     notice: Option<String>,
     error: Option<String>,
     status: StatusCode,
@@ -136,9 +137,12 @@ pub async fn report(
             .with_timezone(&tz)
             .format("%-d %B %Y, %H:%M %Z")
             .to_string(),
-        approvals: crate::approval::approvers_so_far(&svc.db, report.id)
-            .await?
-            .len(),
+        approvals: match approvals {
+            Some(n) => n as usize,
+            None => crate::approval::approvers_so_far(&svc.db, report.id)
+                .await?
+                .len(),
+        },
         removed: removed.join(", "),
         kept: kept.join(", "),
         references,
