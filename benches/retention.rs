@@ -244,6 +244,22 @@ async fn generate(bench: &Bench, n: u64) {
     }
 }
 
+/// Every reference customers column classified, as venue 1 (and venue 4) anonymise them.
+const ANONYMISE: &str = r#"[venues.anonymise]
+title = "null"
+first_name = "null"
+last_name = "null"
+email = "hash"
+phone = "null"
+address_line1 = "null"
+address_line2 = "null"
+city = "keep"
+postcode = "prefix:4"
+country = "keep"
+date_of_birth = "year"
+marketing_opt_in = "keep"
+"#;
+
 fn config_text(url: &str, port: u16) -> String {
     format!(
         r#"
@@ -277,20 +293,7 @@ inactive_for = "3 years"
 action = "anonymise"
 max_share = 0.9
 timezone = "Europe/London"
-[venues.anonymise]
-title = "null"
-first_name = "null"
-last_name = "null"
-email = "hash"
-phone = "null"
-address_line1 = "null"
-address_line2 = "null"
-city = "keep"
-postcode = "prefix:4"
-country = "keep"
-date_of_birth = "year"
-marketing_opt_in = "keep"
-
+{ANONYMISE}
 [[venues]]
 id = 4
 name = "Venue 4 (baseline only)"
@@ -299,20 +302,7 @@ inactive_for = "3 years"
 action = "anonymise"
 max_share = 0.9
 timezone = "Europe/London"
-[venues.anonymise]
-title = "null"
-first_name = "null"
-last_name = "null"
-email = "hash"
-phone = "null"
-address_line1 = "null"
-address_line2 = "null"
-city = "keep"
-postcode = "prefix:4"
-country = "keep"
-date_of_birth = "year"
-marketing_opt_in = "keep"
-
+{ANONYMISE}
 [[venues]]
 id = 2
 name = "Venue 2"
@@ -469,10 +459,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
         return 0.0;
     }
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn report_ids(report_id: i64) -> String {
-    format!("(SELECT customer_id FROM retention_report_items WHERE report_id = {report_id})")
 }
 
 async fn run_backend(backend: Backend, options: &Options) -> Value {

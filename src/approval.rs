@@ -142,6 +142,17 @@ async fn lock_report(tx: &mut Tx, id: i64) -> Result<Report> {
     reports::get_in(tx, id).await?.context("report vanished")
 }
 
+/// A decision can be taken on a pending report whose links have not expired.
+fn decidable(report: &Report, now: DateTime<Utc>) -> Result<(), DecisionError> {
+    match report.state {
+        ReportState::Pending if report.expires_at <= now => {
+            Err(DecisionError::NotPending(ReportState::Expired))
+        }
+        ReportState::Pending => Ok(()),
+        other => Err(DecisionError::NotPending(other)),
+    }
+}
+
 /// Approves through a link: `confirm` must be the number of customers; distinct approvers count.
 pub async fn approve(
     db: &Db,
@@ -152,14 +163,8 @@ pub async fn approve(
 ) -> Result<Result<Decided, DecisionError>> {
     let mut tx = db.begin().await?;
     let report = lock_report(&mut tx, report_id).await?;
-    if report.state != ReportState::Pending || report.expires_at <= now {
-        return Ok(Err(DecisionError::NotPending(
-            if report.state == ReportState::Pending {
-                ReportState::Expired
-            } else {
-                report.state
-            },
-        )));
+    if let Err(e) = decidable(&report, now) {
+        return Ok(Err(e));
     }
     if confirm.trim().parse::<i64>().ok() != Some(report.customer_count) {
         return Ok(Err(DecisionError::WrongConfirmation {
@@ -224,14 +229,8 @@ pub async fn reject(
         .map(|r| r.chars().take(2000).collect::<String>());
     let mut tx = db.begin().await?;
     let report = lock_report(&mut tx, report_id).await?;
-    if report.state != ReportState::Pending || report.expires_at <= now {
-        return Ok(Err(DecisionError::NotPending(
-            if report.state == ReportState::Pending {
-                ReportState::Expired
-            } else {
-                report.state
-            },
-        )));
+    if let Err(e) = decidable(&report, now) {
+        return Ok(Err(e));
     }
     reports::transition(
         &mut tx,
