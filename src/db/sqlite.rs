@@ -25,6 +25,7 @@ pub async fn connect(url: &str) -> Result<SqlitePool> {
     SqlitePoolOptions::new()
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(60))
+        .test_before_acquire(false)
         .connect_with(options)
         .await
         .context("cannot open the SQLite database")
