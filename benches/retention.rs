@@ -177,10 +177,7 @@ async fn open(backend: Backend) -> Bench {
 /// orders each. Half of venue 1 and a quarter of the other venues have bought nothing for over
 /// three years (about 40% of all customers); the rest ordered in the last three years.
 async fn generate(bench: &Bench, n: u64) {
-    let schema = match bench.db.backend() {
-        Backend::Sqlite => include_str!("../config/reference-schema/sqlite.sql"),
-        Backend::Postgres => include_str!("../config/reference-schema/postgres.sql"),
-    };
+    let schema = retentiond::reference::sql(bench.db.backend());
     let without_index: String = schema
         .lines()
         .filter(|l| !l.starts_with("CREATE INDEX"))
@@ -261,6 +258,7 @@ marketing_opt_in = "keep"
 "#;
 
 fn config_text(url: &str, port: u16) -> String {
+    let schema_toml = retentiond::reference::SCHEMA_TOML;
     format!(
         r#"
 [database]
@@ -274,17 +272,7 @@ link_requests_per_second = 1000000
 from = "Data Retention <retention@example.org>"
 [secrets]
 hash_key = "benchmark-hash-key-0123456789"
-[schema]
-legal_hold = "legal_hold"
-[[schema.references]]
-table = "orders"
-column = "customer_id"
-on_delete = "reassign"
-[[schema.references]]
-table = "customer_notes"
-column = "customer_id"
-on_delete = "delete"
-
+{schema_toml}
 [[venues]]
 id = 1
 name = "Venue 1"

@@ -47,6 +47,7 @@ impl Synthetic {
 
 fn demo_config(dir: &Path, hash_key: &str) -> String {
     let d = dir.display();
+    let schema_toml = crate::reference::SCHEMA_TOML;
     format!(
         r#"# Written by `retentiond demo`: the demo's own configuration.
 [database]
@@ -68,17 +69,7 @@ link_valid_for = "14 days"
 remind_after = "7 days"
 [secrets]
 hash_key = "{hash_key}"
-[schema]
-legal_hold = "legal_hold"
-[[schema.references]]
-table = "orders"
-column = "customer_id"
-on_delete = "reassign"
-[[schema.references]]
-table = "customer_notes"
-column = "customer_id"
-on_delete = "delete"
-
+{schema_toml}
 [[venues]]
 id = 1
 name = "The Grand Theatre"
@@ -234,7 +225,7 @@ pub async fn run(dir: &Path) -> Result<()> {
     let config = config::load(&config_path)?;
     crate::logging::init(config.log_format);
     let db = Db::connect(&format!("sqlite://{}/retention.db", dir.display())).await?;
-    db.execute_script(include_str!("../config/reference-schema/sqlite.sql"))
+    db.execute_script(crate::reference::sql(crate::db::Backend::Sqlite))
         .await?;
     let now = Utc::now().trunc_subsecs(0);
     seed(&db, 3000, now).await?;

@@ -21,6 +21,7 @@ pub mod mail;
 pub mod metrics;
 pub mod migrate;
 pub mod policy;
+pub mod reference;
 pub mod reports;
 pub mod scheduler;
 pub mod selection;

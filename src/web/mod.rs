@@ -273,11 +273,24 @@ async fn approve(
         ),
         Err(e @ DecisionError::NotPending(_)) => (None, Some(e.to_string()), StatusCode::CONFLICT),
     };
-    let report = crate::reports::get(&svc.db, report.id)
+    decided_page(&svc, report.id, &approver, &token, notice, error, status).await
+}
+
+/// The report page after a decision, showing the report as it now stands.
+async fn decided_page(
+    svc: &Service,
+    report_id: i64,
+    approver: &str,
+    token: &str,
+    notice: Option<String>,
+    error: Option<String>,
+    status: StatusCode,
+) -> Result<Response, WebError> {
+    let report = crate::reports::get(&svc.db, report_id)
         .await?
         .ok_or(WebError::NotFound)?;
     Ok(pages::report(
-        &svc, &report, &approver, &token, None, None, notice, error, status,
+        svc, &report, approver, token, None, None, notice, error, status,
     )
     .await?)
 }
@@ -309,13 +322,7 @@ async fn reject(
             }
             Err(e) => (None, Some(e.to_string()), StatusCode::CONFLICT),
         };
-    let report = crate::reports::get(&svc.db, report.id)
-        .await?
-        .ok_or(WebError::NotFound)?;
-    Ok(pages::report(
-        &svc, &report, &approver, &token, None, None, notice, error, status,
-    )
-    .await?)
+    decided_page(&svc, report.id, &approver, &token, notice, error, status).await
 }
 
 async fn healthz(State(svc): State<Service>) -> Response {

@@ -32,7 +32,7 @@ impl TestDb {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("customers.db").display());
         let db = Db::connect(&url).await.unwrap();
-        db.execute_script(include_str!("../../config/reference-schema/sqlite.sql"))
+        db.execute_script(retentiond::reference::sql(Backend::Sqlite))
             .await
             .unwrap();
         TestDb {
@@ -62,7 +62,7 @@ impl TestDb {
         let sep = if base.contains('?') { '&' } else { '?' };
         let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
         let db = Db::connect(&url).await.unwrap();
-        db.execute_script(include_str!("../../config/reference-schema/postgres.sql"))
+        db.execute_script(retentiond::reference::sql(Backend::Postgres))
             .await
             .unwrap();
         Some(TestDb {
@@ -275,6 +275,7 @@ pub fn rand_suffix() -> String {
 
 /// The configuration used by the tests: the reference schema, plus the given venues.
 pub fn config_toml(url: &str, venues_toml: &str) -> String {
+    let schema_toml = retentiond::reference::SCHEMA_TOML;
     format!(
         r#"
 [database]
@@ -283,17 +284,7 @@ url = "{url}"
 from = "Data Retention <retention@example.org>"
 [secrets]
 hash_key = "{HASH_KEY}"
-[schema]
-legal_hold = "legal_hold"
-[[schema.references]]
-table = "orders"
-column = "customer_id"
-on_delete = "reassign"
-[[schema.references]]
-table = "customer_notes"
-column = "customer_id"
-on_delete = "delete"
-{venues_toml}
+{schema_toml}{venues_toml}
 "#
     )
 }

@@ -1,0 +1,16 @@
+//! The reference customer schema (SPEC 8) in one place: its SQL for each backend and the
+//! `[schema]` configuration that maps it, shared by the demo, the tests and the benchmark.
+
+use crate::db::Backend;
+
+/// `CREATE TABLE` statements of the reference schema for `backend`.
+pub fn sql(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => include_str!("../config/reference-schema/sqlite.sql"),
+        Backend::Postgres => include_str!("../config/reference-schema/postgres.sql"),
+    }
+}
+
+/// The `[schema]` table (with its references) that maps the reference schema; the other
+/// schema keys take their defaults, which are the reference names.
+pub const SCHEMA_TOML: &str = include_str!("../config/reference-schema/schema.toml");
