@@ -242,20 +242,7 @@ async fn generate(bench: &Bench, n: u64) {
 }
 
 /// Every reference customers column classified, as venue 1 (and venue 4) anonymise them.
-const ANONYMISE: &str = r#"[venues.anonymise]
-title = "null"
-first_name = "null"
-last_name = "null"
-email = "hash"
-phone = "null"
-address_line1 = "null"
-address_line2 = "null"
-city = "keep"
-postcode = "prefix:4"
-country = "keep"
-date_of_birth = "year"
-marketing_opt_in = "keep"
-"#;
+const ANONYMISE: &str = retentiond::reference::ANONYMISE_TOML;
 
 fn config_text(url: &str, port: u16) -> String {
     let schema_toml = retentiond::reference::SCHEMA_TOML;

@@ -48,6 +48,7 @@ impl Synthetic {
 fn demo_config(dir: &Path, hash_key: &str) -> String {
     let d = dir.display();
     let schema_toml = crate::reference::SCHEMA_TOML;
+    let anonymise_toml = crate::reference::ANONYMISE_TOML;
     format!(
         r#"# Written by `retentiond demo`: the demo's own configuration.
 [database]
@@ -77,20 +78,7 @@ approvers = ["boxoffice@grand.example"]
 inactive_for = "3 years"
 action = "anonymise"
 report_interval = "1 day"
-[venues.anonymise]
-title = "null"
-first_name = "null"
-last_name = "null"
-email = "hash"
-phone = "null"
-address_line1 = "null"
-address_line2 = "null"
-city = "keep"
-postcode = "prefix:4"
-country = "keep"
-date_of_birth = "year"
-marketing_opt_in = "keep"
-
+{anonymise_toml}
 [[venues]]
 id = 2
 name = "Riverside Arts Centre"

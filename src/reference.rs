@@ -14,3 +14,7 @@ pub fn sql(backend: Backend) -> &'static str {
 /// The `[schema]` table (with its references) that maps the reference schema; the other
 /// schema keys take their defaults, which are the reference names.
 pub const SCHEMA_TOML: &str = include_str!("../config/reference-schema/schema.toml");
+
+/// A `[venues.anonymise]` table classifying every reference customers column (names and contact
+/// removed, email hashed, postcode district and birth year kept), for the demo and benchmark.
+pub const ANONYMISE_TOML: &str = include_str!("../config/reference-schema/anonymise.toml");
