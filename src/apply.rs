@@ -89,6 +89,7 @@ pub async fn apply_report(
     };
     let mut counts: BTreeMap<Outcome, u64> = BTreeMap::new();
     let (mut after_id, mut batches, mut longest_batch_ms) = (i64::MIN, 0_u64, 0_u64);
+    let mut sizer = policy::BatchSizer::new(svc.config.batch_size, svc.config.max_transaction_ms);
     loop {
         if svc.shutdown.is_cancelled() {
             info!(
@@ -108,7 +109,7 @@ pub async fn apply_report(
         let started = Instant::now();
         let mut tx = svc.db.begin().await?;
         let begin_ms = started.elapsed().as_millis() as u64;
-        let ids = next_batch(&mut tx, report.id, after_id, svc.config.batch_size).await?;
+        let ids = next_batch(&mut tx, report.id, after_id, sizer.next()).await?;
         let next_ms = started.elapsed().as_millis() as u64 - begin_ms;
         if ids.is_empty() {
             finish(&mut tx, venue, report, at).await?;
@@ -131,6 +132,7 @@ pub async fn apply_report(
         after_id = *ids.last().expect("a batch is never empty");
         batches += 1;
         longest_batch_ms = longest_batch_ms.max(duration_ms);
+        sizer.observe(ids.len() as u32, duration_ms);
         for (outcome, n) in &batch {
             *counts.entry(*outcome).or_default() += n;
             metrics::counter!("retentiond_customers_total", "outcome" => outcome.as_str())
@@ -277,9 +279,8 @@ async fn apply_batch(
             .bind(at)
             .push(" WHERE report_id = ")
             .bind(report.id);
-        // COALESCE keeps the planner on the primary key (report_id, customer_id) for this
-        // by-id update; the partial index of unprocessed items would make it scan the report.
-        q.push(" AND COALESCE(outcome, '') = '' AND customer_id");
+        // Only items still without an outcome: a second process would update fewer rows.
+        q.push(" AND outcome IS NULL AND customer_id");
         backend.push_in_ids(&mut q, &ids);
         let updated = tx.execute(&q).await?;
         if updated != ids.len() as u64 {

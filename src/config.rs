@@ -34,7 +34,10 @@ pub struct Config {
     pub approval: ApprovalConfig,
     pub hash_key: Option<SecretString>,
     pub schema: SchemaConfig,
+    /// The most customers in one apply transaction.
     pub batch_size: u32,
+    /// The duration apply batches are sized to (SPEC 3: never stall the box office).
+    pub max_transaction_ms: u32,
     pub log_format: LogFormat,
     pub venues: Vec<VenueConfig>,
 }
@@ -307,10 +310,14 @@ struct RawReference {
 #[serde(deny_unknown_fields, default)]
 struct RawApply {
     batch_size: i64,
+    max_transaction_ms: i64,
 }
 impl Default for RawApply {
     fn default() -> Self {
-        RawApply { batch_size: 500 }
+        RawApply {
+            batch_size: 1000,
+            max_transaction_ms: 100,
+        }
     }
 }
 
@@ -523,6 +530,15 @@ fn validate(file: String, raw: RawConfig) -> Result<Config, ConfigError> {
             ),
         ));
     }
+    if !(1..=60_000).contains(&raw.apply.max_transaction_ms) {
+        return Err(err(
+            "apply.max_transaction_ms",
+            format!(
+                "expected a whole number of milliseconds from 1 to 60000, got {}",
+                raw.apply.max_transaction_ms
+            ),
+        ));
+    }
     let log_format = match raw.log.format.as_str() {
         "text" => LogFormat::Text,
         "json" => LogFormat::Json,
@@ -729,6 +745,7 @@ fn validate(file: String, raw: RawConfig) -> Result<Config, ConfigError> {
         hash_key: hash_key.map(SecretString::from),
         schema,
         batch_size: raw.apply.batch_size as u32,
+        max_transaction_ms: raw.apply.max_transaction_ms as u32,
         log_format,
         venues,
     })

@@ -31,6 +31,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0003_pending_items.sql"),
         postgres: include_str!("../migrations/postgres/0003_pending_items.sql"),
     },
+    Migration {
+        version: 4,
+        name: "hot_outcomes",
+        sqlite: include_str!("../migrations/sqlite/0004_hot_outcomes.sql"),
+        postgres: include_str!("../migrations/postgres/0004_hot_outcomes.sql"),
+    },
 ];
 
 /// The schema version this build expects.

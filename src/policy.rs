@@ -208,6 +208,63 @@ pub fn keyed_hash(key: &[u8], value: &str) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// The inner and outer padded keys of HMAC-SHA-256 (RFC 2104): `keyed_hash(key, m)` is
+/// `hex(SHA-256(outer || SHA-256(inner || m)))`, which lets a database with a built-in SHA-256
+/// (PostgreSQL) compute the same keyed hash set-based, with the key never in the SQL text.
+pub fn hmac_sha256_pads(key: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    use sha2::Digest;
+    const BLOCK: usize = 64;
+    let mut block = if key.len() > BLOCK {
+        Sha256::digest(key).to_vec()
+    } else {
+        key.to_vec()
+    };
+    block.resize(BLOCK, 0);
+    let inner = block.iter().map(|b| b ^ 0x36).collect();
+    let outer = block.iter().map(|b| b ^ 0x5c).collect();
+    (inner, outer)
+}
+
+/// Sizes apply batches so that each transaction lasts about `target_ms` (SPEC 3: the box office
+/// never waits on us), whatever a customer costs on this database: the first batch is small,
+/// and each next one is scaled by the last one's cost per customer, at most doubling, never
+/// above `max`. One customer is the floor: a customer is never split across transactions.
+#[derive(Debug, Clone)]
+pub struct BatchSizer {
+    max: u32,
+    target_ms: u32,
+    next: u32,
+}
+
+/// The size of the first batch, before anything is known of the cost per customer.
+const FIRST_BATCH: u32 = 50;
+
+impl BatchSizer {
+    pub fn new(max: u32, target_ms: u32) -> Self {
+        BatchSizer {
+            max: max.max(1),
+            target_ms: target_ms.max(1),
+            next: FIRST_BATCH.clamp(1, max.max(1)),
+        }
+    }
+
+    /// Customers in the next batch.
+    pub fn next(&self) -> u32 {
+        self.next
+    }
+
+    /// Takes note that a batch of `size` customers took `elapsed_ms`.
+    pub fn observe(&mut self, size: u32, elapsed_ms: u64) {
+        if size == 0 {
+            return;
+        }
+        let per_customer = elapsed_ms.max(1) as f64 / f64::from(size);
+        let fitting = (f64::from(self.target_ms) / per_customer).floor() as u64;
+        let ceiling = u64::from(size).saturating_mul(2).min(u64::from(self.max));
+        self.next = fitting.clamp(1, ceiling.max(1)) as u32;
+    }
+}
+
 /// The life of a report (SPEC 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -382,6 +439,46 @@ pub fn brake_engaged(candidates: u64, customers: u64, max_share: f64) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn batches_start_small_grow_to_the_maximum_and_shrink_when_slow() {
+        let mut sizer = super::BatchSizer::new(500, 100);
+        assert_eq!(sizer.next(), 50);
+        sizer.observe(50, 5); // 0.1 ms a customer: 1000 would fit, doubling caps at 100
+        assert_eq!(sizer.next(), 100);
+        sizer.observe(100, 10);
+        sizer.observe(200, 20);
+        sizer.observe(400, 40);
+        assert_eq!(sizer.next(), 500, "never above the maximum");
+        sizer.observe(500, 400); // 0.8 ms a customer: 125 fit in 100 ms
+        assert_eq!(sizer.next(), 125);
+        sizer.observe(125, 5_000); // one huge customer: the floor is one
+        assert_eq!(sizer.next(), 2);
+        sizer.observe(2, 100_000);
+        assert_eq!(sizer.next(), 1);
+        assert_eq!(
+            super::BatchSizer::new(5, 100).next(),
+            5,
+            "a small maximum is used at once"
+        );
+    }
+
+    #[test]
+    fn hmac_pads_reproduce_the_keyed_hash_for_short_and_long_keys() {
+        use sha2::Digest;
+        for key in [
+            &b"k"[..],
+            b"benchmark-hash-key-0123456789",
+            &[7_u8; 64],
+            &[9_u8; 100],
+        ] {
+            let (inner, outer) = super::hmac_sha256_pads(key);
+            let message = "c1@example.com";
+            let inner_hash = Sha256::digest([&inner[..], message.as_bytes()].concat());
+            let outer_hash = Sha256::digest([&outer[..], &inner_hash[..]].concat());
+            assert_eq!(hex::encode(outer_hash), super::keyed_hash(key, message));
+        }
+    }
+
     use super::*;
     use chrono_tz::Europe::London;
 

@@ -388,11 +388,15 @@ pub async fn customers_page(
             .iter()
             .map(|c| format!("c.{}", c.q())),
     );
+    // The bound on c repeats the one on i: without it PostgreSQL merge-joins the customers'
+    // primary key from its first row, so a page deep in a large report read every customer
+    // before it (100 ms at 150,000; under 1 ms with the bound).
     let mut q = Query::new(&format!(
-        "SELECT {} FROM retention_report_items i LEFT JOIN {} c ON c.{id} = i.customer_id WHERE i.report_id = ",
+        "SELECT {} FROM retention_report_items i LEFT JOIN {} c ON c.{id} = i.customer_id AND c.{id} > ",
         select.join(", "),
         schema.customers.q()
     ));
+    q.bind(after_id).push(" WHERE i.report_id = ");
     q.bind(report_id)
         .push(" AND i.customer_id > ")
         .bind(after_id)

@@ -54,7 +54,8 @@ fn defaults_apply_where_keys_are_omitted() {
     let venue = config.venue(2).unwrap();
     assert_eq!(venue.max_share, 0.75);
     assert_eq!(venue.report_interval.to_string(), "30 days");
-    assert_eq!(config.batch_size, 500);
+    assert_eq!(config.batch_size, 1000);
+    assert_eq!(config.max_transaction_ms, 100);
     assert_eq!(config.approval.required, 1);
     assert_eq!(config.approval.link_valid_for.to_string(), "14 days");
 }
@@ -95,6 +96,11 @@ fn refusals_name_the_key() {
             "venues[0].anonymise.id",
         ),
         (config_toml("sqlite://file.db", ""), "venues"),
+        (
+            config_toml("sqlite://file.db", &delete_venue(2, "3 years", ""))
+                + "\n[apply]\nmax_transaction_ms = 0\n",
+            "apply.max_transaction_ms",
+        ),
         (
             config_toml("sqlite://file.db", &delete_venue(2, "3 years", ""))
                 .replace("[schema]", "[schema]\ncustomer_activity = [\"last login\"]"),
