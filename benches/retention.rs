@@ -132,7 +132,7 @@ struct Bench {
 }
 
 async fn open(backend: Backend) -> Bench {
-    // RETENTIOND_BENCH_KEEP=1 keeps the SQLite database for inspection after the run.
+    // RETENTIOND_BENCH_KEEP=1 keeps the SQLite database or PostgreSQL schema after the run.
     let mut dir = tempfile::tempdir().unwrap();
     if std::env::var_os("RETENTIOND_BENCH_KEEP").is_some() {
         dir.disable_cleanup(true);
@@ -314,6 +314,36 @@ fn proc_status_kb(pid: u32, field: &str) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// CPU seconds (user + system) used so far by process `pid`, from /proc (Linux).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime and stime are 14 and 15.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds used so far by every live `postgres` process on this machine.
+fn postgres_cpu_seconds() -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "postgres")
+        })
+        .map(cpu_seconds)
+        .sum()
 }
 
 struct Server {
@@ -529,6 +559,13 @@ async fn run_backend(backend: Backend, options: &Options) -> Value {
     );
     figures.insert("csv_rows_small".into(), json!(small_rows));
     figures.insert("csv_peak_rss_mb".into(), json!(peak_kb as f64 / 1024.0));
+    // Where the CPU goes during the page load (the machine's cores are shared by all three).
+    let cpu_before = (
+        cpu_seconds(server.child.id()),
+        cpu_seconds(std::process::id()),
+        postgres_cpu_seconds(),
+    );
+    let load_started = Instant::now();
     let (latencies, errors) = page_load(
         &server,
         &token,
@@ -536,6 +573,30 @@ async fn run_backend(backend: Backend, options: &Options) -> Value {
         options.requests_per_client,
     )
     .await;
+    let load_s = load_started.elapsed().as_secs_f64();
+    let per_request_ms =
+        |before: f64, after: f64| (after - before) * 1000.0 / latencies.len() as f64;
+    figures.insert(
+        "page_cpu_ms_per_request_server".into(),
+        json!(per_request_ms(cpu_before.0, cpu_seconds(server.child.id()))),
+    );
+    figures.insert(
+        "page_cpu_ms_per_request_client".into(),
+        json!(per_request_ms(
+            cpu_before.1,
+            cpu_seconds(std::process::id())
+        )),
+    );
+    if backend == Backend::Postgres {
+        figures.insert(
+            "page_cpu_ms_per_request_postgres".into(),
+            json!(per_request_ms(cpu_before.2, postgres_cpu_seconds())),
+        );
+    }
+    figures.insert(
+        "page_requests_per_s".into(),
+        json!(latencies.len() as f64 / load_s),
+    );
     figures.insert("page_requests".into(), json!(latencies.len()));
     figures.insert("page_p50_ms".into(), json!(percentile(&latencies, 0.5)));
     figures.insert("page_p99_ms".into(), json!(percentile(&latencies, 0.99)));
@@ -644,6 +705,18 @@ async fn run_backend(backend: Backend, options: &Options) -> Value {
         json!(summary.longest_batch_ms),
     );
     bench.db.close().await;
+    if backend == Backend::Postgres && std::env::var_os("RETENTIOND_BENCH_KEEP").is_none() {
+        // A full-size schema holds gigabytes: drop it unless asked to keep it for inspection.
+        let admin = Db::connect(&std::env::var("RETENTIOND_TEST_POSTGRES_URL").unwrap())
+            .await
+            .unwrap();
+        let schema = format!("bench_{}", std::process::id());
+        admin
+            .execute(&Query::new(&format!("DROP SCHEMA {schema} CASCADE")))
+            .await
+            .unwrap();
+        admin.close().await;
+    }
     Value::Object(figures)
 }
 
@@ -688,6 +761,26 @@ fn print_table(results: &BTreeMap<String, Value>, options: &Options) {
         ("page_p50_ms", "report page p50 (ms)", ""),
         ("page_p99_ms", "report page p99 (ms)", "< 50"),
         ("page_errors", "report page errors", "0"),
+        (
+            "page_requests_per_s",
+            "report page throughput (requests/s)",
+            "",
+        ),
+        (
+            "page_cpu_ms_per_request_server",
+            "CPU per page: server (ms)",
+            "",
+        ),
+        (
+            "page_cpu_ms_per_request_postgres",
+            "CPU per page: PostgreSQL (ms)",
+            "",
+        ),
+        (
+            "page_cpu_ms_per_request_client",
+            "CPU per page: load generator (ms)",
+            "",
+        ),
         ("anonymise_rows_per_s", "anonymise apply (rows/s)", ""),
         (
             "anonymise_baseline_rows_per_s",

@@ -315,7 +315,7 @@ struct RawApply {
 impl Default for RawApply {
     fn default() -> Self {
         RawApply {
-            batch_size: 1000,
+            batch_size: 500,
             max_transaction_ms: 100,
         }
     }

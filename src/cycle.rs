@@ -398,6 +398,7 @@ async fn select(
         mail::queue(&mut tx, &message, at).await?;
     }
     tx.commit().await?;
+    reports::refresh_item_statistics(&svc.db, venue.id).await;
     if candidates * 2 > customers {
         warn!(
             venue.id = venue.id,

@@ -3,7 +3,7 @@
 
 use crate::audit::{self, Event};
 use crate::config::{Config, SchemaConfig};
-use crate::db::{Db, Query, Row, Tx};
+use crate::db::{Backend, Db, Query, Row, Tx};
 use crate::policy::{Action, Outcome, ReportState};
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
@@ -360,6 +360,22 @@ pub struct ReportCustomer {
 
 /// A page of a report's customers in id order after `after_id` (keyset paging keeps memory flat
 /// however large the report).
+/// Refreshes PostgreSQL's statistics of the report items after a report adds many at once.
+/// Until autovacuum gets to it, the planner takes a fresh report for a few rows and sorts the
+/// whole report for each apply batch (90 ms at 300,000 items instead of under 1 ms). A failure
+/// only costs speed, so it is logged and not raised.
+pub async fn refresh_item_statistics(db: &Db, venue_id: i64) {
+    if db.backend() != Backend::Postgres {
+        return;
+    }
+    if let Err(e) = db
+        .execute(&Query::new("ANALYZE retention_report_items"))
+        .await
+    {
+        tracing::warn!(venue.id = venue_id, error = %e, "cannot refresh the statistics of retention_report_items");
+    }
+}
+
 pub async fn customers_page(
     db: &Db,
     schema: &SchemaConfig,

@@ -54,7 +54,7 @@ fn defaults_apply_where_keys_are_omitted() {
     let venue = config.venue(2).unwrap();
     assert_eq!(venue.max_share, 0.75);
     assert_eq!(venue.report_interval.to_string(), "30 days");
-    assert_eq!(config.batch_size, 1000);
+    assert_eq!(config.batch_size, 500);
     assert_eq!(config.max_transaction_ms, 100);
     assert_eq!(config.approval.required, 1);
     assert_eq!(config.approval.link_valid_for.to_string(), "14 days");
