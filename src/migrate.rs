@@ -37,6 +37,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0004_hot_outcomes.sql"),
         postgres: include_str!("../migrations/postgres/0004_hot_outcomes.sql"),
     },
+    Migration {
+        version: 5,
+        name: "item_last_order",
+        sqlite: include_str!("../migrations/sqlite/0005_item_last_order.sql"),
+        postgres: include_str!("../migrations/postgres/0005_item_last_order.sql"),
+    },
 ];
 
 /// The schema version this build expects.

@@ -392,11 +392,10 @@ pub async fn customers_page(
             .as_ref()
             .map_or("NULL".to_string(), |c| format!("c.{}", c.q())),
     );
+    // Frozen with the item; reports made before migration 5 look it up.
     select.push(format!(
-        "(SELECT MAX(o.{placed}) FROM {orders} o WHERE o.{cust} = i.customer_id)",
-        placed = schema.order_placed_at.q(),
-        orders = schema.orders.q(),
-        cust = schema.order_customer.q()
+        "COALESCE(i.last_order_at, {})",
+        crate::selection::last_order_of(schema, "i.customer_id")
     ));
     select.extend(
         schema

@@ -66,6 +66,16 @@ impl Scope<'_> {
     }
 }
 
+/// The latest order time of the customer whose id is the SQL expression `customer`.
+pub fn last_order_of(schema: &SchemaConfig, customer: &str) -> String {
+    format!(
+        "(SELECT MAX(o.{placed}) FROM {orders} o WHERE o.{cust} = {customer})",
+        placed = schema.order_placed_at.q(),
+        orders = schema.orders.q(),
+        cust = schema.order_customer.q()
+    )
+}
+
 /// Counts the customers with id `id` that belong to `venue_id` (0 or 1).
 pub fn customer_of_venue(schema: &SchemaConfig, venue_id: i64, id: i64) -> Query {
     let mut q = Query::new(&format!(
@@ -105,11 +115,17 @@ pub async fn count_customers(db: &Db, schema: &SchemaConfig, venue_id: i64) -> R
     Ok(db.fetch_one(&q).await?.i64(0)? as u64)
 }
 
-/// Freezes the current candidates into `report_id`'s items, set-based; returns how many.
+/// Freezes the current candidates into `report_id`'s items, each with its last order time (for
+/// the report page and CSV), set-based; returns how many.
 pub async fn freeze_into_report(tx: &mut Tx, scope: &Scope<'_>, report_id: i64) -> Result<u64> {
-    let mut q = Query::new("INSERT INTO retention_report_items (report_id, customer_id) SELECT ");
-    q.bind(report_id)
-        .push(&format!(", c.{}", scope.schema.customer_id.q()));
+    let mut q = Query::new(
+        "INSERT INTO retention_report_items (report_id, customer_id, last_order_at) SELECT ",
+    );
+    q.bind(report_id).push(&format!(
+        ", c.{id}, {last}",
+        id = scope.schema.customer_id.q(),
+        last = last_order_of(scope.schema, &format!("c.{}", scope.schema.customer_id.q()))
+    ));
     scope.push_from_candidates(&mut q);
     tx.execute(&q).await
 }

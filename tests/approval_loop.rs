@@ -7,6 +7,7 @@ use chrono::{DateTime, Duration, SubsecRound, Utc};
 use common::smtp::{Mail, SmtpSink};
 use common::{delete_venue, TestDb};
 use retentiond::cycle::{run_venue_cycle, Selection, VenueCycle};
+use retentiond::db::Query;
 use retentiond::mail::{self, Mailer};
 use retentiond::policy::ReportState;
 use retentiond::{reports, web, Service};
@@ -162,7 +163,31 @@ async fn report_mail_links_show_exactly_the_report(db: TestDb) {
         csv.lines().next(),
         Some("customer_id,name,email,last_activity")
     );
-    let _ = report_id;
+    assert!(
+        csv.lines()
+            .skip(1)
+            .all(|l| l.ends_with(",2020-05-05 10:00:00")),
+        "each row shows the customer's last order, frozen with the report: {csv}"
+    );
+    assert!(
+        page.contains("2020-05-05 10:00:00"),
+        "the page shows it too"
+    );
+
+    // A report frozen before items kept their last order (migration 5) still shows it.
+    let mut forget =
+        Query::new("UPDATE retention_report_items SET last_order_at = NULL WHERE report_id = ");
+    forget.bind(report_id);
+    db.db.execute(&forget).await.unwrap();
+    let (_, csv) = app.get(&format!("{link}/report.csv")).await;
+    assert_eq!(
+        csv.lines()
+            .skip(1)
+            .filter(|l| l.ends_with(",2020-05-05 10:00:00"))
+            .count(),
+        3,
+        "{csv}"
+    );
 }
 
 async fn pages_send_protective_headers_and_get_changes_nothing(db: TestDb) {
