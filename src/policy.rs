@@ -208,23 +208,6 @@ pub fn keyed_hash(key: &[u8], value: &str) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-/// The inner and outer padded keys of HMAC-SHA-256 (RFC 2104): `keyed_hash(key, m)` is
-/// `hex(SHA-256(outer || SHA-256(inner || m)))`, which lets a database with a built-in SHA-256
-/// (PostgreSQL) compute the same keyed hash set-based, with the key never in the SQL text.
-pub fn hmac_sha256_pads(key: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    use sha2::Digest;
-    const BLOCK: usize = 64;
-    let mut block = if key.len() > BLOCK {
-        Sha256::digest(key).to_vec()
-    } else {
-        key.to_vec()
-    };
-    block.resize(BLOCK, 0);
-    let inner = block.iter().map(|b| b ^ 0x36).collect();
-    let outer = block.iter().map(|b| b ^ 0x5c).collect();
-    (inner, outer)
-}
-
 /// Sizes apply batches so that each transaction lasts about `target_ms` (SPEC 3: the box office
 /// never waits on us), whatever a customer costs on this database: the first batch is small,
 /// and each next one is scaled by the last one's cost per customer, at most doubling, never
@@ -460,23 +443,6 @@ mod tests {
             5,
             "a small maximum is used at once"
         );
-    }
-
-    #[test]
-    fn hmac_pads_reproduce_the_keyed_hash_for_short_and_long_keys() {
-        use sha2::Digest;
-        for key in [
-            &b"k"[..],
-            b"benchmark-hash-key-0123456789",
-            &[7_u8; 64],
-            &[9_u8; 100],
-        ] {
-            let (inner, outer) = super::hmac_sha256_pads(key);
-            let message = "c1@example.com";
-            let inner_hash = Sha256::digest([&inner[..], message.as_bytes()].concat());
-            let outer_hash = Sha256::digest([&outer[..], &inner_hash[..]].concat());
-            assert_eq!(hex::encode(outer_hash), super::keyed_hash(key, message));
-        }
     }
 
     use super::*;
