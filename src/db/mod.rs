@@ -343,6 +343,16 @@ impl Db {
         }
     }
 
+    /// SQLite: copies the write-ahead log into the database file (a passive checkpoint, which
+    /// waits for no one and blocks no writer). Outside any transaction, so no lock of ours is
+    /// held while it writes. PostgreSQL checkpoints on its own: nothing to do.
+    pub async fn checkpoint_wal(&self) -> Result<()> {
+        if let Db::Sqlite(pool) = self {
+            sqlite::execute(pool, &Query::new("PRAGMA wal_checkpoint(PASSIVE)")).await?;
+        }
+        Ok(())
+    }
+
     pub async fn execute(&self, q: &Query) -> Result<u64> {
         match self {
             Db::Sqlite(pool) => sqlite::execute(pool, q).await,

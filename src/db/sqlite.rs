@@ -21,7 +21,10 @@ pub async fn connect(url: &str) -> Result<SqlitePool> {
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(30))
-        .foreign_keys(true);
+        .foreign_keys(true)
+        // Apply checkpoints the WAL itself between batches (`Db::checkpoint_wal`), a few
+        // batches' pages at once; this larger automatic threshold (about 80 MB) is the backstop.
+        .pragma("wal_autocheckpoint", "20000");
     SqlitePoolOptions::new()
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(60))
