@@ -331,19 +331,26 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// CPU seconds used so far by every live `postgres` process on this machine.
-fn postgres_cpu_seconds() -> f64 {
+/// CPU seconds used so far by the live `postgres` processes on this machine: those serving a
+/// TCP connection (backends), and the rest (checkpointer, WAL writer, autovacuum).
+fn postgres_cpu_seconds() -> (f64, f64) {
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0.0;
+        return (0.0, 0.0);
     };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim() == "postgres")
-        })
-        .map(cpu_seconds)
-        .sum()
+    let (mut backends, mut background) = (0.0, 0.0);
+    for pid in entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() != "postgres" {
+            continue;
+        }
+        let title = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if title.contains("127.0.0.1(") {
+            backends += cpu_seconds(pid);
+        } else {
+            background += cpu_seconds(pid);
+        }
+    }
+    (backends, background)
 }
 
 struct Server {
@@ -588,9 +595,14 @@ async fn run_backend(backend: Backend, options: &Options) -> Value {
         )),
     );
     if backend == Backend::Postgres {
+        let (backends, background) = postgres_cpu_seconds();
         figures.insert(
             "page_cpu_ms_per_request_postgres".into(),
-            json!(per_request_ms(cpu_before.2, postgres_cpu_seconds())),
+            json!(per_request_ms(cpu_before.2 .0, backends)),
+        );
+        figures.insert(
+            "page_cpu_ms_per_request_postgres_background".into(),
+            json!(per_request_ms(cpu_before.2 .1, background)),
         );
     }
     figures.insert(
@@ -777,7 +789,12 @@ fn print_table(results: &BTreeMap<String, Value>, options: &Options) {
         ),
         (
             "page_cpu_ms_per_request_postgres",
-            "CPU per page: PostgreSQL (ms)",
+            "CPU per page: PostgreSQL backends (ms)",
+            "",
+        ),
+        (
+            "page_cpu_ms_per_request_postgres_background",
+            "CPU per page: PostgreSQL background (ms)",
             "",
         ),
         (
