@@ -236,6 +236,9 @@ async fn generate(bench: &Bench, n: u64) {
                 .await
                 .unwrap();
         }
+        // Write the loaded data out now, so the measurements do not run under the load's
+        // checkpoints.
+        bench.db.execute(&Query::new("CHECKPOINT")).await.unwrap();
     } else {
         bench.db.execute_script("ANALYZE").await.unwrap();
     }
@@ -290,20 +293,9 @@ timezone = "Europe/London"
     )
 }
 
-/// Median of three timed runs, in seconds.
-async fn median_secs<F, Fut>(mut f: F) -> f64
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let mut times = Vec::new();
-    for _ in 0..3 {
-        let started = Instant::now();
-        f().await;
-        times.push(started.elapsed().as_secs_f64());
-    }
+fn median(mut times: Vec<f64>) -> f64 {
     times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    times[1]
+    times[times.len() / 2]
 }
 
 fn proc_status_kb(pid: u32, field: &str) -> u64 {
@@ -507,17 +499,21 @@ async fn run_backend(backend: Backend, options: &Options) -> Value {
         venue: &v1,
         cutoff,
     };
-    let ours = median_secs(|| async {
-        selection::count_candidates(&svc.db, &scope).await.unwrap();
-    })
-    .await;
     let mut bare =
         Query::new("SELECT COUNT(*) FROM customers c WHERE c.venue_id = 1 AND c.created_at < ");
     bare.bind(cutoff).push(" AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = c.id AND o.placed_at >= ").bind(cutoff).push(")");
-    let baseline = median_secs(|| async {
+    // Timed in turns (ours, bare, ours, ...), each the median of five, so that background work
+    // after the data load (checkpoints) weighs on both alike.
+    let (mut ours_times, mut bare_times) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let started = Instant::now();
+        selection::count_candidates(&svc.db, &scope).await.unwrap();
+        ours_times.push(started.elapsed().as_secs_f64());
+        let started = Instant::now();
         svc.db.fetch_one(&bare).await.unwrap();
-    })
-    .await;
+        bare_times.push(started.elapsed().as_secs_f64());
+    }
+    let (ours, baseline) = (median(ours_times), median(bare_times));
     figures.insert("selection_s".into(), json!(ours));
     figures.insert("selection_baseline_s".into(), json!(baseline));
     figures.insert("selection_ratio".into(), json!(ours / baseline));
