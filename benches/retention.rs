@@ -149,19 +149,12 @@ async fn open(backend: Backend) -> Bench {
         }
         Backend::Postgres => {
             let base = std::env::var("RETENTIOND_TEST_POSTGRES_URL").unwrap();
-            let admin = Db::connect(&base).await.unwrap();
-            let schema = format!("bench_{}", std::process::id());
-            admin
-                .execute(&Query::new(&format!(
-                    "DROP SCHEMA IF EXISTS {schema} CASCADE"
-                )))
-                .await
-                .unwrap();
-            admin
-                .execute(&Query::new(&format!("CREATE SCHEMA {schema}")))
-                .await
-                .unwrap();
-            admin.close().await;
+            let schema = bench_schema();
+            on_postgres(&[
+                format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+                format!("CREATE SCHEMA {schema}"),
+            ])
+            .await;
             let sep = if base.contains('?') { '&' } else { '?' };
             let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
             Bench {
@@ -171,6 +164,22 @@ async fn open(backend: Backend) -> Bench {
             }
         }
     }
+}
+
+/// This run's PostgreSQL schema.
+fn bench_schema() -> String {
+    format!("bench_{}", std::process::id())
+}
+
+/// Runs `statements` on RETENTIOND_TEST_POSTGRES_URL outside the benchmark's schema.
+async fn on_postgres(statements: &[String]) {
+    let admin = Db::connect(&std::env::var("RETENTIOND_TEST_POSTGRES_URL").unwrap())
+        .await
+        .unwrap();
+    for sql in statements {
+        admin.execute(&Query::new(sql)).await.unwrap();
+    }
+    admin.close().await;
 }
 
 /// The reference schema filled set-based: `n` customers over 5 venues (60% at venue 1) and 10
@@ -715,15 +724,7 @@ async fn run_backend(backend: Backend, options: &Options) -> Value {
     bench.db.close().await;
     if backend == Backend::Postgres && std::env::var_os("RETENTIOND_BENCH_KEEP").is_none() {
         // A full-size schema holds gigabytes: drop it unless asked to keep it for inspection.
-        let admin = Db::connect(&std::env::var("RETENTIOND_TEST_POSTGRES_URL").unwrap())
-            .await
-            .unwrap();
-        let schema = format!("bench_{}", std::process::id());
-        admin
-            .execute(&Query::new(&format!("DROP SCHEMA {schema} CASCADE")))
-            .await
-            .unwrap();
-        admin.close().await;
+        on_postgres(&[format!("DROP SCHEMA {} CASCADE", bench_schema())]).await;
     }
     Value::Object(figures)
 }
