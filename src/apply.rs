@@ -4,9 +4,10 @@
 //! leaves each customer fully processed or untouched, and the next cycle resumes where it stopped.
 
 use crate::audit::{self, Event};
-use crate::config::{OnDelete, VenueConfig};
-use crate::db::{Ident, Query, Row, Tx};
-use crate::policy::{self, Action, Outcome, ReportState, Strategy};
+use crate::config::VenueConfig;
+use crate::db::{Ident, Query, Tx};
+use crate::erase::{Eraser, LinkedKeys};
+use crate::policy::{self, Action, Outcome, ReportState};
 use crate::reports::{self, Report};
 use crate::selection::Scope;
 use crate::{mail, Service};
@@ -87,6 +88,7 @@ pub async fn apply_report(
         venue,
         cutoff: policy::cutoff(at, venue.timezone, venue.inactive_for),
     };
+    let keys = LinkedKeys::load(&svc.db, &svc.config.schema).await?;
     let mut counts: BTreeMap<Outcome, u64> = BTreeMap::new();
     let (mut after_id, mut batches, mut longest_batch_ms) = (i64::MIN, 0_u64, 0_u64);
     let mut sizer = policy::BatchSizer::new(svc.config.batch_size, svc.config.max_transaction_ms);
@@ -117,11 +119,11 @@ pub async fn apply_report(
         if ids.is_empty() {
             finish(&mut tx, venue, report, at).await?;
             tx.commit().await?;
-            checkpoint(svc, report.id).await;
+            scrub_files(svc, report.id).await;
             break;
         }
         relax_commit_flush(&mut tx).await?;
-        let batch = apply_batch(svc, &mut tx, &scope, report, &ids, at)
+        let batch = apply_batch(svc, &mut tx, &scope, &keys, report, &ids, at)
             .await
             .with_context(|| {
                 format!(
@@ -190,6 +192,22 @@ async fn checkpoint(svc: &Service, report_id: i64) {
         Err(e) => {
             tracing::warn!(report.id = report_id, error = %e, "cannot checkpoint the write-ahead log")
         }
+    }
+}
+
+/// Once a report is applied, its removed values must not survive in the database's files
+/// (SPEC 3). The report is applied whatever happens here, so a failure is logged, not raised;
+/// the next applied report tries again.
+pub(crate) async fn scrub_files(svc: &Service, report_id: i64) {
+    let tables = crate::erase::touched_tables(&svc.config.schema);
+    let started = Instant::now();
+    match svc.db.scrub_files(&tables, svc.config.vacuum_after_apply).await {
+        Ok(()) => info!(
+            report.id = report_id,
+            duration_ms = started.elapsed().as_millis() as u64,
+            "database files scrubbed (write-ahead log truncated, or touched tables vacuumed)"
+        ),
+        Err(e) => tracing::warn!(report.id = report_id, error = %format!("{e:#}"), "cannot scrub the database files after applying"),
     }
 }
 
@@ -271,6 +289,7 @@ async fn apply_batch(
     svc: &Service,
     tx: &mut Tx,
     scope: &Scope<'_>,
+    keys: &LinkedKeys,
     report: &Report,
     ids: &[i64],
     at: DateTime<Utc>,
@@ -278,7 +297,7 @@ async fn apply_batch(
     let phase = Instant::now();
     // An anonymise batch carries the columns to hash through the re-check, reading each row once.
     let carry: Vec<&Ident> = match report.action {
-        Action::Anonymise => hashed_columns(scope.venue),
+        Action::Anonymise => crate::erase::hashed_columns(scope.venue),
         Action::Delete => Vec::new(),
     };
     let still = crate::selection::recheck(tx, scope, ids, &carry).await?;
@@ -303,11 +322,15 @@ async fn apply_batch(
     }
     let phase = Instant::now();
     if !eligible.is_empty() {
+        let eraser = Eraser {
+            schema: scope.schema,
+            venue: scope.venue,
+            hash_key: svc.config.hash_key.as_ref().map(|k| k.expose_secret().as_bytes()),
+            keys,
+        };
         match report.action {
-            Action::Delete => delete_customers(tx, scope, &eligible, at).await?,
-            Action::Anonymise => {
-                anonymise_customers(svc, tx, scope, report.id, &eligible, &still, at).await?
-            }
+            Action::Delete => eraser.delete(tx, &eligible, at).await?,
+            Action::Anonymise => eraser.anonymise(tx, report.id, &eligible, &still, at).await?,
         }
         let done = if report.action == Action::Delete {
             Outcome::Deleted
@@ -380,240 +403,6 @@ async fn classify_skipped(
             (*id, outcome)
         })
         .collect())
-}
-
-/// Delete: references reassigned to the Unknown Customer or deleted, then the customers.
-async fn delete_customers(
-    tx: &mut Tx,
-    scope: &Scope<'_>,
-    ids: &[i64],
-    at: DateTime<Utc>,
-) -> Result<()> {
-    let s = scope.schema;
-    let backend = tx.backend();
-    let needs_unknown = s
-        .references
-        .iter()
-        .any(|r| r.on_delete == OnDelete::Reassign);
-    let unknown = if needs_unknown {
-        Some(unknown_customer(tx, scope, at).await?)
-    } else {
-        None
-    };
-    for reference in &s.references {
-        let mut q = match (reference.on_delete, unknown) {
-            (OnDelete::Reassign, Some(unknown)) => {
-                let mut q = Query::new(&format!(
-                    "UPDATE {} SET {} = ",
-                    reference.table.q(),
-                    reference.column.q()
-                ));
-                q.bind(unknown)
-                    .push(&format!(" WHERE {}", reference.column.q()));
-                q
-            }
-            _ => Query::new(&format!(
-                "DELETE FROM {} WHERE {}",
-                reference.table.q(),
-                reference.column.q()
-            )),
-        };
-        backend.push_in_ids(&mut q, ids);
-        tx.execute(&q)
-            .await
-            .with_context(|| format!("updating {}.{}", reference.table, reference.column))?;
-    }
-    let mut q = Query::new(&format!(
-        "DELETE FROM {} WHERE {}",
-        s.customers.q(),
-        s.customer_id.q()
-    ));
-    backend.push_in_ids(&mut q, ids);
-    let deleted = tx
-        .execute(&q)
-        .await
-        .with_context(|| format!("deleting from {}", s.customers))?;
-    if deleted != ids.len() as u64 {
-        bail!("deleted {deleted} of {} customers; rolled back", ids.len());
-    }
-    Ok(())
-}
-
-/// The venue's Unknown Customer: configured, remembered, or created now (inside the batch's
-/// transaction, so it is created exactly once) and remembered.
-async fn unknown_customer(tx: &mut Tx, scope: &Scope<'_>, at: DateTime<Utc>) -> Result<i64> {
-    let s = scope.schema;
-    let venue = scope.venue;
-    if let Some(id) = venue.unknown_customer_id {
-        if !is_customer_of_venue(tx, scope, id).await? {
-            bail!(
-                "venues.unknown_customer_id {id} is not a customer of venue {}",
-                venue.id
-            );
-        }
-        return Ok(id);
-    }
-    let mut q = Query::new("SELECT customer_id FROM retention_unknown_customers WHERE venue_id = ");
-    q.bind(venue.id);
-    if let Some(row) = tx.fetch_optional(&q).await? {
-        let id = row.i64(0)?;
-        if !is_customer_of_venue(tx, scope, id).await? {
-            bail!("the Unknown Customer record {id} of venue {} no longer exists; restore it or set unknown_customer_id", venue.id);
-        }
-        return Ok(id);
-    }
-    let mut columns = vec![s.customer_venue.q(), s.customer_created_at.q()];
-    let mut q = Query::new("");
-    let mut values = vec![q.param(venue.id), q.param(at)];
-    let labels: &[&str] = if s.display_name.len() >= 2 {
-        &["Unknown", "Customer"]
-    } else {
-        &["Unknown Customer"]
-    };
-    for (column, label) in s.display_name.iter().zip(labels) {
-        columns.push(column.q());
-        values.push(q.param(*label));
-    }
-    q.push(&format!(
-        "INSERT INTO {} ({}) VALUES ({}) RETURNING {}",
-        s.customers.q(),
-        columns.join(", "),
-        values.join(", "),
-        s.customer_id.q()
-    ));
-    let id = tx
-        .fetch_one(&q)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot create the Unknown Customer record of venue {}; set unknown_customer_id",
-                venue.id
-            )
-        })?
-        .i64(0)?;
-    let mut q = Query::new(
-        "INSERT INTO retention_unknown_customers (venue_id, customer_id, created_at) VALUES (",
-    );
-    q.bind(venue.id)
-        .push(", ")
-        .bind(id)
-        .push(", ")
-        .bind(at)
-        .push(")");
-    tx.execute(&q).await?;
-    info!(
-        venue.id = venue.id,
-        customer.id = id,
-        "created the Unknown Customer record"
-    );
-    Ok(id)
-}
-
-async fn is_customer_of_venue(tx: &mut Tx, scope: &Scope<'_>, id: i64) -> Result<bool> {
-    let q = crate::selection::customer_of_venue(scope.schema, scope.venue.id, id);
-    Ok(tx.fetch_one(&q).await?.i64(0)? == 1)
-}
-
-/// Anonymise: every classified column gets its strategy, set-based for the whole batch; keyed
-/// hashes are computed here (SQLite has no HMAC) and bound as one list.
-async fn anonymise_customers(
-    svc: &Service,
-    tx: &mut Tx,
-    scope: &Scope<'_>,
-    report_id: i64,
-    ids: &[i64],
-    carried: &[Row],
-    at: DateTime<Utc>,
-) -> Result<()> {
-    let s = scope.schema;
-    let backend = tx.backend();
-    let table = s.customers.q();
-    let qualified = |column: &crate::db::Ident| format!("{table}.{}", column.q());
-    let mut q = Query::new(&format!("UPDATE {table} SET "));
-    let mut sets = Vec::new();
-    let mut hashed = Vec::new();
-    for (column, strategy) in &scope.venue.anonymise {
-        let target = column.q();
-        match strategy {
-            Strategy::Keep => {}
-            Strategy::Null => sets.push(format!("{target} = NULL")),
-            Strategy::Redact(text) => {
-                let p = q.param(text.as_str());
-                sets.push(format!("{target} = {p}"));
-            }
-            Strategy::Year => sets.push(format!(
-                "{target} = {}",
-                backend.year_only(&qualified(column))
-            )),
-            Strategy::Prefix(n) => {
-                sets.push(format!("{target} = substr({}, 1, {n})", qualified(column)))
-            }
-            Strategy::Hash => hashed.push(column),
-        }
-    }
-    if !hashed.is_empty() {
-        let key = svc
-            .config
-            .hash_key
-            .as_ref()
-            .context("secrets.hash_key is required for the hash strategy")?;
-        let rows = carried;
-        let mut row_ids = Vec::with_capacity(rows.len());
-        let mut columns: Vec<Vec<Option<String>>> =
-            vec![Vec::with_capacity(rows.len()); hashed.len()];
-        for row in rows {
-            row_ids.push(row.i64(0)?);
-            for (i, column) in columns.iter_mut().enumerate() {
-                column.push(
-                    row.get(i + 1)
-                        .to_text()
-                        .map(|v| policy::keyed_hash(key.expose_secret().as_bytes(), &v)),
-                );
-            }
-        }
-        for (i, column) in hashed.iter().enumerate() {
-            sets.push(format!("{} = v.v{i}", column.q()));
-        }
-        q.push(&sets.join(", ")).push(" FROM ");
-        backend.push_values_source(&mut q, row_ids, columns);
-        q.push(&format!(" WHERE {} = v.id", qualified(&s.customer_id)));
-    } else if !sets.is_empty() {
-        q.push(&sets.join(", "))
-            .push(&format!(" WHERE {}", s.customer_id.q()));
-        backend.push_in_ids(&mut q, ids);
-    }
-    if !sets.is_empty() {
-        let updated = tx
-            .execute(&q)
-            .await
-            .with_context(|| format!("anonymising {}", s.customers))?;
-        if updated != ids.len() as u64 {
-            bail!(
-                "anonymised {updated} of {} customers; rolled back",
-                ids.len()
-            );
-        }
-    }
-    let mut mark = Query::new("INSERT INTO retention_anonymised (customer_id, venue_id, report_id, anonymised_at) SELECT ids.id, ");
-    mark.bind(scope.venue.id)
-        .push(", ")
-        .bind(report_id)
-        .push(", ")
-        .bind(at)
-        .push(" FROM ");
-    backend.push_ids_source(&mut mark, ids);
-    tx.execute(&mark).await?;
-    Ok(())
-}
-
-/// The columns a venue anonymises with a keyed hash, in configuration order.
-fn hashed_columns(venue: &VenueConfig) -> Vec<&Ident> {
-    venue
-        .anonymise
-        .iter()
-        .filter(|(_, s)| *s == Strategy::Hash)
-        .map(|(c, _)| c)
-        .collect()
 }
 
 /// For dry runs: of a report's remaining customers, how many would be acted on now.

@@ -240,16 +240,8 @@ pub async fn reject(
         reason.as_deref(),
     )
     .await?;
-    reports::record_decision(
-        &mut tx,
-        report_id,
-        "reject",
-        approver,
-        "link",
-        reason.as_deref(),
-        now,
-    )
-    .await?;
+    // The reason is free text and may name people: it stays with the report, not the ledger.
+    reports::record_decision(&mut tx, report_id, "reject", approver, "link", None, now).await?;
     audit::record(
         &mut tx,
         &Event {
@@ -258,7 +250,7 @@ pub async fn reject(
             report_id: Some(report_id),
             event: "rejected".into(),
             actor: approver.to_string(),
-            detail: reason.clone().unwrap_or_else(|| "no reason given".into()),
+            detail: reports::reason_note(reason.is_some()).into(),
         },
     )
     .await?;

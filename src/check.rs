@@ -1,7 +1,7 @@
 //! `retentiond check`: the configuration against the live database. Each problem is one line
 //! naming the table, column or key; the anonymise guard reuses the unclassified-column test.
 
-use crate::config::{Config, OnDelete, VenueConfig};
+use crate::config::{Config, OnDelete, Reference, VenueConfig};
 use crate::db::{Db, Ident};
 use crate::introspect::{self, ColumnInfo};
 use crate::migrate;
@@ -40,33 +40,62 @@ pub fn unclassified_columns(
         .collect()
 }
 
-/// An anonymise venue's configuration does not classify every customers column: a
+/// Columns of a linked table whose rows stay that `[schema.references.columns]` does not
+/// classify: every column other than the primary key and the reference column (SPEC 3).
+pub fn unclassified_reference_columns(reference: &Reference, columns: &[ColumnInfo]) -> Vec<String> {
+    columns
+        .iter()
+        .filter(|c| !c.primary_key && !reference.is_reference_column(&c.name))
+        .map(|c| c.name.as_str())
+        .filter(|name| !reference.columns.iter().any(|(col, _)| col.name() == *name))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A venue's configuration does not classify every column that would keep personal data (the
+/// customers table on anonymise, linked tables whose rows stay on either action): a
 /// configuration error found against the live database.
 #[derive(Debug, thiserror::Error)]
-#[error("{file}: venues.anonymise of venue {venue_id}: anonymise refused: unclassified customers column(s) {columns}")]
+#[error("{file}: {key}: {action} of venue {venue_id} refused: unclassified column(s) {columns}")]
 pub struct UnclassifiedColumns {
     pub file: String,
+    pub key: String,
+    pub action: &'static str,
     pub venue_id: i64,
+    /// `table.column`, comma-separated.
     pub columns: String,
 }
 
-/// Fails with [`UnclassifiedColumns`] when the customers table has a column that an anonymise
-/// venue does not classify (a column added by someone else must not silently keep personal data).
+/// Fails with [`UnclassifiedColumns`] when a table whose rows keep personal data after this
+/// venue's action has a column nobody classified (a column added by someone else must not
+/// silently keep personal data): the customers table for anonymise, and for both actions every
+/// linked table whose rows stay.
 pub async fn ensure_all_classified(db: &Db, config: &Config, venue: &VenueConfig) -> Result<()> {
-    if venue.action != Action::Anonymise {
-        return Ok(());
-    }
-    let columns = introspect::columns(db, &config.schema.customers)
-        .await?
-        .unwrap_or_default();
-    let unclassified = unclassified_columns(config, venue, &columns);
-    if !unclassified.is_empty() {
-        return Err(UnclassifiedColumns {
-            file: config.file.clone(),
-            venue_id: venue.id,
-            columns: unclassified.join(", "),
+    let refuse = |key: String, table: &Ident, columns: Vec<String>| UnclassifiedColumns {
+        file: config.file.clone(),
+        key,
+        action: venue.action.as_str(),
+        venue_id: venue.id,
+        columns: columns.iter().map(|c| format!("{table}.{c}")).collect::<Vec<_>>().join(", "),
+    };
+    if venue.action == Action::Anonymise {
+        let columns = introspect::columns(db, &config.schema.customers)
+            .await?
+            .unwrap_or_default();
+        let unclassified = unclassified_columns(config, venue, &columns);
+        if !unclassified.is_empty() {
+            return Err(refuse("venues.anonymise".into(), &config.schema.customers, unclassified).into());
         }
-        .into());
+    }
+    for (i, r) in config.schema.references.iter().enumerate() {
+        if !r.rows_stay(venue.action) {
+            continue;
+        }
+        let columns = introspect::columns(db, &r.table).await?.unwrap_or_default();
+        let unclassified = unclassified_reference_columns(r, &columns);
+        if !unclassified.is_empty() {
+            return Err(refuse(format!("schema.references[{i}].columns"), &r.table, unclassified).into());
+        }
     }
     Ok(())
 }
@@ -207,6 +236,7 @@ pub async fn run(db: &Db, config: &Config) -> Result<CheckReport> {
             check_venue(db, config, i, venue, &customers_columns, &mut report).await?;
         }
     }
+    check_linked_tables(db, config, &tables, &mut report).await?;
     if tables.get(s.orders.name()).is_some_and(Option::is_some) {
         let leading = introspect::index_leading_columns(db, &s.orders).await?;
         if !leading.iter().any(|c| c == s.order_customer.name()) {
@@ -217,7 +247,9 @@ pub async fn run(db: &Db, config: &Config) -> Result<CheckReport> {
         }
     }
     for (i, r) in s.references.iter().enumerate() {
-        if r.table == s.orders || !tables.get(r.table.name()).is_some_and(Option::is_some) {
+        if (r.table == s.orders && r.column == s.order_customer)
+            || !tables.get(r.table.name()).is_some_and(Option::is_some)
+        {
             continue;
         }
         let leading = introspect::index_leading_columns(db, &r.table).await?;
@@ -229,6 +261,102 @@ pub async fn run(db: &Db, config: &Config) -> Result<CheckReport> {
         }
     }
     Ok(report)
+}
+
+/// The linked tables (SPEC 3): `via` parents and keys exist; for every action a venue takes,
+/// each table whose rows stay has every column classified, each classified column exists and
+/// suits its strategy; hashed tables have an integer key; foreign keys into a table whose rows
+/// are deleted are listed (as `via` references), or the delete would fail.
+async fn check_linked_tables(
+    db: &Db,
+    config: &Config,
+    tables: &HashMap<String, Option<Vec<ColumnInfo>>>,
+    report: &mut CheckReport,
+) -> Result<()> {
+    let backend = db.backend();
+    let s = &config.schema;
+    let mut actions: Vec<Action> = config.venues.iter().map(|v| v.action).collect();
+    actions.sort_by_key(|a| a.as_str());
+    actions.dedup();
+    for (i, r) in s.references.iter().enumerate() {
+        let Some(Some(columns)) = tables.get(r.table.name()) else {
+            continue;
+        };
+        if let Some(via) = &r.via {
+            let parent_columns = introspect::columns(db, &via.table).await?.unwrap_or_default();
+            if !parent_columns.iter().any(|c| c.name == via.key.name()) {
+                report.problems.push(format!(
+                    "schema.references[{i}].via_key: column {}.{} does not exist",
+                    via.table, via.key
+                ));
+            }
+        }
+        let staying: Vec<&str> = actions.iter().filter(|a| r.rows_stay(**a)).map(|a| a.as_str()).collect();
+        if staying.is_empty() {
+            continue;
+        }
+        let unclassified = unclassified_reference_columns(r, columns);
+        if !unclassified.is_empty() {
+            report.problems.push(format!(
+                "schema.references[{i}].columns: unclassified column(s) of {} (its rows stay on {}): {} (classify each as keep, null, redact, hash, year or prefix:N)",
+                r.table,
+                staying.join(" and "),
+                unclassified.join(", ")
+            ));
+        }
+        for (column, strategy) in &r.columns {
+            let key = format!("schema.references[{i}].columns.{column}");
+            let Some(info) = columns.iter().find(|c| c.name == column.name()) else {
+                report.problems.push(format!("{key}: column {}.{column} does not exist", r.table));
+                continue;
+            };
+            if let Some(problem) = strategy_problem(backend, &r.table, column, strategy, info) {
+                report.problems.push(format!("{key}: {problem}"));
+            }
+        }
+        if r.columns.iter().any(|(_, st)| *st == Strategy::Hash)
+            && crate::erase::single_integer_key(db, &r.table).await?.is_none()
+        {
+            report.problems.push(format!(
+                "schema.references[{i}].columns: \"hash\" needs a single integer primary key on {}",
+                r.table
+            ));
+        }
+    }
+    // A table whose rows are deleted by some action: foreign keys into it must be listed.
+    for r in s.references.iter().filter(|r| r.via.is_none()) {
+        if actions.iter().all(|a| r.rows_stay(*a)) || !tables.get(r.table.name()).is_some_and(Option::is_some) {
+            continue;
+        }
+        for (table, col) in introspect::foreign_keys_to(db, &r.table).await? {
+            let listed = s.references.iter().any(|v| {
+                v.table.name() == table && v.column.name() == col && v.via.as_ref().is_some_and(|via| via.table == r.table)
+            });
+            if !listed && table != r.table.name() {
+                report.problems.push(format!(
+                    "schema.references: foreign key {table}.{col} points at {} but is not listed with via = \"{}\"; deleting its rows would fail",
+                    r.table, r.table
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Why `strategy` cannot be applied to a column, if it cannot.
+fn strategy_problem(backend: crate::db::Backend, table: &Ident, column: &Ident, strategy: &Strategy, info: &ColumnInfo) -> Option<String> {
+    match strategy {
+        Strategy::Null if info.not_null => Some(format!("column {table}.{column} is NOT NULL, so \"null\" would fail")),
+        Strategy::Year if !info.is_temporal(backend) => Some(format!(
+            "\"year\" needs a date column, {table}.{column} has type {}",
+            info.data_type
+        )),
+        Strategy::Hash | Strategy::Prefix(_) | Strategy::Redact(_) if !info.is_textual(backend) => Some(format!(
+            "\"{strategy}\" needs a text column, {table}.{column} has type {}",
+            info.data_type
+        )),
+        _ => None,
+    }
 }
 
 async fn check_venue(
@@ -259,24 +387,8 @@ async fn check_venue(
                 ));
                 continue;
             };
-            match strategy {
-                Strategy::Null if info.not_null => report.problems.push(format!(
-                    "{key}: column {}.{column} is NOT NULL, so \"null\" would fail",
-                    s.customers
-                )),
-                Strategy::Year if !info.is_temporal(backend) => report.problems.push(format!(
-                    "{key}: \"year\" needs a date column, {}.{column} has type {}",
-                    s.customers, info.data_type
-                )),
-                Strategy::Hash | Strategy::Prefix(_) | Strategy::Redact(_)
-                    if !info.is_textual(backend) =>
-                {
-                    report.problems.push(format!(
-                        "{key}: \"{strategy}\" needs a text column, {}.{column} has type {}",
-                        s.customers, info.data_type
-                    ))
-                }
-                _ => {}
+            if let Some(problem) = strategy_problem(backend, &s.customers, column, strategy, info) {
+                report.problems.push(format!("{key}: {problem}"));
             }
         }
     }

@@ -38,6 +38,10 @@ pub struct Config {
     pub batch_size: u32,
     /// The duration apply batches are sized to (SPEC 3: never stall the box office).
     pub max_transaction_ms: u32,
+    /// PostgreSQL: VACUUM the tables a report touched once it is applied (SPEC 3).
+    pub vacuum_after_apply: bool,
+    /// The erasure journal of SPEC 9, outside the database.
+    pub journal_path: Option<PathBuf>,
     pub log_format: LogFormat,
     pub venues: Vec<VenueConfig>,
 }
@@ -77,6 +81,8 @@ pub struct ApprovalConfig {
     pub required: u32,
     pub link_valid_for: CalendarPeriod,
     pub remind_after: CalendarPeriod,
+    /// Reject and cancel reasons (free text) are erased from their report after this.
+    pub reasons_kept_for: CalendarPeriod,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,11 +97,49 @@ pub enum OnDelete {
     Delete,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnAnonymise {
+    Keep,
+    Delete,
+}
+
+/// A table that points at a customer (or, with `via`, at the rows of another such table).
 #[derive(Debug, Clone)]
 pub struct Reference {
     pub table: Ident,
+    /// The column holding the customer id (or, with `via`, the parent row's key).
     pub column: Ident,
+    /// For a `via` reference, copied from its parent: its rows follow the parent rows' fate.
     pub on_delete: OnDelete,
+    /// For a `via` reference, copied from its parent.
+    pub on_anonymise: OnAnonymise,
+    /// The parent reference this table's rows hang off (an address table keyed by the order).
+    pub via: Option<Via>,
+    /// Strategies for every column of a table whose rows stay (SPEC 3), in name order.
+    pub columns: Vec<(Ident, Strategy)>,
+}
+
+/// The parent of a `via` reference: the parent reference's table and the key its column holds.
+#[derive(Debug, Clone)]
+pub struct Via {
+    pub table: Ident,
+    pub key: Ident,
+}
+
+impl Reference {
+    /// Whether this table's rows outlive the customer under `action` (and so need `columns`).
+    pub fn rows_stay(&self, action: Action) -> bool {
+        match action {
+            Action::Delete => self.on_delete == OnDelete::Reassign,
+            Action::Anonymise => self.on_anonymise == OnAnonymise::Keep,
+        }
+    }
+
+    /// The columns that are structural rather than personal: the reference column.
+    /// (The primary key is found in the live database.)
+    pub fn is_reference_column(&self, column: &str) -> bool {
+        self.column.name() == column
+    }
 }
 
 /// How the customer database is laid out; every name is a validated identifier.
@@ -176,7 +220,15 @@ struct RawConfig {
     #[serde(default)]
     log: RawLog,
     #[serde(default)]
+    journal: RawJournal,
+    #[serde(default)]
     venues: Vec<RawVenue>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawJournal {
+    path: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -246,6 +298,7 @@ struct RawApproval {
     required: i64,
     link_valid_for: String,
     remind_after: String,
+    reasons_kept_for: String,
 }
 impl Default for RawApproval {
     fn default() -> Self {
@@ -253,6 +306,7 @@ impl Default for RawApproval {
             required: 1,
             link_valid_for: "14 days".into(),
             remind_after: "7 days".into(),
+            reasons_kept_for: "90 days".into(),
         }
     }
 }
@@ -303,7 +357,11 @@ impl Default for RawSchema {
 struct RawReference {
     table: String,
     column: String,
-    on_delete: String,
+    on_delete: Option<String>,
+    on_anonymise: Option<String>,
+    via: Option<String>,
+    via_key: Option<String>,
+    columns: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize)]
@@ -311,12 +369,14 @@ struct RawReference {
 struct RawApply {
     batch_size: i64,
     max_transaction_ms: i64,
+    vacuum: bool,
 }
 impl Default for RawApply {
     fn default() -> Self {
         RawApply {
             batch_size: 500,
             max_transaction_ms: 100,
+            vacuum: true,
         }
     }
 }
@@ -521,6 +581,7 @@ fn validate(file: String, raw: RawConfig) -> Result<Config, ConfigError> {
     }
     let link_valid_for = period("approval.link_valid_for", &raw.approval.link_valid_for)?;
     let remind_after = period("approval.remind_after", &raw.approval.remind_after)?;
+    let reasons_kept_for = period("approval.reasons_kept_for", &raw.approval.reasons_kept_for)?;
     if !(1..=100_000).contains(&raw.apply.batch_size) {
         return Err(err(
             "apply.batch_size",
@@ -551,34 +612,24 @@ fn validate(file: String, raw: RawConfig) -> Result<Config, ConfigError> {
     };
     let hash_key = raw.secrets.hash_key.filter(|k| !k.is_empty());
     if let Some(key) = &hash_key {
-        if key.len() < 16 {
+        if key.len() < MIN_HASH_KEY_BYTES {
             return Err(err(
                 "secrets.hash_key",
-                "expected at least 16 characters of secret".into(),
+                format!(
+                    "expected at least {MIN_HASH_KEY_BYTES} bytes of secret, got {} (a short key makes hashed values guessable)",
+                    key.len()
+                ),
             ));
         }
     }
+    let journal_path = match raw.journal.path.as_deref().map(str::trim) {
+        None => None,
+        Some("") => return Err(err("journal.path", "expected a file path, got an empty text".into())),
+        Some(p) => Some(PathBuf::from(p)),
+    };
 
     let s = raw.schema;
-    let mut references = Vec::new();
-    for (i, r) in s.references.iter().enumerate() {
-        let key = |field: &str| format!("schema.references[{i}].{field}");
-        let on_delete = match r.on_delete.as_str() {
-            "reassign" => OnDelete::Reassign,
-            "delete" => OnDelete::Delete,
-            other => {
-                return Err(err(
-                    &key("on_delete"),
-                    format!("expected \"reassign\" or \"delete\", got {other:?}"),
-                ))
-            }
-        };
-        references.push(Reference {
-            table: ident(&key("table"), &r.table)?,
-            column: ident(&key("column"), &r.column)?,
-            on_delete,
-        });
-    }
+    let references = validate_references(&s.references, hash_key.is_some(), &err)?;
     let schema = SchemaConfig {
         customers: ident("schema.customers", &s.customers)?,
         customer_id: ident("schema.customer_id", &s.customer_id)?,
@@ -741,14 +792,103 @@ fn validate(file: String, raw: RawConfig) -> Result<Config, ConfigError> {
             required: raw.approval.required as u32,
             link_valid_for,
             remind_after,
+            reasons_kept_for,
         },
         hash_key: hash_key.map(SecretString::from),
         schema,
         batch_size: raw.apply.batch_size as u32,
         max_transaction_ms: raw.apply.max_transaction_ms as u32,
+        vacuum_after_apply: raw.apply.vacuum,
+        journal_path,
         log_format,
         venues,
     })
+}
+
+/// The shortest `secrets.hash_key` accepted: a keyed hash is only as strong as its key.
+pub const MIN_HASH_KEY_BYTES: usize = 32;
+
+/// `[[schema.references]]`: fates, `via` parents and the column strategies of staying tables.
+fn validate_references(
+    raw: &[RawReference],
+    have_hash_key: bool,
+    err: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<Vec<Reference>, ConfigError> {
+    let ident = |key: &str, name: &str| Ident::new(name).map_err(|e| err(key, e.to_string()));
+    let mut references: Vec<Reference> = Vec::new();
+    // Parents first, so that a `via` reference can copy its parent's fate.
+    let order: Vec<usize> = (0..raw.len())
+        .filter(|&i| raw[i].via.is_none())
+        .chain((0..raw.len()).filter(|&i| raw[i].via.is_some()))
+        .collect();
+    let mut built: Vec<Option<Reference>> = vec![None; raw.len()];
+    for i in order {
+        let r = &raw[i];
+        let key = |field: &str| format!("schema.references[{i}].{field}");
+        let table = ident(&key("table"), &r.table)?;
+        let column = ident(&key("column"), &r.column)?;
+        let (on_delete, on_anonymise, via) = match &r.via {
+            Some(parent_name) => {
+                if r.on_delete.is_some() || r.on_anonymise.is_some() {
+                    return Err(err(&key("via"), "a via reference follows its parent rows; leave out on_delete and on_anonymise".into()));
+                }
+                let parent_table = ident(&key("via"), parent_name)?;
+                let parents: Vec<&Reference> = built
+                    .iter()
+                    .flatten()
+                    .filter(|p| p.table == parent_table && p.via.is_none())
+                    .collect();
+                let parent = match parents.as_slice() {
+                    [one] => *one,
+                    [] => return Err(err(&key("via"), format!("expected the table of another [[schema.references]] entry (without via), got {parent_name:?}"))),
+                    _ => return Err(err(&key("via"), format!("{parent_name:?} is listed more than once in schema.references; a via parent must be listed once"))),
+                };
+                let via_key = ident(&key("via_key"), r.via_key.as_deref().unwrap_or("id"))?;
+                (parent.on_delete, parent.on_anonymise, Some(Via { table: parent_table, key: via_key }))
+            }
+            None => {
+                if r.via_key.is_some() {
+                    return Err(err(&key("via_key"), "via_key needs via".into()));
+                }
+                let on_delete = match r.on_delete.as_deref() {
+                    Some("reassign") => OnDelete::Reassign,
+                    Some("delete") => OnDelete::Delete,
+                    Some(other) => return Err(err(&key("on_delete"), format!("expected \"reassign\" or \"delete\", got {other:?}"))),
+                    None => return Err(err(&key("on_delete"), "required key is missing (\"reassign\" or \"delete\")".into())),
+                };
+                let on_anonymise = match r.on_anonymise.as_deref() {
+                    Some("keep") => OnAnonymise::Keep,
+                    Some("delete") => OnAnonymise::Delete,
+                    Some(other) => return Err(err(&key("on_anonymise"), format!("expected \"keep\" or \"delete\", got {other:?}"))),
+                    None if on_delete == OnDelete::Reassign => OnAnonymise::Keep,
+                    None => OnAnonymise::Delete,
+                };
+                (on_delete, on_anonymise, None)
+            }
+        };
+        let mut columns = Vec::new();
+        for (name, strategy) in r.columns.iter().flatten() {
+            let ckey = format!("schema.references[{i}].columns.{name}");
+            let name = ident(&ckey, name)?;
+            let strategy: Strategy = strategy.parse().map_err(|m| err(&ckey, m))?;
+            if name == column && strategy != Strategy::Keep {
+                return Err(err(&ckey, "the reference column itself can only be \"keep\"".into()));
+            }
+            if strategy == Strategy::Hash && !have_hash_key {
+                return Err(err(&ckey, "the hash strategy needs secrets.hash_key (or RETENTIOND__SECRETS__HASH_KEY)".into()));
+            }
+            columns.push((name, strategy));
+        }
+        built[i] = Some(Reference { table, column, on_delete, on_anonymise, via, columns });
+    }
+    references.extend(built.into_iter().flatten());
+    let mut seen = HashSet::new();
+    for (i, r) in references.iter().enumerate() {
+        if !seen.insert((r.table.name().to_string(), r.column.name().to_string())) {
+            return Err(err(&format!("schema.references[{i}]"), format!("{}.{} is listed more than once", r.table, r.column)));
+        }
+    }
+    Ok(references)
 }
 
 fn check_address(address: &str) -> Result<(), String> {

@@ -200,6 +200,12 @@ async fn expire_and_remind(
     at: DateTime<Utc>,
     result: &mut VenueCycle,
 ) -> Result<()> {
+    // Before expiring: a link that expires in this cycle still answers 410 until the next one.
+    let (reasons, tokens) =
+        reports::forget_expired_details(&svc.db, venue.id, svc.config.approval.reasons_kept_for, at).await?;
+    if reasons + tokens > 0 {
+        info!(venue.id = venue.id, reasons.erased = reasons, tokens.purged = tokens, "old reasons erased and expired tokens purged");
+    }
     for report in reports::in_states(&svc.db, venue.id, &[ReportState::Pending]).await? {
         if report.expires_at <= at {
             let mut tx = svc.db.begin().await?;

@@ -11,6 +11,8 @@ pub struct ColumnInfo {
     pub data_type: String,
     pub not_null: bool,
     pub has_default: bool,
+    /// Part of the table's primary key.
+    pub primary_key: bool,
 }
 
 impl ColumnInfo {
@@ -42,6 +44,14 @@ impl ColumnInfo {
         }
     }
 
+    pub fn is_integer(&self, backend: Backend) -> bool {
+        let t = &self.data_type;
+        match backend {
+            Backend::Postgres => t == "integer" || t == "smallint" || t == "bigint",
+            Backend::Sqlite => t.contains("int"),
+        }
+    }
+
     pub fn is_flag(&self, backend: Backend) -> bool {
         let t = &self.data_type;
         match backend {
@@ -56,10 +66,13 @@ impl ColumnInfo {
 /// The columns of `table` in order; `None` when the table does not exist.
 pub async fn columns(db: &Db, table: &Ident) -> Result<Option<Vec<ColumnInfo>>> {
     let mut q = match db.backend() {
-        Backend::Sqlite => Query::new(r#"SELECT name, lower(type), "notnull", dflt_value IS NOT NULL OR pk = 1 FROM pragma_table_info("#),
+        Backend::Sqlite => Query::new(r#"SELECT name, lower(type), "notnull", dflt_value IS NOT NULL OR pk = 1, pk > 0 FROM pragma_table_info("#),
         Backend::Postgres => Query::new(
             "SELECT column_name::text, data_type::text, is_nullable::text = 'NO', \
-             column_default IS NOT NULL OR is_identity::text = 'YES' \
+             column_default IS NOT NULL OR is_identity::text = 'YES', \
+             EXISTS (SELECT 1 FROM pg_index ix JOIN pg_attribute a ON a.attrelid = ix.indrelid AND a.attnum = ANY(ix.indkey) \
+                     WHERE ix.indisprimary AND ix.indrelid = to_regclass(format('%I.%I', table_schema, table_name)) \
+                     AND a.attname::text = column_name::text) \
              FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = ",
         ),
     };
@@ -78,6 +91,7 @@ pub async fn columns(db: &Db, table: &Ident) -> Result<Option<Vec<ColumnInfo>>> 
                 data_type: r.text(1)?,
                 not_null: r.bool(2)?,
                 has_default: r.bool(3)?,
+                primary_key: r.bool(4)?,
             })
         })
         .collect::<Result<_>>()?;

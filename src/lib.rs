@@ -15,6 +15,7 @@ pub mod cycle;
 pub mod daemon;
 pub mod db;
 pub mod demo;
+pub mod erase;
 pub mod introspect;
 pub mod logging;
 pub mod mail;

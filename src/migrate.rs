@@ -43,6 +43,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0005_item_last_order.sql"),
         postgres: include_str!("../migrations/postgres/0005_item_last_order.sql"),
     },
+    Migration {
+        version: 6,
+        name: "free_text_out_of_ledger_and_replays",
+        sqlite: include_str!("../migrations/sqlite/0006_free_text_out_of_ledger_and_replays.sql"),
+        postgres: include_str!("../migrations/postgres/0006_free_text_out_of_ledger_and_replays.sql"),
+    },
 ];
 
 /// The schema version this build expects.

@@ -90,6 +90,17 @@ impl CalendarPeriod {
         };
         later.unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
+
+    /// The instant `self` before `at`, counted as [`CalendarPeriod::after`] counts.
+    pub fn before(&self, at: DateTime<Utc>) -> DateTime<Utc> {
+        let earlier = match self.unit {
+            PeriodUnit::Years => at.checked_sub_months(Months::new(self.amount * 12)),
+            PeriodUnit::Months => at.checked_sub_months(Months::new(self.amount)),
+            PeriodUnit::Weeks => at.checked_sub_days(Days::new(u64::from(self.amount) * 7)),
+            PeriodUnit::Days => at.checked_sub_days(Days::new(u64::from(self.amount))),
+        };
+        earlier.unwrap_or(DateTime::<Utc>::MIN_UTC)
+    }
 }
 
 /// The selection cutoff of SPEC 2: local midnight in `tz` of the date `(at in tz) - period`, as UTC.

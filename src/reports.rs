@@ -289,16 +289,7 @@ pub async fn cancel(db: &Db, id: i64, reason: &str, at: DateTime<Utc>) -> Result
         );
     }
     transition(&mut tx, &report, ReportState::Cancelled, at, Some(reason)).await?;
-    record_decision(
-        &mut tx,
-        id,
-        "cancel",
-        "operator",
-        "operator",
-        Some(reason),
-        at,
-    )
-    .await?;
+    record_decision(&mut tx, id, "cancel", "operator", "operator", None, at).await?;
     audit::record(
         &mut tx,
         &Event {
@@ -307,12 +298,48 @@ pub async fn cancel(db: &Db, id: i64, reason: &str, at: DateTime<Utc>) -> Result
             report_id: Some(id),
             event: "cancelled".into(),
             actor: "operator".into(),
-            detail: reason.to_string(),
+            detail: reason_note(true).into(),
         },
     )
     .await?;
     tx.commit().await?;
     get(db, id).await?.context("report vanished")
+}
+
+/// What the ledger says of a decision's reason: never the free text itself (it may name
+/// people), which stays with the report until `approval.reasons_kept_for` has passed.
+pub fn reason_note(given: bool) -> &'static str {
+    if given {
+        "reason given; kept with the report, not in the ledger"
+    } else {
+        "no reason given"
+    }
+}
+
+/// Housekeeping of a venue's decided reports as of `at`: reasons older than `kept_for` are
+/// erased from their report, and the token rows of reports no longer pending are deleted once
+/// their links have expired (the hashes are of no use after that). Returns (reasons erased,
+/// tokens purged).
+pub async fn forget_expired_details(
+    db: &Db,
+    venue_id: i64,
+    kept_for: crate::policy::CalendarPeriod,
+    at: DateTime<Utc>,
+) -> Result<(u64, u64)> {
+    let mut erase = Query::new("UPDATE retention_reports SET state_reason = NULL WHERE venue_id = ");
+    erase
+        .bind(venue_id)
+        .push(" AND state_reason IS NOT NULL AND decided_at IS NOT NULL AND decided_at <= ")
+        .bind(kept_for.before(at));
+    let reasons = db.execute(&erase).await?;
+    let mut purge = Query::new("DELETE FROM retention_tokens WHERE expires_at <= ");
+    purge
+        .bind(at)
+        .push(" AND report_id IN (SELECT id FROM retention_reports WHERE venue_id = ")
+        .bind(venue_id)
+        .push(" AND state <> 'pending')");
+    let tokens = db.execute(&purge).await?;
+    Ok((reasons, tokens))
 }
 
 /// When the report's approvers were reminded, if they were.

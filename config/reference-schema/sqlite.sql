@@ -8,7 +8,13 @@ CREATE TABLE customers (
 CREATE TABLE orders (
   id INTEGER PRIMARY KEY, venue_id INTEGER NOT NULL,
   customer_id INTEGER NOT NULL REFERENCES customers(id),
-  placed_at TEXT NOT NULL, total_pence INTEGER NOT NULL);
+  placed_at TEXT NOT NULL, total_pence INTEGER NOT NULL, billing_email TEXT);
 CREATE INDEX orders_customer_placed ON orders(customer_id, placed_at);
+CREATE TABLE order_addresses (
+  id INTEGER PRIMARY KEY, order_id INTEGER NOT NULL REFERENCES orders(id),
+  address_type TEXT NOT NULL, first_name TEXT, last_name TEXT, address_1 TEXT,
+  city TEXT, postcode TEXT, email TEXT, phone TEXT);
+CREATE INDEX order_addresses_order ON order_addresses(order_id);
 CREATE TABLE customer_notes (
   id INTEGER PRIMARY KEY, customer_id INTEGER NOT NULL REFERENCES customers(id), body TEXT NOT NULL);
+CREATE INDEX customer_notes_customer ON customer_notes(customer_id);

@@ -353,6 +353,22 @@ impl Db {
         Ok(())
     }
 
+    /// After customers were erased: their removed values must not survive in the database's
+    /// files (SPEC 3). SQLite zeroes freed content as it goes (`secure_delete`); here its
+    /// write-ahead log, which still holds old page images, is checkpointed and truncated.
+    /// PostgreSQL: `VACUUM` of the touched tables reclaims the dead row versions (skipped when
+    /// `vacuum` is false, for operators who schedule their own).
+    pub async fn scrub_files(&self, tables: &[&Ident], vacuum: bool) -> Result<()> {
+        match self {
+            Db::Sqlite(pool) => sqlite::truncate_wal(pool).await,
+            Db::Postgres(pool) if vacuum && !tables.is_empty() => {
+                let list: Vec<String> = tables.iter().map(|t| t.q()).collect();
+                postgres::execute_script(pool, &format!("VACUUM {}", list.join(", "))).await
+            }
+            Db::Postgres(_) => Ok(()),
+        }
+    }
+
     pub async fn execute(&self, q: &Query) -> Result<u64> {
         match self {
             Db::Sqlite(pool) => sqlite::execute(pool, q).await,

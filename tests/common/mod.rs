@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-pub const HASH_KEY: &str = "test-hash-key-0123456789";
+pub const HASH_KEY: &str = "test-hash-key-0123456789-abcdefghij";
 
 pub struct TestDb {
     pub db: Db,
@@ -152,17 +152,38 @@ impl TestDb {
         self.db.fetch_one(&q).await.unwrap().i64(0).unwrap()
     }
 
-    pub async fn order(&self, customer: i64, placed_at: &str) {
-        let mut q = Query::new("INSERT INTO orders (venue_id, customer_id, placed_at, total_pence) SELECT venue_id, id, ");
+    /// An order of `customer`, with the buyer's email copied onto it and a billing and a
+    /// shipping address copied from the customer (as shop systems keep them).
+    pub async fn order(&self, customer: i64, placed_at: &str) -> i64 {
+        let mut q = Query::new("INSERT INTO orders (venue_id, customer_id, placed_at, total_pence, billing_email) SELECT venue_id, id, ");
         q.bind(t(placed_at))
-            .push(", 2500 FROM customers WHERE id = ")
-            .bind(customer);
-        assert_eq!(self.db.execute(&q).await.unwrap(), 1);
+            .push(", 2500, email FROM customers WHERE id = ")
+            .bind(customer)
+            .push(" RETURNING id");
+        let order = self.db.fetch_one(&q).await.unwrap().i64(0).unwrap();
+        for kind in ["billing", "shipping"] {
+            let mut q = Query::new("INSERT INTO order_addresses (order_id, address_type, first_name, last_name, address_1, city, postcode, email, phone) \
+                SELECT ");
+            q.bind(order)
+                .push(", ")
+                .bind(kind)
+                .push(", first_name, last_name, address_line1, city, postcode, email, phone FROM customers WHERE id = ")
+                .bind(customer);
+            assert_eq!(self.db.execute(&q).await.unwrap(), 1);
+        }
+        order
     }
 
     pub async fn note(&self, customer: i64) {
         let mut q = Query::new("INSERT INTO customer_notes (customer_id, body) VALUES (");
         q.bind(customer).push(", 'prefers aisle seats')");
+        self.db.execute(&q).await.unwrap();
+    }
+
+    /// A note of free text about `customer`, such as staff write.
+    pub async fn note_text(&self, customer: i64, body: &str) {
+        let mut q = Query::new("INSERT INTO customer_notes (customer_id, body) VALUES (");
+        q.bind(customer).push(", ").bind(body).push(")");
         self.db.execute(&q).await.unwrap();
     }
 

@@ -1,0 +1,350 @@
+//! What erasing a batch of customers does to the customer database, inside the caller's
+//! transaction (SPEC 3): their linked tables first (rows one step further via their parents,
+//! then the rows that point at the customer), then the customers themselves. Apply and `replay`
+//! both erase through here, so a replayed erasure is the same erasure.
+
+use crate::config::{OnDelete, Reference, SchemaConfig, VenueConfig};
+use crate::db::{Backend, Db, Ident, Query, Row, Tx};
+use crate::introspect;
+use crate::policy::{self, Action, Strategy};
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+use tracing::info;
+
+/// What an erasure needs besides the ids: the layout, the venue, the hash key and the primary
+/// keys of the linked tables whose columns are hashed.
+pub struct Eraser<'a> {
+    pub schema: &'a SchemaConfig,
+    pub venue: &'a VenueConfig,
+    pub hash_key: Option<&'a [u8]>,
+    pub keys: &'a LinkedKeys,
+}
+
+/// The integer primary key of each linked table that has a hashed column: keyed hashes are
+/// computed here (SQLite has no HMAC), so those rows are read and written back by key.
+#[derive(Debug, Default, Clone)]
+pub struct LinkedKeys(BTreeMap<String, Ident>);
+
+impl LinkedKeys {
+    /// Reads the primary keys from the live database; a hashed linked table without a single
+    /// integer primary key is a configuration problem, named.
+    pub async fn load(db: &Db, schema: &SchemaConfig) -> Result<LinkedKeys> {
+        let mut keys = BTreeMap::new();
+        for (i, r) in schema.references.iter().enumerate() {
+            if !r.columns.iter().any(|(_, s)| *s == Strategy::Hash) || keys.contains_key(r.table.name()) {
+                continue;
+            }
+            let key = single_integer_key(db, &r.table).await?.with_context(|| {
+                format!("schema.references[{i}].columns: \"hash\" needs a single integer primary key on {}", r.table)
+            })?;
+            keys.insert(r.table.name().to_string(), key);
+        }
+        Ok(LinkedKeys(keys))
+    }
+
+    fn of(&self, table: &Ident) -> Result<&Ident> {
+        self.0
+            .get(table.name())
+            .with_context(|| format!("no primary key known for {table}"))
+    }
+}
+
+/// The table's primary key when it is one integer column.
+pub async fn single_integer_key(db: &Db, table: &Ident) -> Result<Option<Ident>> {
+    let columns = introspect::columns(db, table).await?.unwrap_or_default();
+    let pk: Vec<_> = columns.iter().filter(|c| c.primary_key).collect();
+    match pk.as_slice() {
+        [one] if one.is_integer(db.backend()) => Ok(Some(Ident::new(&one.name)?)),
+        _ => Ok(None),
+    }
+}
+
+/// Which rows of a linked table belong to the batch: those pointing at its customers, or, for
+/// a `via` table, those pointing at the parent rows that do.
+fn push_rows_of_batch(q: &mut Query, backend: Backend, schema: &SchemaConfig, r: &Reference, ids: &[i64]) {
+    let target = format!("{}.{}", r.table.q(), r.column.q());
+    match &r.via {
+        None => {
+            q.push(&target);
+            backend.push_in_ids(q, ids);
+        }
+        Some(via) => {
+            let parent = schema
+                .references
+                .iter()
+                .find(|p| p.via.is_none() && p.table == via.table)
+                .expect("a via parent is validated in the configuration");
+            q.push(&format!(
+                "{target} IN (SELECT p.{} FROM {} p WHERE p.{}",
+                via.key.q(),
+                parent.table.q(),
+                parent.column.q()
+            ));
+            backend.push_in_ids(q, ids);
+            q.push(")");
+        }
+    }
+}
+
+/// The SQL that applies `strategy` to `table.column`, or `None` for keep and hash (hashes are
+/// bound values). Columns are qualified so that an `UPDATE ... FROM` source cannot shadow them.
+fn strategy_set(q: &mut Query, backend: Backend, table: &Ident, column: &Ident, strategy: &Strategy) -> Option<String> {
+    let target = column.q();
+    let qualified = format!("{}.{}", table.q(), column.q());
+    match strategy {
+        Strategy::Keep | Strategy::Hash => None,
+        Strategy::Null => Some(format!("{target} = NULL")),
+        Strategy::Redact(text) => Some(format!("{target} = {}", q.param(text.as_str()))),
+        Strategy::Year => Some(format!("{target} = {}", backend.year_only(&qualified))),
+        Strategy::Prefix(n) => Some(format!("{target} = substr({qualified}, 1, {n})")),
+    }
+}
+
+/// Hashes a column of values read from the database (NULL stays NULL).
+fn hash_values(key: &[u8], values: impl Iterator<Item = Option<String>>) -> Vec<Option<String>> {
+    values.map(|v| v.map(|v| policy::keyed_hash(key, &v))).collect()
+}
+
+impl Eraser<'_> {
+    fn key(&self) -> Result<&[u8]> {
+        self.hash_key
+            .context("secrets.hash_key is required for the hash strategy")
+    }
+
+    /// Applies a staying linked table's column strategies to the batch's rows, setting
+    /// `reassign` (column, value) too when given, in one UPDATE. Returns the rows updated.
+    async fn scrub(&self, tx: &mut Tx, r: &Reference, ids: &[i64], reassign: Option<i64>) -> Result<u64> {
+        let backend = tx.backend();
+        let mut q = Query::new(&format!("UPDATE {} SET ", r.table.q()));
+        let mut sets: Vec<String> = Vec::new();
+        if let Some(unknown) = reassign {
+            let p = q.param(unknown);
+            sets.push(format!("{} = {p}", r.column.q()));
+        }
+        for (column, strategy) in &r.columns {
+            sets.extend(strategy_set(&mut q, backend, &r.table, column, strategy));
+        }
+        let hashed: Vec<&Ident> = r.columns.iter().filter(|(_, s)| *s == Strategy::Hash).map(|(c, _)| c).collect();
+        if hashed.is_empty() {
+            if sets.is_empty() {
+                return Ok(0);
+            }
+            q.push(&sets.join(", ")).push(" WHERE ");
+            push_rows_of_batch(&mut q, backend, self.schema, r, ids);
+            return tx.execute(&q).await.with_context(|| format!("updating {}", r.table));
+        }
+        let pk = self.keys.of(&r.table)?;
+        let mut read = Query::new(&format!(
+            "SELECT {}.{}, {} FROM {} WHERE ",
+            r.table.q(),
+            pk.q(),
+            hashed.iter().map(|c| format!("{}.{}", r.table.q(), c.q())).collect::<Vec<_>>().join(", "),
+            r.table.q()
+        ));
+        push_rows_of_batch(&mut read, backend, self.schema, r, ids);
+        let rows = tx.fetch_all(&read).await.with_context(|| format!("reading {}", r.table))?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let key = self.key()?;
+        let row_ids = rows.iter().map(|row| row.i64(0)).collect::<Result<Vec<_>>>()?;
+        let columns: Vec<Vec<Option<String>>> = (0..hashed.len())
+            .map(|i| hash_values(key, rows.iter().map(|row| row.get(i + 1).to_text())))
+            .collect();
+        for (i, column) in hashed.iter().enumerate() {
+            sets.push(format!("{} = v.v{i}", column.q()));
+        }
+        q.push(&sets.join(", ")).push(" FROM ");
+        backend.push_values_source(&mut q, row_ids, columns);
+        q.push(&format!(" WHERE {}.{} = v.id", r.table.q(), pk.q()));
+        tx.execute(&q).await.with_context(|| format!("updating {}", r.table))
+    }
+
+    async fn delete_rows(&self, tx: &mut Tx, r: &Reference, ids: &[i64]) -> Result<u64> {
+        let backend = tx.backend();
+        let mut q = Query::new(&format!("DELETE FROM {} WHERE ", r.table.q()));
+        push_rows_of_batch(&mut q, backend, self.schema, r, ids);
+        tx.execute(&q).await.with_context(|| format!("deleting from {}", r.table))
+    }
+
+    /// The linked tables of a batch under `action`: `via` tables first (while their parent rows
+    /// still point at the batch), then the tables that point at the customers.
+    async fn linked_tables(&self, tx: &mut Tx, action: Action, ids: &[i64], unknown: Option<i64>) -> Result<()> {
+        let refs = &self.schema.references;
+        for r in refs.iter().filter(|r| r.via.is_some()) {
+            if r.rows_stay(action) {
+                self.scrub(tx, r, ids, None).await?;
+            } else {
+                self.delete_rows(tx, r, ids).await?;
+            }
+        }
+        for r in refs.iter().filter(|r| r.via.is_none()) {
+            match (action, r.rows_stay(action)) {
+                (Action::Delete, true) => {
+                    let unknown = unknown.context("a reassigned table needs the Unknown Customer")?;
+                    self.scrub(tx, r, ids, Some(unknown)).await?;
+                }
+                (Action::Anonymise, true) => {
+                    self.scrub(tx, r, ids, None).await?;
+                }
+                (_, false) => {
+                    self.delete_rows(tx, r, ids).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Delete: linked rows reassigned to the Unknown Customer (scrubbed) or deleted, then the
+    /// customers.
+    pub async fn delete(&self, tx: &mut Tx, ids: &[i64], at: DateTime<Utc>) -> Result<()> {
+        let s = self.schema;
+        let backend = tx.backend();
+        let needs_unknown = s.references.iter().any(|r| r.via.is_none() && r.on_delete == OnDelete::Reassign);
+        let unknown = if needs_unknown {
+            Some(self.unknown_customer(tx, at).await?)
+        } else {
+            None
+        };
+        self.linked_tables(tx, Action::Delete, ids, unknown).await?;
+        let mut q = Query::new(&format!("DELETE FROM {} WHERE {}", s.customers.q(), s.customer_id.q()));
+        backend.push_in_ids(&mut q, ids);
+        let deleted = tx
+            .execute(&q)
+            .await
+            .with_context(|| format!("deleting from {}", s.customers))?;
+        if deleted != ids.len() as u64 {
+            bail!("deleted {deleted} of {} customers; rolled back", ids.len());
+        }
+        Ok(())
+    }
+
+    /// Anonymise: linked rows scrubbed or deleted, then every classified customers column gets
+    /// its strategy, set-based for the whole batch. `carried` holds each customer's id and the
+    /// values of its hashed columns (in [`hashed_columns`] order), read by the caller.
+    pub async fn anonymise(&self, tx: &mut Tx, report_id: i64, ids: &[i64], carried: &[Row], at: DateTime<Utc>) -> Result<()> {
+        let s = self.schema;
+        let backend = tx.backend();
+        self.linked_tables(tx, Action::Anonymise, ids, None).await?;
+        let table = &s.customers;
+        let mut q = Query::new(&format!("UPDATE {} SET ", table.q()));
+        let mut sets = Vec::new();
+        for (column, strategy) in &self.venue.anonymise {
+            sets.extend(strategy_set(&mut q, backend, table, column, strategy));
+        }
+        let hashed = hashed_columns(self.venue);
+        if !hashed.is_empty() {
+            let key = self.key()?;
+            let row_ids = carried.iter().map(|row| row.i64(0)).collect::<Result<Vec<_>>>()?;
+            let columns: Vec<Vec<Option<String>>> = (0..hashed.len())
+                .map(|i| hash_values(key, carried.iter().map(|row| row.get(i + 1).to_text())))
+                .collect();
+            for (i, column) in hashed.iter().enumerate() {
+                sets.push(format!("{} = v.v{i}", column.q()));
+            }
+            q.push(&sets.join(", ")).push(" FROM ");
+            backend.push_values_source(&mut q, row_ids, columns);
+            q.push(&format!(" WHERE {}.{} = v.id", table.q(), s.customer_id.q()));
+        } else if !sets.is_empty() {
+            q.push(&sets.join(", ")).push(&format!(" WHERE {}", s.customer_id.q()));
+            backend.push_in_ids(&mut q, ids);
+        }
+        if !sets.is_empty() {
+            let updated = tx
+                .execute(&q)
+                .await
+                .with_context(|| format!("anonymising {}", s.customers))?;
+            if updated != ids.len() as u64 {
+                bail!("anonymised {updated} of {} customers; rolled back", ids.len());
+            }
+        }
+        let mut mark = Query::new("INSERT INTO retention_anonymised (customer_id, venue_id, report_id, anonymised_at) SELECT ids.id, ");
+        mark.bind(self.venue.id)
+            .push(", ")
+            .bind(report_id)
+            .push(", ")
+            .bind(at)
+            .push(" FROM ");
+        backend.push_ids_source(&mut mark, ids);
+        tx.execute(&mark).await?;
+        Ok(())
+    }
+
+    /// The venue's Unknown Customer: configured, remembered, or created now (inside the batch's
+    /// transaction, so it is created exactly once) and remembered.
+    async fn unknown_customer(&self, tx: &mut Tx, at: DateTime<Utc>) -> Result<i64> {
+        let s = self.schema;
+        let venue = self.venue;
+        if let Some(id) = venue.unknown_customer_id {
+            if !self.is_customer_of_venue(tx, id).await? {
+                bail!("venues.unknown_customer_id {id} is not a customer of venue {}", venue.id);
+            }
+            return Ok(id);
+        }
+        let mut q = Query::new("SELECT customer_id FROM retention_unknown_customers WHERE venue_id = ");
+        q.bind(venue.id);
+        if let Some(row) = tx.fetch_optional(&q).await? {
+            let id = row.i64(0)?;
+            if !self.is_customer_of_venue(tx, id).await? {
+                bail!("the Unknown Customer record {id} of venue {} no longer exists; restore it or set unknown_customer_id", venue.id);
+            }
+            return Ok(id);
+        }
+        let mut columns = vec![s.customer_venue.q(), s.customer_created_at.q()];
+        let mut q = Query::new("");
+        let mut values = vec![q.param(venue.id), q.param(at)];
+        let labels: &[&str] = if s.display_name.len() >= 2 {
+            &["Unknown", "Customer"]
+        } else {
+            &["Unknown Customer"]
+        };
+        for (column, label) in s.display_name.iter().zip(labels) {
+            columns.push(column.q());
+            values.push(q.param(*label));
+        }
+        q.push(&format!(
+            "INSERT INTO {} ({}) VALUES ({}) RETURNING {}",
+            s.customers.q(),
+            columns.join(", "),
+            values.join(", "),
+            s.customer_id.q()
+        ));
+        let id = tx
+            .fetch_one(&q)
+            .await
+            .with_context(|| format!("cannot create the Unknown Customer record of venue {}; set unknown_customer_id", venue.id))?
+            .i64(0)?;
+        let mut q = Query::new("INSERT INTO retention_unknown_customers (venue_id, customer_id, created_at) VALUES (");
+        q.bind(venue.id).push(", ").bind(id).push(", ").bind(at).push(")");
+        tx.execute(&q).await?;
+        info!(venue.id = venue.id, customer.id = id, "created the Unknown Customer record");
+        Ok(id)
+    }
+
+    async fn is_customer_of_venue(&self, tx: &mut Tx, id: i64) -> Result<bool> {
+        let q = crate::selection::customer_of_venue(self.schema, self.venue.id, id);
+        Ok(tx.fetch_one(&q).await?.i64(0)? == 1)
+    }
+}
+
+/// The columns a venue anonymises with a keyed hash, in configuration order.
+pub fn hashed_columns(venue: &VenueConfig) -> Vec<&Ident> {
+    venue
+        .anonymise
+        .iter()
+        .filter(|(_, s)| *s == Strategy::Hash)
+        .map(|(c, _)| c)
+        .collect()
+}
+
+/// The tables an erasure may write to: the customers and every linked table.
+pub fn touched_tables(schema: &SchemaConfig) -> Vec<&Ident> {
+    let mut tables = vec![&schema.customers];
+    for r in &schema.references {
+        if !tables.contains(&&r.table) {
+            tables.push(&r.table);
+        }
+    }
+    tables
+}
