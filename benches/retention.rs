@@ -270,7 +270,7 @@ link_requests_per_second = 1000000
 [mail]
 from = "Data Retention <retention@example.org>"
 [secrets]
-hash_key = "benchmark-hash-key-0123456789"
+hash_key = "benchmark-hash-key-0123456789-abcdef"
 {schema_toml}
 [[venues]]
 id = 1

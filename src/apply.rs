@@ -7,6 +7,7 @@ use crate::audit::{self, Event};
 use crate::config::VenueConfig;
 use crate::db::{Ident, Query, Tx};
 use crate::erase::{Eraser, LinkedKeys};
+use crate::journal::{Journal, Line as JournalLine};
 use crate::policy::{self, Action, Outcome, ReportState};
 use crate::reports::{self, Report};
 use crate::selection::Scope;
@@ -46,6 +47,15 @@ pub async fn apply_report(
     report: &Report,
     at: DateTime<Utc>,
 ) -> Result<ApplySummary> {
+    // The journal must be writable before any customer is touched; catching up also adds what
+    // a crash between a commit and its journal lines left out.
+    let journal = Journal::from_config(&svc.config);
+    if let Some(journal) = &journal {
+        let added = journal.catch_up(&svc.db, None).await?;
+        if added > 0 {
+            tracing::warn!(report.id = report.id, lines = added, "erasure journal caught up from the ledger");
+        }
+    }
     if report.state == ReportState::Approved {
         let mut tx = svc.db.begin().await?;
         reports::transition(&mut tx, report, ReportState::Applying, at, None).await?;
@@ -119,6 +129,9 @@ pub async fn apply_report(
         if ids.is_empty() {
             finish(&mut tx, venue, report, at).await?;
             tx.commit().await?;
+            if let Some(journal) = &journal {
+                journal.catch_up(&svc.db, Some(report.id)).await?;
+            }
             scrub_files(svc, report.id).await;
             break;
         }
@@ -135,6 +148,9 @@ pub async fn apply_report(
         let before_commit = Instant::now();
         tx.commit().await?;
         let commit_ms = before_commit.elapsed().as_millis() as u64;
+        if let Some(journal) = &journal {
+            journal.append(&journal_lines(venue, report, &batch, at))?;
+        }
         let duration_ms = started.elapsed().as_millis() as u64;
         after_id = *ids.last().expect("a batch is never empty");
         batches += 1;
@@ -143,10 +159,11 @@ pub async fn apply_report(
         // flush, and SQLite's automatic WAL checkpoint runs in the commit call but after the
         // write lock is released, so neither keeps the box office waiting.
         sizer.observe(ids.len() as u32, duration_ms.saturating_sub(commit_ms));
-        for (outcome, n) in &batch {
+        for (outcome, ids) in &batch {
+            let n = ids.len() as u64;
             *counts.entry(*outcome).or_default() += n;
             metrics::counter!("retentiond_customers_total", "outcome" => outcome.as_str())
-                .increment(*n);
+                .increment(n);
         }
         if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
             checkpoint(svc, report.id).await;
@@ -284,7 +301,26 @@ async fn finish(
     .await
 }
 
+/// The journal lines of a committed batch: its erased customers.
+fn journal_lines(venue: &VenueConfig, report: &Report, batch: &BTreeMap<Outcome, Vec<i64>>, at: DateTime<Utc>) -> Vec<JournalLine> {
+    batch
+        .iter()
+        .filter(|(outcome, _)| !outcome.is_skip())
+        .flat_map(|(outcome, ids)| {
+            ids.iter().map(move |id| JournalLine {
+                report_id: report.id,
+                venue_id: venue.id,
+                customer_id: *id,
+                action: report.action.as_str().to_string(),
+                outcome: outcome.as_str().to_string(),
+                at,
+            })
+        })
+        .collect()
+}
+
 /// One batch inside `tx`: re-check, act on those still eligible, record every outcome.
+/// Returns the customer ids by outcome.
 async fn apply_batch(
     svc: &Service,
     tx: &mut Tx,
@@ -293,7 +329,7 @@ async fn apply_batch(
     report: &Report,
     ids: &[i64],
     at: DateTime<Utc>,
-) -> Result<BTreeMap<Outcome, u64>> {
+) -> Result<BTreeMap<Outcome, Vec<i64>>> {
     let phase = Instant::now();
     // An anonymise batch carries the columns to hash through the re-check, reading each row once.
     let carry: Vec<&Ident> = match report.action {
@@ -342,8 +378,7 @@ async fn apply_batch(
     let action_ms = phase.elapsed().as_millis() as u64;
     let phase = Instant::now();
     let backend = tx.backend();
-    let mut counts = BTreeMap::new();
-    for (outcome, ids) in outcomes {
+    for (outcome, ids) in &outcomes {
         let mut q = Query::new("UPDATE retention_report_items SET outcome = ");
         q.bind(outcome.as_str())
             .push(", processed_at = ")
@@ -352,12 +387,11 @@ async fn apply_batch(
             .bind(report.id);
         // Only items still without an outcome: a second process would update fewer rows.
         q.push(" AND outcome IS NULL AND customer_id");
-        backend.push_in_ids(&mut q, &ids);
+        backend.push_in_ids(&mut q, ids);
         let updated = tx.execute(&q).await?;
         if updated != ids.len() as u64 {
             bail!("recorded {updated} outcomes for {} customers; another process is applying this report", ids.len());
         }
-        counts.insert(outcome, updated);
     }
     tracing::debug!(
         report.id = report.id,
@@ -366,7 +400,7 @@ async fn apply_batch(
         record_ms = phase.elapsed().as_millis() as u64,
         "batch phases"
     );
-    Ok(counts)
+    Ok(outcomes)
 }
 
 /// Why each of `ids` is no longer a candidate.

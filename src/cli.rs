@@ -6,7 +6,7 @@ use crate::cycle::{self, Selection, VenueCycle};
 use crate::db::Db;
 use crate::policy::Outcome;
 use crate::{audit, check, logging, migrate, reports, Service};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use chrono::{DateTime, SubsecRound, Utc};
 use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
@@ -73,10 +73,21 @@ pub enum Command {
     Reports(ReportsCommand),
     /// The proof-of-disposal ledger (no personal data)
     Audit {
+        /// Only this venue's reports and customers
         #[arg(long)]
         venue: Option<i64>,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
+    },
+    /// Apply the erasures of an erasure journal again, after a database was restored from a backup
+    Replay {
+        /// The erasure journal (journal.path) written before the backup was restored
+        #[arg(value_name = "JOURNAL")]
+        journal: PathBuf,
+        /// Only print what would be erased again; change nothing
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -187,6 +198,7 @@ async fn execute(command: Command, config: Config) -> Result<ExitCode> {
         }
         Command::Reports(cmd) => run_reports(&svc, cmd).await?,
         Command::Audit { venue, json } => run_audit(&svc, venue, json).await?,
+        Command::Replay { journal, dry_run } => run_replay(&svc, &journal, dry_run).await?,
     };
     svc.db.close().await;
     Ok(code)
@@ -243,7 +255,8 @@ async fn run_cycle(
             Ok(result) => print_cycle(&venue.name, &result),
             Err(e) => {
                 failed += 1;
-                misconfigured |= e.downcast_ref::<check::UnclassifiedColumns>().is_some();
+                misconfigured |= e.downcast_ref::<check::UnclassifiedColumns>().is_some()
+                    || e.downcast_ref::<crate::journal::JournalUnwritable>().is_some();
                 tracing::error!(venue.id = venue.id, error = %format!("{e:#}"), "cycle failed");
                 out!("venue {} ({}): FAILED: {e:#}", venue.id, venue.name);
             }
@@ -463,15 +476,51 @@ async fn run_reports(svc: &Service, cmd: ReportsCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+async fn run_replay(svc: &Service, journal: &std::path::Path, dry_run: bool) -> Result<ExitCode> {
+    migrate::ensure_current(&svc.db).await?;
+    let _instance = if dry_run {
+        None
+    } else {
+        Some(svc.db.single_instance_guard()?)
+    };
+    let summary = match crate::replay::run(svc, journal, dry_run, now()).await {
+        Ok(summary) => summary,
+        Err(e) if e.downcast_ref::<check::UnclassifiedColumns>().is_some() => {
+            eprintln!("retentiond: {e:#}");
+            return Ok(ExitCode::from(2));
+        }
+        Err(e) => return Err(e),
+    };
+    let verb = if dry_run { "would erase again" } else { "erased again" };
+    out!(
+        "replay of {}: {} lines, {} customers: {verb} {} ({} deleted, {} anonymised); skipped {} already gone, {} already anonymised{}",
+        journal.display(),
+        summary.lines,
+        summary.customers,
+        summary.deleted + summary.anonymised,
+        summary.deleted,
+        summary.anonymised,
+        summary.already_gone,
+        summary.already_erased,
+        if dry_run { " [dry run: nothing changed]" } else { "" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn run_audit(svc: &Service, venue: Option<i64>, json: bool) -> Result<ExitCode> {
     migrate::ensure_current(&svc.db).await?;
     let events = audit::events(&svc.db, venue).await?;
     let customers = audit::customer_outcomes(&svc.db, venue).await?;
+    let replayed = crate::replay::replayed(&svc.db, venue).await?;
     if json {
+        let replayed: Vec<_> = replayed
+            .iter()
+            .map(|(report_id, customer_id, at)| serde_json::json!({ "report_id": report_id, "customer_id": customer_id, "outcome": "replayed", "at": at }))
+            .collect();
         out!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({ "events": events, "customers": customers })
+                &serde_json::json!({ "events": events, "customers": customers, "replayed": replayed })
             )?
         );
         return Ok(ExitCode::SUCCESS);
@@ -496,8 +545,11 @@ async fn run_audit(svc: &Service, venue: Option<i64>, json: bool) -> Result<Exit
             c.outcome
         );
     }
+    for (report_id, customer_id, at) in &replayed {
+        out!("{}  report {report_id}  customer {customer_id}  replayed", at.to_rfc3339());
+    }
     if events.is_empty() && customers.is_empty() {
-        bail!("the ledger is empty");
+        out!("the ledger is empty: no report has been made yet");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -348,3 +348,65 @@ pub fn touched_tables(schema: &SchemaConfig) -> Vec<&Ident> {
     }
     tables
 }
+
+/// A table or column name in words for a venue manager: `customer_notes` -> "customer notes".
+pub fn in_words(name: &str) -> String {
+    name.replace('_', " ")
+}
+
+/// What an erasure of `action` does to each linked table, in plain sentences for the report
+/// page and the emails (SPEC 4: the page speaks to a venue manager, not a DBA).
+pub fn linked_tables_in_words(schema: &SchemaConfig, action: Action) -> Vec<String> {
+    let mut sentences = Vec::new();
+    for r in &schema.references {
+        let table = in_words(r.table.name());
+        let whose = match &r.via {
+            Some(via) => format!("The {table} of those {}", in_words(via.table.name())),
+            None => format!("Their {table}"),
+        };
+        if !r.rows_stay(action) {
+            sentences.push(format!("{whose} are deleted."));
+            continue;
+        }
+        let place = match (action, &r.via) {
+            (Action::Delete, None) => "are kept, moved to the venue's Unknown Customer record",
+            _ => "are kept",
+        };
+        let changes: Vec<String> = r
+            .columns
+            .iter()
+            .filter(|(_, st)| *st != Strategy::Keep)
+            .map(|(c, st)| format!("{} {}", in_words(c.name()), st.in_words()))
+            .collect();
+        if changes.is_empty() {
+            sentences.push(format!("{whose} {place}, unchanged."));
+        } else {
+            sentences.push(format!("{whose} {place}; in them: {}.", changes.join(", ")));
+        }
+    }
+    sentences
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linked_tables_are_described_in_words() {
+        let toml = format!("[database]\nurl = \"sqlite://x.db\"\n[secrets]\nhash_key = \"{}\"\n{}\n[[venues]]\nid = 1\nname = \"V\"\napprovers = [\"a@b.c\"]\ninactive_for = \"3 years\"\naction = \"delete\"\n", "k".repeat(40), crate::reference::SCHEMA_TOML);
+        let dir = std::env::temp_dir().join(format!("retentiond-words-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, toml).unwrap();
+        let config = crate::config::load_with_env(&path, Default::default()).unwrap();
+        let delete = linked_tables_in_words(&config.schema, Action::Delete).join(" ");
+        let anonymise = linked_tables_in_words(&config.schema, Action::Anonymise).join(" ");
+        assert!(delete.contains("Their orders are kept, moved to the venue's Unknown Customer record; in them: billing email replaced by a keyed hash."), "{delete}");
+        assert!(delete.contains("Their customer notes are deleted."), "{delete}");
+        assert!(delete.contains("The order addresses of those orders are kept; in them: "), "{delete}");
+        assert!(delete.contains("first name removed"), "{delete}");
+        assert!(anonymise.contains("Their orders are kept; in them: billing email replaced by a keyed hash."), "{anonymise}");
+        assert!(anonymise.contains("Their customer notes are deleted."), "{anonymise}");
+        assert!(!delete.contains('_') && !anonymise.contains('_'), "no column names: {delete} {anonymise}");
+    }
+}

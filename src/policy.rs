@@ -124,7 +124,7 @@ pub fn start_of_day(date: NaiveDate, tz: Tz) -> DateTime<Utc> {
 }
 
 /// What happens to a venue's selected customers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Delete,
@@ -208,6 +208,20 @@ impl fmt::Display for Strategy {
             Strategy::Hash => f.write_str("hash"),
             Strategy::Year => f.write_str("year"),
             Strategy::Prefix(n) => write!(f, "prefix:{n}"),
+        }
+    }
+}
+
+impl Strategy {
+    /// What the strategy does to a value, in words for a venue manager.
+    pub fn in_words(&self) -> String {
+        match self {
+            Strategy::Keep => "kept".into(),
+            Strategy::Null => "removed".into(),
+            Strategy::Redact(text) => format!("replaced by \"{text}\""),
+            Strategy::Hash => "replaced by a keyed hash".into(),
+            Strategy::Year => "only the year kept".into(),
+            Strategy::Prefix(n) => format!("only the first {n} characters kept"),
         }
     }
 }

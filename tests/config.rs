@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{anonymise_venue, config_toml, delete_venue};
+use common::{anonymise_venue, config_toml, delete_venue, HASH_KEY};
 use retentiond::config::{load_with_env, ConfigError};
 use std::collections::BTreeMap;
 
@@ -27,7 +27,7 @@ fn environment_overrides_file_values() {
         &text,
         &[
             ("RETENTIOND__DATABASE__URL", "postgres://db.internal/venues"),
-            ("RETENTIOND__SECRETS__HASH_KEY", "from-the-environment-123"),
+            ("RETENTIOND__SECRETS__HASH_KEY", "from-the-environment-0123456789-abc"),
         ],
     )
     .unwrap();
@@ -38,7 +38,7 @@ fn environment_overrides_file_values() {
     );
     assert_eq!(
         config.hash_key.unwrap().expose_secret(),
-        "from-the-environment-123"
+        "from-the-environment-0123456789-abc"
     );
 }
 
@@ -68,9 +68,44 @@ fn refusals_name_the_key() {
     );
     let no_key = config_toml("sqlite://file.db", &anonymise_venue(1, "3 years", ""))
         .replace("hash_key =", "# hash_key =");
+    let no_key_for_customers = no_key
+        .replace("billing_email = \"hash\"", "billing_email = \"null\"")
+        .replace(
+            "postcode = \"prefix:4\"\nemail = \"hash\"",
+            "postcode = \"prefix:4\"\nemail = \"null\"",
+        );
+    let delete = config_toml("sqlite://file.db", &delete_venue(2, "3 years", ""));
     let cases = [
         (two_venues, "venues[1].id"),
-        (no_key, "venues[0].anonymise.email"),
+        (no_key_for_customers, "venues[0].anonymise.email"),
+        (no_key, "schema.references[0].columns.billing_email"),
+        (
+            delete.replace(&format!("hash_key = \"{HASH_KEY}\""), "hash_key = \"short-key-0123456789\""),
+            "secrets.hash_key",
+        ),
+        (
+            delete.replace("via = \"orders\"", "via = \"invoices\""),
+            "schema.references[2].via",
+        ),
+        (
+            delete.replace("via = \"orders\"", "via = \"orders\"\non_delete = \"delete\""),
+            "schema.references[2].via",
+        ),
+        (
+            delete.replace(
+                "on_delete = \"delete\"",
+                "on_delete = \"delete\"\non_anonymise = \"scrub\"",
+            ),
+            "schema.references[1].on_anonymise",
+        ),
+        (
+            delete.replace("billing_email = \"hash\"", "billing_email = \"shred\""),
+            "schema.references[0].columns.billing_email",
+        ),
+        (
+            delete.clone() + "\n[journal]\npath = \"\"\n",
+            "journal.path",
+        ),
         (
             config_toml("sqlite://file.db", &delete_venue(2, "3 years", ""))
                 .replace("max_share = 1.0", "max_share = 1.5"),

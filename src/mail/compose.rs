@@ -75,31 +75,12 @@ pub fn skip_reason(outcome: Outcome) -> &'static str {
 }
 
 fn action_phrase(svc: &Service, report: &Report) -> String {
+    let linked = crate::erase::linked_tables_in_words(&svc.config.schema, report.action).join(" ");
     match report.action {
-        Action::Delete => {
-            let moved: Vec<String> = svc
-                .config
-                .schema
-                .references
-                .iter()
-                .map(|r| {
-                    format!(
-                        "{}.{} {}",
-                        r.table,
-                        r.column,
-                        if r.on_delete == crate::config::OnDelete::Reassign {
-                            "moved to the Unknown Customer"
-                        } else {
-                            "deleted"
-                        }
-                    )
-                })
-                .collect();
-            format!("delete the customers ({})", moved.join("; "))
-        }
-        Action::Anonymise => {
-            "anonymise the customers (identifying fields removed, general fields kept)".to_string()
-        }
+        Action::Delete => format!("delete the customers. {linked}"),
+        Action::Anonymise => format!(
+            "anonymise the customers (identifying fields removed, general fields kept). {linked}"
+        ),
     }
 }
 

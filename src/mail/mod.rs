@@ -168,17 +168,46 @@ impl Mailer {
                     .context("SMTP send failed")?;
             }
             Mailer::File { dir, .. } => {
-                tokio::fs::create_dir_all(dir)
-                    .await
-                    .with_context(|| format!("cannot create {}", dir.display()))?;
                 let name = format!("{outbox_id:08}-{}.eml", kind.as_str());
-                let partial = dir.join(format!(".{name}.partial"));
-                tokio::fs::write(&partial, message.formatted()).await?;
-                tokio::fs::rename(&partial, dir.join(name)).await?;
+                write_private_file(dir, &name, message.formatted())
+                    .await
+                    .with_context(|| format!("cannot write mail into {}", dir.display()))?;
             }
         }
         Ok(())
     }
+}
+
+/// Writes `name` in `dir` readable by the service's user only (the directory 0700, the file
+/// 0600): the messages hold live approval links. Written aside and renamed, so a reader never
+/// sees half a message.
+async fn write_private_file(dir: &std::path::Path, name: &str, contents: Vec<u8>) -> std::io::Result<()> {
+    let dir = dir.to_path_buf();
+    let name = name.to_string();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(&dir)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        let partial = dir.join(format!(".{name}.partial"));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&partial)?;
+        file.write_all(&contents)?;
+        file.sync_data()?;
+        std::fs::rename(&partial, dir.join(name))
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 /// Delivery counts of one pass over the outbox.

@@ -1,7 +1,6 @@
 //! Rendering the pages (templates in `templates/`) and streaming the CSV page by page, so memory
 //! stays flat however large the report.
 
-use crate::config::OnDelete;
 use crate::policy::Strategy;
 use crate::reports::{self, Report, ReportCustomer};
 use crate::Service;
@@ -86,23 +85,11 @@ pub async fn report(
     for (column, strategy) in venue.map(|v| v.anonymise.as_slice()).unwrap_or_default() {
         match strategy {
             Strategy::Keep => kept.push(column.to_string()),
-            other => removed.push(format!("{column} ({})", describe(other))),
+            other => removed.push(format!("{column} ({})", other.in_words())),
         }
     }
-    let references = svc
-        .config
-        .schema
-        .references
-        .iter()
-        .map(|r| match r.on_delete {
-            OnDelete::Reassign => format!(
-                "Rows of {} ({}) move to the venue's Unknown Customer record and are kept.",
-                r.table, r.column
-            ),
-            OnDelete::Delete => format!("Rows of {} ({}) are deleted.", r.table, r.column),
-        })
-        .collect::<Vec<_>>()
-        .join(" ");
+    let references =
+        crate::erase::linked_tables_in_words(&svc.config.schema, report.action).join(" ");
     let shows_customers = report.state.shows_customers();
     // The page number travels in the link, so no page needs to count the rows before it.
     let position = after.map_or(0, |(_, page)| i64::from(page) * i64::from(PAGE_SIZE));
@@ -162,17 +149,6 @@ pub async fn report(
         error,
     };
     Ok(html_response(status, page.render()?))
-}
-
-fn describe(strategy: &Strategy) -> String {
-    match strategy {
-        Strategy::Keep => "kept".into(),
-        Strategy::Null => "removed".into(),
-        Strategy::Redact(text) => format!("replaced by \"{text}\""),
-        Strategy::Hash => "replaced by a keyed hash".into(),
-        Strategy::Year => "only the year kept".into(),
-        Strategy::Prefix(n) => format!("only the first {n} characters kept"),
-    }
 }
 
 /// The report's customers as CSV (header row, one row each), fetched and sent chunk by chunk.

@@ -1,0 +1,217 @@
+//! `retentiond replay JOURNAL` (SPEC 9): after a database was restored from a backup, every
+//! erasure in the journal is applied again, without a new approval (it was approved), with the
+//! venue's current configuration, in crash-safe batches. A customer that no longer exists, or
+//! is already anonymised, is counted and skipped, so a second replay changes nothing.
+
+use crate::audit::{self, Event};
+use crate::db::{Ident, Query, Row, Tx};
+use crate::erase::{self, Eraser, LinkedKeys};
+use crate::journal;
+use crate::policy::Action;
+use crate::Service;
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, Utc};
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use tracing::info;
+
+/// What a replay did (or, dry, would do).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReplaySummary {
+    pub lines: u64,
+    /// Distinct customers the journal names.
+    pub customers: u64,
+    pub deleted: u64,
+    pub anonymised: u64,
+    /// No longer in the database: nothing to do.
+    pub already_gone: u64,
+    /// Still there but already anonymised (or now of another venue): left alone.
+    pub already_erased: u64,
+    pub dry_run: bool,
+}
+
+/// One venue's erasures of one report and action.
+type Group = (i64, Action, i64);
+
+/// Replays the journal at `path` as of `at`.
+pub async fn run(svc: &Service, path: &Path, dry_run: bool, at: DateTime<Utc>) -> Result<ReplaySummary> {
+    let lines = journal::read_all(path)?;
+    let mut summary = ReplaySummary {
+        lines: lines.len() as u64,
+        dry_run,
+        ..ReplaySummary::default()
+    };
+    let mut groups: BTreeMap<Group, BTreeSet<i64>> = BTreeMap::new();
+    let mut seen = BTreeSet::new();
+    for line in &lines {
+        let action = if line.action == "delete" { Action::Delete } else { Action::Anonymise };
+        if seen.insert(line.customer_id) {
+            groups
+                .entry((line.venue_id, action, line.report_id))
+                .or_default()
+                .insert(line.customer_id);
+        }
+    }
+    summary.customers = seen.len() as u64;
+    // Everything is checked before anything is changed.
+    for (venue_id, action, _) in groups.keys() {
+        let venue = svc.config.venue(*venue_id).with_context(|| {
+            format!("{}: venue {venue_id} is in the journal but not in {}; nothing was replayed", path.display(), svc.config.file)
+        })?;
+        if *action == Action::Anonymise && venue.action != Action::Anonymise {
+            bail!(
+                "{}: venue {venue_id} is now configured to {}, so its anonymisations cannot be replayed with its anonymise table; nothing was replayed",
+                path.display(),
+                venue.action.as_str()
+            );
+        }
+        crate::check::ensure_all_classified(&svc.db, &svc.config, venue).await?;
+    }
+    let keys = LinkedKeys::load(&svc.db, &svc.config.schema).await?;
+    let venues: BTreeSet<i64> = groups.keys().map(|(v, _, _)| *v).collect();
+    for venue_id in venues {
+        let venue = svc.config.venue(venue_id).expect("checked above");
+        let Some(lock) = svc.db.try_lock_venue(venue_id).await? else {
+            bail!("venue {venue_id}'s cycle is running in another process; replay again once it has finished");
+        };
+        let before = (summary.deleted, summary.anonymised);
+        let outcome = async {
+            for ((_, action, report_id), ids) in groups.iter().filter(|((v, _, _), _)| *v == venue_id) {
+                let ids: Vec<i64> = ids.iter().copied().collect();
+                for chunk in ids.chunks(svc.config.batch_size as usize) {
+                    replay_batch(svc, venue, &keys, *action, *report_id, chunk, dry_run, at, &mut summary).await?;
+                }
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        let _ = lock.release().await;
+        outcome?;
+        let (deleted, anonymised) = (summary.deleted - before.0, summary.anonymised - before.1);
+        if !dry_run && deleted + anonymised > 0 {
+            let mut tx = svc.db.begin().await?;
+            audit::record(
+                &mut tx,
+                &Event {
+                    at,
+                    venue_id,
+                    report_id: None,
+                    event: "replayed".into(),
+                    actor: "operator".into(),
+                    detail: format!("{deleted} deleted and {anonymised} anonymised again from the erasure journal after a restore"),
+                },
+            )
+            .await?;
+            tx.commit().await?;
+        }
+    }
+    if !dry_run && summary.deleted + summary.anonymised > 0 {
+        crate::apply::scrub_files(svc, 0).await;
+    }
+    Ok(summary)
+}
+
+/// One batch in one transaction: erase the customers still there and not yet erased, and
+/// record them as `replayed` in the ledger. Dry, the transaction is rolled back.
+#[allow(clippy::too_many_arguments)]
+async fn replay_batch(
+    svc: &Service,
+    venue: &crate::config::VenueConfig,
+    keys: &LinkedKeys,
+    action: Action,
+    report_id: i64,
+    ids: &[i64],
+    dry_run: bool,
+    at: DateTime<Utc>,
+    summary: &mut ReplaySummary,
+) -> Result<()> {
+    let s = &svc.config.schema;
+    let mut tx = svc.db.begin().await?;
+    let backend = tx.backend();
+    let hashed: Vec<&Ident> = match action {
+        Action::Anonymise => erase::hashed_columns(venue),
+        Action::Delete => Vec::new(),
+    };
+    let mut select = vec![format!("c.{}", s.customer_id.q())];
+    select.extend(hashed.iter().map(|c| format!("c.{}", c.q())));
+    let mut q = Query::new(&format!(
+        "SELECT {} FROM {} c WHERE c.{} = ",
+        select.join(", "),
+        s.customers.q(),
+        s.customer_venue.q()
+    ));
+    q.bind(venue.id).push(&format!(" AND c.{}", s.customer_id.q()));
+    backend.push_in_ids(&mut q, ids);
+    q.push(&format!(
+        " AND NOT EXISTS (SELECT 1 FROM retention_anonymised a WHERE a.customer_id = c.{}) ORDER BY c.{}",
+        s.customer_id.q(),
+        s.customer_id.q()
+    ));
+    let carried: Vec<Row> = tx.fetch_all(&q).await?;
+    let present: Vec<i64> = carried.iter().map(|r| r.i64(0)).collect::<Result<_>>()?;
+    let mut exists = Query::new(&format!("SELECT COUNT(*) FROM {} WHERE {}", s.customers.q(), s.customer_id.q()));
+    backend.push_in_ids(&mut exists, ids);
+    let existing = tx.fetch_one(&exists).await?.i64(0)? as u64;
+    summary.already_gone += ids.len() as u64 - existing;
+    summary.already_erased += existing - present.len() as u64;
+    if present.is_empty() {
+        return Ok(());
+    }
+    let eraser = Eraser {
+        schema: s,
+        venue,
+        hash_key: svc.config.hash_key.as_ref().map(|k| k.expose_secret().as_bytes()),
+        keys,
+    };
+    match action {
+        Action::Delete => eraser.delete(&mut tx, &present, at).await?,
+        Action::Anonymise => eraser.anonymise(&mut tx, report_id, &present, &carried, at).await?,
+    }
+    record_replayed(&mut tx, venue.id, action, report_id, &present, at).await?;
+    match action {
+        Action::Delete => summary.deleted += present.len() as u64,
+        Action::Anonymise => summary.anonymised += present.len() as u64,
+    }
+    if dry_run {
+        drop(tx); // rolled back: a dry run changes nothing
+    } else {
+        tx.commit().await?;
+        info!(venue.id = venue.id, report.id = report_id, batch.size = present.len(), "erasures replayed");
+    }
+    Ok(())
+}
+
+/// The ledger's `replayed` outcomes (one row per report and customer; a later replay after
+/// another restore updates its time).
+async fn record_replayed(tx: &mut Tx, venue_id: i64, action: Action, report_id: i64, ids: &[i64], at: DateTime<Utc>) -> Result<()> {
+    let backend = tx.backend();
+    let mut q = Query::new("INSERT INTO retention_replays (report_id, customer_id, venue_id, action, replayed_at) SELECT ");
+    q.bind(report_id)
+        .push(", ids.id, ")
+        .bind(venue_id)
+        .push(", ")
+        .bind(action.as_str())
+        .push(", ")
+        .bind(at)
+        .push(" FROM ");
+    backend.push_ids_source(&mut q, ids);
+    q.push(" WHERE true ON CONFLICT (report_id, customer_id) DO UPDATE SET replayed_at = excluded.replayed_at");
+    tx.execute(&q).await?;
+    Ok(())
+}
+
+/// The `replayed` outcomes recorded in the ledger, for `audit`.
+pub async fn replayed(db: &crate::db::Db, venue_id: Option<i64>) -> Result<Vec<(i64, i64, DateTime<Utc>)>> {
+    let mut q = Query::new("SELECT report_id, customer_id, replayed_at FROM retention_replays");
+    if let Some(v) = venue_id {
+        q.push(" WHERE venue_id = ").bind(v);
+    }
+    q.push(" ORDER BY report_id, customer_id");
+    db.fetch_all(&q)
+        .await?
+        .iter()
+        .map(|r| Ok((r.i64(0)?, r.i64(1)?, r.time(2)?)))
+        .collect()
+}
