@@ -240,6 +240,13 @@ async fn run_cycle(
     } else {
         Some(svc.db.single_instance_guard()?)
     };
+    if !dry_run {
+        if let Err(e) = crate::journal::catch_up_on_start(svc).await {
+            eprintln!("retentiond: {e:#}");
+            let unwritable = e.downcast_ref::<crate::journal::JournalUnwritable>().is_some();
+            return Ok(ExitCode::from(if unwritable { 2 } else { 1 }));
+        }
+    }
     let venues: Vec<_> = match venue {
         Some(id) => vec![svc
             .config

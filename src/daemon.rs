@@ -27,10 +27,7 @@ pub async fn run(
 ) -> Result<()> {
     crate::metrics::install();
     let mailer = Arc::new(Mailer::from_config(&svc.config.mail)?);
-    if let Some(journal) = crate::journal::Journal::from_config(&svc.config) {
-        let added = journal.catch_up(&svc.db, None).await?;
-        info!(lines = added, "erasure journal caught up from the ledger");
-    }
+    crate::journal::catch_up_on_start(&svc).await?;
     let mail_due = Arc::new(Notify::new());
     let tracker = TaskTracker::new();
     for venue in svc.config.venues.iter().cloned() {

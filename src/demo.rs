@@ -70,6 +70,8 @@ link_valid_for = "14 days"
 remind_after = "7 days"
 [secrets]
 hash_key = "{hash_key}"
+[journal]
+path = "{d}/erasures.jsonl"      # the erasure journal: `retentiond replay` after a restore
 {schema_toml}
 [[venues]]
 id = 1
@@ -174,6 +176,18 @@ async fn seed(db: &Db, customers: u32, now: DateTime<Utc>) -> Result<()> {
             tx.execute(&orders).await?;
         }
     }
+    // As shop systems keep them: the buyer's email on each order, a billing and a shipping
+    // address per order, and staff notes in free text about some customers.
+    tx.execute_script(
+        "UPDATE orders SET billing_email = (SELECT email FROM customers c WHERE c.id = orders.customer_id);
+         INSERT INTO order_addresses (order_id, address_type, first_name, last_name, address_1, city, postcode, email, phone)
+           SELECT o.id, t.kind, c.first_name, c.last_name, c.address_line1, c.city, c.postcode, c.email, c.phone
+           FROM orders o JOIN customers c ON c.id = o.customer_id
+           CROSS JOIN (SELECT 'billing' AS kind UNION ALL SELECT 'shipping') t;
+         INSERT INTO customer_notes (customer_id, body)
+           SELECT id, 'Prefers an aisle seat; call ' || first_name || ' on ' || phone FROM customers WHERE id % 7 = 0;",
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }

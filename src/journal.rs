@@ -131,6 +131,18 @@ impl Journal {
     }
 }
 
+/// On start (`run`, `cycle`), the configured journal gets whatever the ledger holds that it
+/// lacks; an unwritable journal stops the command before any customer is touched.
+pub async fn catch_up_on_start(svc: &crate::Service) -> Result<()> {
+    if let Some(journal) = Journal::from_config(&svc.config) {
+        let added = journal.catch_up(&svc.db, None).await?;
+        if added > 0 {
+            tracing::warn!(lines = added, "erasure journal caught up from the ledger");
+        }
+    }
+    Ok(())
+}
+
 fn write_lines(file: &mut File, lines: &[Line]) -> Result<()> {
     if lines.is_empty() {
         return Ok(());

@@ -114,7 +114,7 @@ pub async fn run(svc: &Service, path: &Path, dry_run: bool, at: DateTime<Utc>) -
 }
 
 /// One batch in one transaction: erase the customers still there and not yet erased, and
-/// record them as `replayed` in the ledger. Dry, the transaction is rolled back.
+/// record them as `replayed` in the ledger. Dry, it only counts.
 #[allow(clippy::too_many_arguments)]
 async fn replay_batch(
     svc: &Service,
@@ -156,8 +156,12 @@ async fn replay_batch(
     let existing = tx.fetch_one(&exists).await?.i64(0)? as u64;
     summary.already_gone += ids.len() as u64 - existing;
     summary.already_erased += existing - present.len() as u64;
-    if present.is_empty() {
-        return Ok(());
+    if dry_run || present.is_empty() {
+        match action {
+            Action::Delete => summary.deleted += present.len() as u64,
+            Action::Anonymise => summary.anonymised += present.len() as u64,
+        }
+        return Ok(()); // a dry run only counts (nothing written, no sequence value taken)
     }
     let eraser = Eraser {
         schema: s,
@@ -174,12 +178,8 @@ async fn replay_batch(
         Action::Delete => summary.deleted += present.len() as u64,
         Action::Anonymise => summary.anonymised += present.len() as u64,
     }
-    if dry_run {
-        drop(tx); // rolled back: a dry run changes nothing
-    } else {
-        tx.commit().await?;
-        info!(venue.id = venue.id, report.id = report_id, batch.size = present.len(), "erasures replayed");
-    }
+    tx.commit().await?;
+    info!(venue.id = venue.id, report.id = report_id, batch.size = present.len(), "erasures replayed");
     Ok(())
 }
 

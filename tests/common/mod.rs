@@ -19,6 +19,8 @@ pub struct TestDb {
     pub db: Db,
     pub url: String,
     pub dir: tempfile::TempDir,
+    /// The PostgreSQL schema of this test (None on SQLite).
+    pub schema: Option<String>,
     next_customer: AtomicU32,
 }
 
@@ -39,7 +41,93 @@ impl TestDb {
             db,
             url,
             dir,
+            schema: None,
             next_customer: AtomicU32::new(1),
+        }
+    }
+
+    /// The SQLite database file (SQLite only).
+    pub fn sqlite_path(&self) -> PathBuf {
+        self.dir.path().join("customers.db")
+    }
+
+    /// Takes a backup as an operator would: SQLite `VACUUM INTO` a file; PostgreSQL `pg_dump`
+    /// of the test's schema.
+    pub async fn backup(&self, name: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        match &self.schema {
+            None => {
+                let mut q = Query::new("VACUUM INTO ");
+                q.bind(path.display().to_string());
+                self.db.execute(&q).await.unwrap();
+            }
+            Some(schema) => {
+                let base = std::env::var("RETENTIOND_TEST_POSTGRES_URL").unwrap();
+                let out = std::process::Command::new("pg_dump")
+                    .args(["-Fc", "-n", schema, "-f"])
+                    .arg(&path)
+                    .arg(&base)
+                    .output()
+                    .expect("pg_dump");
+                assert!(out.status.success(), "pg_dump: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        path
+    }
+
+    /// Restores a backup taken by [`TestDb::backup`] over this database, as an operator would
+    /// (the service stopped): SQLite copies the file back; PostgreSQL drops the schema and runs
+    /// `pg_restore`. Returns the database reopened.
+    pub async fn restore(self, backup: &std::path::Path) -> TestDb {
+        if self.schema.is_none() {
+            // Nothing left in the log for a closing connection to write over the restored file.
+            self.db
+                .execute(&Query::new("PRAGMA wal_checkpoint(TRUNCATE)"))
+                .await
+                .unwrap();
+        }
+        self.db.close().await;
+        match &self.schema {
+            None => {
+                let path = self.sqlite_path();
+                // The last connection closes on its own thread, deleting the log when done:
+                // wait for that, so it cannot touch the restored file or its new log.
+                let wal = format!("{}-wal", path.display());
+                for _ in 0..500 {
+                    if !std::path::Path::new(&wal).exists() {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                for suffix in ["-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+                }
+                std::fs::copy(backup, &path).unwrap();
+            }
+            Some(schema) => {
+                let base = std::env::var("RETENTIOND_TEST_POSTGRES_URL").unwrap();
+                let admin = Db::connect(&base).await.unwrap();
+                admin
+                    .execute(&Query::new(&format!("DROP SCHEMA {schema} CASCADE")))
+                    .await
+                    .unwrap();
+                admin.close().await;
+                let out = std::process::Command::new("pg_restore")
+                    .arg("-d")
+                    .arg(&base)
+                    .arg(backup)
+                    .output()
+                    .expect("pg_restore");
+                assert!(out.status.success(), "pg_restore: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        let db = Db::connect(&self.url).await.unwrap();
+        TestDb {
+            db,
+            url: self.url,
+            dir: self.dir,
+            schema: self.schema,
+            next_customer: AtomicU32::new(self.next_customer.load(Ordering::SeqCst)),
         }
     }
 
@@ -69,6 +157,7 @@ impl TestDb {
             db,
             url,
             dir: tempfile::tempdir().unwrap(),
+            schema: Some(schema),
             next_customer: AtomicU32::new(1),
         })
     }
