@@ -179,7 +179,7 @@ async fn execute(command: Command, config: Config) -> Result<ExitCode> {
         Command::Check => run_check(&svc).await?,
         Command::Run => {
             migrate::ensure_current(&svc.db).await?;
-            let _instance = svc.db.single_instance_guard()?;
+            let _daemon = svc.db.daemon_guard()?;
             let listener = tokio::net::TcpListener::bind(&svc.config.http.bind)
                 .await
                 .with_context(|| format!("cannot listen on http.bind {}", svc.config.http.bind))?;
@@ -234,12 +234,7 @@ async fn run_cycle(
     dry_run: bool,
 ) -> Result<ExitCode> {
     migrate::ensure_current(&svc.db).await?;
-    // SQLite supports one instance: a cycle refuses while the daemon (or another cycle) runs.
-    let _instance = if dry_run {
-        None
-    } else {
-        Some(svc.db.single_instance_guard()?)
-    };
+    // No daemon lock: a venue's cycle takes its venue lock, so this works while `run` serves.
     if !dry_run {
         if let Err(e) = crate::journal::catch_up_on_start(svc).await {
             eprintln!("retentiond: {e:#}");
@@ -485,11 +480,6 @@ async fn run_reports(svc: &Service, cmd: ReportsCommand) -> Result<ExitCode> {
 
 async fn run_replay(svc: &Service, journal: &std::path::Path, dry_run: bool) -> Result<ExitCode> {
     migrate::ensure_current(&svc.db).await?;
-    let _instance = if dry_run {
-        None
-    } else {
-        Some(svc.db.single_instance_guard()?)
-    };
     let summary = match crate::replay::run(svc, journal, dry_run, now()).await {
         Ok(summary) => summary,
         Err(e) if e.downcast_ref::<check::UnclassifiedColumns>().is_some() => {

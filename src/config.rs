@@ -50,6 +50,10 @@ pub struct Config {
 pub struct HttpConfig {
     pub bind: String,
     pub public_url: String,
+    /// The path part of `public_url` ("" or e.g. "/retention"): pages link under it.
+    pub base_path: String,
+    /// Peers whose `X-Forwarded-For` is believed (reverse proxies).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Report-link requests a client may make at once, then per second (429 beyond).
     pub link_requests_burst: u32,
     pub link_requests_per_second: u32,
@@ -242,6 +246,7 @@ struct RawDatabase {
 struct RawHttp {
     bind: String,
     public_url: String,
+    trusted_proxies: Vec<String>,
     link_requests_burst: i64,
     link_requests_per_second: i64,
 }
@@ -250,6 +255,7 @@ impl Default for RawHttp {
         RawHttp {
             bind: "127.0.0.1:8080".into(),
             public_url: "http://127.0.0.1:8080".into(),
+            trusted_proxies: vec![],
             link_requests_burst: 60,
             link_requests_per_second: 1,
         }
@@ -547,6 +553,24 @@ fn validate(file: String, raw: RawConfig) -> Result<Config, ConfigError> {
         )
     })?;
 
+    let mut trusted_proxies = Vec::new();
+    for (i, p) in raw.http.trusted_proxies.iter().enumerate() {
+        let net = p
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| {
+                err(
+                    &format!("http.trusted_proxies[{i}]"),
+                    format!("expected an address or network such as \"127.0.0.1/32\", got {p:?}"),
+                )
+            })?;
+        trusted_proxies.push(net);
+    }
+    let public_url = raw.http.public_url.trim_end_matches('/').to_string();
+    let base_path = public_url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_string()))
+        .unwrap_or_default();
     let rate = |key: &str, value: i64| {
         u32::try_from(value)
             .ok()
@@ -773,7 +797,9 @@ fn validate(file: String, raw: RawConfig) -> Result<Config, ConfigError> {
         database_url: SecretString::from(url.to_string()),
         http: HttpConfig {
             bind: raw.http.bind,
-            public_url: raw.http.public_url.trim_end_matches('/').to_string(),
+            public_url,
+            base_path,
+            trusted_proxies,
             link_requests_burst,
             link_requests_per_second,
         },

@@ -35,9 +35,11 @@ pub async fn run(
     }
     tracker.spawn(mail_loop(svc.clone(), mailer.clone(), mail_due.clone()));
     let address = listener.local_addr()?;
-    let server = axum::serve(listener, web::router(svc.clone()))
-        .with_graceful_shutdown(svc.shutdown.clone().cancelled_owned());
-    let server = tokio::spawn(async move { server.await });
+    let server = tokio::spawn(web::serve(
+        listener,
+        svc.clone(),
+        svc.shutdown.clone().cancelled_owned(),
+    ));
     info!(http.address = %address, venues = svc.config.venues.len(), "retentiond running");
 
     tokio::select! {

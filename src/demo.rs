@@ -216,6 +216,16 @@ pub fn links_in_outbox(outbox: &Path) -> Result<Vec<String>> {
 }
 
 pub async fn run(dir: &Path) -> Result<()> {
+    // A demo already serving this folder keeps it: starting afresh would delete its database.
+    let db_file = dir.join("retention.db");
+    let lock_path = crate::db::daemon_lock_path(&db_file);
+    if lock_path.exists() && crate::db::try_lock_file(&lock_path)?.is_none() {
+        anyhow::bail!(
+            "another retentiond daemon (run or demo) is running against {} (lock {}); stop it first",
+            db_file.display(),
+            lock_path.display()
+        );
+    }
     if dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;
     }
@@ -232,6 +242,7 @@ pub async fn run(dir: &Path) -> Result<()> {
     let now = Utc::now().trunc_subsecs(0);
     seed(&db, 3000, now).await?;
     migrate::run(&db, now).await?;
+    let _daemon = db.daemon_guard()?;
     let svc = Service::new(db, config);
     println!(
         "demo: 3000 synthetic customers over two venues in {}/retention.db",

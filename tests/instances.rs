@@ -1,6 +1,7 @@
 //! Several instances: on PostgreSQL two daemons share a database (advisory locks keep each
 //! venue's cycle to one instance; killing the lock holder mid-apply hands the work over); on
-//! SQLite a second instance refuses with a clear message.
+//! SQLite a second daemon refuses with a clear message while operator commands work beside the
+//! one that serves, and venue locks keep a report's apply to one process at a time.
 
 mod common;
 
@@ -169,12 +170,36 @@ async fn two_postgres_instances_apply_once_and_take_over_from_a_killed_one() {
     assert_eq!(confirmations, 1, "exactly one confirmation");
 }
 
+fn retentiond(config: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_retentiond"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap()
+}
+
+async fn wait_healthy(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline, "the daemon never came up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_sqlite_instance_refuses_with_a_clear_message() {
+async fn sqlite_operator_commands_work_while_run_serves_and_a_second_daemon_is_refused() {
     let db = TestDb::sqlite().await;
     db.migrate().await;
+    db.customer(2, "2019-01-01 00:00:00").await;
     let port = free_port();
     let config = db.write_config(&(delete_venue(2, "3 years", "") + &http_section(port)));
+    let second_config = db.write_config(&(delete_venue(2, "3 years", "") + &http_section(free_port())));
     let mut first = Command::new(env!("CARGO_BIN_EXE_retentiond"))
         .arg("--config")
         .arg(&config)
@@ -184,46 +209,114 @@ async fn a_second_sqlite_instance_refuses_with_a_clear_message() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < deadline, "first instance never came up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_healthy(port).await;
 
-    let second = Command::new(env!("CARGO_BIN_EXE_retentiond"))
-        .arg("--config")
-        .arg(&config)
-        .arg("cycle")
-        .env("RUST_LOG", "error")
-        .output()
-        .unwrap();
+    let second = retentiond(&second_config, &["run"]);
+    let cycle = retentiond(&config, &["cycle", "--at", "2026-06-15T12:00:00Z"]);
+    let list = retentiond(&config, &["reports", "list"]);
+    let audit = retentiond(&config, &["audit"]);
+    let check = retentiond(&config, &["check"]);
     Command::new("kill")
         .args(["-TERM", &first.id().to_string()])
         .status()
         .unwrap();
     first.wait().unwrap();
-    let after = Command::new(env!("CARGO_BIN_EXE_retentiond"))
-        .arg("--config")
-        .arg(&config)
-        .arg("cycle")
-        .env("RUST_LOG", "error")
-        .output()
-        .unwrap();
 
     assert_eq!(second.status.code(), Some(1));
     let message = String::from_utf8_lossy(&second.stderr);
-    assert!(
-        message.contains("another retentiond instance is running"),
-        "{message}"
-    );
+    assert!(message.contains("another retentiond daemon (run or demo) is running"), "{message}");
     assert_eq!(message.trim().lines().count(), 1);
-    assert!(
-        after.status.success(),
-        "once the first stops, a cycle runs: {}",
-        String::from_utf8_lossy(&after.stderr)
-    );
+    for (what, out) in [("cycle", &cycle), ("reports list", &list), ("audit", &audit), ("check", &check)] {
+        assert!(
+            out.status.success(),
+            "{what} works while run serves: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(String::from_utf8_lossy(&cycle.stdout).contains("created report 1"), "{}", String::from_utf8_lossy(&cycle.stdout));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_operator_cycles_and_an_every_second_daemon_apply_a_report_exactly_once() {
+    let db = TestDb::sqlite().await;
+    db.migrate().await;
+    const N: i64 = 3000;
+    let mut q = Query::new("WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < ");
+    q.bind(N).push(") INSERT INTO customers (venue_id, first_name, email, created_at) SELECT 2, 'Bulk', 'bulk' || n || '@example.org', '2019-01-01 00:00:00' FROM s");
+    db.db.execute(&q).await.unwrap();
+    let smtp = SmtpSink::start().await;
+    let venue = delete_venue(2, "3 years", "cron = \"* * * * * *\"");
+    let svc = db.service(&venue).await;
+    let v = svc.config.venue(2).unwrap().clone();
+    let Some(Selection::Created { report_id, .. }) =
+        run_venue_cycle(&svc, &v, chrono::Utc::now(), false).await.unwrap().selection
+    else {
+        panic!("expected a report")
+    };
+    reports::approve_by_operator(&svc.db, report_id, "tester", chrono::Utc::now())
+        .await
+        .unwrap();
+    let port = free_port();
+    let config = db.write_config(&(venue.clone() + &http_section(port).replace("batch_size = 10", "batch_size = 3")));
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_retentiond"))
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .env("RUST_LOG", "error")
+        .env("RETENTIOND__MAIL__SMTP_URL", smtp.url())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // Once the daemon's schedule is applying the report, the operator hammers the same report
+    // with one-off cycles.
+    let processed = || async {
+        db.count(&format!("SELECT COUNT(*) FROM retention_report_items WHERE report_id = {report_id} AND outcome IS NOT NULL")).await
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while processed().await == 0 {
+        assert!(Instant::now() < deadline, "the daemon never started applying");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (mut operator_applied, mut operator_skipped) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while reports::get(&svc.db, report_id).await.unwrap().unwrap().state != ReportState::Applied {
+        assert!(Instant::now() < deadline, "the report was never applied");
+        let out = Command::new(env!("CARGO_BIN_EXE_retentiond"))
+            .arg("--config")
+            .arg(&config)
+            .args(["cycle", "--venue", "2"])
+            .env("RUST_LOG", "error")
+            .env("RETENTIOND__MAIL__SMTP_URL", smtp.url())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.contains("another instance holds this venue's lock") {
+            operator_skipped += 1;
+        } else if text.contains(&format!("report {report_id} (delete)")) {
+            operator_applied += 1;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !smtp.mails().iter().any(|m| m.subject().starts_with("Done:")) {
+        assert!(Instant::now() < deadline, "no confirmation was sent");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await; // a duplicate would arrive by now
+    Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    daemon.wait().unwrap();
+
+    eprintln!("operator cycles: {operator_applied} applied part, {operator_skipped} found the venue locked");
+    assert!(operator_skipped >= 1, "the operator's cycles met the daemon's venue lock");
+    assert_eq!(db.count(&format!("SELECT COUNT(*) FROM retention_report_items WHERE report_id = {report_id} AND outcome = 'deleted'")).await, N);
+    assert_eq!(db.count("SELECT COUNT(*) FROM customers WHERE first_name = 'Bulk'").await, 0);
+    assert_eq!(db.count(&format!("SELECT COUNT(*) FROM retention_audit WHERE report_id = {report_id} AND event = 'applied'")).await, 1);
+    let confirmations = smtp.mails().iter().filter(|m| m.subject().starts_with("Done:")).count();
+    assert_eq!(confirmations, 1, "exactly one confirmation");
 }

@@ -7,6 +7,7 @@ mod postgres;
 mod sqlite;
 
 pub use ident::{Ident, IdentError};
+pub use sqlite::{daemon_lock_path, try_lock_file};
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
@@ -410,13 +411,14 @@ impl Db {
         })
     }
 
-    /// Takes the cross-instance lock of one venue's cycle, if free. On PostgreSQL this is a
-    /// session advisory lock, released with its session if the process dies; SQLite supports one
-    /// instance only, so there the lock is always granted.
+    /// Takes the cross-process lock of one venue's cycle, if free. On PostgreSQL this is a
+    /// session advisory lock, released with its session if the process dies; on SQLite an
+    /// exclusive lock on a file beside the database, released by the OS if the process dies.
     pub async fn try_lock_venue(&self, venue_id: i64) -> Result<Option<VenueLock>> {
         match self {
-            Db::Sqlite(_) => Ok(Some(VenueLock {
+            Db::Sqlite(pool) => Ok(sqlite::try_lock_venue(pool, venue_id)?.map(|file| VenueLock {
                 conn: None,
+                file: Some(file),
                 name: String::new(),
             })),
             Db::Postgres(pool) => {
@@ -424,18 +426,21 @@ impl Db {
                 let conn = postgres::try_advisory_lock(pool, &name).await?;
                 Ok(conn.map(|conn| VenueLock {
                     conn: Some(conn),
+                    file: None,
                     name,
                 }))
             }
         }
     }
 
-    /// Makes sure this process is the only instance where the backend requires it: SQLite
-    /// supports one instance (a second one refuses with a clear message); PostgreSQL supports
-    /// several, coordinated per venue by advisory locks. Keep the guard for the process's life.
-    pub fn single_instance_guard(&self) -> Result<InstanceGuard> {
+    /// Makes sure this process is the only daemon where the backend requires it: on SQLite one
+    /// daemon (`run` or `demo`) serves a database, and a second one refuses with a clear message;
+    /// operator commands take only venue locks, so they work while it runs. PostgreSQL supports
+    /// several daemons, coordinated per venue by advisory locks. Keep the guard for the
+    /// process's life.
+    pub fn daemon_guard(&self) -> Result<InstanceGuard> {
         match self {
-            Db::Sqlite(pool) => Ok(InstanceGuard(Some(sqlite::lock_instance(pool)?))),
+            Db::Sqlite(pool) => Ok(InstanceGuard(Some(sqlite::lock_daemon(pool)?))),
             Db::Postgres(_) => Ok(InstanceGuard(None)),
         }
     }
@@ -455,6 +460,9 @@ pub struct InstanceGuard(#[allow(dead_code)] Option<std::fs::File>);
 /// is closed so that the lock can never leak back into the pool.
 pub struct VenueLock {
     conn: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
+    /// SQLite: the locked file, unlocked when closed.
+    #[allow(dead_code)]
+    file: Option<std::fs::File>,
     name: String,
 }
 

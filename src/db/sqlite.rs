@@ -90,25 +90,52 @@ pub async fn fetch_all<'e, E: sqlx::Executor<'e, Database = Sqlite>>(
     build(q).fetch_all(ex).await?.iter().map(decode).collect()
 }
 
-/// Takes the one-instance lock of a SQLite database: an exclusive lock on a file beside it,
-/// held as long as the returned file is open (the OS releases it if the process dies).
-pub fn lock_instance(pool: &SqlitePool) -> Result<std::fs::File> {
-    let db_path = pool.connect_options().get_filename().to_path_buf();
-    let lock_path = db_path.with_extension("retentiond.lock");
+/// The file of a SQLite pool's database.
+pub fn database_path(pool: &SqlitePool) -> std::path::PathBuf {
+    pool.connect_options().get_filename().to_path_buf()
+}
+
+/// The lock file of the daemon of the database at `db_path`.
+pub fn daemon_lock_path(db_path: &std::path::Path) -> std::path::PathBuf {
+    db_path.with_extension("retentiond.lock")
+}
+
+/// Takes the daemon lock of a SQLite database: an exclusive lock on a file beside it, held as
+/// long as the returned file is open (the OS releases it if the process dies). Only daemons
+/// (`run`, `demo`) take it; operator commands take venue locks instead.
+pub fn lock_daemon(pool: &SqlitePool) -> Result<std::fs::File> {
+    let db_path = database_path(pool);
+    let lock_path = daemon_lock_path(&db_path);
+    try_lock_file(&lock_path)?.with_context(|| {
+        format!(
+            "another retentiond daemon (run or demo) is running against {} (lock {}); stop it first. Operator commands (cycle, reports, audit, check) work while it runs",
+            db_path.display(),
+            lock_path.display()
+        )
+    })
+}
+
+/// Takes the lock of one venue's cycle on a SQLite database (a file beside it), if free: a
+/// venue's cycle runs in one process at a time, the daemon's or an operator's.
+pub fn try_lock_venue(pool: &SqlitePool, venue_id: i64) -> Result<Option<std::fs::File>> {
+    let db_path = database_path(pool);
+    try_lock_file(&db_path.with_extension(format!("venue-{venue_id}.lock")))
+}
+
+/// An exclusive lock on `path` (created if missing), or `None` when another process holds it.
+pub fn try_lock_file(path: &std::path::Path) -> Result<Option<std::fs::File>> {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("cannot open the instance lock {}", lock_path.display()))?;
+        .open(path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
     match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
-            "another retentiond instance is running against {} (lock {}); SQLite supports one instance, use PostgreSQL for several",
-            db_path.display(),
-            lock_path.display()
-        ),
-        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", lock_path.display())),
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
     }
 }
 

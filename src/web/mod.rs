@@ -23,8 +23,10 @@ use tracing::{error, info};
 /// Requests carry at most a short form.
 const BODY_LIMIT: usize = 16 * 1024;
 
-/// Serves the pages on `listener` until `shutdown` completes, with client addresses known to
-/// the rate limiter.
+/// Serves the pages on `listener` until `shutdown` completes. This is the only way the web
+/// server is started (`run`, `demo`, the tests and the benchmark all come through here), so
+/// what the tests exercise (client addresses for the rate limiter, trusted proxies, the path
+/// prefix) is what production runs.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     svc: Service,
@@ -38,11 +40,23 @@ pub async fn serve(
     .await
 }
 
-pub fn router(svc: Service) -> Router {
+tokio::task_local! {
+    /// The path prefix of `http.public_url` for the request being served, for pages rendered
+    /// where the service is out of reach (error pages).
+    static BASE_PATH: String;
+}
+
+/// The path prefix the pages link under ("" without one).
+pub(crate) fn base_path() -> String {
+    BASE_PATH.try_with(Clone::clone).unwrap_or_default()
+}
+
+fn router(svc: Service) -> Router {
     let limiter = std::sync::Arc::new(RateLimiter::new(
         svc.config.http.link_requests_burst,
         svc.config.http.link_requests_per_second,
     ));
+    let trusted = std::sync::Arc::new(svc.config.http.trusted_proxies.clone());
     let links = Router::new()
         .route("/r/{token}", get(report_page))
         .route("/r/{token}/report.csv", get(report_csv))
@@ -50,24 +64,70 @@ pub fn router(svc: Service) -> Router {
         .route("/r/{token}/reject", post(reject))
         .layer(middleware::from_fn(move |request: Request, next: Next| {
             let limiter = limiter.clone();
-            async move { rate_limited(&limiter, request, next).await }
+            let trusted = trusted.clone();
+            async move { rate_limited(&limiter, &trusted, request, next).await }
         }));
-    Router::new()
+    let pages: Router<Service> = Router::new()
         .merge(links)
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/style.css", get(stylesheet))
+        .route("/style.css", get(stylesheet));
+    // Behind a proxy that keeps the prefix of public_url the requests arrive under it; behind
+    // one that strips it they arrive at the root: both work.
+    let base = svc.config.http.base_path.clone();
+    let routes = if base.is_empty() {
+        pages
+    } else {
+        Router::new().nest(&base, pages.clone()).merge(pages)
+    };
+    routes
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            BASE_PATH.scope(base.clone(), next.run(request))
+        }))
         .with_state(svc)
 }
 
-async fn rate_limited(limiter: &RateLimiter, request: Request, next: Next) -> Response {
+/// The client a request comes from: the peer, or, when the peer is a trusted proxy, the last
+/// address in `X-Forwarded-For` that is not itself a trusted proxy (the one the nearest
+/// trusted proxy saw). An untrusted peer's header is ignored: anyone can write one.
+pub fn client_address(
+    peer: std::net::IpAddr,
+    forwarded_for: Option<&str>,
+    trusted: &[ipnet::IpNet],
+) -> std::net::IpAddr {
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    forwarded_for
+        .into_iter()
+        .flat_map(|header| header.split(','))
+        .rev()
+        .filter_map(|part| part.trim().parse::<std::net::IpAddr>().ok())
+        .find(|ip| !is_trusted(ip))
+        .unwrap_or(peer)
+}
+
+async fn rate_limited(
+    limiter: &RateLimiter,
+    trusted: &[ipnet::IpNet],
+    request: Request,
+    next: Next,
+) -> Response {
+    let forwarded_for = request
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
     let client = request
         .extensions()
         .get::<ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip());
+        .map(|c| client_address(c.0.ip(), Some(&forwarded_for).filter(|f| !f.is_empty()).map(String::as_str), trusted));
     if let Some(client) = client {
         if !limiter.allow(client, std::time::Instant::now()) {
             metrics::counter!("retentiond_http_rate_limited_total").increment(1);

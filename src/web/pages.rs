@@ -19,12 +19,14 @@ const CSV_CHUNK: u32 = 2000;
 #[derive(Template)]
 #[template(path = "page.html")]
 struct PlainPage<'a> {
+    base: String,
     title: &'a str,
     lines: &'a [&'a str],
 }
 
 pub fn plain(status: StatusCode, title: &str, lines: &[&str]) -> Response {
-    let html = PlainPage { title, lines }
+    let base = super::base_path();
+    let html = PlainPage { base, title, lines }
         .render()
         .unwrap_or_else(|_| title.to_string());
     html_response(status, html)
@@ -45,6 +47,7 @@ fn html_response(status: StatusCode, html: String) -> Response {
 #[derive(Template)]
 #[template(path = "report.html")]
 struct ReportPage<'a> {
+    base: &'a str,
     report: &'a Report,
     venue_name: String,
     approver: &'a str,
@@ -110,6 +113,7 @@ pub async fn report(
         customers.last().map(|c| c.id)
     });
     let page = ReportPage {
+        base: &svc.config.http.base_path,
         report,
         venue_name: venue.map_or_else(|| format!("Venue {}", report.venue_id), |v| v.name.clone()),
         approver,
