@@ -237,6 +237,19 @@ pub async fn run(db: &Db, config: &Config) -> Result<CheckReport> {
         }
     }
     check_linked_tables(db, config, &tables, &mut report).await?;
+    if let Some(Some(columns)) = tables.get(s.customers.name()) {
+        check_unknown_customer_can_be_created(db, config, columns, &mut report).await?;
+    }
+    match crate::mail::Mailer::from_config(&config.mail) {
+        Ok(mailer) => {
+            if let Err(e) = mailer.probe().await {
+                report.warnings.push(format!(
+                    "mail: {e:#}; mail is kept in the outbox and sent once it answers (nothing was sent by this check)"
+                ));
+            }
+        }
+        Err(e) => report.problems.push(format!("mail: {e:#}")),
+    }
     if tables.get(s.orders.name()).is_some_and(Option::is_some) {
         let leading = introspect::index_leading_columns(db, &s.orders).await?;
         if !leading.iter().any(|c| c == s.order_customer.name()) {
@@ -338,6 +351,47 @@ async fn check_linked_tables(
                     r.table, r.table
                 ));
             }
+        }
+    }
+    Ok(())
+}
+
+/// A delete venue without `unknown_customer_id` creates its Unknown Customer on first need by
+/// inserting the id (from its default), venue, created-at and name columns: any other NOT NULL
+/// column without a default, or an id without one, makes that insert (and so the apply) fail.
+async fn check_unknown_customer_can_be_created(
+    db: &Db,
+    config: &Config,
+    columns: &[ColumnInfo],
+    report: &mut CheckReport,
+) -> Result<()> {
+    let s = &config.schema;
+    for (i, venue) in config.venues.iter().enumerate() {
+        if venue.action != Action::Delete || venue.unknown_customer_id.is_some() {
+            continue;
+        }
+        let mut remembered = crate::db::Query::new("SELECT COUNT(*) FROM retention_unknown_customers WHERE venue_id = ");
+        remembered.bind(venue.id);
+        if db.fetch_one(&remembered).await.map(|r| r.i64(0).unwrap_or(0) > 0).unwrap_or(false) {
+            continue;
+        }
+        let set: Vec<&str> = [&s.customer_venue, &s.customer_created_at]
+            .into_iter()
+            .chain(s.display_name.iter())
+            .map(|c| c.name())
+            .collect();
+        let blocking: Vec<String> = columns
+            .iter()
+            .filter(|c| c.not_null && !c.has_default && !set.contains(&c.name.as_str()))
+            .map(|c| c.name.clone())
+            .collect();
+        if !blocking.is_empty() {
+            report.problems.push(format!(
+                "venues[{i}].unknown_customer_id: not set, and the Unknown Customer record of venue {} cannot be created: column(s) {} of {} have no default; create the record and set unknown_customer_id",
+                venue.id,
+                blocking.join(", "),
+                s.customers
+            ));
         }
     }
     Ok(())

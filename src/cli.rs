@@ -51,11 +51,12 @@ pub struct Cli {
 pub enum Command {
     /// One cycle now for every venue (or one): apply approved reports, then select anew
     Cycle {
-        #[arg(long)]
+        /// Only this venue (its id in the configuration)
+        #[arg(long, value_name = "ID")]
         venue: Option<i64>,
-        /// Run as if the time were this RFC 3339 instant
-        #[arg(long, value_parser = parse_rfc3339)]
-        at: Option<DateTime<Utc>>,
+        /// Run as if the time were this: a date (2027-01-01, local midnight in schedule.timezone) or an RFC 3339 time
+        #[arg(long, value_parser = parse_at, value_name = "DATE|RFC3339")]
+        at: Option<At>,
         /// Only report what would happen; change nothing
         #[arg(long)]
         dry_run: bool,
@@ -68,7 +69,7 @@ pub enum Command {
     Demo,
     /// Validate the configuration against the live database
     Check,
-    /// List, show, export, cancel or approve reports
+    /// List, show, export, approve, reject or cancel reports
     #[command(subcommand)]
     Reports(ReportsCommand),
     /// The proof-of-disposal ledger (no personal data)
@@ -93,36 +94,86 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum ReportsCommand {
+    /// The reports, newest first, with their state and number of customers
     List {
-        #[arg(long)]
+        /// Only this venue's reports
+        #[arg(long, value_name = "ID")]
         venue: Option<i64>,
+        /// Print JSON instead of a table
         #[arg(long)]
         json: bool,
     },
+    /// One report: its policy, dates, state, reason (while kept) and outcome counts
     Show {
+        /// The report's id (from `reports list`)
+        #[arg(value_name = "ID")]
         id: i64,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
     /// The report's customers as CSV on standard output
-    Csv { id: i64 },
-    Cancel {
+    Csv {
+        /// The report's id (from `reports list`)
+        #[arg(value_name = "ID")]
         id: i64,
-        #[arg(long)]
+    },
+    /// Cancel a pending or approved report before it is applied
+    Cancel {
+        /// The report's id (from `reports list`)
+        #[arg(value_name = "ID")]
+        id: i64,
+        /// Why (kept with the report, not in the ledger, erased after approval.reasons_kept_for)
+        #[arg(long, value_name = "TEXT")]
         reason: String,
     },
     /// Approve on the venue's behalf (recorded as the operator's decision)
     Approve {
+        /// The report's id (from `reports list`)
+        #[arg(value_name = "ID")]
         id: i64,
-        #[arg(long)]
+        /// Who approved, e.g. "Sam, phone call with the box office"
+        #[arg(long, value_name = "NAME")]
         by: String,
+    },
+    /// Reject a pending report on the venue's behalf (recorded as the operator's decision)
+    Reject {
+        /// The report's id (from `reports list`)
+        #[arg(value_name = "ID")]
+        id: i64,
+        /// Who rejected, e.g. "Sam, phone call with the box office"
+        #[arg(long, value_name = "NAME")]
+        by: String,
+        /// Why (kept with the report, not in the ledger, erased after approval.reasons_kept_for)
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
     },
 }
 
-fn parse_rfc3339(s: &str) -> Result<DateTime<Utc>, String> {
+/// The `--at` of `cycle`: a local date (midnight in the schedule's zone) or an instant.
+#[derive(Debug, Clone, Copy)]
+pub enum At {
+    Date(chrono::NaiveDate),
+    Instant(DateTime<Utc>),
+}
+
+impl At {
+    /// The instant, a date taken as local midnight in `tz`.
+    pub fn resolve(self, tz: chrono_tz::Tz) -> DateTime<Utc> {
+        match self {
+            At::Date(date) => crate::policy::start_of_day(date, tz),
+            At::Instant(t) => t.trunc_subsecs(0),
+        }
+    }
+}
+
+fn parse_at(s: &str) -> Result<At, String> {
+    if let Ok(date) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(At::Date(date));
+    }
     DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| format!("expected an RFC 3339 time such as 2026-11-28T02:00:00Z: {e}"))
+        .map(|t| At::Instant(t.with_timezone(&Utc)))
+        .map_err(|_| format!("expected a date such as 2027-01-01 or an RFC 3339 time such as 2027-01-01T02:00:00Z, got {s:?}"))
 }
 
 /// The service clock: now, to the second (stored times are whole seconds).
@@ -188,13 +239,8 @@ async fn execute(command: Command, config: Config) -> Result<ExitCode> {
         }
         Command::Demo => unreachable!("handled before the configuration is loaded"),
         Command::Cycle { venue, at, dry_run } => {
-            run_cycle(
-                &svc,
-                venue,
-                at.map(|t| t.trunc_subsecs(0)).unwrap_or_else(now),
-                dry_run,
-            )
-            .await?
+            let at = at.map_or_else(now, |at| at.resolve(svc.config.schedule.timezone));
+            run_cycle(&svc, venue, at, dry_run).await?
         }
         Command::Reports(cmd) => run_reports(&svc, cmd).await?,
         Command::Audit { venue, json } => run_audit(&svc, venue, json).await?,
@@ -466,6 +512,10 @@ async fn run_reports(svc: &Service, cmd: ReportsCommand) -> Result<ExitCode> {
             let report = reports::cancel(&svc.db, id, &reason, now()).await?;
             out!("report {} is {}", report.id, report.state);
         }
+        ReportsCommand::Reject { id, by, reason } => {
+            let report = reports::reject_by_operator(&svc.db, id, &by, reason.as_deref(), now()).await?;
+            out!("report {} is {}; nothing will be done to its customers", report.id, report.state);
+        }
         ReportsCommand::Approve { id, by } => {
             let report = reports::approve_by_operator(&svc.db, id, &by, now()).await?;
             out!(
@@ -549,4 +599,39 @@ async fn run_audit(svc: &Service, venue: Option<i64>, json: bool) -> Result<Exit
         out!("the ledger is empty: no report has been made yet");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_command_and_flag_has_a_help_line() {
+        fn walk(cmd: &clap::Command, path: &str) {
+            for arg in cmd.get_arguments() {
+                if ["help", "version"].contains(&arg.get_id().as_str()) {
+                    continue;
+                }
+                assert!(arg.get_help().is_some(), "{path} {} has no help line", arg.get_id());
+            }
+            for sub in cmd.get_subcommands() {
+                let path = format!("{path} {}", sub.get_name());
+                assert!(sub.get_about().is_some(), "{path} has no description");
+                walk(sub, &path);
+            }
+        }
+        walk(&Cli::command(), "retentiond");
+    }
+
+    #[test]
+    fn at_takes_a_local_date_or_an_instant() {
+        let london: chrono_tz::Tz = "Europe/London".parse().unwrap();
+        let summer = parse_at("2027-07-01").unwrap().resolve(london);
+        assert_eq!(summer.to_rfc3339(), "2027-06-30T23:00:00+00:00");
+        let instant = parse_at("2027-01-01T02:00:00Z").unwrap().resolve(london);
+        assert_eq!(instant.to_rfc3339(), "2027-01-01T02:00:00+00:00");
+        let err = parse_at("yesterday").unwrap_err();
+        assert!(err.contains("2027-01-01") && err.contains("\"yesterday\""), "{err}");
+    }
 }

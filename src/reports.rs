@@ -273,6 +273,44 @@ pub async fn approve_by_operator(db: &Db, id: i64, by: &str, at: DateTime<Utc>) 
     get(db, id).await?.context("report vanished")
 }
 
+/// An operator rejects a pending report on the venue's behalf. The reason stays with the
+/// report (erased after `approval.reasons_kept_for`); the ledger only says one was given.
+pub async fn reject_by_operator(
+    db: &Db,
+    id: i64,
+    by: &str,
+    reason: Option<&str>,
+    at: DateTime<Utc>,
+) -> Result<Report> {
+    if by.trim().is_empty() {
+        bail!("--by must name who rejected");
+    }
+    let reason = reason.map(str::trim).filter(|r| !r.is_empty());
+    let mut tx = db.begin().await?;
+    let report = get_in(&mut tx, id)
+        .await?
+        .with_context(|| format!("no report {id}"))?;
+    if report.state != ReportState::Pending {
+        bail!("report {id} is {}, only a pending report can be rejected", report.state);
+    }
+    transition(&mut tx, &report, ReportState::Rejected, at, reason).await?;
+    record_decision(&mut tx, id, "reject", by, "operator", None, at).await?;
+    audit::record(
+        &mut tx,
+        &Event {
+            at,
+            venue_id: report.venue_id,
+            report_id: Some(id),
+            event: "rejected".into(),
+            actor: format!("operator:{by}"),
+            detail: reason_note(reason.is_some()).into(),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    get(db, id).await?.context("report vanished")
+}
+
 /// An operator cancels a pending or approved report before it is applied.
 pub async fn cancel(db: &Db, id: i64, reason: &str, at: DateTime<Utc>) -> Result<Report> {
     if reason.trim().is_empty() {

@@ -153,6 +153,26 @@ impl Mailer {
         })
     }
 
+    /// Whether mail can leave: the SMTP server answers (connects and greets; nothing is sent),
+    /// or the file transport's folder can be created. `Err` says why not.
+    pub async fn probe(&self) -> Result<()> {
+        match self {
+            Mailer::Smtp { transport, .. } => {
+                let answered = tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    transport.test_connection(),
+                )
+                .await
+                .context("the SMTP server did not answer within 10 s")?
+                .context("cannot reach the SMTP server")?;
+                anyhow::ensure!(answered, "the SMTP server did not accept a connection");
+                Ok(())
+            }
+            Mailer::File { dir, .. } => std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create mail.dir {}", dir.display())),
+        }
+    }
+
     fn from(&self) -> &Mailbox {
         match self {
             Mailer::Smtp { from, .. } | Mailer::File { from, .. } => from,

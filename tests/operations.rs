@@ -1,0 +1,95 @@
+//! An operator's day through the binary (SPEC 6, 7): `check` finds what would fail later, the
+//! operator rejects a report on the venue's behalf, and `cycle --at` takes a date.
+
+mod common;
+
+use common::{delete_venue, TestDb};
+use retentiond::db::Query;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn retentiond(config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_retentiond"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env_remove("RETENTIOND_CONFIG")
+        .output()
+        .expect("run retentiond")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_an_unknown_customer_that_could_not_be_created() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    db.db
+        .execute(&Query::new("ALTER TABLE customers ALTER COLUMN id DROP IDENTITY"))
+        .await
+        .unwrap();
+    let config = db.write_config(&delete_venue(2, "3 years", ""));
+    assert!(retentiond(&config, &["migrate"]).status.success());
+
+    let check = retentiond(&config, &["check"]);
+
+    assert_eq!(check.status.code(), Some(1), "{}", text(&check));
+    assert!(
+        text(&check).contains("venues[0].unknown_customer_id: not set, and the Unknown Customer record of venue 2 cannot be created: column(s) id of customers have no default"),
+        "{}",
+        text(&check)
+    );
+    let with_record = db.write_config(&delete_venue(2, "3 years", "unknown_customer_id = 1"));
+    db.db
+        .execute(&Query::new("INSERT INTO customers (id, venue_id, created_at) VALUES (1, 2, now())"))
+        .await
+        .unwrap();
+    let fixed = retentiond(&with_record, &["check"]);
+    assert!(!text(&fixed).contains("cannot be created"), "{}", text(&fixed));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_warns_when_the_smtp_server_does_not_answer() {
+    let db = TestDb::sqlite().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = db.write_config(&delete_venue(2, "3 years", ""));
+    let text_config = std::fs::read_to_string(&config)
+        .unwrap()
+        .replacen("[mail]\n", &format!("[mail]\nsmtp_url = \"smtp://127.0.0.1:{closed}\"\n"), 1);
+    std::fs::write(&config, text_config).unwrap();
+    assert!(retentiond(&config, &["migrate"]).status.success());
+
+    let check = retentiond(&config, &["check"]);
+
+    assert_eq!(check.status.code(), Some(0), "a warning, not a problem: {}", text(&check));
+    assert!(text(&check).contains("warning: mail: cannot reach the SMTP server"), "{}", text(&check));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_rejects_on_the_venues_behalf_and_cycle_takes_a_date() {
+    let db = TestDb::sqlite().await;
+    db.customer(2, "2019-01-01 00:00:00").await;
+    let config = db.write_config(&delete_venue(2, "3 years", ""));
+    let text_config = std::fs::read_to_string(&config)
+        .unwrap()
+        .replacen("[mail]\n", &format!("[mail]\ntransport = \"file\"\ndir = \"{}\"\n", db.dir.path().join("outbox").display()), 1);
+    std::fs::write(&config, text_config).unwrap();
+    assert!(retentiond(&config, &["migrate"]).status.success());
+
+    let cycle = retentiond(&config, &["cycle", "--at", "2026-06-15"]);
+    let reject = retentiond(&config, &["reports", "reject", "1", "--by", "Sam, phone call", "--reason", "the venue wants to keep Ann"]);
+    let show = retentiond(&config, &["reports", "show", "1"]);
+    let audit = retentiond(&config, &["audit"]);
+
+    assert!(cycle.status.success(), "{}", text(&cycle));
+    assert!(text(&cycle).contains("at 2026-06-14T23:00:00+00:00"), "local midnight in Europe/London: {}", text(&cycle));
+    assert!(reject.status.success(), "{}", text(&reject));
+    assert!(text(&reject).contains("report 1 is rejected"), "{}", text(&reject));
+    assert!(text(&show).contains("the venue wants to keep Ann"), "{}", text(&show));
+    assert!(text(&audit).contains("rejected  by operator:Sam, phone call: reason given; kept with the report"), "{}", text(&audit));
+    assert!(!text(&audit).contains("keep Ann"), "no free text in the ledger: {}", text(&audit));
+}
