@@ -441,6 +441,7 @@ pub fn load_with_env(path: &Path, env: BTreeMap<String, String>) -> Result<Confi
     };
     let text = std::fs::read_to_string(path)
         .map_err(|e| err("(file)", format!("cannot read the configuration: {e}")))?;
+    let env_keys: Vec<String> = env.keys().cloned().collect();
     let env_source = config::Environment::with_prefix("RETENTIOND")
         .prefix_separator("__")
         .separator("__")
@@ -450,8 +451,24 @@ pub fn load_with_env(path: &Path, env: BTreeMap<String, String>) -> Result<Confi
         .add_source(env_source)
         .build()
         .and_then(|c| c.try_deserialize())
-        .map_err(|e| describe_load_error(&file, e))?;
-    validate(file.clone(), raw)
+        .map_err(|e| describe_load_error(&file, e))
+        .map_err(|e| blame_environment(e, &env_keys))?;
+    validate(file.clone(), raw).map_err(|e| blame_environment(e, &env_keys))
+}
+
+/// A value that came from a `RETENTIOND__SECTION__KEY` variable is blamed on the variable, not
+/// on the file (which may not even hold the key).
+fn blame_environment(e: ConfigError, env_keys: &[String]) -> ConfigError {
+    let var = format!("RETENTIOND__{}", e.key.to_uppercase().replace('.', "__"));
+    if env_keys.contains(&var) {
+        ConfigError {
+            file: "environment".into(),
+            key: var,
+            message: e.message,
+        }
+    } else {
+        e
+    }
 }
 
 /// Turns the config crate's message into "file: key: expected ..." form.

@@ -120,7 +120,7 @@ pub async fn run_venue_cycle(
 }
 
 /// Queues a failure alert to `mail.ops`; a failure to queue is logged, never hides the original.
-async fn alert_failure(svc: &Service, venue: &VenueConfig, e: &anyhow::Error, at: DateTime<Utc>) {
+pub async fn alert_failure(svc: &Service, venue: &VenueConfig, e: &anyhow::Error, at: DateTime<Utc>) {
     let detail = format!(
         "The cycle of venue {} failed and will be retried on its next run: {e:#}",
         venue.id

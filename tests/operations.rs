@@ -79,6 +79,9 @@ async fn operator_rejects_on_the_venues_behalf_and_cycle_takes_a_date() {
         .replacen("[mail]\n", &format!("[mail]\ntransport = \"file\"\ndir = \"{}\"\n", db.dir.path().join("outbox").display()), 1);
     std::fs::write(&config, text_config).unwrap();
     assert!(retentiond(&config, &["migrate"]).status.success());
+    let empty = retentiond(&config, &["audit"]);
+    assert!(empty.status.success(), "an empty ledger is not an error: {}", text(&empty));
+    assert!(text(&empty).contains("the ledger is empty"));
 
     let cycle = retentiond(&config, &["cycle", "--at", "2026-06-15"]);
     let reject = retentiond(&config, &["reports", "reject", "1", "--by", "Sam, phone call", "--reason", "the venue wants to keep Ann"]);
@@ -92,4 +95,42 @@ async fn operator_rejects_on_the_venues_behalf_and_cycle_takes_a_date() {
     assert!(text(&show).contains("the venue wants to keep Ann"), "{}", text(&show));
     assert!(text(&audit).contains("rejected  by operator:Sam, phone call: reason given; kept with the report"), "{}", text(&audit));
     assert!(!text(&audit).contains("keep Ann"), "no free text in the ledger: {}", text(&audit));
+}
+
+#[test]
+fn database_errors_name_what_could_not_be_reached_and_env_values_are_blamed_on_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("retentiond.toml");
+    std::fs::write(&config, common::config_toml("sqlite:///nonexistent-folder/x.db", &delete_venue(2, "3 years", ""))).unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+
+    let missing_folder = retentiond(&config, &["check"]);
+    let unreachable = Command::new(env!("CARGO_BIN_EXE_retentiond"))
+        .arg("--config")
+        .arg(&config)
+        .arg("check")
+        .env("RETENTIOND__DATABASE__URL", format!("postgres://postgres@127.0.0.1:{closed}/test"))
+        .output()
+        .unwrap();
+    let bad_env = Command::new(env!("CARGO_BIN_EXE_retentiond"))
+        .arg("--config")
+        .arg(&config)
+        .arg("check")
+        .env("RETENTIOND__DATABASE__URL", "mysqlx://somewhere")
+        .output()
+        .unwrap();
+
+    assert_eq!(missing_folder.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&missing_folder.stderr).trim(),
+        "retentiond: cannot open the SQLite database /nonexistent-folder/x.db: the folder /nonexistent-folder does not exist"
+    );
+    let err = String::from_utf8_lossy(&unreachable.stderr);
+    assert_eq!(unreachable.status.code(), Some(1));
+    assert!(err.contains(&format!("cannot connect to PostgreSQL at 127.0.0.1:{closed} (database test): Connection refused")), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let err = String::from_utf8_lossy(&bad_env.stderr);
+    assert_eq!(bad_env.status.code(), Some(2));
+    assert!(err.contains("environment: RETENTIOND__DATABASE__URL: expected a URL"), "{err}");
+    assert!(!err.contains("retentiond.toml"), "not blamed on the file: {err}");
 }

@@ -6,20 +6,45 @@ use super::{Query, Row, Value};
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgPoolOptions, PgRow};
-use sqlx::{Column, PgPool, Postgres, Row as _, TypeInfo};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgRow};
+use sqlx::{Column, Connection, PgPool, Postgres, Row as _, TypeInfo};
 use std::time::Duration;
 
 pub async fn connect(url: &str) -> Result<PgPool> {
+    let options: PgConnectOptions = url
+        .parse()
+        .context("database.url is not a valid PostgreSQL URL")?;
+    let target = format!(
+        "PostgreSQL at {}:{} (database {})",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("default")
+    );
+    // One connection first, so that an unreachable server or a missing database is reported
+    // at once with its cause, not as a pool timeout.
+    let first = tokio::time::timeout(Duration::from_secs(10), PgConnection::connect_with(&options))
+        .await
+        .map_err(|_| anyhow::anyhow!("cannot connect to {target}: no answer within 10 s"))?
+        .map_err(|e| anyhow::anyhow!("cannot connect to {target}: {}", describe(&e)))?;
+    drop(first);
     PgPoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(10))
         // A ping before every acquire doubles the round trips of a page; a broken connection
         // fails its query instead and the pool replaces it.
         .test_before_acquire(false)
-        .connect(url)
+        .connect_with(options)
         .await
-        .context("cannot connect to PostgreSQL")
+        .with_context(|| format!("cannot connect to {target}"))
+}
+
+/// The cause of a connection failure in one phrase (the server's message, or the I/O error).
+fn describe(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => db.message().to_string(),
+        sqlx::Error::Io(io) => io.to_string(),
+        other => other.to_string(),
+    }
 }
 
 fn build(q: &Query) -> sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments> {

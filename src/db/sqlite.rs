@@ -15,8 +15,18 @@ use std::time::Duration;
 pub const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 
 pub async fn connect(url: &str) -> Result<SqlitePool> {
-    let options = SqliteConnectOptions::from_str(url)
-        .context("database.url is not a valid SQLite URL")?
+    let parsed = SqliteConnectOptions::from_str(url).context("database.url is not a valid SQLite URL")?;
+    let path = parsed.get_filename().to_path_buf();
+    if let Some(folder) = path.parent().filter(|f| !f.as_os_str().is_empty()) {
+        if !folder.is_dir() {
+            anyhow::bail!(
+                "cannot open the SQLite database {}: the folder {} does not exist",
+                path.display(),
+                folder.display()
+            );
+        }
+    }
+    let options = parsed
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
@@ -33,7 +43,7 @@ pub async fn connect(url: &str) -> Result<SqlitePool> {
         .test_before_acquire(false)
         .connect_with(options)
         .await
-        .context("cannot open the SQLite database")
+        .with_context(|| format!("cannot open the SQLite database {}", path.display()))
 }
 
 fn build(q: &Query) -> sqlx::query::Query<'_, Sqlite, sqlx::sqlite::SqliteArguments<'_>> {
