@@ -83,7 +83,9 @@ fn main() {
             eprintln!("RETENTIOND_TEST_POSTGRES_URL is not set: PostgreSQL not benchmarked");
             continue;
         }
-        let figures = rt.block_on(run_backend(*backend, &options));
+        let mut figures = rt.block_on(run_backend(*backend, &options));
+        let misses = missed(&figures);
+        figures["missed"] = json!(misses);
         eprintln!("{backend:?} figures: {figures}");
         results.insert(format!("{backend:?}").to_lowercase(), figures);
     }
@@ -768,14 +770,8 @@ async fn timed_committed(db: &Db, statements: &[String]) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
-fn print_table(results: &BTreeMap<String, Value>, options: &Options) {
-    println!(
-        "\nretentiond benchmark: {} customers, {} orders, 5 venues{}",
-        options.customers,
-        options.customers * 10,
-        if options.smoke { " (smoke size)" } else { "" }
-    );
-    let rows: &[(&str, &str, &str)] = &[
+/// The printed measures: JSON key, label, goal (empty when there is none).
+const ROWS: &[(&str, &str, &str)] = &[
         ("generate_s", "data generation (s)", ""),
         ("selection_s", "selection, retentiond (s)", ""),
         ("selection_baseline_s", "selection, bare NOT EXISTS (s)", ""),
@@ -848,7 +844,47 @@ fn print_table(results: &BTreeMap<String, Value>, options: &Options) {
             "delete longest transaction (ms)",
             "<= 250",
         ),
-    ];
+];
+
+/// Whether `value` meets `goal` ("<= 1.2", ">= 0.8", "< 50", "< 100, flat", "0"); `None`
+/// when there is no goal or no value.
+fn meets(goal: &str, value: f64) -> Option<bool> {
+    let goal = goal.split(',').next()?.trim();
+    if goal.is_empty() || value.is_nan() {
+        return None;
+    }
+    let (op, number) = goal
+        .split_once(' ')
+        .map_or(("=", goal), |(op, n)| (op, n));
+    let limit: f64 = number.parse().ok()?;
+    Some(match op {
+        "<=" => value <= limit,
+        ">=" => value >= limit,
+        "<" => value < limit,
+        ">" => value > limit,
+        _ => value == limit,
+    })
+}
+
+/// The keys of `figures` whose value misses its goal.
+fn missed(figures: &Value) -> Vec<&'static str> {
+    ROWS.iter()
+        .filter(|(key, _, goal)| {
+            let value = figures.get(*key).and_then(Value::as_f64).unwrap_or(f64::NAN);
+            meets(goal, value) == Some(false)
+        })
+        .map(|(key, _, _)| *key)
+        .collect()
+}
+
+fn print_table(results: &BTreeMap<String, Value>, options: &Options) {
+    println!(
+        "\nretentiond benchmark: {} customers, {} orders, 5 venues{}",
+        options.customers,
+        options.customers * 10,
+        if options.smoke { " (smoke size)" } else { "" }
+    );
+    let rows = ROWS;
     let backends: Vec<&String> = results.keys().collect();
     print!("{:<42}", "measure");
     for b in &backends {
@@ -862,11 +898,14 @@ fn print_table(results: &BTreeMap<String, Value>, options: &Options) {
                 .get(*key)
                 .and_then(Value::as_f64)
                 .unwrap_or(f64::NAN);
-            if v.fract() == 0.0 && v.abs() < 1e12 {
-                print!("{:>14}", v as i64)
+            let shown = if v.fract() == 0.0 && v.abs() < 1e12 {
+                format!("{}", v as i64)
             } else {
-                print!("{v:>14.2}")
-            }
+                format!("{v:.2}")
+            };
+            // A figure that misses its goal is marked where it is printed.
+            let mark = if meets(goal, v) == Some(false) { " MISSED" } else { "" };
+            print!("{:>14}", format!("{shown}{mark}"));
         }
         println!("  {goal}");
     }
