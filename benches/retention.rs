@@ -407,7 +407,8 @@ impl Drop for Server {
 async fn link_for(svc: &Service, report_id: i64) -> String {
     let report = reports::get(&svc.db, report_id).await.unwrap().unwrap();
     let mut tx = svc.db.begin().await.unwrap();
-    let token = approval::mint(&mut tx, &report, "a@venue1.example", Utc::now())
+    let approver = svc.config.venue(report.venue_id).unwrap().approvers[0].clone();
+    let token = approval::mint(&mut tx, &report, &approver, Utc::now())
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -513,11 +514,7 @@ async fn run_backend(backend: Backend, options: &Options) -> Value {
     let cutoff = policy::cutoff(at(), v1.timezone, v1.inactive_for);
 
     // Selection: retentiond's candidate query against the bare NOT EXISTS query.
-    let scope = Scope {
-        schema: &svc.config.schema,
-        venue: &v1,
-        cutoff,
-    };
+    let scope = Scope::new(&svc.config, &v1, at());
     let mut bare =
         Query::new("SELECT COUNT(*) FROM customers c WHERE c.venue_id = 1 AND c.created_at < ");
     bare.bind(cutoff).push(" AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = c.id AND o.placed_at >= ").bind(cutoff).push(")");

@@ -59,6 +59,17 @@ pub async fn apply_report(
     if report.state == ReportState::Approved {
         let mut tx = svc.db.begin().await?;
         reports::transition(&mut tx, report, ReportState::Applying, at, None).await?;
+        // Customers an approver kept out are never touched by this report: their outcome is
+        // recorded now, with the transition, so no batch ever reads them.
+        let mut kept = Query::new("UPDATE retention_report_items SET outcome = 'kept', processed_at = ");
+        kept.bind(at)
+            .push(" WHERE report_id = ")
+            .bind(report.id)
+            .push(" AND kept_at IS NOT NULL AND outcome IS NULL");
+        let kept = tx.execute(&kept).await?;
+        if kept > 0 {
+            metrics::counter!("retentiond_customers_total", "outcome" => Outcome::Kept.as_str()).increment(kept);
+        }
         audit::record(
             &mut tx,
             &Event {
@@ -93,11 +104,7 @@ pub async fn apply_report(
         );
     }
 
-    let scope = Scope {
-        schema: &svc.config.schema,
-        venue,
-        cutoff: policy::cutoff(at, venue.timezone, venue.inactive_for),
-    };
+    let scope = Scope::new(&svc.config, venue, at);
     let keys = LinkedKeys::load(&svc.db, &svc.config.schema).await?;
     let mut counts: BTreeMap<Outcome, u64> = BTreeMap::new();
     let (mut after_id, mut batches, mut longest_batch_ms) = (i64::MIN, 0_u64, 0_u64);
@@ -446,11 +453,7 @@ pub async fn preview(
     report: &Report,
     at: DateTime<Utc>,
 ) -> Result<(u64, u64)> {
-    let scope = Scope {
-        schema: &svc.config.schema,
-        venue,
-        cutoff: policy::cutoff(at, venue.timezone, venue.inactive_for),
-    };
+    let scope = Scope::new(&svc.config, venue, at);
     let mut tx = svc.db.begin().await?;
     let mut q = Query::new("SELECT customer_id FROM retention_report_items WHERE report_id = ");
     q.bind(report.id).push(" AND outcome IS NULL");

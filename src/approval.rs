@@ -86,7 +86,7 @@ pub async fn lookup(db: &Db, token: &str, now: DateTime<Utc>) -> Result<Lookup> 
     let presented = token_hash(token);
     let mut q = Query::new(&format!(
         "SELECT t.token_hash, t.approver, t.expires_at, \
-         (SELECT COUNT(DISTINCT d.decided_by) FROM retention_decisions d WHERE d.report_id = r.id AND d.decision = 'approve'), {} \
+         (SELECT COUNT(DISTINCT lower(d.decided_by)) FROM retention_decisions d WHERE d.report_id = r.id AND d.decision = 'approve' AND d.kept_version = r.kept_version), {} \
          FROM retention_tokens t JOIN retention_reports r ON r.id = t.report_id WHERE t.token_hash = ",
         Report::columns_of("r")
     ));
@@ -133,7 +133,7 @@ pub enum Decided {
 
 /// Locks the report for a decision: a row lock on PostgreSQL (SQLite's write transaction
 /// already serialises), and returns its current state.
-async fn lock_report(tx: &mut Tx, id: i64) -> Result<Report> {
+pub(crate) async fn lock_report(tx: &mut Tx, id: i64) -> Result<Report> {
     if tx.backend() == Backend::Postgres {
         let mut q = Query::new("SELECT id FROM retention_reports WHERE id = ");
         q.bind(id).push(" FOR UPDATE");
@@ -143,7 +143,7 @@ async fn lock_report(tx: &mut Tx, id: i64) -> Result<Report> {
 }
 
 /// A decision can be taken on a pending report whose links have not expired.
-fn decidable(report: &Report, now: DateTime<Utc>) -> Result<(), DecisionError> {
+pub(crate) fn decidable(report: &Report, now: DateTime<Utc>) -> Result<(), DecisionError> {
     match report.state {
         ReportState::Pending if report.expires_at <= now => {
             Err(DecisionError::NotPending(ReportState::Expired))
@@ -153,7 +153,9 @@ fn decidable(report: &Report, now: DateTime<Utc>) -> Result<(), DecisionError> {
     }
 }
 
-/// Approves through a link: `confirm` must be the number of customers; distinct approvers count.
+/// Approves through a link: `confirm` must be the number of customers not kept out; distinct
+/// approvers count (addresses compared without case), each for the kept list as it is now: if
+/// the list changes afterwards, the approval no longer counts.
 pub async fn approve(
     db: &Db,
     report_id: i64,
@@ -166,22 +168,36 @@ pub async fn approve(
     if let Err(e) = decidable(&report, now) {
         return Ok(Err(e));
     }
-    if confirm.trim().parse::<i64>().ok() != Some(report.customer_count) {
+    if confirm.trim().replace(',', "").parse::<i64>().ok() != Some(report.to_approve()) {
         return Ok(Err(DecisionError::WrongConfirmation {
-            expected: report.customer_count,
+            expected: report.to_approve(),
         }));
     }
     let mut q = Query::new("SELECT COUNT(*) FROM retention_decisions WHERE report_id = ");
     q.bind(report_id)
-        .push(" AND decision = 'approve' AND decided_by = ")
-        .bind(approver);
+        .push(" AND decision = 'approve' AND lower(decided_by) = ")
+        .bind(approver.trim().to_lowercase())
+        .push(" AND kept_version = ")
+        .bind(report.kept_version);
     if tx.fetch_one(&q).await?.i64(0)? > 0 {
         return Ok(Ok(Decided::AlreadyApprovedByYou));
     }
-    reports::record_decision(&mut tx, report_id, "approve", approver, "link", None, now).await?;
-    let mut q =
-        Query::new("SELECT COUNT(DISTINCT decided_by) FROM retention_decisions WHERE report_id = ");
-    q.bind(report_id).push(" AND decision = 'approve'");
+    let mut q = Query::new("INSERT INTO retention_decisions (report_id, decision, decided_by, via, reason, decided_at, kept_version) VALUES (");
+    q.bind(report_id)
+        .push(", 'approve', ")
+        .bind(approver)
+        .push(", 'link', NULL, ")
+        .bind(now)
+        .push(", ")
+        .bind(report.kept_version)
+        .push(")");
+    tx.execute(&q).await?;
+    let mut q = Query::new(
+        "SELECT COUNT(DISTINCT lower(decided_by)) FROM retention_decisions WHERE report_id = ",
+    );
+    q.bind(report_id)
+        .push(" AND decision = 'approve' AND kept_version = ")
+        .bind(report.kept_version);
     let approvals = tx.fetch_one(&q).await?.i64(0)?;
     let decided = if approvals >= report.approvals_required {
         reports::transition(&mut tx, &report, ReportState::Approved, now, None).await?;
@@ -258,13 +274,28 @@ pub async fn reject(
     Ok(Ok(Decided::Rejected))
 }
 
-/// The approvers who have approved `report_id` so far.
+/// The approvers (lowercase) whose approvals count so far: given for the kept list as it is.
 pub async fn approvers_so_far(db: &Db, report_id: i64) -> Result<Vec<String>> {
-    let mut q =
-        Query::new("SELECT DISTINCT decided_by FROM retention_decisions WHERE report_id = ");
+    let mut q = Query::new(
+        "SELECT DISTINCT lower(d.decided_by) FROM retention_decisions d JOIN retention_reports r ON r.id = d.report_id \
+         WHERE d.report_id = ",
+    );
     q.bind(report_id)
-        .push(" AND decision = 'approve' ORDER BY decided_by");
+        .push(" AND d.decision = 'approve' AND d.kept_version = r.kept_version ORDER BY 1");
     db.fetch_all(&q).await?.iter().map(|r| r.text(0)).collect()
+}
+
+/// Whether `approver` approved an earlier kept list and has not approved the current one: the
+/// page tells them their approval was withdrawn.
+pub async fn approval_withdrawn(db: &Db, report: &Report, approver: &str) -> Result<bool> {
+    let mut q = Query::new(
+        "SELECT COALESCE(MAX(kept_version), -1) FROM retention_decisions WHERE decision = 'approve' AND report_id = ",
+    );
+    q.bind(report.id)
+        .push(" AND lower(decided_by) = ")
+        .bind(approver.trim().to_lowercase());
+    let latest = db.fetch_one(&q).await?.i64(0)?;
+    Ok(latest >= 0 && latest < report.kept_version)
 }
 
 #[cfg(test)]

@@ -136,6 +136,21 @@ pub enum ReportsCommand {
         #[arg(long, value_name = "NAME")]
         by: String,
     },
+    /// Keep customers out of a pending report on the venue's behalf (they are never touched by it)
+    Keep {
+        /// The report's id (from `reports list`)
+        #[arg(value_name = "ID")]
+        id: i64,
+        /// Customer ids, separated by commas or spaces (e.g. "17,42,99")
+        #[arg(long, value_name = "LIST")]
+        customers: String,
+        /// Who asked, e.g. "Sam, phone call with the box office"
+        #[arg(long, value_name = "NAME")]
+        by: String,
+        /// Why (kept with the report, not in the ledger, erased after approval.reasons_kept_for)
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
     /// Reject a pending report on the venue's behalf (recorded as the operator's decision)
     Reject {
         /// The report's id (from `reports list`)
@@ -511,6 +526,28 @@ async fn run_reports(svc: &Service, cmd: ReportsCommand) -> Result<ExitCode> {
         ReportsCommand::Cancel { id, reason } => {
             let report = reports::cancel(&svc.db, id, &reason, now()).await?;
             out!("report {} is {}", report.id, report.state);
+        }
+        ReportsCommand::Keep { id, customers, by, reason } => {
+            if by.trim().is_empty() {
+                anyhow::bail!("--by must name who asked to keep the customers");
+            }
+            let ids = crate::review::parse_ids(&customers).map_err(|e| anyhow::anyhow!("--customers: {e}"))?;
+            let by = format!("operator:{}", by.trim());
+            match crate::review::set_kept(&svc.db, id, &ids, true, &by, reason.as_deref(), now()).await? {
+                Ok(changed) => {
+                    let report = reports::get(&svc.db, id).await?.with_context(|| format!("no report {id}"))?;
+                    out!(
+                        "report {id}: {} customer(s) kept out ({} in all); {} left to approve",
+                        changed.changed,
+                        changed.kept,
+                        report.to_approve()
+                    );
+                    if changed.withdrawn > 0 {
+                        out!("  {} earlier approval(s) no longer count: the kept list changed", changed.withdrawn);
+                    }
+                }
+                Err(e) => anyhow::bail!("report {id}: {e}"),
+            }
         }
         ReportsCommand::Reject { id, by, reason } => {
             let report = reports::reject_by_operator(&svc.db, id, &by, reason.as_deref(), now()).await?;

@@ -87,6 +87,8 @@ pub struct ApprovalConfig {
     pub remind_after: CalendarPeriod,
     /// Reject and cancel reasons (free text) are erased from their report after this.
     pub reasons_kept_for: CalendarPeriod,
+    /// Customers an approver kept out of a report are not selected again for this long.
+    pub keep_for: CalendarPeriod,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,9 +165,36 @@ pub struct SchemaConfig {
     pub display_name: Vec<Ident>,
     /// The column shown as a customer's email on reports.
     pub display_email: Option<Ident>,
+    /// Words for columns and tables on pages and in emails (`[schema.labels]`).
+    pub labels: BTreeMap<String, String>,
 }
 
 impl SchemaConfig {
+    /// The words a venue manager reads for a column or table: its `[schema.labels]` entry, or
+    /// the name in words ("address_line1" is "Address line 1").
+    pub fn label(&self, name: &str) -> String {
+        if let Some(label) = self.labels.get(name) {
+            return label.clone();
+        }
+        let mut words = String::new();
+        let mut previous: Option<char> = None;
+        for c in name.chars() {
+            let c = if c == '_' { ' ' } else { c };
+            if let Some(p) = previous {
+                if (p.is_ascii_alphabetic() && c.is_ascii_digit()) || (p.is_ascii_digit() && c.is_ascii_alphabetic()) {
+                    words.push(' ');
+                }
+            }
+            words.push(c);
+            previous = Some(c);
+        }
+        let mut chars = words.chars();
+        match chars.next() {
+            Some(first) => first.to_uppercase().chain(chars).collect(),
+            None => words,
+        }
+    }
+
     /// The customers columns that are structural rather than personal: never anonymised,
     /// never "unclassified".
     pub fn structural_columns(&self) -> Vec<&Ident> {
@@ -198,6 +227,14 @@ pub struct VenueConfig {
 impl Config {
     pub fn venue(&self, id: i64) -> Option<&VenueConfig> {
         self.venues.iter().find(|v| v.id == id)
+    }
+}
+
+impl VenueConfig {
+    /// Whether `address` is one of the venue's approvers (compared without case).
+    pub fn has_approver(&self, address: &str) -> bool {
+        let address = address.trim().to_lowercase();
+        self.approvers.iter().any(|a| a.trim().to_lowercase() == address)
     }
 }
 
@@ -305,6 +342,7 @@ struct RawApproval {
     link_valid_for: String,
     remind_after: String,
     reasons_kept_for: String,
+    keep_for: String,
 }
 impl Default for RawApproval {
     fn default() -> Self {
@@ -313,6 +351,7 @@ impl Default for RawApproval {
             link_valid_for: "14 days".into(),
             remind_after: "7 days".into(),
             reasons_kept_for: "90 days".into(),
+            keep_for: "1 year".into(),
         }
     }
 }
@@ -338,6 +377,7 @@ struct RawSchema {
     references: Vec<RawReference>,
     display_name: Vec<String>,
     display_email: Option<String>,
+    labels: BTreeMap<String, String>,
 }
 impl Default for RawSchema {
     fn default() -> Self {
@@ -354,6 +394,7 @@ impl Default for RawSchema {
             references: vec![],
             display_name: vec!["first_name".into(), "last_name".into()],
             display_email: Some("email".into()),
+            labels: BTreeMap::new(),
         }
     }
 }
@@ -623,6 +664,7 @@ fn validate(file: String, raw: RawConfig) -> Result<Config, ConfigError> {
     let link_valid_for = period("approval.link_valid_for", &raw.approval.link_valid_for)?;
     let remind_after = period("approval.remind_after", &raw.approval.remind_after)?;
     let reasons_kept_for = period("approval.reasons_kept_for", &raw.approval.reasons_kept_for)?;
+    let keep_for = period("approval.keep_for", &raw.approval.keep_for)?;
     if !(1..=100_000).contains(&raw.apply.batch_size) {
         return Err(err(
             "apply.batch_size",
@@ -702,6 +744,17 @@ fn validate(file: String, raw: RawConfig) -> Result<Config, ConfigError> {
             .as_deref()
             .map(|n| ident("schema.display_email", n))
             .transpose()?,
+        labels: s
+            .labels
+            .into_iter()
+            .map(|(k, v)| {
+                if v.trim().is_empty() {
+                    Err(err(&format!("schema.labels.{k}"), "expected words, got an empty text".into()))
+                } else {
+                    Ok((k, v))
+                }
+            })
+            .collect::<Result<_, _>>()?,
     };
 
     if raw.venues.is_empty() {
@@ -732,8 +785,15 @@ fn validate(file: String, raw: RawConfig) -> Result<Config, ConfigError> {
         for (j, a) in v.approvers.iter().enumerate() {
             check_address(a).map_err(|m| err(&format!("venues[{i}].approvers[{j}]"), m))?;
         }
-        if v.approvers.iter().collect::<HashSet<_>>().len() != v.approvers.len() {
-            return Err(err(&key("approvers"), "an approver is listed twice".into()));
+        // Addresses are compared without case: Boss@x and boss@x are one person.
+        let mut people = HashSet::new();
+        for (j, a) in v.approvers.iter().enumerate() {
+            if !people.insert(a.trim().to_lowercase()) {
+                return Err(err(
+                    &format!("venues[{i}].approvers[{j}]"),
+                    format!("{a:?} is listed twice (addresses are compared without case)"),
+                ));
+            }
         }
         if v.approvers.len() < raw.approval.required as usize {
             return Err(err(
@@ -836,6 +896,7 @@ fn validate(file: String, raw: RawConfig) -> Result<Config, ConfigError> {
             link_valid_for,
             remind_after,
             reasons_kept_for,
+            keep_for,
         },
         hash_key: hash_key.map(SecretString::from),
         schema,

@@ -203,6 +203,8 @@ async fn expire_and_remind(
     // Before expiring: a link that expires in this cycle still answers 410 until the next one.
     let (reasons, tokens) =
         reports::forget_expired_details(&svc.db, venue.id, svc.config.approval.reasons_kept_for, at).await?;
+    let keep_reasons = crate::review::forget_keep_reasons(&svc.db, svc.config.approval.reasons_kept_for.before(at)).await?;
+    let reasons = reasons + keep_reasons;
     if reasons + tokens > 0 {
         info!(venue.id = venue.id, reasons.erased = reasons, tokens.purged = tokens, "old reasons erased and expired tokens purged");
     }
@@ -250,7 +252,11 @@ async fn expire_and_remind(
             if !reports::mark_reminded(&mut tx, report.id, at).await? {
                 continue;
             }
-            for approver in venue.approvers.iter().filter(|a| !approved.contains(a)) {
+            for approver in venue
+                .approvers
+                .iter()
+                .filter(|a| !approved.contains(&a.trim().to_lowercase()))
+            {
                 let message = mail::Outgoing {
                     kind: mail::Kind::Reminder,
                     venue_id: venue.id,
@@ -303,11 +309,8 @@ async fn select(
             });
         }
     }
-    let scope = Scope {
-        schema: &svc.config.schema,
-        venue,
-        cutoff,
-    };
+    let scope = Scope::new(&svc.config, venue, at);
+    debug_assert_eq!(scope.cutoff, cutoff);
     let customers = selection::count_customers(&svc.db, &svc.config.schema, venue.id).await?;
     if dry_run {
         let candidates = selection::count_candidates(&svc.db, &scope).await?;
@@ -380,7 +383,8 @@ async fn select(
             max_share: venue.max_share,
         });
     }
-    reports::set_customer_count(&mut tx, report_id, candidates).await?;
+    reports::set_customer_count(&mut tx, report_id, candidates, customers).await?;
+    reports::record_activity_years(&mut tx, report_id).await?;
     audit::record(
         &mut tx,
         &Event {

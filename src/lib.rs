@@ -26,6 +26,7 @@ pub mod policy;
 pub mod reference;
 pub mod replay;
 pub mod reports;
+pub mod review;
 pub mod scheduler;
 pub mod selection;
 pub mod web;

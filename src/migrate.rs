@@ -49,6 +49,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0006_free_text_out_of_ledger_and_replays.sql"),
         postgres: include_str!("../migrations/postgres/0006_free_text_out_of_ledger_and_replays.sql"),
     },
+    Migration {
+        version: 7,
+        name: "review",
+        sqlite: include_str!("../migrations/sqlite/0007_review.sql"),
+        postgres: include_str!("../migrations/postgres/0007_review.sql"),
+    },
 ];
 
 /// The schema version this build expects.

@@ -383,16 +383,19 @@ pub enum Outcome {
     SkippedGone,
     /// Moved to another venue, or became the Unknown Customer or anonymised by other means.
     SkippedIneligible,
+    /// Kept out of the report by an approver: never touched by it.
+    Kept,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 6] = [
+    pub const ALL: [Outcome; 7] = [
         Outcome::Deleted,
         Outcome::Anonymised,
         Outcome::SkippedActive,
         Outcome::SkippedLegalHold,
         Outcome::SkippedGone,
         Outcome::SkippedIneligible,
+        Outcome::Kept,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -403,6 +406,7 @@ impl Outcome {
             Outcome::SkippedLegalHold => "skipped_legal_hold",
             Outcome::SkippedGone => "skipped_gone",
             Outcome::SkippedIneligible => "skipped_ineligible",
+            Outcome::Kept => "kept",
         }
     }
 

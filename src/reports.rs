@@ -25,11 +25,26 @@ pub struct Report {
     pub decided_at: Option<DateTime<Utc>>,
     pub applied_at: Option<DateTime<Utc>>,
     pub state_reason: Option<String>,
+    /// Customers an approver kept out of the report.
+    pub kept_count: i64,
+    /// Changes each time the kept list changes: an approval counts for the version it was given for.
+    pub kept_version: i64,
+    /// The venue's customers when the report was made (its share of the venue).
+    pub venue_customers: Option<i64>,
+    /// The report's customers by year of last order, frozen with it: `[[year or null, count]]`.
+    pub activity_years: Option<String>,
+}
+
+impl Report {
+    /// The customers an approval covers: the report's, less those kept out.
+    pub fn to_approve(&self) -> i64 {
+        self.customer_count - self.kept_count
+    }
 }
 
 const COLUMNS: &str =
     "id, venue_id, action, policy, cutoff, state, customer_count, approvals_required, \
-                       created_at, expires_at, decided_at, applied_at, state_reason";
+                       created_at, expires_at, decided_at, applied_at, state_reason, kept_count, kept_version, venue_customers, activity_years";
 
 impl Report {
     /// The report's columns qualified with `alias`, in the order [`Report::from_row`] reads.
@@ -56,6 +71,10 @@ impl Report {
             decided_at: r.opt_time(10)?,
             applied_at: r.opt_time(11)?,
             state_reason: r.opt_text(12)?,
+            kept_count: r.i64(13)?,
+            kept_version: r.i64(14)?,
+            venue_customers: r.opt_i64(15)?,
+            activity_years: r.opt_text(16)?,
         })
     }
 }
@@ -96,9 +115,88 @@ pub async fn insert(tx: &mut Tx, new: &NewReport<'_>) -> Result<i64> {
     tx.fetch_one(&q).await?.i64(0)
 }
 
-pub async fn set_customer_count(tx: &mut Tx, report_id: i64, count: u64) -> Result<()> {
+/// Freezes the report's customers by year of last order (for the page's chart), once, so no
+/// page has to group the whole report.
+pub async fn record_activity_years(tx: &mut Tx, report_id: i64) -> Result<()> {
+    let year = tx.backend().year_of("last_order_at");
+    let mut q = Query::new(&format!(
+        "SELECT {year}, COUNT(*) FROM retention_report_items WHERE report_id = "
+    ));
+    q.bind(report_id).push(" GROUP BY 1 ORDER BY 1");
+    let years: Vec<(Option<i64>, i64)> = tx
+        .fetch_all(&q)
+        .await?
+        .iter()
+        .map(|r| Ok((r.opt_i64(0)?, r.i64(1)?)))
+        .collect::<Result<_>>()?;
+    let mut q = Query::new("UPDATE retention_reports SET activity_years = ");
+    q.bind(serde_json::to_string(&years)?)
+        .push(" WHERE id = ")
+        .bind(report_id);
+    tx.execute(&q).await?;
+    Ok(())
+}
+
+impl Report {
+    /// The frozen chart data: (year of last order, or `None` for never ordered, customers).
+    pub fn years(&self) -> Vec<(Option<i64>, i64)> {
+        self.activity_years
+            .as_deref()
+            .and_then(|j| serde_json::from_str(j).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// One decision on a report, for the decided page.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    pub decision: String,
+    pub decided_by: String,
+    pub via: String,
+    pub decided_at: DateTime<Utc>,
+}
+
+/// The decisions on a report, oldest first.
+pub async fn decisions(db: &Db, report_id: i64) -> Result<Vec<Decision>> {
+    let mut q = Query::new(
+        "SELECT decision, decided_by, via, decided_at FROM retention_decisions WHERE report_id = ",
+    );
+    q.bind(report_id).push(" ORDER BY id");
+    db.fetch_all(&q)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(Decision {
+                decision: r.text(0)?,
+                decided_by: r.text(1)?,
+                via: r.text(2)?,
+                decided_at: r.time(3)?,
+            })
+        })
+        .collect()
+}
+
+/// A customer's name as one SQL expression over the customers table aliased `alias`.
+pub fn name_expression(schema: &SchemaConfig, alias: &str) -> String {
+    if schema.display_name.is_empty() {
+        return "''".to_string();
+    }
+    schema
+        .display_name
+        .iter()
+        .map(|c| format!("COALESCE(CAST({alias}.{} AS TEXT), '')", c.q()))
+        .collect::<Vec<_>>()
+        .join(" || ' ' || ")
+}
+
+/// Records the report's size and the venue's, for its share of the venue.
+pub async fn set_customer_count(tx: &mut Tx, report_id: i64, count: u64, venue_customers: u64) -> Result<()> {
     let mut q = Query::new("UPDATE retention_reports SET customer_count = ");
-    q.bind(count as i64).push(" WHERE id = ").bind(report_id);
+    q.bind(count as i64)
+        .push(", venue_customers = ")
+        .bind(venue_customers as i64)
+        .push(" WHERE id = ")
+        .bind(report_id);
     tx.execute(&q).await?;
     Ok(())
 }
@@ -419,8 +517,10 @@ pub struct ReportCustomer {
     pub id: i64,
     pub name: String,
     pub email: String,
-    /// The latest order or activity, as stored; empty when there was none.
-    pub last_activity: String,
+    /// The latest order or activity; `None` when the customer never ordered.
+    pub last_activity: Option<DateTime<Utc>>,
+    /// Kept out of the report by an approver.
+    pub kept: bool,
 }
 
 /// A page of a report's customers in id order after `after_id` (keyset paging keeps memory flat
@@ -447,9 +547,10 @@ pub async fn customers_page(
     report_id: i64,
     after_id: i64,
     limit: u32,
+    search: Option<&str>,
 ) -> Result<Vec<ReportCustomer>> {
     let id = schema.customer_id.q();
-    let mut select = vec![format!("i.customer_id")];
+    let mut select = vec![format!("i.customer_id"), "CASE WHEN i.kept_at IS NULL THEN 0 ELSE 1 END".to_string()];
     select.extend(schema.display_name.iter().map(|c| format!("c.{}", c.q())));
     select.push(
         schema
@@ -479,47 +580,81 @@ pub async fn customers_page(
     q.bind(after_id).push(" WHERE i.report_id = ");
     q.bind(report_id)
         .push(" AND i.customer_id > ")
-        .bind(after_id)
-        .push(" ORDER BY i.customer_id LIMIT ")
-        .bind(i64::from(limit));
+        .bind(after_id);
+    if let Some(text) = search.map(str::trim).filter(|t| !t.is_empty()) {
+        // By id, or a part of the name or email, without case.
+        let pattern = format!(
+            "%{}%",
+            text.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+        );
+        let email = schema
+            .display_email
+            .as_ref()
+            .map_or("''".to_string(), |c| format!("COALESCE(CAST(c.{} AS TEXT), '')", c.q()));
+        q.push(" AND (i.customer_id = ")
+            .bind(text.parse::<i64>().unwrap_or(i64::MIN))
+            .push(&format!(" OR lower({}) LIKE ", name_expression(schema, "c")))
+            .bind(pattern.clone())
+            .push(" ESCAPE '\\'")
+            .push(&format!(" OR lower({email}) LIKE "))
+            .bind(pattern)
+            .push(" ESCAPE '\\')");
+    }
+    q.push(" ORDER BY i.customer_id LIMIT ").bind(i64::from(limit));
     let names = schema.display_name.len();
     db.fetch_all(&q)
         .await?
         .iter()
         .map(|r| {
-            let name: Vec<String> = (1..=names)
+            let name: Vec<String> = (2..names + 2)
                 .filter_map(|i| r.get(i).to_text())
                 .filter(|s| !s.is_empty())
                 .collect();
             let mut latest: Option<DateTime<Utc>> = None;
-            for i in names + 2..r.0.len() {
+            for i in names + 3..r.0.len() {
                 if let Some(t) = r.opt_time(i)? {
                     latest = latest.max(Some(t));
                 }
             }
             Ok(ReportCustomer {
                 id: r.i64(0)?,
+                kept: r.i64(1)? != 0,
                 name: name.join(" "),
-                email: r.get(names + 1).to_text().unwrap_or_default(),
-                last_activity: latest
-                    .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-                    .unwrap_or_default(),
+                email: r.get(names + 2).to_text().unwrap_or_default(),
+                last_activity: latest,
             })
         })
         .collect()
 }
 
 /// The header row of a report's CSV.
-pub const CSV_HEADER: [&str; 4] = ["customer_id", "name", "email", "last_activity"];
+pub const CSV_HEADER: [&str; 5] = ["customer_id", "name", "email", "last_activity", "kept"];
+
+/// A CSV cell that a spreadsheet would run as a formula (it begins with `=`, `+`, `-`, `@`, a
+/// tab or a carriage return) gets a leading `'`, so a customer named `=HYPERLINK(...)` stays text.
+pub fn csv_cell(value: &str) -> String {
+    if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{value}")
+    } else {
+        value.to_string()
+    }
+}
+
+/// A time as a venue manager reads it: in the venue's zone, with its offset.
+pub fn local_time_with_offset(t: DateTime<Utc>, tz: chrono_tz::Tz) -> String {
+    t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S%:z").to_string()
+}
 
 impl ReportCustomer {
-    /// This customer as a CSV row under [`CSV_HEADER`].
-    pub fn csv_record(&self) -> [String; 4] {
+    /// This customer as a CSV row under [`CSV_HEADER`], times in the venue's zone.
+    pub fn csv_record(&self, tz: chrono_tz::Tz) -> [String; 5] {
         [
             self.id.to_string(),
-            self.name.clone(),
-            self.email.clone(),
-            self.last_activity.clone(),
+            csv_cell(&self.name),
+            csv_cell(&self.email),
+            self.last_activity
+                .map_or_else(|| "never ordered".to_string(), |t| local_time_with_offset(t, tz)),
+            if self.kept { "yes" } else { "no" }.to_string(),
         ]
     }
 }
@@ -539,15 +674,18 @@ pub async fn write_csv<W: std::io::Write>(
             report.state
         );
     }
+    let tz = config
+        .venue(report.venue_id)
+        .map_or(config.schedule.timezone, |v| v.timezone);
     let mut writer = csv::Writer::from_writer(out);
     writer.write_record(CSV_HEADER)?;
     let mut after = i64::MIN;
     loop {
-        let page = customers_page(db, &config.schema, report.id, after, 1000).await?;
+        let page = customers_page(db, &config.schema, report.id, after, 1000, None).await?;
         let Some(last) = page.last() else { break };
         after = last.id;
         for c in &page {
-            writer.write_record(c.csv_record())?;
+            writer.write_record(c.csv_record(tz))?;
         }
     }
     match writer.flush() {

@@ -15,6 +15,21 @@ pub struct Scope<'a> {
     pub schema: &'a SchemaConfig,
     pub venue: &'a VenueConfig,
     pub cutoff: DateTime<Utc>,
+    /// Customers an approver kept out of a report after this instant are not candidates
+    /// (`approval.keep_for` before the cycle).
+    pub kept_since: DateTime<Utc>,
+}
+
+impl<'a> Scope<'a> {
+    /// The policy of `venue` as of the cycle at `at`.
+    pub fn new(config: &'a crate::config::Config, venue: &'a VenueConfig, at: DateTime<Utc>) -> Scope<'a> {
+        Scope {
+            schema: &config.schema,
+            venue,
+            cutoff: crate::policy::cutoff(at, venue.timezone, venue.inactive_for),
+            kept_since: config.approval.keep_for.before(at),
+        }
+    }
 }
 
 impl Scope<'_> {
@@ -63,6 +78,11 @@ impl Scope<'_> {
         q.push(&format!(
             " AND NOT EXISTS (SELECT 1 FROM retention_anonymised a WHERE a.customer_id = c.{id})"
         ));
+        q.push(&format!(
+            " AND NOT EXISTS (SELECT 1 FROM retention_report_items k WHERE k.customer_id = c.{id} AND k.kept_at IS NOT NULL AND k.kept_at > "
+        ))
+        .bind(self.kept_since)
+        .push(")");
     }
 }
 

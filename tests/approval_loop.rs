@@ -163,17 +163,17 @@ async fn report_mail_links_show_exactly_the_report(db: TestDb) {
     assert_eq!(ids, idle);
     assert_eq!(
         csv.lines().next(),
-        Some("customer_id,name,email,last_activity")
+        Some("customer_id,name,email,last_activity,kept")
     );
     assert!(
         csv.lines()
             .skip(1)
-            .all(|l| l.ends_with(",2020-05-05 10:00:00")),
-        "each row shows the customer's last order, frozen with the report: {csv}"
+            .all(|l| l.ends_with(",2020-05-05 11:00:00+01:00,no")),
+        "each row shows the customer's last order, frozen with the report, in the venue's zone: {csv}"
     );
     assert!(
-        page.contains("2020-05-05 10:00:00"),
-        "the page shows it too"
+        page.contains("5 May 2020, 11:00 BST"),
+        "the page shows it too, in the venue's zone"
     );
 
     // A report frozen before items kept their last order (migration 5) looks it up instead.
@@ -184,13 +184,13 @@ async fn report_mail_links_show_exactly_the_report(db: TestDb) {
     let (_, csv) = app.get(&format!("{link}/report.csv")).await;
     let rows: Vec<&str> = csv.lines().skip(1).collect();
     assert!(
-        rows[0].starts_with(&format!("{},", idle[0])) && rows[0].ends_with(",2021-01-01 00:00:00"),
+        rows[0].starts_with(&format!("{},", idle[0])) && rows[0].ends_with(",2021-01-01 00:00:00+00:00,no"),
         "{csv}"
     );
     assert!(
         rows[1..]
             .iter()
-            .all(|l| l.ends_with(",2020-05-05 10:00:00")),
+            .all(|l| l.ends_with(",2020-05-05 11:00:00+01:00,no")),
         "{csv}"
     );
 }

@@ -196,7 +196,7 @@ async fn an_approver_approves_in_a_real_browser() {
     driver
         .call("POST", "/url", Some(json!({"url": link})))
         .await;
-    let rows = driver.find_all("table tbody tr").await;
+    let rows = driver.find_all("table.customers tbody tr").await;
     let first_row = driver.text(&rows[0]).await;
     let shot = driver.call("GET", "/screenshot", None).await;
     let png = base64::engine::general_purpose::STANDARD

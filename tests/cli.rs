@@ -354,11 +354,20 @@ async fn sigkill_during_apply_processes_every_customer_exactly_once(db: TestDb) 
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
+        // Kill at a random moment after this run has committed a batch of its own (how long
+        // a process takes to get there depends on the machine's load).
         let wait_ms = if kills < max_kills {
-            20 + (seed >> 33) % 160
+            (seed >> 33) % 160
         } else {
             600_000
         };
+        let started = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none()
+            && processed().await == before
+            && started.elapsed() < Duration::from_secs(60)
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         let started = std::time::Instant::now();
         while child.try_wait().unwrap().is_none()
             && started.elapsed() < Duration::from_millis(wait_ms)

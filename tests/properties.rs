@@ -99,7 +99,7 @@ fn selection_matches_model(db: TestDb) {
                 }
                 ids.push(id);
             }
-            let scope = Scope { schema: &cfg.schema, venue: &venue, cutoff };
+            let scope = Scope { schema: &cfg.schema, venue: &venue, cutoff, kept_since: cutoff };
             (ids, selection::candidate_ids(&db.db, &scope).await.unwrap())
         }));
         let (ids, selected) = found;

@@ -5,7 +5,6 @@ mod common;
 use common::{anonymise_venue, delete_venue, t, TestDb};
 use retentiond::cycle::{run_venue_cycle, Selection};
 use retentiond::db::Query;
-use retentiond::policy;
 use retentiond::selection::{self, Scope};
 use retentiond::Service;
 
@@ -16,11 +15,7 @@ const CUTOFF: &str = "2023-06-14 23:00:00";
 
 async fn candidates(svc: &Service, venue_id: i64, at: &str) -> Vec<i64> {
     let venue = svc.config.venue(venue_id).unwrap();
-    let scope = Scope {
-        schema: &svc.config.schema,
-        venue,
-        cutoff: policy::cutoff(t(at), venue.timezone, venue.inactive_for),
-    };
+    let scope = Scope::new(&svc.config, venue, t(at));
     selection::candidate_ids(&svc.db, &scope).await.unwrap()
 }
 

@@ -97,6 +97,14 @@ impl Backend {
         };
     }
 
+    /// The calendar year (UTC) of a timestamp expression, as an integer; NULL stays NULL.
+    pub fn year_of(self, column: &str) -> String {
+        match self {
+            Backend::Postgres => format!("CAST(extract(year FROM {column}) AS INTEGER)"),
+            Backend::Sqlite => format!("CAST(substr({column}, 1, 4) AS INTEGER)"),
+        }
+    }
+
     /// An expression that keeps only the year of a date (as 1 January of that year).
     pub fn year_only(self, column: &str) -> String {
         match self {

@@ -70,6 +70,7 @@ pub fn skip_reason(outcome: Outcome) -> &'static str {
         Outcome::SkippedIneligible => {
             "no longer covered by the policy (moved venue or already anonymised)"
         }
+        Outcome::Kept => "kept out of the report by an approver",
         Outcome::Deleted | Outcome::Anonymised => "processed",
     }
 }
@@ -84,8 +85,9 @@ fn action_phrase(svc: &Service, report: &Report) -> String {
     }
 }
 
-fn time(t: DateTime<Utc>) -> String {
-    t.format("%-d %B %Y, %H:%M UTC").to_string()
+/// A time as the venue reads it: in its own zone, as on the report page.
+fn time(t: DateTime<Utc>, tz: chrono_tz::Tz) -> String {
+    t.with_timezone(&tz).format("%-d %B %Y, %H:%M %Z").to_string()
 }
 
 pub async fn compose(
@@ -98,6 +100,10 @@ pub async fn compose(
         .config
         .venue(queued.venue_id)
         .map_or_else(|| format!("Venue {}", queued.venue_id), |v| v.name.clone());
+    let tz = svc
+        .config
+        .venue(queued.venue_id)
+        .map_or(svc.config.schedule.timezone, |v| v.timezone);
     let report = match queued.report_id {
         Some(id) => Some(
             reports::get(&svc.db, id)
@@ -114,7 +120,7 @@ pub async fn compose(
         customer_count: report.as_ref().map_or(0, |r| r.customer_count),
         cutoff: report
             .as_ref()
-            .map_or(String::new(), |r| r.cutoff.format("%-d %B %Y").to_string()),
+            .map_or(String::new(), |r| r.cutoff.with_timezone(&tz).format("%-d %B %Y").to_string()),
         policy: report.as_ref().map_or(String::new(), |r| r.policy.clone()),
         action_phrase: report
             .as_ref()
@@ -123,7 +129,7 @@ pub async fn compose(
         link: String::new(),
         expires: report
             .as_ref()
-            .map_or(String::new(), |r| time(r.expires_at)),
+            .map_or(String::new(), |r| time(r.expires_at, tz)),
         done: 0,
         done_verb: "",
         skipped: 0,

@@ -3,7 +3,7 @@
 //! lost to an SMTP outage or a restart, and is marked sent only after the server accepted it.
 //! Approval links are minted at send time, so a raw token is never stored.
 
-mod compose;
+pub(crate) mod compose;
 
 use crate::approval;
 use crate::config::{MailConfig, MailTransport};

@@ -22,6 +22,8 @@ use tracing::{error, info};
 
 /// Requests carry at most a short form.
 const BODY_LIMIT: usize = 16 * 1024;
+/// A keep or unkeep may carry many ids pasted from the CSV.
+const KEEP_BODY_LIMIT: usize = 2 * 1024 * 1024;
 
 /// Serves the pages on `listener` until `shutdown` completes. This is the only way the web
 /// server is started (`run`, `demo`, the tests and the benchmark all come through here), so
@@ -62,6 +64,9 @@ fn router(svc: Service) -> Router {
         .route("/r/{token}/report.csv", get(report_csv))
         .route("/r/{token}/approve", post(approve))
         .route("/r/{token}/reject", post(reject))
+        // Up to 10,000 pasted ids and more: a larger body than the other forms.
+        .route("/r/{token}/keep", post(keep).layer(DefaultBodyLimit::max(KEEP_BODY_LIMIT)))
+        .route("/r/{token}/unkeep", post(unkeep).layer(DefaultBodyLimit::max(KEEP_BODY_LIMIT)))
         .layer(middleware::from_fn(move |request: Request, next: Next| {
             let limiter = limiter.clone();
             let trusted = trusted.clone();
@@ -169,6 +174,8 @@ async fn security_headers(request: Request, next: Next) -> Response {
 pub enum WebError {
     NotFound,
     Expired,
+    /// The link's approver is no longer among the venue's approvers.
+    Forbidden,
     Internal(anyhow::Error),
 }
 
@@ -190,6 +197,11 @@ impl IntoResponse for WebError {
                 StatusCode::GONE,
                 "Link expired",
                 &["This link has expired. Nothing was done to any customer through it."],
+            ),
+            WebError::Forbidden => pages::plain(
+                StatusCode::FORBIDDEN,
+                "No longer an approver",
+                &["This link belongs to an address that is no longer an approver of this venue. Nothing can be decided through it."],
             ),
             WebError::Internal(e) => {
                 error!(error = %format!("{e:#}"), "request failed");
@@ -218,7 +230,17 @@ async fn valid_with_approvals(
             report,
             approver,
             approvals,
-        } => Ok((report, approver, approvals)),
+        } => {
+            // An approver removed from the venue's list since the email decides nothing.
+            let still_approver = svc
+                .config
+                .venue(report.venue_id)
+                .is_some_and(|v| v.has_approver(&approver));
+            if !still_approver {
+                return Err(WebError::Forbidden);
+            }
+            Ok((report, approver, approvals))
+        }
         Lookup::Expired => Err(WebError::Expired),
         Lookup::Unknown => Err(WebError::NotFound),
     }
@@ -228,6 +250,7 @@ async fn valid_with_approvals(
 struct PageQuery {
     after: Option<i64>,
     page: Option<u32>,
+    q: Option<String>,
 }
 
 async fn report_page(
@@ -236,17 +259,20 @@ async fn report_page(
     Query(page): Query<PageQuery>,
 ) -> Result<Response, WebError> {
     let (report, approver, approvals) = valid_with_approvals(&svc, &token).await?;
+    let search: Option<String> = page.q.map(|q| q.chars().take(200).collect());
     Ok(pages::report(
         &svc,
         &report,
         &approver,
         &token,
-        page.after
-            .map(|after| (after, page.page.unwrap_or(1).min(100_000))),
-        Some(approvals),
-        None,
-        None,
-        StatusCode::OK,
+        pages::View {
+            after: page
+                .after
+                .map(|after| (after, page.page.unwrap_or(1).min(100_000))),
+            search: search.as_deref(),
+            approvals: Some(approvals),
+            ..pages::View::default()
+        },
     )
     .await?)
 }
@@ -264,7 +290,7 @@ async fn report_csv(
         ));
     }
     info!(report.id = report.id, "report CSV downloaded");
-    let body = Body::from_stream(pages::csv_stream(svc.clone(), report.id));
+    let body = Body::from_stream(pages::csv_stream(svc.clone(), report.id, report.venue_id));
     Ok((
         [
             (
@@ -350,9 +376,75 @@ async fn decided_page(
         .await?
         .ok_or(WebError::NotFound)?;
     Ok(pages::report(
-        svc, &report, approver, token, None, None, notice, error, status,
+        svc,
+        &report,
+        approver,
+        token,
+        pages::View {
+            notice,
+            error,
+            status,
+            ..pages::View::default()
+        },
     )
     .await?)
+}
+
+#[derive(Deserialize)]
+struct KeepForm {
+    #[serde(default)]
+    ids: String,
+    reason: Option<String>,
+}
+
+async fn keep(
+    State(svc): State<Service>,
+    Path(token): Path<String>,
+    Form(form): Form<KeepForm>,
+) -> Result<Response, WebError> {
+    set_kept(svc, token, form, true).await
+}
+
+async fn unkeep(
+    State(svc): State<Service>,
+    Path(token): Path<String>,
+    Form(form): Form<KeepForm>,
+) -> Result<Response, WebError> {
+    set_kept(svc, token, form, false).await
+}
+
+/// Keeps customers out of the report (or puts them back) through the link; the page then shows
+/// the report as it now stands. Refused (changing nothing) for ids that are not on the report
+/// (422), or once the report is decided (409); an expired link is 410 before anything.
+async fn set_kept(svc: Service, token: String, form: KeepForm, keep: bool) -> Result<Response, WebError> {
+    use crate::review::{self, ReviewError};
+    let (report, approver) = valid(&svc, &token).await?;
+    let outcome = match review::parse_ids(&form.ids) {
+        Ok(ids) => review::set_kept(&svc.db, report.id, &ids, keep, &approver, form.reason.as_deref(), now()).await?,
+        Err(e) => Err(e),
+    };
+    let (notice, error, status) = match outcome {
+        Ok(changed) => {
+            info!(report.id = report.id, customers = changed.changed, keep, "kept list changed through a link");
+            let verb = if keep { "kept out of the report" } else { "put back on the report" };
+            let mut notice = format!(
+                "{} customer(s) {verb}. {} customer(s) are kept out now.",
+                changed.changed, changed.kept
+            );
+            if changed.withdrawn > 0 {
+                notice.push_str(" Approvals given before this change no longer count: approvers must approve again.");
+            }
+            (Some(notice), None, StatusCode::OK)
+        }
+        Err(e @ (ReviewError::BadIds(_) | ReviewError::NotOnReport(_))) => {
+            (None, Some(e.to_string()), StatusCode::UNPROCESSABLE_ENTITY)
+        }
+        Err(ReviewError::NotDecidable(DecisionError::NotPending(crate::policy::ReportState::Expired))) => {
+            return Err(WebError::Expired)
+        }
+        Err(ReviewError::NotDecidable(e)) => (None, Some(e.to_string()), StatusCode::CONFLICT),
+    };
+    decided_page(&svc, report.id, &approver, &token, notice, error, status).await
 }
 
 #[derive(Deserialize)]

@@ -2,7 +2,7 @@
 //! stays flat however large the report.
 
 use crate::policy::Strategy;
-use crate::reports::{self, Report, ReportCustomer};
+use crate::reports::{self, Report};
 use crate::Service;
 use anyhow::Result;
 use askama::Template;
@@ -44,6 +44,31 @@ fn html_response(status: StatusCode, html: String) -> Response {
         .into_response()
 }
 
+/// One row of the customers table, in the venue manager's words and time zone.
+struct CustomerRow {
+    id: i64,
+    name: String,
+    email: String,
+    last_activity: String,
+    kept: bool,
+}
+
+/// One customer of the Kept list.
+struct KeptRow {
+    id: i64,
+    name: String,
+    kept_by: String,
+    kept_at: String,
+    reason: String,
+}
+
+/// One bar of the chart of customers by year of last order.
+struct Bar {
+    label: String,
+    count: i64,
+    max: i64,
+}
+
 #[derive(Template)]
 #[template(path = "report.html")]
 struct ReportPage<'a> {
@@ -53,113 +78,223 @@ struct ReportPage<'a> {
     approver: &'a str,
     token: &'a str,
     cutoff: String,
+    created: String,
     expires: String,
+    customers_line: String,
+    to_approve: i64,
     approvals: usize,
+    withdrawn: bool,
     removed: String,
-    kept: String,
+    kept_fields: String,
     references: String,
     decidable: bool,
     shows_customers: bool,
-    customers: Vec<ReportCustomer>,
+    customers: Vec<CustomerRow>,
+    kept: Vec<KeptRow>,
+    chart: Vec<Bar>,
+    search: String,
     first_shown: i64,
     last_shown: i64,
     has_previous: bool,
     next_after: Option<i64>,
     next_page: u32,
+    decisions: Vec<String>,
+    outcomes: Vec<String>,
+    applied: String,
     notice: Option<String>,
     error: Option<String>,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A count as a person writes it: 1500 is "1,500".
+pub fn with_commas(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 {
+        format!("-{out}")
+    } else {
+        out
+    }
+}
+
+/// What the page shows besides the report itself.
+pub struct View<'a> {
+    pub after: Option<(i64, u32)>,
+    pub search: Option<&'a str>,
+    pub approvals: Option<i64>,
+    pub notice: Option<String>,
+    pub error: Option<String>,
+    pub status: StatusCode,
+}
+
+impl Default for View<'_> {
+    fn default() -> Self {
+        View {
+            after: None,
+            search: None,
+            approvals: None,
+            notice: None,
+            error: None,
+            status: StatusCode::OK,
+        }
+    }
+}
+
 pub async fn report(
     svc: &Service,
     report: &Report,
     approver: &str,
     token: &str,
-    after: Option<(i64, u32)>,
-    approvals: Option<i64>,
-    notice: Option<String>,
-    error: Option<String>,
-    status: StatusCode,
+    view: View<'_>,
 ) -> Result<Response> {
+    let schema = &svc.config.schema;
     let venue = svc.config.venue(report.venue_id);
     let tz = venue.map_or(svc.config.schedule.timezone, |v| v.timezone);
-    let (mut removed, mut kept) = (Vec::new(), Vec::new());
+    let local = |t: chrono::DateTime<chrono::Utc>| t.with_timezone(&tz).format("%-d %B %Y, %H:%M %Z").to_string();
+    let (mut removed, mut kept_fields) = (Vec::new(), Vec::new());
     for (column, strategy) in venue.map(|v| v.anonymise.as_slice()).unwrap_or_default() {
         match strategy {
-            Strategy::Keep => kept.push(column.to_string()),
-            other => removed.push(format!("{column} ({})", other.in_words())),
+            Strategy::Keep => kept_fields.push(schema.label(column.name())),
+            other => removed.push(format!("{} ({})", schema.label(column.name()), other.in_words())),
         }
     }
-    let references =
-        crate::erase::linked_tables_in_words(&svc.config.schema, report.action).join(" ");
+    let references = crate::erase::linked_tables_in_words(schema, report.action).join(" ");
     let shows_customers = report.state.shows_customers();
+    let decidable = report.state == crate::policy::ReportState::Pending;
     // The page number travels in the link, so no page needs to count the rows before it.
-    let position = after.map_or(0, |(_, page)| i64::from(page) * i64::from(PAGE_SIZE));
+    let position = view.after.map_or(0, |(_, page)| i64::from(page) * i64::from(PAGE_SIZE));
+    let search = view.search.map(str::trim).filter(|q| !q.is_empty());
     let mut customers = Vec::new();
+    let mut kept = Vec::new();
     if shows_customers {
-        let after_id = after.map_or(i64::MIN, |(id, _)| id);
-        customers = reports::customers_page(
-            &svc.db,
-            &svc.config.schema,
-            report.id,
-            after_id,
-            PAGE_SIZE + 1,
-        )
-        .await?;
+        let after_id = view.after.map_or(i64::MIN, |(id, _)| id);
+        customers = reports::customers_page(&svc.db, schema, report.id, after_id, PAGE_SIZE + 1, search).await?;
+        kept = crate::review::kept_list(&svc.db, schema, report, 1000).await?;
     }
     let next_after = (customers.len() > PAGE_SIZE as usize).then(|| {
         customers.truncate(PAGE_SIZE as usize);
         customers.last().map(|c| c.id)
     });
+    let customers_line = match report.venue_customers.filter(|n| *n > 0) {
+        Some(all) => format!(
+            "{} of {} customers, {}%",
+            with_commas(report.customer_count),
+            with_commas(all),
+            (report.customer_count * 100 + all / 2) / all
+        ),
+        None => format!("{} customers", with_commas(report.customer_count)),
+    };
+    let years = report.years();
+    let max = years.iter().map(|(_, n)| *n).max().unwrap_or(0);
+    let chart = years
+        .iter()
+        .map(|(year, count)| Bar {
+            label: year.map_or_else(|| "never ordered".to_string(), |y| y.to_string()),
+            count: *count,
+            max,
+        })
+        .collect();
+    let mut decisions = Vec::new();
+    let mut outcomes = Vec::new();
+    if !decidable {
+        for d in reports::decisions(&svc.db, report.id).await? {
+            let verb = match d.decision.as_str() {
+                "approve" => "Approved",
+                "reject" => "Rejected",
+                "cancel" => "Cancelled",
+                other => other,
+            };
+            let how = if d.via == "operator" { "on the venue's behalf" } else { "through the emailed link" };
+            decisions.push(format!("{verb} by {} {how}, {}", d.decided_by, local(d.decided_at)));
+        }
+        if report.state == crate::policy::ReportState::Applied {
+            for (outcome, n) in reports::outcome_counts(&svc.db, report.id).await? {
+                let words = match outcome {
+                    Some(crate::policy::Outcome::Deleted) => "deleted".to_string(),
+                    Some(crate::policy::Outcome::Anonymised) => "anonymised".to_string(),
+                    Some(o) => format!("left untouched: {}", crate::mail::compose::skip_reason(o)),
+                    None => "not processed".to_string(),
+                };
+                outcomes.push(format!("{} {words}", with_commas(n as i64)));
+            }
+        }
+    }
+    let approvals = match view.approvals {
+        Some(n) => n as usize,
+        None => crate::approval::approvers_so_far(&svc.db, report.id).await?.len(),
+    };
+    let withdrawn = decidable && crate::approval::approval_withdrawn(&svc.db, report, approver).await?;
     let page = ReportPage {
         base: &svc.config.http.base_path,
         report,
         venue_name: venue.map_or_else(|| format!("Venue {}", report.venue_id), |v| v.name.clone()),
         approver,
         token,
-        cutoff: report
-            .cutoff
-            .with_timezone(&tz)
-            .format("%-d %B %Y")
-            .to_string(),
-        expires: report
-            .expires_at
-            .with_timezone(&tz)
-            .format("%-d %B %Y, %H:%M %Z")
-            .to_string(),
-        approvals: match approvals {
-            Some(n) => n as usize,
-            None => crate::approval::approvers_so_far(&svc.db, report.id)
-                .await?
-                .len(),
-        },
+        cutoff: report.cutoff.with_timezone(&tz).format("%-d %B %Y").to_string(),
+        created: local(report.created_at),
+        expires: local(report.expires_at),
+        customers_line,
+        to_approve: report.to_approve(),
+        approvals,
+        withdrawn,
         removed: removed.join(", "),
-        kept: kept.join(", "),
+        kept_fields: kept_fields.join(", "),
         references,
-        decidable: report.state == crate::policy::ReportState::Pending,
+        decidable,
         shows_customers,
-        first_shown: if customers.is_empty() {
-            0
-        } else {
-            position + 1
-        },
+        first_shown: if customers.is_empty() { 0 } else { position + 1 },
         last_shown: position + customers.len() as i64,
-        has_previous: after.is_some(),
+        has_previous: view.after.is_some(),
         next_after: next_after.flatten(),
-        next_page: after.map_or(1, |(_, page)| page + 1),
-        customers,
-        notice,
-        error,
+        next_page: view.after.map_or(1, |(_, page)| page + 1),
+        customers: customers
+            .into_iter()
+            .map(|c| CustomerRow {
+                id: c.id,
+                name: c.name,
+                email: c.email,
+                last_activity: c.last_activity.map_or_else(|| "never ordered".to_string(), |t| local(t)),
+                kept: c.kept,
+            })
+            .collect(),
+        kept: kept
+            .into_iter()
+            .map(|k| KeptRow {
+                id: k.id,
+                name: k.name,
+                kept_by: k.kept_by,
+                kept_at: local(k.kept_at),
+                reason: k.reason.unwrap_or_default(),
+            })
+            .collect(),
+        chart,
+        search: search.unwrap_or_default().to_string(),
+        decisions,
+        outcomes,
+        applied: report.applied_at.map(local).unwrap_or_default(),
+        notice: view.notice,
+        error: view.error,
     };
-    Ok(html_response(status, page.render()?))
+    Ok(html_response(view.status, page.render()?))
 }
 
 /// The report's customers as CSV (header row, one row each), fetched and sent chunk by chunk.
 pub fn csv_stream(
     svc: Service,
     report_id: i64,
+    venue_id: i64,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
+    let tz = svc
+        .config
+        .venues
+        .iter()
+        .find(|v| v.id == venue_id)
+        .map_or(svc.config.schedule.timezone, |v| v.timezone);
     futures_util::stream::unfold(Some(i64::MIN), move |after| {
         let svc = svc.clone();
         async move {
@@ -171,6 +306,7 @@ pub fn csv_stream(
                 report_id,
                 after,
                 CSV_CHUNK,
+                None,
             )
             .await
             {
@@ -188,7 +324,7 @@ pub fn csv_stream(
                 let _ = writer.write_record(reports::CSV_HEADER);
             }
             for c in &page {
-                let _ = writer.write_record(c.csv_record());
+                let _ = writer.write_record(c.csv_record(tz));
             }
             let bytes = writer.into_inner().unwrap_or_default();
             let next = if page.len() < CSV_CHUNK as usize {
