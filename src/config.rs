@@ -173,9 +173,16 @@ impl SchemaConfig {
     /// The words a venue manager reads for a column or table: its `[schema.labels]` entry, or
     /// the name in words ("address_line1" is "Address line 1").
     pub fn label(&self, name: &str) -> String {
-        if let Some(label) = self.labels.get(name) {
-            return label.clone();
+        match self.labels.get(name) {
+            Some(label) => label.clone(),
+            None => default_label(name),
         }
+    }
+}
+
+/// A column or table name in words: "address_line1" is "Address line 1".
+pub fn default_label(name: &str) -> String {
+    {
         let mut words = String::new();
         let mut previous: Option<char> = None;
         for c in name.chars() {
@@ -194,6 +201,9 @@ impl SchemaConfig {
             None => words,
         }
     }
+}
+
+impl SchemaConfig {
 
     /// The customers columns that are structural rather than personal: never anonymised,
     /// never "unclassified".
@@ -1004,5 +1014,25 @@ fn check_address(address: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("expected an email address, got {address:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_default_to_the_name_in_words() {
+        let mut schema_labels = BTreeMap::new();
+        schema_labels.insert("marketing_opt_in".to_string(), "Happy to hear from us".to_string());
+        let label = |name: &str| {
+            schema_labels
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| default_label(name))
+        };
+        assert_eq!(label("address_line1"), "Address line 1");
+        assert_eq!(label("date_of_birth"), "Date of birth");
+        assert_eq!(label("marketing_opt_in"), "Happy to hear from us");
     }
 }

@@ -107,6 +107,13 @@ fn refusals_name_the_key() {
             "journal.path",
         ),
         (
+            delete.replace(
+                r#"approvers = ["boxoffice@venue2.example"]"#,
+                r#"approvers = ["Boss@venue2.example", "boss@venue2.example"]"#,
+            ),
+            "venues[0].approvers[1]",
+        ),
+        (
             config_toml("sqlite://file.db", &delete_venue(2, "3 years", ""))
                 .replace("max_share = 1.0", "max_share = 1.5"),
             "venues[0].max_share",
