@@ -134,3 +134,67 @@ fn database_errors_name_what_could_not_be_reached_and_env_values_are_blamed_on_t
     assert!(err.contains("environment: RETENTIOND__DATABASE__URL: expected a URL"), "{err}");
     assert!(!err.contains("retentiond.toml"), "not blamed on the file: {err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_written_to_a_file_carry_no_colour_codes() {
+    let db = TestDb::sqlite().await;
+    db.customer(2, "2019-01-01 00:00:00").await;
+    let config = db.write_config(&delete_venue(2, "3 years", ""));
+    let text_config = std::fs::read_to_string(&config)
+        .unwrap()
+        .replacen("[mail]\n", &format!("[mail]\ntransport = \"file\"\ndir = \"{}\"\n", db.dir.path().join("outbox").display()), 1);
+    std::fs::write(&config, text_config).unwrap();
+    assert!(retentiond(&config, &["migrate"]).status.success());
+
+    let out = Command::new(env!("CARGO_BIN_EXE_retentiond"))
+        .arg("--config")
+        .arg(&config)
+        .arg("cycle")
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("report created"), "{log}");
+    assert!(!log.contains('\u{1b}'), "no ANSI escape codes when stderr is not a terminal: {log:?}");
+}
+
+#[test]
+fn a_second_demo_or_run_is_refused_while_the_demo_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let spawn = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_retentiond"))
+            .current_dir(dir.path())
+            .args(args)
+            .env("RUST_LOG", "error")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut demo = spawn(&["demo"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !dir.path().join("demo/outbox").exists() || std::net::TcpStream::connect("127.0.0.1:8080").is_err() {
+        assert!(std::time::Instant::now() < deadline, "the demo never came up");
+        assert!(demo.try_wait().unwrap().is_none(), "the demo stopped");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    let second = spawn(&["demo"]).wait_with_output().unwrap();
+    let run = spawn(&["--config", "demo/retentiond.toml", "run"]).wait_with_output().unwrap();
+    let cycle = Command::new(env!("CARGO_BIN_EXE_retentiond"))
+        .current_dir(dir.path())
+        .args(["--config", "demo/retentiond.toml", "cycle"])
+        .output()
+        .unwrap();
+    let _ = Command::new("kill").args(["-TERM", &demo.id().to_string()]).status();
+    demo.wait().unwrap();
+
+    for (what, out) in [("demo", &second), ("run", &run)] {
+        assert_eq!(out.status.code(), Some(1), "{what}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("another retentiond daemon (run or demo) is running"), "{what}: {err}");
+    }
+    assert!(cycle.status.success(), "an operator's cycle works beside the demo: {}", String::from_utf8_lossy(&cycle.stderr));
+    assert!(dir.path().join("demo/retention.db").exists(), "the second demo did not wipe the first");
+}
