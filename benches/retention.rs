@@ -745,7 +745,8 @@ async fn run_backend(backend: Backend, options: &Options) -> Value {
 
 /// The reference strategies of the order addresses, set-based (a built-in stands in for the
 /// keyed hash, which retentiond computes in Rust).
-const SCRUB_ADDRESSES: &str = "UPDATE order_addresses SET first_name = NULL, last_name = NULL, address_1 = NULL, \
+const SCRUB_ADDRESSES: &str =
+    "UPDATE order_addresses SET first_name = NULL, last_name = NULL, address_1 = NULL, \
      postcode = substr(postcode, 1, 4), email = upper(email), phone = NULL";
 
 /// Runs `statements` in one transaction and commits; returns the seconds it took, including
@@ -759,88 +760,91 @@ async fn timed_committed(db: &Db, statements: &[String]) -> f64 {
         tx.execute(&Query::new(sql)).await.unwrap();
     }
     tx.commit().await.unwrap();
-    let touched: Vec<retentiond::db::Ident> = ["customers", "orders", "order_addresses", "customer_notes"]
-        .iter()
-        .map(|t| retentiond::db::Ident::new(t).unwrap())
-        .collect();
-    db.scrub_files(&touched.iter().collect::<Vec<_>>(), true).await.unwrap();
+    let touched: Vec<retentiond::db::Ident> =
+        ["customers", "orders", "order_addresses", "customer_notes"]
+            .iter()
+            .map(|t| retentiond::db::Ident::new(t).unwrap())
+            .collect();
+    db.scrub_files(&touched.iter().collect::<Vec<_>>(), true)
+        .await
+        .unwrap();
     started.elapsed().as_secs_f64()
 }
 
 /// The printed measures: JSON key, label, goal (empty when there is none).
 const ROWS: &[(&str, &str, &str)] = &[
-        ("generate_s", "data generation (s)", ""),
-        ("selection_s", "selection, retentiond (s)", ""),
-        ("selection_baseline_s", "selection, bare NOT EXISTS (s)", ""),
-        ("selection_ratio", "selection ratio", "<= 1.2"),
-        ("report_customers", "largest report (customers)", ""),
-        ("report_rows_per_s", "report creation (rows/s)", ""),
-        ("csv_rows_per_s", "CSV export (rows/s)", ""),
-        ("csv_rows_small", "CSV rows, small report", ""),
-        (
-            "csv_peak_rss_mb_small",
-            "server peak RSS after small CSV (MB)",
-            "",
-        ),
-        (
-            "csv_peak_rss_mb",
-            "server peak RSS after largest CSV (MB)",
-            "< 100, flat",
-        ),
-        ("page_requests", "report page requests", ""),
-        ("page_p50_ms", "report page p50 (ms)", ""),
-        ("page_p99_ms", "report page p99 (ms)", "< 50"),
-        ("page_errors", "report page errors", "0"),
-        (
-            "page_requests_per_s",
-            "report page throughput (requests/s)",
-            "",
-        ),
-        (
-            "page_cpu_ms_per_request_server",
-            "CPU per page: server (ms)",
-            "",
-        ),
-        (
-            "page_cpu_ms_per_request_postgres",
-            "CPU per page: PostgreSQL backends (ms)",
-            "",
-        ),
-        (
-            "page_cpu_ms_per_request_postgres_background",
-            "CPU per page: PostgreSQL background (ms)",
-            "",
-        ),
-        (
-            "page_cpu_ms_per_request_client",
-            "CPU per page: load generator (ms)",
-            "",
-        ),
-        ("anonymise_rows_per_s", "anonymise apply (rows/s)", ""),
-        (
-            "anonymise_baseline_rows_per_s",
-            "anonymise, one UPDATE (rows/s)",
-            "",
-        ),
-        ("anonymise_ratio", "anonymise ratio", ">= 0.8"),
-        (
-            "anonymise_longest_tx_ms",
-            "anonymise longest transaction (ms)",
-            "<= 250",
-        ),
-        ("delete_report_customers", "delete report (customers)", ""),
-        ("delete_rows_per_s", "delete apply (rows/s)", ""),
-        (
-            "delete_baseline_rows_per_s",
-            "delete, set-based (rows/s)",
-            "",
-        ),
-        ("delete_ratio", "delete ratio", ">= 0.7"),
-        (
-            "delete_longest_tx_ms",
-            "delete longest transaction (ms)",
-            "<= 250",
-        ),
+    ("generate_s", "data generation (s)", ""),
+    ("selection_s", "selection, retentiond (s)", ""),
+    ("selection_baseline_s", "selection, bare NOT EXISTS (s)", ""),
+    ("selection_ratio", "selection ratio", "<= 1.2"),
+    ("report_customers", "largest report (customers)", ""),
+    ("report_rows_per_s", "report creation (rows/s)", ""),
+    ("csv_rows_per_s", "CSV export (rows/s)", ""),
+    ("csv_rows_small", "CSV rows, small report", ""),
+    (
+        "csv_peak_rss_mb_small",
+        "server peak RSS after small CSV (MB)",
+        "",
+    ),
+    (
+        "csv_peak_rss_mb",
+        "server peak RSS after largest CSV (MB)",
+        "< 100, flat",
+    ),
+    ("page_requests", "report page requests", ""),
+    ("page_p50_ms", "report page p50 (ms)", ""),
+    ("page_p99_ms", "report page p99 (ms)", "< 50"),
+    ("page_errors", "report page errors", "0"),
+    (
+        "page_requests_per_s",
+        "report page throughput (requests/s)",
+        "",
+    ),
+    (
+        "page_cpu_ms_per_request_server",
+        "CPU per page: server (ms)",
+        "",
+    ),
+    (
+        "page_cpu_ms_per_request_postgres",
+        "CPU per page: PostgreSQL backends (ms)",
+        "",
+    ),
+    (
+        "page_cpu_ms_per_request_postgres_background",
+        "CPU per page: PostgreSQL background (ms)",
+        "",
+    ),
+    (
+        "page_cpu_ms_per_request_client",
+        "CPU per page: load generator (ms)",
+        "",
+    ),
+    ("anonymise_rows_per_s", "anonymise apply (rows/s)", ""),
+    (
+        "anonymise_baseline_rows_per_s",
+        "anonymise, one UPDATE (rows/s)",
+        "",
+    ),
+    ("anonymise_ratio", "anonymise ratio", ">= 0.8"),
+    (
+        "anonymise_longest_tx_ms",
+        "anonymise longest transaction (ms)",
+        "<= 250",
+    ),
+    ("delete_report_customers", "delete report (customers)", ""),
+    ("delete_rows_per_s", "delete apply (rows/s)", ""),
+    (
+        "delete_baseline_rows_per_s",
+        "delete, set-based (rows/s)",
+        "",
+    ),
+    ("delete_ratio", "delete ratio", ">= 0.7"),
+    (
+        "delete_longest_tx_ms",
+        "delete longest transaction (ms)",
+        "<= 250",
+    ),
 ];
 
 /// Whether `value` meets `goal` ("<= 1.2", ">= 0.8", "< 50", "< 100, flat", "0"); `None`
@@ -850,9 +854,7 @@ fn meets(goal: &str, value: f64) -> Option<bool> {
     if goal.is_empty() || value.is_nan() {
         return None;
     }
-    let (op, number) = goal
-        .split_once(' ')
-        .map_or(("=", goal), |(op, n)| (op, n));
+    let (op, number) = goal.split_once(' ').map_or(("=", goal), |(op, n)| (op, n));
     let limit: f64 = number.parse().ok()?;
     Some(match op {
         "<=" => value <= limit,
@@ -867,7 +869,10 @@ fn meets(goal: &str, value: f64) -> Option<bool> {
 fn missed(figures: &Value) -> Vec<&'static str> {
     ROWS.iter()
         .filter(|(key, _, goal)| {
-            let value = figures.get(*key).and_then(Value::as_f64).unwrap_or(f64::NAN);
+            let value = figures
+                .get(*key)
+                .and_then(Value::as_f64)
+                .unwrap_or(f64::NAN);
             meets(goal, value) == Some(false)
         })
         .map(|(key, _, _)| *key)
@@ -901,7 +906,11 @@ fn print_table(results: &BTreeMap<String, Value>, options: &Options) {
                 format!("{v:.2}")
             };
             // A figure that misses its goal is marked where it is printed.
-            let mark = if meets(goal, v) == Some(false) { " MISSED" } else { "" };
+            let mark = if meets(goal, v) == Some(false) {
+                " MISSED"
+            } else {
+                ""
+            };
             print!("{:>14}", format!("{shown}{mark}"));
         }
         println!("  {goal}");

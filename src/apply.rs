@@ -53,7 +53,11 @@ pub async fn apply_report(
     if let Some(journal) = &journal {
         let added = journal.catch_up(&svc.db, None).await?;
         if added > 0 {
-            tracing::warn!(report.id = report.id, lines = added, "erasure journal caught up from the ledger");
+            tracing::warn!(
+                report.id = report.id,
+                lines = added,
+                "erasure journal caught up from the ledger"
+            );
         }
     }
     if report.state == ReportState::Approved {
@@ -61,14 +65,16 @@ pub async fn apply_report(
         reports::transition(&mut tx, report, ReportState::Applying, at, None).await?;
         // Customers an approver kept out are never touched by this report: their outcome is
         // recorded now, with the transition, so no batch ever reads them.
-        let mut kept = Query::new("UPDATE retention_report_items SET outcome = 'kept', processed_at = ");
+        let mut kept =
+            Query::new("UPDATE retention_report_items SET outcome = 'kept', processed_at = ");
         kept.bind(at)
             .push(" WHERE report_id = ")
             .bind(report.id)
             .push(" AND kept_at IS NOT NULL AND outcome IS NULL");
         let kept = tx.execute(&kept).await?;
         if kept > 0 {
-            metrics::counter!("retentiond_customers_total", "outcome" => Outcome::Kept.as_str()).increment(kept);
+            metrics::counter!("retentiond_customers_total", "outcome" => Outcome::Kept.as_str())
+                .increment(kept);
         }
         audit::record(
             &mut tx,
@@ -225,13 +231,19 @@ async fn checkpoint(svc: &Service, report_id: i64) {
 pub(crate) async fn scrub_files(svc: &Service, report_id: i64) {
     let tables = crate::erase::touched_tables(&svc.config.schema);
     let started = Instant::now();
-    match svc.db.scrub_files(&tables, svc.config.vacuum_after_apply).await {
+    match svc
+        .db
+        .scrub_files(&tables, svc.config.vacuum_after_apply)
+        .await
+    {
         Ok(()) => info!(
             report.id = report_id,
             duration_ms = started.elapsed().as_millis() as u64,
             "database files scrubbed (write-ahead log truncated, or touched tables vacuumed)"
         ),
-        Err(e) => tracing::warn!(report.id = report_id, error = %format!("{e:#}"), "cannot scrub the database files after applying"),
+        Err(e) => {
+            tracing::warn!(report.id = report_id, error = %format!("{e:#}"), "cannot scrub the database files after applying")
+        }
     }
 }
 
@@ -309,7 +321,12 @@ async fn finish(
 }
 
 /// The journal lines of a committed batch: its erased customers.
-fn journal_lines(venue: &VenueConfig, report: &Report, batch: &BTreeMap<Outcome, Vec<i64>>, at: DateTime<Utc>) -> Vec<JournalLine> {
+fn journal_lines(
+    venue: &VenueConfig,
+    report: &Report,
+    batch: &BTreeMap<Outcome, Vec<i64>>,
+    at: DateTime<Utc>,
+) -> Vec<JournalLine> {
     batch
         .iter()
         .filter(|(outcome, _)| !outcome.is_skip())
@@ -368,12 +385,20 @@ async fn apply_batch(
         let eraser = Eraser {
             schema: scope.schema,
             venue: scope.venue,
-            hash_key: svc.config.hash_key.as_ref().map(|k| k.expose_secret().as_bytes()),
+            hash_key: svc
+                .config
+                .hash_key
+                .as_ref()
+                .map(|k| k.expose_secret().as_bytes()),
             keys,
         };
         match report.action {
             Action::Delete => eraser.delete(tx, &eligible, at).await?,
-            Action::Anonymise => eraser.anonymise(tx, report.id, &eligible, &still, at).await?,
+            Action::Anonymise => {
+                eraser
+                    .anonymise(tx, report.id, &eligible, &still, at)
+                    .await?
+            }
         }
         let done = if report.action == Action::Delete {
             Outcome::Deleted

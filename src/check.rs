@@ -42,7 +42,10 @@ pub fn unclassified_columns(
 
 /// Columns of a linked table whose rows stay that `[schema.references.columns]` does not
 /// classify: every column other than the primary key and the reference column (SPEC 3).
-pub fn unclassified_reference_columns(reference: &Reference, columns: &[ColumnInfo]) -> Vec<String> {
+pub fn unclassified_reference_columns(
+    reference: &Reference,
+    columns: &[ColumnInfo],
+) -> Vec<String> {
     columns
         .iter()
         .filter(|c| !c.primary_key && !reference.is_reference_column(&c.name))
@@ -76,7 +79,11 @@ pub async fn ensure_all_classified(db: &Db, config: &Config, venue: &VenueConfig
         key,
         action: venue.action.as_str(),
         venue_id: venue.id,
-        columns: columns.iter().map(|c| format!("{table}.{c}")).collect::<Vec<_>>().join(", "),
+        columns: columns
+            .iter()
+            .map(|c| format!("{table}.{c}"))
+            .collect::<Vec<_>>()
+            .join(", "),
     };
     if venue.action == Action::Anonymise {
         let columns = introspect::columns(db, &config.schema.customers)
@@ -84,7 +91,12 @@ pub async fn ensure_all_classified(db: &Db, config: &Config, venue: &VenueConfig
             .unwrap_or_default();
         let unclassified = unclassified_columns(config, venue, &columns);
         if !unclassified.is_empty() {
-            return Err(refuse("venues.anonymise".into(), &config.schema.customers, unclassified).into());
+            return Err(refuse(
+                "venues.anonymise".into(),
+                &config.schema.customers,
+                unclassified,
+            )
+            .into());
         }
     }
     for (i, r) in config.schema.references.iter().enumerate() {
@@ -94,7 +106,12 @@ pub async fn ensure_all_classified(db: &Db, config: &Config, venue: &VenueConfig
         let columns = introspect::columns(db, &r.table).await?.unwrap_or_default();
         let unclassified = unclassified_reference_columns(r, &columns);
         if !unclassified.is_empty() {
-            return Err(refuse(format!("schema.references[{i}].columns"), &r.table, unclassified).into());
+            return Err(refuse(
+                format!("schema.references[{i}].columns"),
+                &r.table,
+                unclassified,
+            )
+            .into());
         }
     }
     Ok(())
@@ -296,7 +313,9 @@ async fn check_linked_tables(
             continue;
         };
         if let Some(via) = &r.via {
-            let parent_columns = introspect::columns(db, &via.table).await?.unwrap_or_default();
+            let parent_columns = introspect::columns(db, &via.table)
+                .await?
+                .unwrap_or_default();
             if !parent_columns.iter().any(|c| c.name == via.key.name()) {
                 report.problems.push(format!(
                     "schema.references[{i}].via_key: column {}.{} does not exist",
@@ -304,7 +323,11 @@ async fn check_linked_tables(
                 ));
             }
         }
-        let staying: Vec<&str> = actions.iter().filter(|a| r.rows_stay(**a)).map(|a| a.as_str()).collect();
+        let staying: Vec<&str> = actions
+            .iter()
+            .filter(|a| r.rows_stay(**a))
+            .map(|a| a.as_str())
+            .collect();
         if staying.is_empty() {
             continue;
         }
@@ -320,7 +343,9 @@ async fn check_linked_tables(
         for (column, strategy) in &r.columns {
             let key = format!("schema.references[{i}].columns.{column}");
             let Some(info) = columns.iter().find(|c| c.name == column.name()) else {
-                report.problems.push(format!("{key}: column {}.{column} does not exist", r.table));
+                report
+                    .problems
+                    .push(format!("{key}: column {}.{column} does not exist", r.table));
                 continue;
             };
             if let Some(problem) = strategy_problem(backend, &r.table, column, strategy, info) {
@@ -328,7 +353,9 @@ async fn check_linked_tables(
             }
         }
         if r.columns.iter().any(|(_, st)| *st == Strategy::Hash)
-            && crate::erase::single_integer_key(db, &r.table).await?.is_none()
+            && crate::erase::single_integer_key(db, &r.table)
+                .await?
+                .is_none()
         {
             report.problems.push(format!(
                 "schema.references[{i}].columns: \"hash\" needs a single integer primary key on {}",
@@ -338,12 +365,16 @@ async fn check_linked_tables(
     }
     // A table whose rows are deleted by some action: foreign keys into it must be listed.
     for r in s.references.iter().filter(|r| r.via.is_none()) {
-        if actions.iter().all(|a| r.rows_stay(*a)) || !tables.get(r.table.name()).is_some_and(Option::is_some) {
+        if actions.iter().all(|a| r.rows_stay(*a))
+            || !tables.get(r.table.name()).is_some_and(Option::is_some)
+        {
             continue;
         }
         for (table, col) in introspect::foreign_keys_to(db, &r.table).await? {
             let listed = s.references.iter().any(|v| {
-                v.table.name() == table && v.column.name() == col && v.via.as_ref().is_some_and(|via| via.table == r.table)
+                v.table.name() == table
+                    && v.column.name() == col
+                    && v.via.as_ref().is_some_and(|via| via.table == r.table)
             });
             if !listed && table != r.table.name() {
                 report.problems.push(format!(
@@ -370,9 +401,16 @@ async fn check_unknown_customer_can_be_created(
         if venue.action != Action::Delete || venue.unknown_customer_id.is_some() {
             continue;
         }
-        let mut remembered = crate::db::Query::new("SELECT COUNT(*) FROM retention_unknown_customers WHERE venue_id = ");
+        let mut remembered = crate::db::Query::new(
+            "SELECT COUNT(*) FROM retention_unknown_customers WHERE venue_id = ",
+        );
         remembered.bind(venue.id);
-        if db.fetch_one(&remembered).await.map(|r| r.i64(0).unwrap_or(0) > 0).unwrap_or(false) {
+        if db
+            .fetch_one(&remembered)
+            .await
+            .map(|r| r.i64(0).unwrap_or(0) > 0)
+            .unwrap_or(false)
+        {
             continue;
         }
         let set: Vec<&str> = [&s.customer_venue, &s.customer_created_at]
@@ -398,17 +436,27 @@ async fn check_unknown_customer_can_be_created(
 }
 
 /// Why `strategy` cannot be applied to a column, if it cannot.
-fn strategy_problem(backend: crate::db::Backend, table: &Ident, column: &Ident, strategy: &Strategy, info: &ColumnInfo) -> Option<String> {
+fn strategy_problem(
+    backend: crate::db::Backend,
+    table: &Ident,
+    column: &Ident,
+    strategy: &Strategy,
+    info: &ColumnInfo,
+) -> Option<String> {
     match strategy {
-        Strategy::Null if info.not_null => Some(format!("column {table}.{column} is NOT NULL, so \"null\" would fail")),
+        Strategy::Null if info.not_null => Some(format!(
+            "column {table}.{column} is NOT NULL, so \"null\" would fail"
+        )),
         Strategy::Year if !info.is_temporal(backend) => Some(format!(
             "\"year\" needs a date column, {table}.{column} has type {}",
             info.data_type
         )),
-        Strategy::Hash | Strategy::Prefix(_) | Strategy::Redact(_) if !info.is_textual(backend) => Some(format!(
-            "\"{strategy}\" needs a text column, {table}.{column} has type {}",
-            info.data_type
-        )),
+        Strategy::Hash | Strategy::Prefix(_) | Strategy::Redact(_) if !info.is_textual(backend) => {
+            Some(format!(
+                "\"{strategy}\" needs a text column, {table}.{column} has type {}",
+                info.data_type
+            ))
+        }
         _ => None,
     }
 }

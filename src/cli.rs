@@ -299,7 +299,9 @@ async fn run_cycle(
     if !dry_run {
         if let Err(e) = crate::journal::catch_up_on_start(svc).await {
             eprintln!("retentiond: {e:#}");
-            let unwritable = e.downcast_ref::<crate::journal::JournalUnwritable>().is_some();
+            let unwritable = e
+                .downcast_ref::<crate::journal::JournalUnwritable>()
+                .is_some();
             return Ok(ExitCode::from(if unwritable { 2 } else { 1 }));
         }
     }
@@ -319,7 +321,8 @@ async fn run_cycle(
             Err(e) => {
                 failed += 1;
                 misconfigured |= e.downcast_ref::<check::UnclassifiedColumns>().is_some()
-                    || e.downcast_ref::<crate::journal::JournalUnwritable>().is_some();
+                    || e.downcast_ref::<crate::journal::JournalUnwritable>()
+                        .is_some();
                 tracing::error!(venue.id = venue.id, error = %format!("{e:#}"), "cycle failed");
                 out!("venue {} ({}): FAILED: {e:#}", venue.id, venue.name);
             }
@@ -527,15 +530,25 @@ async fn run_reports(svc: &Service, cmd: ReportsCommand) -> Result<ExitCode> {
             let report = reports::cancel(&svc.db, id, &reason, now()).await?;
             out!("report {} is {}", report.id, report.state);
         }
-        ReportsCommand::Keep { id, customers, by, reason } => {
+        ReportsCommand::Keep {
+            id,
+            customers,
+            by,
+            reason,
+        } => {
             if by.trim().is_empty() {
                 anyhow::bail!("--by must name who asked to keep the customers");
             }
-            let ids = crate::review::parse_ids(&customers).map_err(|e| anyhow::anyhow!("--customers: {e}"))?;
+            let ids = crate::review::parse_ids(&customers)
+                .map_err(|e| anyhow::anyhow!("--customers: {e}"))?;
             let by = format!("operator:{}", by.trim());
-            match crate::review::set_kept(&svc.db, id, &ids, true, &by, reason.as_deref(), now()).await? {
+            match crate::review::set_kept(&svc.db, id, &ids, true, &by, reason.as_deref(), now())
+                .await?
+            {
                 Ok(changed) => {
-                    let report = reports::get(&svc.db, id).await?.with_context(|| format!("no report {id}"))?;
+                    let report = reports::get(&svc.db, id)
+                        .await?
+                        .with_context(|| format!("no report {id}"))?;
                     out!(
                         "report {id}: {} customer(s) kept out ({} in all); {} left to approve",
                         changed.changed,
@@ -543,15 +556,23 @@ async fn run_reports(svc: &Service, cmd: ReportsCommand) -> Result<ExitCode> {
                         report.to_approve()
                     );
                     if changed.withdrawn > 0 {
-                        out!("  {} earlier approval(s) no longer count: the kept list changed", changed.withdrawn);
+                        out!(
+                            "  {} earlier approval(s) no longer count: the kept list changed",
+                            changed.withdrawn
+                        );
                     }
                 }
                 Err(e) => anyhow::bail!("report {id}: {e}"),
             }
         }
         ReportsCommand::Reject { id, by, reason } => {
-            let report = reports::reject_by_operator(&svc.db, id, &by, reason.as_deref(), now()).await?;
-            out!("report {} is {}; nothing will be done to its customers", report.id, report.state);
+            let report =
+                reports::reject_by_operator(&svc.db, id, &by, reason.as_deref(), now()).await?;
+            out!(
+                "report {} is {}; nothing will be done to its customers",
+                report.id,
+                report.state
+            );
         }
         ReportsCommand::Approve { id, by } => {
             let report = reports::approve_by_operator(&svc.db, id, &by, now()).await?;
@@ -575,7 +596,11 @@ async fn run_replay(svc: &Service, journal: &std::path::Path, dry_run: bool) -> 
         }
         Err(e) => return Err(e),
     };
-    let verb = if dry_run { "would erase again" } else { "erased again" };
+    let verb = if dry_run {
+        "would erase again"
+    } else {
+        "erased again"
+    };
     out!(
         "replay of {}: {} lines, {} customers: {verb} {} ({} deleted, {} anonymised); skipped {} already gone, {} already anonymised{}",
         journal.display(),
@@ -630,7 +655,10 @@ async fn run_audit(svc: &Service, venue: Option<i64>, json: bool) -> Result<Exit
         );
     }
     for (report_id, customer_id, at) in &replayed {
-        out!("{}  report {report_id}  customer {customer_id}  replayed", at.to_rfc3339());
+        out!(
+            "{}  report {report_id}  customer {customer_id}  replayed",
+            at.to_rfc3339()
+        );
     }
     if events.is_empty() && customers.is_empty() {
         out!("the ledger is empty: no report has been made yet");
@@ -650,7 +678,11 @@ mod tests {
                 if ["help", "version"].contains(&arg.get_id().as_str()) {
                     continue;
                 }
-                assert!(arg.get_help().is_some(), "{path} {} has no help line", arg.get_id());
+                assert!(
+                    arg.get_help().is_some(),
+                    "{path} {} has no help line",
+                    arg.get_id()
+                );
             }
             for sub in cmd.get_subcommands() {
                 let path = format!("{path} {}", sub.get_name());
@@ -669,6 +701,9 @@ mod tests {
         let instant = parse_at("2027-01-01T02:00:00Z").unwrap().resolve(london);
         assert_eq!(instant.to_rfc3339(), "2027-01-01T02:00:00+00:00");
         let err = parse_at("yesterday").unwrap_err();
-        assert!(err.contains("2027-01-01") && err.contains("\"yesterday\""), "{err}");
+        assert!(
+            err.contains("2027-01-01") && err.contains("\"yesterday\""),
+            "{err}"
+        );
     }
 }

@@ -188,7 +188,9 @@ pub fn default_label(name: &str) -> String {
         for c in name.chars() {
             let c = if c == '_' { ' ' } else { c };
             if let Some(p) = previous {
-                if (p.is_ascii_alphabetic() && c.is_ascii_digit()) || (p.is_ascii_digit() && c.is_ascii_alphabetic()) {
+                if (p.is_ascii_alphabetic() && c.is_ascii_digit())
+                    || (p.is_ascii_digit() && c.is_ascii_alphabetic())
+                {
                     words.push(' ');
                 }
             }
@@ -204,7 +206,6 @@ pub fn default_label(name: &str) -> String {
 }
 
 impl SchemaConfig {
-
     /// The customers columns that are structural rather than personal: never anonymised,
     /// never "unclassified".
     pub fn structural_columns(&self) -> Vec<&Ident> {
@@ -244,7 +245,9 @@ impl VenueConfig {
     /// Whether `address` is one of the venue's approvers (compared without case).
     pub fn has_approver(&self, address: &str) -> bool {
         let address = address.trim().to_lowercase();
-        self.approvers.iter().any(|a| a.trim().to_lowercase() == address)
+        self.approvers
+            .iter()
+            .any(|a| a.trim().to_lowercase() == address)
     }
 }
 
@@ -717,7 +720,12 @@ fn validate(file: String, raw: RawConfig) -> Result<Config, ConfigError> {
     }
     let journal_path = match raw.journal.path.as_deref().map(str::trim) {
         None => None,
-        Some("") => return Err(err("journal.path", "expected a file path, got an empty text".into())),
+        Some("") => {
+            return Err(err(
+                "journal.path",
+                "expected a file path, got an empty text".into(),
+            ))
+        }
         Some(p) => Some(PathBuf::from(p)),
     };
 
@@ -759,7 +767,10 @@ fn validate(file: String, raw: RawConfig) -> Result<Config, ConfigError> {
             .into_iter()
             .map(|(k, v)| {
                 if v.trim().is_empty() {
-                    Err(err(&format!("schema.labels.{k}"), "expected words, got an empty text".into()))
+                    Err(err(
+                        &format!("schema.labels.{k}"),
+                        "expected words, got an empty text".into(),
+                    ))
                 } else {
                     Ok((k, v))
                 }
@@ -958,7 +969,14 @@ fn validate_references(
                     _ => return Err(err(&key("via"), format!("{parent_name:?} is listed more than once in schema.references; a via parent must be listed once"))),
                 };
                 let via_key = ident(&key("via_key"), r.via_key.as_deref().unwrap_or("id"))?;
-                (parent.on_delete, parent.on_anonymise, Some(Via { table: parent_table, key: via_key }))
+                (
+                    parent.on_delete,
+                    parent.on_anonymise,
+                    Some(Via {
+                        table: parent_table,
+                        key: via_key,
+                    }),
+                )
             }
             None => {
                 if r.via_key.is_some() {
@@ -967,13 +985,28 @@ fn validate_references(
                 let on_delete = match r.on_delete.as_deref() {
                     Some("reassign") => OnDelete::Reassign,
                     Some("delete") => OnDelete::Delete,
-                    Some(other) => return Err(err(&key("on_delete"), format!("expected \"reassign\" or \"delete\", got {other:?}"))),
-                    None => return Err(err(&key("on_delete"), "required key is missing (\"reassign\" or \"delete\")".into())),
+                    Some(other) => {
+                        return Err(err(
+                            &key("on_delete"),
+                            format!("expected \"reassign\" or \"delete\", got {other:?}"),
+                        ))
+                    }
+                    None => {
+                        return Err(err(
+                            &key("on_delete"),
+                            "required key is missing (\"reassign\" or \"delete\")".into(),
+                        ))
+                    }
                 };
                 let on_anonymise = match r.on_anonymise.as_deref() {
                     Some("keep") => OnAnonymise::Keep,
                     Some("delete") => OnAnonymise::Delete,
-                    Some(other) => return Err(err(&key("on_anonymise"), format!("expected \"keep\" or \"delete\", got {other:?}"))),
+                    Some(other) => {
+                        return Err(err(
+                            &key("on_anonymise"),
+                            format!("expected \"keep\" or \"delete\", got {other:?}"),
+                        ))
+                    }
                     None if on_delete == OnDelete::Reassign => OnAnonymise::Keep,
                     None => OnAnonymise::Delete,
                 };
@@ -986,20 +1019,37 @@ fn validate_references(
             let name = ident(&ckey, name)?;
             let strategy: Strategy = strategy.parse().map_err(|m| err(&ckey, m))?;
             if name == column && strategy != Strategy::Keep {
-                return Err(err(&ckey, "the reference column itself can only be \"keep\"".into()));
+                return Err(err(
+                    &ckey,
+                    "the reference column itself can only be \"keep\"".into(),
+                ));
             }
             if strategy == Strategy::Hash && !have_hash_key {
-                return Err(err(&ckey, "the hash strategy needs secrets.hash_key (or RETENTIOND__SECRETS__HASH_KEY)".into()));
+                return Err(err(
+                    &ckey,
+                    "the hash strategy needs secrets.hash_key (or RETENTIOND__SECRETS__HASH_KEY)"
+                        .into(),
+                ));
             }
             columns.push((name, strategy));
         }
-        built[i] = Some(Reference { table, column, on_delete, on_anonymise, via, columns });
+        built[i] = Some(Reference {
+            table,
+            column,
+            on_delete,
+            on_anonymise,
+            via,
+            columns,
+        });
     }
     references.extend(built.into_iter().flatten());
     let mut seen = HashSet::new();
     for (i, r) in references.iter().enumerate() {
         if !seen.insert((r.table.name().to_string(), r.column.name().to_string())) {
-            return Err(err(&format!("schema.references[{i}]"), format!("{}.{} is listed more than once", r.table, r.column)));
+            return Err(err(
+                &format!("schema.references[{i}]"),
+                format!("{}.{} is listed more than once", r.table, r.column),
+            ));
         }
     }
     Ok(references)
@@ -1024,7 +1074,10 @@ mod tests {
     #[test]
     fn labels_default_to_the_name_in_words() {
         let mut schema_labels = BTreeMap::new();
-        schema_labels.insert("marketing_opt_in".to_string(), "Happy to hear from us".to_string());
+        schema_labels.insert(
+            "marketing_opt_in".to_string(),
+            "Happy to hear from us".to_string(),
+        );
         let label = |name: &str| {
             schema_labels
                 .get(name)

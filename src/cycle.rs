@@ -120,7 +120,12 @@ pub async fn run_venue_cycle(
 }
 
 /// Queues a failure alert to `mail.ops`; a failure to queue is logged, never hides the original.
-pub async fn alert_failure(svc: &Service, venue: &VenueConfig, e: &anyhow::Error, at: DateTime<Utc>) {
+pub async fn alert_failure(
+    svc: &Service,
+    venue: &VenueConfig,
+    e: &anyhow::Error,
+    at: DateTime<Utc>,
+) {
     let detail = format!(
         "The cycle of venue {} failed and will be retried on its next run: {e:#}",
         venue.id
@@ -201,12 +206,26 @@ async fn expire_and_remind(
     result: &mut VenueCycle,
 ) -> Result<()> {
     // Before expiring: a link that expires in this cycle still answers 410 until the next one.
-    let (reasons, tokens) =
-        reports::forget_expired_details(&svc.db, venue.id, svc.config.approval.reasons_kept_for, at).await?;
-    let keep_reasons = crate::review::forget_keep_reasons(&svc.db, svc.config.approval.reasons_kept_for.before(at)).await?;
+    let (reasons, tokens) = reports::forget_expired_details(
+        &svc.db,
+        venue.id,
+        svc.config.approval.reasons_kept_for,
+        at,
+    )
+    .await?;
+    let keep_reasons = crate::review::forget_keep_reasons(
+        &svc.db,
+        svc.config.approval.reasons_kept_for.before(at),
+    )
+    .await?;
     let reasons = reasons + keep_reasons;
     if reasons + tokens > 0 {
-        info!(venue.id = venue.id, reasons.erased = reasons, tokens.purged = tokens, "old reasons erased and expired tokens purged");
+        info!(
+            venue.id = venue.id,
+            reasons.erased = reasons,
+            tokens.purged = tokens,
+            "old reasons erased and expired tokens purged"
+        );
     }
     for report in reports::in_states(&svc.db, venue.id, &[ReportState::Pending]).await? {
         if report.expires_at <= at {

@@ -32,7 +32,9 @@ impl LinkedKeys {
     pub async fn load(db: &Db, schema: &SchemaConfig) -> Result<LinkedKeys> {
         let mut keys = BTreeMap::new();
         for (i, r) in schema.references.iter().enumerate() {
-            if !r.columns.iter().any(|(_, s)| *s == Strategy::Hash) || keys.contains_key(r.table.name()) {
+            if !r.columns.iter().any(|(_, s)| *s == Strategy::Hash)
+                || keys.contains_key(r.table.name())
+            {
                 continue;
             }
             let key = single_integer_key(db, &r.table).await?.with_context(|| {
@@ -62,7 +64,13 @@ pub async fn single_integer_key(db: &Db, table: &Ident) -> Result<Option<Ident>>
 
 /// Which rows of a linked table belong to the batch: those pointing at its customers, or, for
 /// a `via` table, those pointing at the parent rows that do.
-fn push_rows_of_batch(q: &mut Query, backend: Backend, schema: &SchemaConfig, r: &Reference, ids: &[i64]) {
+fn push_rows_of_batch(
+    q: &mut Query,
+    backend: Backend,
+    schema: &SchemaConfig,
+    r: &Reference,
+    ids: &[i64],
+) {
     let target = format!("{}.{}", r.table.q(), r.column.q());
     match &r.via {
         None => {
@@ -89,7 +97,13 @@ fn push_rows_of_batch(q: &mut Query, backend: Backend, schema: &SchemaConfig, r:
 
 /// The SQL that applies `strategy` to `table.column`, or `None` for keep and hash (hashes are
 /// bound values). Columns are qualified so that an `UPDATE ... FROM` source cannot shadow them.
-fn strategy_set(q: &mut Query, backend: Backend, table: &Ident, column: &Ident, strategy: &Strategy) -> Option<String> {
+fn strategy_set(
+    q: &mut Query,
+    backend: Backend,
+    table: &Ident,
+    column: &Ident,
+    strategy: &Strategy,
+) -> Option<String> {
     let target = column.q();
     let qualified = format!("{}.{}", table.q(), column.q());
     match strategy {
@@ -103,7 +117,9 @@ fn strategy_set(q: &mut Query, backend: Backend, table: &Ident, column: &Ident, 
 
 /// Hashes a column of values read from the database (NULL stays NULL).
 fn hash_values(key: &[u8], values: impl Iterator<Item = Option<String>>) -> Vec<Option<String>> {
-    values.map(|v| v.map(|v| policy::keyed_hash(key, &v))).collect()
+    values
+        .map(|v| v.map(|v| policy::keyed_hash(key, &v)))
+        .collect()
 }
 
 impl Eraser<'_> {
@@ -114,7 +130,13 @@ impl Eraser<'_> {
 
     /// Applies a staying linked table's column strategies to the batch's rows, setting
     /// `reassign` (column, value) too when given, in one UPDATE. Returns the rows updated.
-    async fn scrub(&self, tx: &mut Tx, r: &Reference, ids: &[i64], reassign: Option<i64>) -> Result<u64> {
+    async fn scrub(
+        &self,
+        tx: &mut Tx,
+        r: &Reference,
+        ids: &[i64],
+        reassign: Option<i64>,
+    ) -> Result<u64> {
         let backend = tx.backend();
         let mut q = Query::new(&format!("UPDATE {} SET ", r.table.q()));
         let mut sets: Vec<String> = Vec::new();
@@ -125,30 +147,48 @@ impl Eraser<'_> {
         for (column, strategy) in &r.columns {
             sets.extend(strategy_set(&mut q, backend, &r.table, column, strategy));
         }
-        let hashed: Vec<&Ident> = r.columns.iter().filter(|(_, s)| *s == Strategy::Hash).map(|(c, _)| c).collect();
+        let hashed: Vec<&Ident> = r
+            .columns
+            .iter()
+            .filter(|(_, s)| *s == Strategy::Hash)
+            .map(|(c, _)| c)
+            .collect();
         if hashed.is_empty() {
             if sets.is_empty() {
                 return Ok(0);
             }
             q.push(&sets.join(", ")).push(" WHERE ");
             push_rows_of_batch(&mut q, backend, self.schema, r, ids);
-            return tx.execute(&q).await.with_context(|| format!("updating {}", r.table));
+            return tx
+                .execute(&q)
+                .await
+                .with_context(|| format!("updating {}", r.table));
         }
         let pk = self.keys.of(&r.table)?;
         let mut read = Query::new(&format!(
             "SELECT {}.{}, {} FROM {} WHERE ",
             r.table.q(),
             pk.q(),
-            hashed.iter().map(|c| format!("{}.{}", r.table.q(), c.q())).collect::<Vec<_>>().join(", "),
+            hashed
+                .iter()
+                .map(|c| format!("{}.{}", r.table.q(), c.q()))
+                .collect::<Vec<_>>()
+                .join(", "),
             r.table.q()
         ));
         push_rows_of_batch(&mut read, backend, self.schema, r, ids);
-        let rows = tx.fetch_all(&read).await.with_context(|| format!("reading {}", r.table))?;
+        let rows = tx
+            .fetch_all(&read)
+            .await
+            .with_context(|| format!("reading {}", r.table))?;
         if rows.is_empty() {
             return Ok(0);
         }
         let key = self.key()?;
-        let row_ids = rows.iter().map(|row| row.i64(0)).collect::<Result<Vec<_>>>()?;
+        let row_ids = rows
+            .iter()
+            .map(|row| row.i64(0))
+            .collect::<Result<Vec<_>>>()?;
         let columns: Vec<Vec<Option<String>>> = (0..hashed.len())
             .map(|i| hash_values(key, rows.iter().map(|row| row.get(i + 1).to_text())))
             .collect();
@@ -158,19 +198,29 @@ impl Eraser<'_> {
         q.push(&sets.join(", ")).push(" FROM ");
         backend.push_values_source(&mut q, row_ids, columns);
         q.push(&format!(" WHERE {}.{} = v.id", r.table.q(), pk.q()));
-        tx.execute(&q).await.with_context(|| format!("updating {}", r.table))
+        tx.execute(&q)
+            .await
+            .with_context(|| format!("updating {}", r.table))
     }
 
     async fn delete_rows(&self, tx: &mut Tx, r: &Reference, ids: &[i64]) -> Result<u64> {
         let backend = tx.backend();
         let mut q = Query::new(&format!("DELETE FROM {} WHERE ", r.table.q()));
         push_rows_of_batch(&mut q, backend, self.schema, r, ids);
-        tx.execute(&q).await.with_context(|| format!("deleting from {}", r.table))
+        tx.execute(&q)
+            .await
+            .with_context(|| format!("deleting from {}", r.table))
     }
 
     /// The linked tables of a batch under `action`: `via` tables first (while their parent rows
     /// still point at the batch), then the tables that point at the customers.
-    async fn linked_tables(&self, tx: &mut Tx, action: Action, ids: &[i64], unknown: Option<i64>) -> Result<()> {
+    async fn linked_tables(
+        &self,
+        tx: &mut Tx,
+        action: Action,
+        ids: &[i64],
+        unknown: Option<i64>,
+    ) -> Result<()> {
         let refs = &self.schema.references;
         for r in refs.iter().filter(|r| r.via.is_some()) {
             if r.rows_stay(action) {
@@ -182,7 +232,8 @@ impl Eraser<'_> {
         for r in refs.iter().filter(|r| r.via.is_none()) {
             match (action, r.rows_stay(action)) {
                 (Action::Delete, true) => {
-                    let unknown = unknown.context("a reassigned table needs the Unknown Customer")?;
+                    let unknown =
+                        unknown.context("a reassigned table needs the Unknown Customer")?;
                     self.scrub(tx, r, ids, Some(unknown)).await?;
                 }
                 (Action::Anonymise, true) => {
@@ -201,14 +252,21 @@ impl Eraser<'_> {
     pub async fn delete(&self, tx: &mut Tx, ids: &[i64], at: DateTime<Utc>) -> Result<()> {
         let s = self.schema;
         let backend = tx.backend();
-        let needs_unknown = s.references.iter().any(|r| r.via.is_none() && r.on_delete == OnDelete::Reassign);
+        let needs_unknown = s
+            .references
+            .iter()
+            .any(|r| r.via.is_none() && r.on_delete == OnDelete::Reassign);
         let unknown = if needs_unknown {
             Some(self.unknown_customer(tx, at).await?)
         } else {
             None
         };
         self.linked_tables(tx, Action::Delete, ids, unknown).await?;
-        let mut q = Query::new(&format!("DELETE FROM {} WHERE {}", s.customers.q(), s.customer_id.q()));
+        let mut q = Query::new(&format!(
+            "DELETE FROM {} WHERE {}",
+            s.customers.q(),
+            s.customer_id.q()
+        ));
         backend.push_in_ids(&mut q, ids);
         let deleted = tx
             .execute(&q)
@@ -223,7 +281,14 @@ impl Eraser<'_> {
     /// Anonymise: linked rows scrubbed or deleted, then every classified customers column gets
     /// its strategy, set-based for the whole batch. `carried` holds each customer's id and the
     /// values of its hashed columns (in [`hashed_columns`] order), read by the caller.
-    pub async fn anonymise(&self, tx: &mut Tx, report_id: i64, ids: &[i64], carried: &[Row], at: DateTime<Utc>) -> Result<()> {
+    pub async fn anonymise(
+        &self,
+        tx: &mut Tx,
+        report_id: i64,
+        ids: &[i64],
+        carried: &[Row],
+        at: DateTime<Utc>,
+    ) -> Result<()> {
         let s = self.schema;
         let backend = tx.backend();
         self.linked_tables(tx, Action::Anonymise, ids, None).await?;
@@ -236,7 +301,10 @@ impl Eraser<'_> {
         let hashed = hashed_columns(self.venue);
         if !hashed.is_empty() {
             let key = self.key()?;
-            let row_ids = carried.iter().map(|row| row.i64(0)).collect::<Result<Vec<_>>>()?;
+            let row_ids = carried
+                .iter()
+                .map(|row| row.i64(0))
+                .collect::<Result<Vec<_>>>()?;
             let columns: Vec<Vec<Option<String>>> = (0..hashed.len())
                 .map(|i| hash_values(key, carried.iter().map(|row| row.get(i + 1).to_text())))
                 .collect();
@@ -245,9 +313,14 @@ impl Eraser<'_> {
             }
             q.push(&sets.join(", ")).push(" FROM ");
             backend.push_values_source(&mut q, row_ids, columns);
-            q.push(&format!(" WHERE {}.{} = v.id", table.q(), s.customer_id.q()));
+            q.push(&format!(
+                " WHERE {}.{} = v.id",
+                table.q(),
+                s.customer_id.q()
+            ));
         } else if !sets.is_empty() {
-            q.push(&sets.join(", ")).push(&format!(" WHERE {}", s.customer_id.q()));
+            q.push(&sets.join(", "))
+                .push(&format!(" WHERE {}", s.customer_id.q()));
             backend.push_in_ids(&mut q, ids);
         }
         if !sets.is_empty() {
@@ -256,7 +329,10 @@ impl Eraser<'_> {
                 .await
                 .with_context(|| format!("anonymising {}", s.customers))?;
             if updated != ids.len() as u64 {
-                bail!("anonymised {updated} of {} customers; rolled back", ids.len());
+                bail!(
+                    "anonymised {updated} of {} customers; rolled back",
+                    ids.len()
+                );
             }
         }
         let mut mark = Query::new("INSERT INTO retention_anonymised (customer_id, venue_id, report_id, anonymised_at) SELECT ids.id, ");
@@ -278,11 +354,15 @@ impl Eraser<'_> {
         let venue = self.venue;
         if let Some(id) = venue.unknown_customer_id {
             if !self.is_customer_of_venue(tx, id).await? {
-                bail!("venues.unknown_customer_id {id} is not a customer of venue {}", venue.id);
+                bail!(
+                    "venues.unknown_customer_id {id} is not a customer of venue {}",
+                    venue.id
+                );
             }
             return Ok(id);
         }
-        let mut q = Query::new("SELECT customer_id FROM retention_unknown_customers WHERE venue_id = ");
+        let mut q =
+            Query::new("SELECT customer_id FROM retention_unknown_customers WHERE venue_id = ");
         q.bind(venue.id);
         if let Some(row) = tx.fetch_optional(&q).await? {
             let id = row.i64(0)?;
@@ -315,10 +395,21 @@ impl Eraser<'_> {
             .await
             .with_context(|| format!("cannot create the Unknown Customer record of venue {}; set unknown_customer_id", venue.id))?
             .i64(0)?;
-        let mut q = Query::new("INSERT INTO retention_unknown_customers (venue_id, customer_id, created_at) VALUES (");
-        q.bind(venue.id).push(", ").bind(id).push(", ").bind(at).push(")");
+        let mut q = Query::new(
+            "INSERT INTO retention_unknown_customers (venue_id, customer_id, created_at) VALUES (",
+        );
+        q.bind(venue.id)
+            .push(", ")
+            .bind(id)
+            .push(", ")
+            .bind(at)
+            .push(")");
         tx.execute(&q).await?;
-        info!(venue.id = venue.id, customer.id = id, "created the Unknown Customer record");
+        info!(
+            venue.id = venue.id,
+            customer.id = id,
+            "created the Unknown Customer record"
+        );
         Ok(id)
     }
 
@@ -402,11 +493,28 @@ mod tests {
         let delete = linked_tables_in_words(&config.schema, Action::Delete).join(" ");
         let anonymise = linked_tables_in_words(&config.schema, Action::Anonymise).join(" ");
         assert!(delete.contains("Their orders are kept, moved to the venue's Unknown Customer record; in them: billing email replaced by a keyed hash."), "{delete}");
-        assert!(delete.contains("Their customer notes are deleted."), "{delete}");
-        assert!(delete.contains("The order addresses of those orders are kept; in them: "), "{delete}");
+        assert!(
+            delete.contains("Their customer notes are deleted."),
+            "{delete}"
+        );
+        assert!(
+            delete.contains("The order addresses of those orders are kept; in them: "),
+            "{delete}"
+        );
         assert!(delete.contains("first name removed"), "{delete}");
-        assert!(anonymise.contains("Their orders are kept; in them: billing email replaced by a keyed hash."), "{anonymise}");
-        assert!(anonymise.contains("Their customer notes are deleted."), "{anonymise}");
-        assert!(!delete.contains('_') && !anonymise.contains('_'), "no column names: {delete} {anonymise}");
+        assert!(
+            anonymise.contains(
+                "Their orders are kept; in them: billing email replaced by a keyed hash."
+            ),
+            "{anonymise}"
+        );
+        assert!(
+            anonymise.contains("Their customer notes are deleted."),
+            "{anonymise}"
+        );
+        assert!(
+            !delete.contains('_') && !anonymise.contains('_'),
+            "no column names: {delete} {anonymise}"
+        );
     }
 }

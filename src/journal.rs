@@ -83,8 +83,12 @@ impl Journal {
         }
         let mut file = self.open_locked()?;
         drop_partial_last_line(&mut file)?;
-        write_lines(&mut file, lines)
-            .with_context(|| format!("cannot append to the erasure journal {}", self.path.display()))
+        write_lines(&mut file, lines).with_context(|| {
+            format!(
+                "cannot append to the erasure journal {}",
+                self.path.display()
+            )
+        })
     }
 
     /// Appends every erasure the ledger holds (of one report, or all) that the file lacks, and
@@ -125,8 +129,12 @@ impl Journal {
                 });
             }
         }
-        write_lines(&mut file, &missing)
-            .with_context(|| format!("cannot append to the erasure journal {}", self.path.display()))?;
+        write_lines(&mut file, &missing).with_context(|| {
+            format!(
+                "cannot append to the erasure journal {}",
+                self.path.display()
+            )
+        })?;
         Ok(missing.len() as u64)
     }
 }
@@ -193,15 +201,21 @@ fn drop_partial_last_line(file: &mut File) -> Result<()> {
 /// Reads a journal for `replay`: every non-empty line must be a journal line; the first that is
 /// not is named by its number, and nothing is returned.
 pub fn read_all(path: &Path) -> Result<Vec<Line>> {
-    let file = File::open(path).with_context(|| format!("cannot read the journal {}", path.display()))?;
+    let file =
+        File::open(path).with_context(|| format!("cannot read the journal {}", path.display()))?;
     let mut lines = Vec::new();
     for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.with_context(|| format!("{}:{}: cannot read the line", path.display(), i + 1))?;
+        let line =
+            line.with_context(|| format!("{}:{}: cannot read the line", path.display(), i + 1))?;
         if line.trim().is_empty() {
             continue;
         }
         let parsed: Line = serde_json::from_str(&line).map_err(|e| {
-            anyhow::anyhow!("{}:{}: not a journal line ({e}); nothing was replayed", path.display(), i + 1)
+            anyhow::anyhow!(
+                "{}:{}: not a journal line ({e}); nothing was replayed",
+                path.display(),
+                i + 1
+            )
         })?;
         let valid = matches!(
             (parsed.action.as_str(), parsed.outcome.as_str()),

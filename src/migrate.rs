@@ -47,7 +47,9 @@ const MIGRATIONS: &[Migration] = &[
         version: 6,
         name: "free_text_out_of_ledger_and_replays",
         sqlite: include_str!("../migrations/sqlite/0006_free_text_out_of_ledger_and_replays.sql"),
-        postgres: include_str!("../migrations/postgres/0006_free_text_out_of_ledger_and_replays.sql"),
+        postgres: include_str!(
+            "../migrations/postgres/0006_free_text_out_of_ledger_and_replays.sql"
+        ),
     },
     Migration {
         version: 7,

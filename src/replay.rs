@@ -36,7 +36,12 @@ pub struct ReplaySummary {
 type Group = (i64, Action, i64);
 
 /// Replays the journal at `path` as of `at`.
-pub async fn run(svc: &Service, path: &Path, dry_run: bool, at: DateTime<Utc>) -> Result<ReplaySummary> {
+pub async fn run(
+    svc: &Service,
+    path: &Path,
+    dry_run: bool,
+    at: DateTime<Utc>,
+) -> Result<ReplaySummary> {
     let lines = journal::read_all(path)?;
     let mut summary = ReplaySummary {
         lines: lines.len() as u64,
@@ -46,7 +51,11 @@ pub async fn run(svc: &Service, path: &Path, dry_run: bool, at: DateTime<Utc>) -
     let mut groups: BTreeMap<Group, BTreeSet<i64>> = BTreeMap::new();
     let mut seen = BTreeSet::new();
     for line in &lines {
-        let action = if line.action == "delete" { Action::Delete } else { Action::Anonymise };
+        let action = if line.action == "delete" {
+            Action::Delete
+        } else {
+            Action::Anonymise
+        };
         if seen.insert(line.customer_id) {
             groups
                 .entry((line.venue_id, action, line.report_id))
@@ -58,7 +67,11 @@ pub async fn run(svc: &Service, path: &Path, dry_run: bool, at: DateTime<Utc>) -
     // Everything is checked before anything is changed.
     for (venue_id, action, _) in groups.keys() {
         let venue = svc.config.venue(*venue_id).with_context(|| {
-            format!("{}: venue {venue_id} is in the journal but not in {}; nothing was replayed", path.display(), svc.config.file)
+            format!(
+                "{}: venue {venue_id} is in the journal but not in {}; nothing was replayed",
+                path.display(),
+                svc.config.file
+            )
         })?;
         if *action == Action::Anonymise && venue.action != Action::Anonymise {
             bail!(
@@ -78,10 +91,23 @@ pub async fn run(svc: &Service, path: &Path, dry_run: bool, at: DateTime<Utc>) -
         };
         let before = (summary.deleted, summary.anonymised);
         let outcome = async {
-            for ((_, action, report_id), ids) in groups.iter().filter(|((v, _, _), _)| *v == venue_id) {
+            for ((_, action, report_id), ids) in
+                groups.iter().filter(|((v, _, _), _)| *v == venue_id)
+            {
                 let ids: Vec<i64> = ids.iter().copied().collect();
                 for chunk in ids.chunks(svc.config.batch_size as usize) {
-                    replay_batch(svc, venue, &keys, *action, *report_id, chunk, dry_run, at, &mut summary).await?;
+                    replay_batch(
+                        svc,
+                        venue,
+                        &keys,
+                        *action,
+                        *report_id,
+                        chunk,
+                        dry_run,
+                        at,
+                        &mut summary,
+                    )
+                    .await?;
                 }
             }
             anyhow::Ok(())
@@ -142,7 +168,8 @@ async fn replay_batch(
         s.customers.q(),
         s.customer_venue.q()
     ));
-    q.bind(venue.id).push(&format!(" AND c.{}", s.customer_id.q()));
+    q.bind(venue.id)
+        .push(&format!(" AND c.{}", s.customer_id.q()));
     backend.push_in_ids(&mut q, ids);
     q.push(&format!(
         " AND NOT EXISTS (SELECT 1 FROM retention_anonymised a WHERE a.customer_id = c.{}) ORDER BY c.{}",
@@ -151,7 +178,11 @@ async fn replay_batch(
     ));
     let carried: Vec<Row> = tx.fetch_all(&q).await?;
     let present: Vec<i64> = carried.iter().map(|r| r.i64(0)).collect::<Result<_>>()?;
-    let mut exists = Query::new(&format!("SELECT COUNT(*) FROM {} WHERE {}", s.customers.q(), s.customer_id.q()));
+    let mut exists = Query::new(&format!(
+        "SELECT COUNT(*) FROM {} WHERE {}",
+        s.customers.q(),
+        s.customer_id.q()
+    ));
     backend.push_in_ids(&mut exists, ids);
     let existing = tx.fetch_one(&exists).await?.i64(0)? as u64;
     summary.already_gone += ids.len() as u64 - existing;
@@ -166,12 +197,20 @@ async fn replay_batch(
     let eraser = Eraser {
         schema: s,
         venue,
-        hash_key: svc.config.hash_key.as_ref().map(|k| k.expose_secret().as_bytes()),
+        hash_key: svc
+            .config
+            .hash_key
+            .as_ref()
+            .map(|k| k.expose_secret().as_bytes()),
         keys,
     };
     match action {
         Action::Delete => eraser.delete(&mut tx, &present, at).await?,
-        Action::Anonymise => eraser.anonymise(&mut tx, report_id, &present, &carried, at).await?,
+        Action::Anonymise => {
+            eraser
+                .anonymise(&mut tx, report_id, &present, &carried, at)
+                .await?
+        }
     }
     record_replayed(&mut tx, venue.id, action, report_id, &present, at).await?;
     match action {
@@ -179,13 +218,25 @@ async fn replay_batch(
         Action::Anonymise => summary.anonymised += present.len() as u64,
     }
     tx.commit().await?;
-    info!(venue.id = venue.id, report.id = report_id, batch.size = present.len(), "erasures replayed");
+    info!(
+        venue.id = venue.id,
+        report.id = report_id,
+        batch.size = present.len(),
+        "erasures replayed"
+    );
     Ok(())
 }
 
 /// The ledger's `replayed` outcomes (one row per report and customer; a later replay after
 /// another restore updates its time).
-async fn record_replayed(tx: &mut Tx, venue_id: i64, action: Action, report_id: i64, ids: &[i64], at: DateTime<Utc>) -> Result<()> {
+async fn record_replayed(
+    tx: &mut Tx,
+    venue_id: i64,
+    action: Action,
+    report_id: i64,
+    ids: &[i64],
+    at: DateTime<Utc>,
+) -> Result<()> {
     let backend = tx.backend();
     let mut q = Query::new("INSERT INTO retention_replays (report_id, customer_id, venue_id, action, replayed_at) SELECT ");
     q.bind(report_id)
@@ -203,7 +254,10 @@ async fn record_replayed(tx: &mut Tx, venue_id: i64, action: Action, report_id: 
 }
 
 /// The `replayed` outcomes recorded in the ledger, for `audit`.
-pub async fn replayed(db: &crate::db::Db, venue_id: Option<i64>) -> Result<Vec<(i64, i64, DateTime<Utc>)>> {
+pub async fn replayed(
+    db: &crate::db::Db,
+    venue_id: Option<i64>,
+) -> Result<Vec<(i64, i64, DateTime<Utc>)>> {
     let mut q = Query::new("SELECT report_id, customer_id, replayed_at FROM retention_replays");
     if let Some(v) = venue_id {
         q.push(" WHERE venue_id = ").bind(v);

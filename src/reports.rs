@@ -190,7 +190,12 @@ pub fn name_expression(schema: &SchemaConfig, alias: &str) -> String {
 }
 
 /// Records the report's size and the venue's, for its share of the venue.
-pub async fn set_customer_count(tx: &mut Tx, report_id: i64, count: u64, venue_customers: u64) -> Result<()> {
+pub async fn set_customer_count(
+    tx: &mut Tx,
+    report_id: i64,
+    count: u64,
+    venue_customers: u64,
+) -> Result<()> {
     let mut q = Query::new("UPDATE retention_reports SET customer_count = ");
     q.bind(count as i64)
         .push(", venue_customers = ")
@@ -389,7 +394,10 @@ pub async fn reject_by_operator(
         .await?
         .with_context(|| format!("no report {id}"))?;
     if report.state != ReportState::Pending {
-        bail!("report {id} is {}, only a pending report can be rejected", report.state);
+        bail!(
+            "report {id} is {}, only a pending report can be rejected",
+            report.state
+        );
     }
     transition(&mut tx, &report, ReportState::Rejected, at, reason).await?;
     record_decision(&mut tx, id, "reject", by, "operator", None, at).await?;
@@ -462,7 +470,8 @@ pub async fn forget_expired_details(
     kept_for: crate::policy::CalendarPeriod,
     at: DateTime<Utc>,
 ) -> Result<(u64, u64)> {
-    let mut erase = Query::new("UPDATE retention_reports SET state_reason = NULL WHERE venue_id = ");
+    let mut erase =
+        Query::new("UPDATE retention_reports SET state_reason = NULL WHERE venue_id = ");
     erase
         .bind(venue_id)
         .push(" AND state_reason IS NOT NULL AND decided_at IS NOT NULL AND decided_at <= ")
@@ -550,7 +559,10 @@ pub async fn customers_page(
     search: Option<&str>,
 ) -> Result<Vec<ReportCustomer>> {
     let id = schema.customer_id.q();
-    let mut select = vec![format!("i.customer_id"), "CASE WHEN i.kept_at IS NULL THEN 0 ELSE 1 END".to_string()];
+    let mut select = vec![
+        format!("i.customer_id"),
+        "CASE WHEN i.kept_at IS NULL THEN 0 ELSE 1 END".to_string(),
+    ];
     select.extend(schema.display_name.iter().map(|c| format!("c.{}", c.q())));
     select.push(
         schema
@@ -585,22 +597,28 @@ pub async fn customers_page(
         // By id, or a part of the name or email, without case.
         let pattern = format!(
             "%{}%",
-            text.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+            text.to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
         );
-        let email = schema
-            .display_email
-            .as_ref()
-            .map_or("''".to_string(), |c| format!("COALESCE(CAST(c.{} AS TEXT), '')", c.q()));
+        let email = schema.display_email.as_ref().map_or("''".to_string(), |c| {
+            format!("COALESCE(CAST(c.{} AS TEXT), '')", c.q())
+        });
         q.push(" AND (i.customer_id = ")
             .bind(text.parse::<i64>().unwrap_or(i64::MIN))
-            .push(&format!(" OR lower({}) LIKE ", name_expression(schema, "c")))
+            .push(&format!(
+                " OR lower({}) LIKE ",
+                name_expression(schema, "c")
+            ))
             .bind(pattern.clone())
             .push(" ESCAPE '\\'")
             .push(&format!(" OR lower({email}) LIKE "))
             .bind(pattern)
             .push(" ESCAPE '\\')");
     }
-    q.push(" ORDER BY i.customer_id LIMIT ").bind(i64::from(limit));
+    q.push(" ORDER BY i.customer_id LIMIT ")
+        .bind(i64::from(limit));
     let names = schema.display_name.len();
     db.fetch_all(&q)
         .await?
@@ -642,7 +660,9 @@ pub fn csv_cell(value: &str) -> String {
 
 /// A time as a venue manager reads it: in the venue's zone, with its offset.
 pub fn local_time_with_offset(t: DateTime<Utc>, tz: chrono_tz::Tz) -> String {
-    t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S%:z").to_string()
+    t.with_timezone(&tz)
+        .format("%Y-%m-%d %H:%M:%S%:z")
+        .to_string()
 }
 
 impl ReportCustomer {
@@ -652,8 +672,10 @@ impl ReportCustomer {
             self.id.to_string(),
             csv_cell(&self.name),
             csv_cell(&self.email),
-            self.last_activity
-                .map_or_else(|| "never ordered".to_string(), |t| local_time_with_offset(t, tz)),
+            self.last_activity.map_or_else(
+                || "never ordered".to_string(),
+                |t| local_time_with_offset(t, tz),
+            ),
             if self.kept { "yes" } else { "no" }.to_string(),
         ]
     }

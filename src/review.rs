@@ -29,20 +29,29 @@ pub enum ReviewError {
 /// pasted from the CSV), duplicates dropped. A word that is not an id is named.
 pub fn parse_ids(text: &str) -> Result<Vec<i64>, ReviewError> {
     let mut ids = Vec::new();
-    for word in text.split(|c: char| c == ',' || c == ';' || c.is_whitespace()).filter(|w| !w.is_empty()) {
+    for word in text
+        .split(|c: char| c == ',' || c == ';' || c.is_whitespace())
+        .filter(|w| !w.is_empty())
+    {
         let id = word.parse::<i64>().map_err(|_| {
             let shown: String = word.chars().take(40).collect();
-            ReviewError::BadIds(format!("{shown:?} is not a customer id; nothing was changed"))
+            ReviewError::BadIds(format!(
+                "{shown:?} is not a customer id; nothing was changed"
+            ))
         })?;
         ids.push(id);
         if ids.len() > MAX_IDS {
-            return Err(ReviewError::BadIds(format!("at most {MAX_IDS} ids at once; nothing was changed")));
+            return Err(ReviewError::BadIds(format!(
+                "at most {MAX_IDS} ids at once; nothing was changed"
+            )));
         }
     }
     ids.sort_unstable();
     ids.dedup();
     if ids.is_empty() {
-        return Err(ReviewError::BadIds("no customer id given; nothing was changed".into()));
+        return Err(ReviewError::BadIds(
+            "no customer id given; nothing was changed".into(),
+        ));
     }
     Ok(ids)
 }
@@ -68,19 +77,31 @@ pub async fn set_kept(
     reason: Option<&str>,
     at: DateTime<Utc>,
 ) -> Result<Result<Changed, ReviewError>> {
-    let reason = reason.map(str::trim).filter(|r| !r.is_empty()).map(|r| r.chars().take(2000).collect::<String>());
+    let reason = reason
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(|r| r.chars().take(2000).collect::<String>());
     let mut tx = db.begin().await?;
     let backend = tx.backend();
     let report = lock_report(&mut tx, report_id).await?;
     if let Err(e) = decidable(&report, at) {
         return Ok(Err(e.into()));
     }
-    let mut on_report = Query::new("SELECT customer_id FROM retention_report_items WHERE report_id = ");
+    let mut on_report =
+        Query::new("SELECT customer_id FROM retention_report_items WHERE report_id = ");
     on_report.bind(report_id).push(" AND customer_id");
     backend.push_in_ids(&mut on_report, ids);
-    let found: std::collections::HashSet<i64> =
-        tx.fetch_all(&on_report).await?.iter().map(|r| r.i64(0)).collect::<Result<_>>()?;
-    let missing: Vec<i64> = ids.iter().copied().filter(|id| !found.contains(id)).collect();
+    let found: std::collections::HashSet<i64> = tx
+        .fetch_all(&on_report)
+        .await?
+        .iter()
+        .map(|r| r.i64(0))
+        .collect::<Result<_>>()?;
+    let missing: Vec<i64> = ids
+        .iter()
+        .copied()
+        .filter(|id| !found.contains(id))
+        .collect();
     if !missing.is_empty() {
         let mut shown: Vec<String> = missing.iter().take(10).map(i64::to_string).collect();
         if missing.len() > 10 {
@@ -110,9 +131,15 @@ pub async fn set_kept(
         let mut q = Query::new(
             "SELECT COUNT(DISTINCT lower(decided_by)) FROM retention_decisions WHERE decision = 'approve' AND report_id = ",
         );
-        q.bind(report_id).push(" AND kept_version = ").bind(report.kept_version);
+        q.bind(report_id)
+            .push(" AND kept_version = ")
+            .bind(report.kept_version);
         withdrawn = tx.fetch_one(&q).await?.i64(0)?;
-        kept += if keep { changed as i64 } else { -(changed as i64) };
+        kept += if keep {
+            changed as i64
+        } else {
+            -(changed as i64)
+        };
         let mut q = Query::new("UPDATE retention_reports SET kept_count = ");
         q.bind(kept)
             .push(", kept_version = kept_version + 1 WHERE id = ")
@@ -121,7 +148,9 @@ pub async fn set_kept(
         let verb = if keep { "kept out of" } else { "put back on" };
         let mut detail = format!("{changed} customers {verb} the report; {kept} kept out");
         if withdrawn > 0 {
-            detail.push_str(&format!("; {withdrawn} earlier approval(s) no longer count"));
+            detail.push_str(&format!(
+                "; {withdrawn} earlier approval(s) no longer count"
+            ));
         }
         if keep && reason.is_some() {
             detail.push_str("; reason given, kept with the report");
@@ -140,7 +169,11 @@ pub async fn set_kept(
         .await?;
     }
     tx.commit().await?;
-    Ok(Ok(Changed { changed, kept, withdrawn }))
+    Ok(Ok(Changed {
+        changed,
+        kept,
+        withdrawn,
+    }))
 }
 
 /// A customer kept out of a report, as shown to approvers.
@@ -154,7 +187,12 @@ pub struct KeptCustomer {
 }
 
 /// The customers kept out of a report, in id order (at most `limit`).
-pub async fn kept_list(db: &Db, schema: &SchemaConfig, report: &Report, limit: u32) -> Result<Vec<KeptCustomer>> {
+pub async fn kept_list(
+    db: &Db,
+    schema: &SchemaConfig,
+    report: &Report,
+    limit: u32,
+) -> Result<Vec<KeptCustomer>> {
     let name = crate::reports::name_expression(schema, "c");
     let mut q = Query::new(&format!(
         "SELECT i.customer_id, {name}, i.kept_by, i.kept_at, i.kept_reason FROM retention_report_items i \

@@ -10,9 +10,9 @@ use crate::cycle;
 use crate::Service;
 use chrono::{DateTime, LocalResult, NaiveDateTime, SubsecRound, TimeZone, Utc};
 use chrono_tz::Tz;
+use cron::Schedule;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use cron::Schedule;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +25,10 @@ use tracing::{error, info};
 pub fn next_run(schedule: &Schedule, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let local_after = after.with_timezone(&tz).naive_local();
     // Utc stands in for "no zone": the schedule walks wall-clock times.
-    for wall in schedule.after(&Utc.from_utc_datetime(&local_after)).take(10_000) {
+    for wall in schedule
+        .after(&Utc.from_utc_datetime(&local_after))
+        .take(10_000)
+    {
         let wall = wall.naive_utc();
         let instant = match tz.from_local_datetime(&wall) {
             LocalResult::Single(t) => t,
@@ -55,7 +58,11 @@ fn first_valid_after(tz: Tz, wall: NaiveDateTime) -> Option<DateTime<Tz>> {
 }
 
 /// One cycle of a venue at a time: what the schedule runs.
-pub type CycleFn = Arc<dyn Fn(Service, VenueConfig, DateTime<Utc>) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync>;
+pub type CycleFn = Arc<
+    dyn Fn(Service, VenueConfig, DateTime<Utc>) -> BoxFuture<'static, anyhow::Result<()>>
+        + Send
+        + Sync,
+>;
 
 /// Runs `venue`'s cycles on its schedule until shutdown; one cycle at a time, so a venue's
 /// cycle never overlaps itself. `mail_due` is notified after each cycle so its mail goes out.
@@ -63,7 +70,11 @@ pub async fn venue_loop(svc: Service, venue: VenueConfig, mail_due: Arc<Notify>)
     let cycle: CycleFn = Arc::new(|svc, venue, at| {
         async move {
             let result = cycle::run_venue_cycle(&svc, &venue, at, false).await?;
-            info!(venue.id = venue.id, ran = result.ran, "venue cycle finished");
+            info!(
+                venue.id = venue.id,
+                ran = result.ran,
+                "venue cycle finished"
+            );
             Ok(())
         }
         .boxed()
@@ -100,7 +111,9 @@ pub async fn run_schedule(svc: Service, venue: VenueConfig, mail_due: Arc<Notify
             .await;
         match outcome {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => error!(venue.id = venue.id, error = %format!("{e:#}"), "venue cycle failed"),
+            Ok(Err(e)) => {
+                error!(venue.id = venue.id, error = %format!("{e:#}"), "venue cycle failed")
+            }
             Err(panic) => {
                 let what = panic
                     .downcast_ref::<&str>()
@@ -108,7 +121,13 @@ pub async fn run_schedule(svc: Service, venue: VenueConfig, mail_due: Arc<Notify
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "unknown panic".into());
                 error!(venue.id = venue.id, panic = %what, "venue cycle panicked; the schedule goes on");
-                cycle::alert_failure(&svc, &venue, &anyhow::anyhow!("the cycle panicked: {what}"), at).await;
+                cycle::alert_failure(
+                    &svc,
+                    &venue,
+                    &anyhow::anyhow!("the cycle panicked: {what}"),
+                    at,
+                )
+                .await;
             }
         }
         mail_due.notify_one();
@@ -190,7 +209,11 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_cycle_does_not_end_the_schedule() {
         use std::sync::atomic::{AtomicU32, Ordering};
-        let dir = std::env::temp_dir().join(format!("retentiond-sched-{}-{}", std::process::id(), Utc::now().timestamp_nanos_opt().unwrap_or(0)));
+        let dir = std::env::temp_dir().join(format!(
+            "retentiond-sched-{}-{}",
+            std::process::id(),
+            Utc::now().timestamp_nanos_opt().unwrap_or(0)
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.toml");
         std::fs::write(
@@ -199,7 +222,9 @@ mod tests {
         )
         .unwrap();
         let config = crate::config::load_with_env(&path, Default::default()).unwrap();
-        let db = crate::db::Db::connect(&format!("sqlite://{}/db.sqlite", dir.display())).await.unwrap();
+        let db = crate::db::Db::connect(&format!("sqlite://{}/db.sqlite", dir.display()))
+            .await
+            .unwrap();
         crate::migrate::run(&db, Utc::now()).await.unwrap();
         let svc = Service::new(db, config);
         let venue = svc.config.venues[0].clone();
@@ -223,10 +248,15 @@ mod tests {
 
         run_schedule(svc.clone(), venue, Arc::new(Notify::new()), cycle).await;
 
-        assert!(calls.load(Ordering::SeqCst) >= 2, "the schedule went on after the panic");
+        assert!(
+            calls.load(Ordering::SeqCst) >= 2,
+            "the schedule went on after the panic"
+        );
         let alerts = svc
             .db
-            .fetch_one(&crate::db::Query::new("SELECT COUNT(*) FROM retention_outbox WHERE kind = 'failure_alert'"))
+            .fetch_one(&crate::db::Query::new(
+                "SELECT COUNT(*) FROM retention_outbox WHERE kind = 'failure_alert'",
+            ))
             .await
             .unwrap()
             .i64(0)

@@ -22,7 +22,11 @@ pub struct Scope<'a> {
 
 impl<'a> Scope<'a> {
     /// The policy of `venue` as of the cycle at `at`.
-    pub fn new(config: &'a crate::config::Config, venue: &'a VenueConfig, at: DateTime<Utc>) -> Scope<'a> {
+    pub fn new(
+        config: &'a crate::config::Config,
+        venue: &'a VenueConfig,
+        at: DateTime<Utc>,
+    ) -> Scope<'a> {
         Scope {
             schema: &config.schema,
             venue,

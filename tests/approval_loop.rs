@@ -184,7 +184,8 @@ async fn report_mail_links_show_exactly_the_report(db: TestDb) {
     let (_, csv) = app.get(&format!("{link}/report.csv")).await;
     let rows: Vec<&str> = csv.lines().skip(1).collect();
     assert!(
-        rows[0].starts_with(&format!("{},", idle[0])) && rows[0].ends_with(",2021-01-01 00:00:00+00:00,no"),
+        rows[0].starts_with(&format!("{},", idle[0]))
+            && rows[0].ends_with(",2021-01-01 00:00:00+00:00,no"),
         "{csv}"
     );
     assert!(

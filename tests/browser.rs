@@ -242,13 +242,18 @@ impl Driver {
     }
 
     async fn click(&self, element: &str) {
-        self.call("POST", &format!("/element/{element}/click"), None).await;
+        self.call("POST", &format!("/element/{element}/click"), None)
+            .await;
     }
 
     async fn type_into(&self, css: &str, text: &str) {
         let element = self.find(css).await;
-        self.call("POST", &format!("/element/{element}/value"), Some(json!({ "text": text })))
-            .await;
+        self.call(
+            "POST",
+            &format!("/element/{element}/value"),
+            Some(json!({ "text": text })),
+        )
+        .await;
     }
 
     /// Waits until `css` matches exactly `n` elements (the page after a form has loaded).
@@ -259,7 +264,11 @@ impl Driver {
             if found.len() == n {
                 return found;
             }
-            assert!(Instant::now() < deadline, "{css}: {} elements, expected {n}", found.len());
+            assert!(
+                Instant::now() < deadline,
+                "{css}: {} elements, expected {n}",
+                found.len()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -274,7 +283,8 @@ impl Driver {
         let png = base64::engine::general_purpose::STANDARD
             .decode(shot.as_str().unwrap())
             .unwrap();
-        let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+        let artifacts =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
         std::fs::create_dir_all(&artifacts).unwrap();
         std::fs::write(artifacts.join(name), &png).unwrap();
     }
@@ -294,7 +304,8 @@ async fn an_approver_searches_keeps_customers_out_and_approves_the_rest_in_a_rea
         idle.push(c);
     }
     let active = db.customer(2, "2019-01-01 00:00:00").await;
-    db.order(active, &Utc::now().format("%Y-%m-%d 00:00:00").to_string()).await;
+    db.order(active, &Utc::now().format("%Y-%m-%d 00:00:00").to_string())
+        .await;
     let smtp = SmtpSink::start().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -309,8 +320,13 @@ async fn an_approver_searches_keeps_customers_out_and_approves_the_rest_in_a_rea
     tokio::spawn(web::serve(listener, svc.clone(), std::future::pending()));
     let venue = svc.config.venue(2).unwrap().clone();
     let now = Utc::now().trunc_subsecs(0);
-    let Some(Selection::Created { report_id, customers }) =
-        run_venue_cycle(&svc, &venue, now, false).await.unwrap().selection
+    let Some(Selection::Created {
+        report_id,
+        customers,
+    }) = run_venue_cycle(&svc, &venue, now, false)
+        .await
+        .unwrap()
+        .selection
     else {
         panic!("expected a report")
     };
@@ -325,21 +341,33 @@ async fn an_approver_searches_keeps_customers_out_and_approves_the_rest_in_a_rea
     driver.screenshot("review-pending.png").await;
     let pending = driver.page_text().await;
     assert!(pending.contains("6 of 7 customers, 86%"), "{pending}");
-    assert!(pending.contains("never ordered") || pending.contains("2020"), "{pending}");
+    assert!(
+        pending.contains("never ordered") || pending.contains("2020"),
+        "{pending}"
+    );
     driver.type_into("#q", &format!("ann{}@", idle[1])).await;
     driver.click(&driver.find("button.search").await).await;
     let found = driver.wait_for_count("table.customers tbody tr", 1).await;
-    assert!(driver.text(&found[0]).await.contains(&format!("ann{}@example.org", idle[1])));
+    assert!(driver
+        .text(&found[0])
+        .await
+        .contains(&format!("ann{}@example.org", idle[1])));
 
     // Keep two with the row buttons, one through the text box, then undo one.
     driver.go(&link).await;
-    let buttons = driver.wait_for_count("table.customers button.keep", 6).await;
+    let buttons = driver
+        .wait_for_count("table.customers button.keep", 6)
+        .await;
     driver.click(&buttons[0]).await;
     driver.wait_for_count("table.kept tbody tr", 1).await;
-    let buttons = driver.wait_for_count("table.customers button.keep", 5).await;
+    let buttons = driver
+        .wait_for_count("table.customers button.keep", 5)
+        .await;
     driver.click(&buttons[0]).await;
     driver.wait_for_count("table.kept tbody tr", 2).await;
-    driver.type_into("#keep-ids", &format!("{}\n", idle[3])).await;
+    driver
+        .type_into("#keep-ids", &format!("{}\n", idle[3]))
+        .await;
     driver.type_into("#keep-reason", "board member").await;
     driver.click(&driver.find("button.keep-many").await).await;
     driver.wait_for_count("table.kept tbody tr", 3).await;
@@ -348,7 +376,10 @@ async fn an_approver_searches_keeps_customers_out_and_approves_the_rest_in_a_rea
     driver.wait_for_count("table.kept tbody tr", 2).await;
     driver.screenshot("review-kept.png").await;
     let kept_page = driver.page_text().await;
-    assert!(kept_page.contains("2 kept out by approvers, so 4 to delete"), "{kept_page}");
+    assert!(
+        kept_page.contains("2 kept out by approvers, so 4 to delete"),
+        "{kept_page}"
+    );
     assert!(kept_page.contains("board member"), "{kept_page}");
 
     // Approve the rest with the new count; the next cycle applies it.
@@ -371,23 +402,57 @@ async fn an_approver_searches_keeps_customers_out_and_approves_the_rest_in_a_rea
     let kept = [idle[1], idle[3]];
     for c in &idle {
         let exists = db.customer_row(*c).await.is_some();
-        assert_eq!(exists, kept.contains(c), "customer {c}: kept ones untouched, the rest deleted");
+        assert_eq!(
+            exists,
+            kept.contains(c),
+            "customer {c}: kept ones untouched, the rest deleted"
+        );
     }
-    let outcomes = retentiond::audit::customer_outcomes(&db.db, Some(2)).await.unwrap();
-    let kept_outcomes: Vec<i64> = outcomes.iter().filter(|o| o.outcome == "kept").map(|o| o.customer_id).collect();
+    let outcomes = retentiond::audit::customer_outcomes(&db.db, Some(2))
+        .await
+        .unwrap();
+    let kept_outcomes: Vec<i64> = outcomes
+        .iter()
+        .filter(|o| o.outcome == "kept")
+        .map(|o| o.customer_id)
+        .collect();
     assert_eq!(kept_outcomes, kept.to_vec());
     assert!(applied_page.contains("4 deleted"), "{applied_page}");
-    assert!(applied_page.contains("2 left untouched: kept out of the report by an approver"), "{applied_page}");
-    assert!(applied_page.contains("Approved by boxoffice@venue2.example through the emailed link"), "{applied_page}");
+    assert!(
+        applied_page.contains("2 left untouched: kept out of the report by an approver"),
+        "{applied_page}"
+    );
+    assert!(
+        applied_page.contains("Approved by boxoffice@venue2.example through the emailed link"),
+        "{applied_page}"
+    );
 
     // Within approval.keep_for the kept customers are not selected again; after it they are.
-    let soon = run_venue_cycle(&svc, &venue, now + chrono::Duration::days(2), false).await.unwrap();
-    assert!(matches!(soon.selection, Some(Selection::NoCandidates)), "{:?}", soon.selection);
-    let later = run_venue_cycle(&svc, &venue, now + chrono::Duration::days(368), false).await.unwrap();
+    let soon = run_venue_cycle(&svc, &venue, now + chrono::Duration::days(2), false)
+        .await
+        .unwrap();
     assert!(
-        matches!(later.selection, Some(Selection::Created { customers: 2, .. })),
+        matches!(soon.selection, Some(Selection::NoCandidates)),
+        "{:?}",
+        soon.selection
+    );
+    let later = run_venue_cycle(&svc, &venue, now + chrono::Duration::days(368), false)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            later.selection,
+            Some(Selection::Created { customers: 2, .. })
+        ),
         "{:?}",
         later.selection
     );
-    assert_eq!(reports::get(&db.db, report_id).await.unwrap().unwrap().state, ReportState::Applied);
+    assert_eq!(
+        reports::get(&db.db, report_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        ReportState::Applied
+    );
 }

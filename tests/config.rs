@@ -27,7 +27,10 @@ fn environment_overrides_file_values() {
         &text,
         &[
             ("RETENTIOND__DATABASE__URL", "postgres://db.internal/venues"),
-            ("RETENTIOND__SECRETS__HASH_KEY", "from-the-environment-0123456789-abc"),
+            (
+                "RETENTIOND__SECRETS__HASH_KEY",
+                "from-the-environment-0123456789-abc",
+            ),
         ],
     )
     .unwrap();
@@ -80,7 +83,10 @@ fn refusals_name_the_key() {
         (no_key_for_customers, "venues[0].anonymise.email"),
         (no_key, "schema.references[0].columns.billing_email"),
         (
-            delete.replace(&format!("hash_key = \"{HASH_KEY}\""), "hash_key = \"short-key-0123456789\""),
+            delete.replace(
+                &format!("hash_key = \"{HASH_KEY}\""),
+                "hash_key = \"short-key-0123456789\"",
+            ),
             "secrets.hash_key",
         ),
         (
@@ -88,7 +94,10 @@ fn refusals_name_the_key() {
             "schema.references[2].via",
         ),
         (
-            delete.replace("via = \"orders\"", "via = \"orders\"\non_delete = \"delete\""),
+            delete.replace(
+                "via = \"orders\"",
+                "via = \"orders\"\non_delete = \"delete\"",
+            ),
             "schema.references[2].via",
         ),
         (

@@ -76,11 +76,16 @@ fn personal_values(n: u32) -> Vec<String> {
 
 /// A customer with orders (each with a billing and a shipping address) and a free-text note.
 async fn customer_with_history(db: &TestDb, venue: i64, n: u32, ordered: &str) -> i64 {
-    let id = db.customer_with(venue, "2019-01-01 00:00:00", n, false).await;
-    db.order(id, ordered).await;
-    db.order(id, ordered).await;
-    db.note_text(id, &format!("call Ann{n} Smith{n} on 07700 900{n:03}, lives at 1 Secret Lane {n}"))
+    let id = db
+        .customer_with(venue, "2019-01-01 00:00:00", n, false)
         .await;
+    db.order(id, ordered).await;
+    db.order(id, ordered).await;
+    db.note_text(
+        id,
+        &format!("call Ann{n} Smith{n} on 07700 900{n:03}, lives at 1 Secret Lane {n}"),
+    )
+    .await;
     id
 }
 
@@ -115,12 +120,33 @@ async fn anonymise_scrubs_linked_tables_and_deletes_notes(db: TestDb) {
 
     cycle(&svc, 1, NEXT_DAY).await;
 
-    assert_eq!(db.count(&format!("SELECT COUNT(*) FROM customer_notes WHERE customer_id = {gone}")).await, 0);
-    assert_eq!(db.count(&format!("SELECT COUNT(*) FROM customer_notes WHERE customer_id = {active}")).await, 1);
-    let orders = rows(&db, &format!("SELECT billing_email, total_pence, venue_id FROM orders WHERE customer_id = {gone}")).await;
+    assert_eq!(
+        db.count(&format!(
+            "SELECT COUNT(*) FROM customer_notes WHERE customer_id = {gone}"
+        ))
+        .await,
+        0
+    );
+    assert_eq!(
+        db.count(&format!(
+            "SELECT COUNT(*) FROM customer_notes WHERE customer_id = {active}"
+        ))
+        .await,
+        1
+    );
+    let orders = rows(
+        &db,
+        &format!(
+            "SELECT billing_email, total_pence, venue_id FROM orders WHERE customer_id = {gone}"
+        ),
+    )
+    .await;
     assert_eq!(orders.len(), 2, "orders stay with the anonymised customer");
     for o in &orders {
-        assert_eq!(o[0], Some(keyed_hash(HASH_KEY.as_bytes(), "ann501@example.org")));
+        assert_eq!(
+            o[0],
+            Some(keyed_hash(HASH_KEY.as_bytes(), "ann501@example.org"))
+        );
         assert_eq!(o[1].as_deref(), Some("2500"));
     }
     let addresses = rows(&db, &format!(
@@ -129,18 +155,34 @@ async fn anonymise_scrubs_linked_tables_and_deletes_notes(db: TestDb) {
     )).await;
     assert_eq!(addresses.len(), 4);
     for a in &addresses {
-        assert!(matches!(a[0].as_deref(), Some("billing") | Some("shipping")));
-        assert_eq!((&a[1], &a[2], &a[3], &a[7]), (&None, &None, &None, &None), "{a:?}");
+        assert!(matches!(
+            a[0].as_deref(),
+            Some("billing") | Some("shipping")
+        ));
+        assert_eq!(
+            (&a[1], &a[2], &a[3], &a[7]),
+            (&None, &None, &None, &None),
+            "{a:?}"
+        );
         assert_eq!(a[4].as_deref(), Some("London"));
         assert_eq!(a[5].as_deref(), Some("SW1A"));
-        assert_eq!(a[6], Some(keyed_hash(HASH_KEY.as_bytes(), "ann501@example.org")));
+        assert_eq!(
+            a[6],
+            Some(keyed_hash(HASH_KEY.as_bytes(), "ann501@example.org"))
+        );
     }
     let after = all_customer_data(&db).await;
     for value in personal_values(501) {
-        assert!(!after.contains(&value), "{value:?} survived the anonymisation");
+        assert!(
+            !after.contains(&value),
+            "{value:?} survived the anonymisation"
+        );
     }
     for value in personal_values(601) {
-        assert!(after.contains(&value) && active_before.contains(&value), "the active customer's {value:?} was touched");
+        assert!(
+            after.contains(&value) && active_before.contains(&value),
+            "the active customer's {value:?} was touched"
+        );
     }
 }
 
@@ -154,39 +196,62 @@ async fn delete_scrubs_reassigned_orders_and_their_addresses(db: TestDb) {
     cycle(&svc, 2, NEXT_DAY).await;
 
     assert!(db.customer_row(gone).await.is_none());
-    let unknown = db.count("SELECT customer_id FROM retention_unknown_customers WHERE venue_id = 2").await;
-    let orders = rows(&db, &format!("SELECT billing_email FROM orders WHERE customer_id = {unknown}")).await;
-    assert_eq!(orders.len(), 2, "order history kept on the Unknown Customer");
-    assert!(orders.iter().all(|o| o[0] == Some(keyed_hash(HASH_KEY.as_bytes(), "ann502@example.org"))));
+    let unknown = db
+        .count("SELECT customer_id FROM retention_unknown_customers WHERE venue_id = 2")
+        .await;
+    let orders = rows(
+        &db,
+        &format!("SELECT billing_email FROM orders WHERE customer_id = {unknown}"),
+    )
+    .await;
+    assert_eq!(
+        orders.len(),
+        2,
+        "order history kept on the Unknown Customer"
+    );
+    assert!(orders
+        .iter()
+        .all(|o| o[0] == Some(keyed_hash(HASH_KEY.as_bytes(), "ann502@example.org"))));
     let addresses = rows(&db, &format!(
         "SELECT a.first_name, a.email, a.postcode FROM order_addresses a JOIN orders o ON o.id = a.order_id WHERE o.customer_id = {unknown}"
     )).await;
     assert_eq!(addresses.len(), 4, "addresses follow their orders");
-    assert!(addresses.iter().all(|a| a[0].is_none() && a[2].as_deref() == Some("SW1A")));
+    assert!(addresses
+        .iter()
+        .all(|a| a[0].is_none() && a[2].as_deref() == Some("SW1A")));
     let after = all_customer_data(&db).await;
     for value in personal_values(502) {
         assert!(!after.contains(&value), "{value:?} survived the delete");
     }
     for value in personal_values(602) {
-        assert!(after.contains(&value), "the active customer's {value:?} was touched");
+        assert!(
+            after.contains(&value),
+            "the active customer's {value:?} was touched"
+        );
     }
-    assert_eq!(db.count(&format!("SELECT COUNT(*) FROM orders WHERE customer_id = {active}")).await, 2);
+    assert_eq!(
+        db.count(&format!(
+            "SELECT COUNT(*) FROM orders WHERE customer_id = {active}"
+        ))
+        .await,
+        2
+    );
 }
 
 async fn rows_via_a_deleted_parent_are_deleted_first(db: TestDb) {
     db.migrate().await;
     // Orders removed on anonymise: their addresses (a foreign key to orders) must go first.
-    let venues = anonymise_venue(1, "3 years", "").replace(
-        "[[venues]]",
-        "[[venues]]",
-    );
+    let venues = anonymise_venue(1, "3 years", "").replace("[[venues]]", "[[venues]]");
     let text = common::config_toml(&db.url, &venues).replace(
         "on_delete = \"reassign\"",
         "on_delete = \"reassign\"\non_anonymise = \"delete\"",
     );
     let path = db.dir.path().join("via.toml");
     std::fs::write(&path, text).unwrap();
-    let svc = Service::new(db.db.clone(), retentiond::config::load_with_env(&path, Default::default()).unwrap());
+    let svc = Service::new(
+        db.db.clone(),
+        retentiond::config::load_with_env(&path, Default::default()).unwrap(),
+    );
     let gone = customer_with_history(&db, 1, 503, "2020-02-02 10:00:00").await;
     let active = customer_with_history(&db, 1, 603, "2026-03-03 10:00:00").await;
     approved_report(&svc, 1).await;
@@ -194,14 +259,36 @@ async fn rows_via_a_deleted_parent_are_deleted_first(db: TestDb) {
     let result = cycle(&svc, 1, NEXT_DAY).await;
 
     assert!(result.applied[0].finished);
-    assert_eq!(db.count(&format!("SELECT COUNT(*) FROM orders WHERE customer_id = {gone}")).await, 0);
-    assert_eq!(db.count("SELECT COUNT(*) FROM order_addresses").await, 4, "only the active customer's addresses remain");
-    assert_eq!(db.count(&format!("SELECT COUNT(*) FROM orders WHERE customer_id = {active}")).await, 2);
+    assert_eq!(
+        db.count(&format!(
+            "SELECT COUNT(*) FROM orders WHERE customer_id = {gone}"
+        ))
+        .await,
+        0
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM order_addresses").await,
+        4,
+        "only the active customer's addresses remain"
+    );
+    assert_eq!(
+        db.count(&format!(
+            "SELECT COUNT(*) FROM orders WHERE customer_id = {active}"
+        ))
+        .await,
+        2
+    );
 }
 
 async fn reasons_stay_out_of_the_ledger_and_are_erased_later(db: TestDb) {
     db.migrate().await;
-    let svc = db.service(&anonymise_venue(1, "3 years", "report_interval = \"1 day\"")).await;
+    let svc = db
+        .service(&anonymise_venue(
+            1,
+            "3 years",
+            "report_interval = \"1 day\"",
+        ))
+        .await;
     db.customer(1, "2019-01-01 00:00:00").await;
     let Some(Selection::Created { report_id, .. }) = cycle(&svc, 1, AT).await.selection else {
         panic!("expected a report")
@@ -209,31 +296,61 @@ async fn reasons_stay_out_of_the_ledger_and_are_erased_later(db: TestDb) {
     let reason = "keep Jane Doe, 07700 900555";
     let mut tx = svc.db.begin().await.unwrap();
     let report = reports::get_in(&mut tx, report_id).await.unwrap().unwrap();
-    approval::mint(&mut tx, &report, "boxoffice@venue1.example", t(AT)).await.unwrap();
+    approval::mint(&mut tx, &report, "boxoffice@venue1.example", t(AT))
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
 
-    approval::reject(&svc.db, report_id, "boxoffice@venue1.example", Some(reason), t(AT))
-        .await
-        .unwrap()
-        .unwrap();
+    approval::reject(
+        &svc.db,
+        report_id,
+        "boxoffice@venue1.example",
+        Some(reason),
+        t(AT),
+    )
+    .await
+    .unwrap()
+    .unwrap();
 
     let report = reports::get(&svc.db, report_id).await.unwrap().unwrap();
     assert_eq!(report.state, ReportState::Rejected);
-    assert_eq!(report.state_reason.as_deref(), Some(reason), "kept with the report");
+    assert_eq!(
+        report.state_reason.as_deref(),
+        Some(reason),
+        "kept with the report"
+    );
     let ledger = format!(
         "{:?} {:?}",
         audit::events(&svc.db, None).await.unwrap(),
         rows(&db, "SELECT * FROM retention_decisions").await
     );
-    assert!(!ledger.contains("Jane") && !ledger.contains("900555"), "{ledger}");
+    assert!(
+        !ledger.contains("Jane") && !ledger.contains("900555"),
+        "{ledger}"
+    );
     assert!(ledger.contains("reason given"), "{ledger}");
 
     // Links expired: the next cycle purges the tokens; 91 days on, the reason is erased.
     cycle(&svc, 1, "2026-06-30 12:00:00").await;
     assert_eq!(db.count("SELECT COUNT(*) FROM retention_tokens").await, 0);
-    assert!(reports::get(&svc.db, report_id).await.unwrap().unwrap().state_reason.is_some(), "kept for 90 days");
+    assert!(
+        reports::get(&svc.db, report_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state_reason
+            .is_some(),
+        "kept for 90 days"
+    );
     cycle(&svc, 1, "2026-09-14 12:00:00").await;
-    assert_eq!(reports::get(&svc.db, report_id).await.unwrap().unwrap().state_reason, None);
+    assert_eq!(
+        reports::get(&svc.db, report_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state_reason,
+        None
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,11 +372,17 @@ async fn postgres_tables_are_vacuumed_after_apply_unless_turned_off() {
                 .unwrap()
         }
     };
-    let off = db.service(&(delete_venue(2, "3 years", "") + "\n[apply]\nvacuum = false\n")).await;
+    let off = db
+        .service(&(delete_venue(2, "3 years", "") + "\n[apply]\nvacuum = false\n"))
+        .await;
     customer_with_history(&db, 2, 504, "2020-02-02 10:00:00").await;
     approved_report(&off, 2).await;
     cycle(&off, 2, NEXT_DAY).await;
-    assert_eq!(last_vacuum("order_addresses").await, 0, "vacuum = false leaves it to the operator");
+    assert_eq!(
+        last_vacuum("order_addresses").await,
+        0,
+        "vacuum = false leaves it to the operator"
+    );
 
     let on = db.service(&anonymise_venue(1, "3 years", "")).await;
     customer_with_history(&db, 1, 505, "2020-02-02 10:00:00").await;
@@ -267,7 +390,10 @@ async fn postgres_tables_are_vacuumed_after_apply_unless_turned_off() {
     cycle(&on, 1, NEXT_DAY).await;
     let mut vacuumed = 0;
     for _ in 0..50 {
-        vacuumed = last_vacuum("customers").await + last_vacuum("orders").await + last_vacuum("order_addresses").await + last_vacuum("customer_notes").await;
+        vacuumed = last_vacuum("customers").await
+            + last_vacuum("orders").await
+            + last_vacuum("order_addresses").await
+            + last_vacuum("customer_notes").await;
         if vacuumed == 4 {
             break;
         }
@@ -281,7 +407,10 @@ fn file_mail_config(db: &TestDb, venues: &str) -> std::path::PathBuf {
     let path = db.write_config(venues);
     let text = std::fs::read_to_string(&path).unwrap().replacen(
         "[mail]\n",
-        &format!("[mail]\ntransport = \"file\"\ndir = \"{}\"\n", db.dir.path().join("outbox").display()),
+        &format!(
+            "[mail]\ntransport = \"file\"\ndir = \"{}\"\n",
+            db.dir.path().join("outbox").display()
+        ),
         1,
     );
     std::fs::write(&path, text).unwrap();
@@ -316,7 +445,10 @@ fn assert_private_mail_files(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(dir), 0o700, "outbox directory");
-    let files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert!(!files.is_empty(), "mail was written");
     for f in files {
         assert_eq!(mode(&f), 0o600, "{}", f.display());
@@ -358,31 +490,59 @@ async fn replay_after_restore_erases_again_and_twice_changes_nothing(db: TestDb)
     let line = lines[0].as_object().unwrap();
     let mut keys: Vec<&str> = line.keys().map(String::as_str).collect();
     keys.sort();
-    assert_eq!(keys, ["action", "at", "customer_id", "outcome", "report_id", "venue_id"]);
+    assert_eq!(
+        keys,
+        [
+            "action",
+            "at",
+            "customer_id",
+            "outcome",
+            "report_id",
+            "venue_id"
+        ]
+    );
     let erased_state = all_customer_data(&db).await;
 
     // Last week's backup brings every erased customer back.
     let db = db.restore(&backup).await;
     let restored = all_customer_data(&db).await;
     for k in &erased {
-        assert!(restored.contains(&format!("ann{k}@example.org")), "the restore brought {k} back");
+        assert!(
+            restored.contains(&format!("ann{k}@example.org")),
+            "the restore brought {k} back"
+        );
     }
 
     let dry = retentiond(&config, &["replay", journal.to_str().unwrap(), "--dry-run"]);
     assert!(dry.status.success(), "{}", text(&dry));
-    assert!(text(&dry).contains("would erase again 6 (3 deleted, 3 anonymised)"), "{}", text(&dry));
-    assert_eq!(all_customer_data(&db).await, restored, "a dry run changes nothing");
+    assert!(
+        text(&dry).contains("would erase again 6 (3 deleted, 3 anonymised)"),
+        "{}",
+        text(&dry)
+    );
+    assert_eq!(
+        all_customer_data(&db).await,
+        restored,
+        "a dry run changes nothing"
+    );
 
     let replay = retentiond(&config, &["replay", journal.to_str().unwrap()]);
     assert!(replay.status.success(), "{}", text(&replay));
-    assert!(text(&replay).contains("erased again 6 (3 deleted, 3 anonymised)"), "{}", text(&replay));
+    assert!(
+        text(&replay).contains("erased again 6 (3 deleted, 3 anonymised)"),
+        "{}",
+        text(&replay)
+    );
     let replayed = all_customer_data(&db).await;
     for k in &erased {
         for value in personal_values(*k) {
             assert!(!replayed.contains(&value), "{value:?} left after replay");
         }
     }
-    assert_eq!(replayed, erased_state, "the replay ends where the original erasure ended");
+    assert_eq!(
+        replayed, erased_state,
+        "the replay ends where the original erasure ended"
+    );
     assert_eq!(db.count("SELECT COUNT(*) FROM retention_replays").await, 6);
     let audit = retentiond(&config, &["audit", "--json"]);
     assert!(text(&audit).contains("\"replayed\""), "{}", text(&audit));
@@ -390,7 +550,11 @@ async fn replay_after_restore_erases_again_and_twice_changes_nothing(db: TestDb)
     let again = retentiond(&config, &["replay", journal.to_str().unwrap()]);
     assert!(again.status.success(), "{}", text(&again));
     assert!(text(&again).contains("erased again 0 (0 deleted, 0 anonymised); skipped 3 already gone, 3 already anonymised"), "{}", text(&again));
-    assert_eq!(all_customer_data(&db).await, replayed, "a second replay changes nothing");
+    assert_eq!(
+        all_customer_data(&db).await,
+        replayed,
+        "a second replay changes nothing"
+    );
 }
 
 async fn sigkill_during_replay_then_rerun_ends_the_same(db: TestDb) {
@@ -429,7 +593,9 @@ async fn sigkill_during_replay_then_rerun_ends_the_same(db: TestDb) {
         {
             tokio::time::sleep(Duration::from_millis(3)).await;
         }
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         tokio::time::sleep(Duration::from_millis((seed >> 33) % 40)).await;
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL
@@ -444,9 +610,16 @@ async fn sigkill_during_replay_then_rerun_ends_the_same(db: TestDb) {
     let rerun = retentiond(&config, &["replay", journal.to_str().unwrap()]);
     assert!(rerun.status.success(), "{}", text(&rerun));
 
-    assert!(kills >= 1 && partial >= 1, "the replay was killed part-way ({kills} kills, {partial} partial)");
+    assert!(
+        kills >= 1 && partial >= 1,
+        "the replay was killed part-way ({kills} kills, {partial} partial)"
+    );
     assert_eq!(replayed().await, i64::from(2 * n));
-    assert_eq!(all_customer_data(&db).await, erased_state, "killed and rerun, the replay ends the same");
+    assert_eq!(
+        all_customer_data(&db).await,
+        erased_state,
+        "killed and rerun, the replay ends the same"
+    );
 }
 
 on_both_backends!(
@@ -481,14 +654,14 @@ async fn sqlite_files_hold_no_removed_value_after_apply() {
     for (venue, n) in [(1, 901), (2, 902)] {
         customer_with_history(&db, venue, n, "2026-03-03 10:00:00").await;
     }
-    let files = [
-        db.sqlite_path(),
-        db.dir.path().join("customers.db-wal"),
-    ];
+    let files = [db.sqlite_path(), db.dir.path().join("customers.db-wal")];
     // The values are really in the files before (the search can find them).
     db.db.checkpoint_wal().await.unwrap();
     for value in &removed {
-        assert!(files.iter().any(|f| file_contains(f, value)), "{value:?} not found before the apply");
+        assert!(
+            files.iter().any(|f| file_contains(f, value)),
+            "{value:?} not found before the apply"
+        );
     }
     approved_report(&svc, 1).await;
     approved_report(&svc, 2).await;
@@ -498,20 +671,35 @@ async fn sqlite_files_hold_no_removed_value_after_apply() {
 
     for value in &removed {
         for f in &files {
-            assert!(!file_contains(f, value), "{value:?} is still in {}", f.display());
+            assert!(
+                !file_contains(f, value),
+                "{value:?} is still in {}",
+                f.display()
+            );
         }
     }
-    assert!(file_contains(&files[0], "ann901@example.org"), "kept customers stay readable");
+    assert!(
+        file_contains(&files[0], "ann901@example.org"),
+        "kept customers stay readable"
+    );
     let wal = std::fs::metadata(&files[1]).map(|m| m.len()).unwrap_or(0);
-    assert_eq!(wal, 0, "the write-ahead log is truncated once a report is applied");
+    assert_eq!(
+        wal, 0,
+        "the write-ahead log is truncated once a report is applied"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unclassified_column_of_a_staying_table_refuses_both_actions() {
-    for venues in [anonymise_venue(1, "3 years", ""), delete_venue(1, "3 years", "")] {
+    for venues in [
+        anonymise_venue(1, "3 years", ""),
+        delete_venue(1, "3 years", ""),
+    ] {
         let db = TestDb::sqlite().await;
         db.db
-            .execute(&Query::new("ALTER TABLE order_addresses ADD COLUMN company TEXT"))
+            .execute(&Query::new(
+                "ALTER TABLE order_addresses ADD COLUMN company TEXT",
+            ))
             .await
             .unwrap();
         let c = customer_with_history(&db, 1, 511, "2020-02-02 10:00:00").await;
@@ -523,10 +711,20 @@ async fn unclassified_column_of_a_staying_table_refuses_both_actions() {
         let cycle = retentiond(&config, &["cycle", "--at", "2026-06-15T12:00:00Z"]);
 
         assert_eq!(check.status.code(), Some(1), "{}", text(&check));
-        assert!(text(&check).contains("schema.references[2].columns: unclassified column(s) of order_addresses"), "{}", text(&check));
+        assert!(
+            text(&check).contains(
+                "schema.references[2].columns: unclassified column(s) of order_addresses"
+            ),
+            "{}",
+            text(&check)
+        );
         assert!(text(&check).contains("company"), "{}", text(&check));
         assert_eq!(cycle.status.code(), Some(2), "{}", text(&cycle));
-        assert!(text(&cycle).contains("order_addresses.company"), "{}", text(&cycle));
+        assert!(
+            text(&cycle).contains("order_addresses.company"),
+            "{}",
+            text(&cycle)
+        );
         assert_eq!(all_customer_data(&db).await, before, "nothing touched");
         assert!(db.customer_row(c).await.is_some());
         assert_eq!(db.count("SELECT COUNT(*) FROM retention_reports").await, 0);
@@ -538,9 +736,10 @@ async fn check_names_linked_columns_that_do_not_exist_or_break_not_null() {
     let db = TestDb::sqlite().await;
     let venues = delete_venue(2, "3 years", "");
     let path = db.write_config(&venues);
-    let text_config = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("address_type = \"keep\"", "address_type = \"null\"\ngift_wrap = \"keep\"");
+    let text_config = std::fs::read_to_string(&path).unwrap().replace(
+        "address_type = \"keep\"",
+        "address_type = \"null\"\ngift_wrap = \"keep\"",
+    );
     std::fs::write(&path, text_config).unwrap();
     assert!(retentiond(&path, &["migrate"]).status.success());
 
@@ -555,7 +754,10 @@ async fn check_names_linked_columns_that_do_not_exist_or_break_not_null() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reference_schema_passes_its_own_check_without_warning() {
     let db = TestDb::sqlite().await;
-    let config = file_mail_config(&db, &(anonymise_venue(1, "3 years", "") + &delete_venue(2, "3 years", "")));
+    let config = file_mail_config(
+        &db,
+        &(anonymise_venue(1, "3 years", "") + &delete_venue(2, "3 years", "")),
+    );
     assert!(retentiond(&config, &["migrate"]).status.success());
 
     let check = retentiond(&config, &["check"]);
@@ -581,11 +783,18 @@ async fn journal_is_caught_up_from_the_ledger_after_a_crash_between_commit_and_w
     let restart = retentiond(&config, &["cycle", "--at", "2026-06-17T12:00:00Z"]);
 
     assert!(restart.status.success(), "{}", text(&restart));
-    let mut after: Vec<String> = std::fs::read_to_string(&journal).unwrap().lines().map(str::to_string).collect();
+    let mut after: Vec<String> = std::fs::read_to_string(&journal)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
     let mut expected: Vec<String> = complete.lines().map(str::to_string).collect();
     after.sort();
     expected.sort();
-    assert_eq!(after, expected, "every erasure journaled once, no partial line");
+    assert_eq!(
+        after, expected,
+        "every erasure journaled once, no partial line"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -597,17 +806,28 @@ async fn unwritable_journal_stops_before_any_customer_is_touched() {
     let config = file_mail_config(&db, &journal_venues(&good, ""));
     let made = retentiond(&config, &["cycle", "--at", "2026-06-15T12:00:00Z"]);
     assert!(made.status.success(), "{}", text(&made));
-    assert!(retentiond(&config, &["reports", "approve", "1", "--by", "tester"]).status.success());
+    assert!(
+        retentiond(&config, &["reports", "approve", "1", "--by", "tester"])
+            .status
+            .success()
+    );
     let before = all_customer_data(&db).await;
-    let text_config = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace(&good.display().to_string(), "/nonexistent-folder/erasures.jsonl");
+    let text_config = std::fs::read_to_string(&config).unwrap().replace(
+        &good.display().to_string(),
+        "/nonexistent-folder/erasures.jsonl",
+    );
     std::fs::write(&config, text_config).unwrap();
 
     let apply = retentiond(&config, &["cycle", "--at", "2026-06-16T12:00:00Z"]);
 
     assert_eq!(apply.status.code(), Some(2), "{}", text(&apply));
-    assert!(text(&apply).contains("journal.path: cannot write the erasure journal /nonexistent-folder/erasures.jsonl"), "{}", text(&apply));
+    assert!(
+        text(&apply).contains(
+            "journal.path: cannot write the erasure journal /nonexistent-folder/erasures.jsonl"
+        ),
+        "{}",
+        text(&apply)
+    );
     assert_eq!(all_customer_data(&db).await, before, "nothing touched");
 }
 
@@ -620,7 +840,11 @@ async fn replay_of_a_malformed_line_names_it_and_applies_nothing() {
     let config = file_mail_config(&db, &journal_venues(&journal, ""));
     let backup = db.backup("before.backup").await;
     approve_and_apply(&config);
-    let mut lines: Vec<String> = std::fs::read_to_string(&journal).unwrap().lines().map(str::to_string).collect();
+    let mut lines: Vec<String> = std::fs::read_to_string(&journal)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
     lines.insert(2, "{\"report_id\": 1, \"customer_id\": \"seven\"}".into());
     std::fs::write(&journal, lines.join("\n") + "\n").unwrap();
     let db = db.restore(&backup).await;
@@ -629,6 +853,10 @@ async fn replay_of_a_malformed_line_names_it_and_applies_nothing() {
     let replay = retentiond(&config, &["replay", journal.to_str().unwrap()]);
 
     assert_eq!(replay.status.code(), Some(1), "{}", text(&replay));
-    assert!(text(&replay).contains("erasures.jsonl:3: not a journal line"), "{}", text(&replay));
+    assert!(
+        text(&replay).contains("erasures.jsonl:3: not a journal line"),
+        "{}",
+        text(&replay)
+    );
     assert_eq!(all_customer_data(&db).await, before, "nothing replayed");
 }

@@ -11,7 +11,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Daemon(Child);
@@ -61,7 +65,12 @@ fn client_from(address: &str) -> reqwest::Client {
 
 /// Status codes of `n` requests for unknown report links, each with `forwarded` as
 /// `X-Forwarded-For` when given.
-async fn statuses(client: &reqwest::Client, port: u16, n: usize, forwarded: impl Fn(usize) -> Option<String>) -> Vec<u16> {
+async fn statuses(
+    client: &reqwest::Client,
+    port: u16,
+    n: usize,
+    forwarded: impl Fn(usize) -> Option<String>,
+) -> Vec<u16> {
     let mut codes = Vec::new();
     for i in 0..n {
         let mut request = client.get(format!("http://127.0.0.1:{port}/r/{}", "ab".repeat(32)));
@@ -83,7 +92,11 @@ async fn run_limits_a_flooding_client_while_healthz_stays_up() {
     let client = reqwest::Client::new();
 
     let codes = statuses(&client, port, 20, |_| None).await;
-    let health = client.get(format!("http://127.0.0.1:{port}/healthz")).send().await.unwrap();
+    let health = client
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .send()
+        .await
+        .unwrap();
 
     assert_eq!(&codes[..5], &[404; 5], "the burst is served: {codes:?}");
     assert!(codes[5..].iter().all(|c| *c == 429), "then 429: {codes:?}");
@@ -95,20 +108,37 @@ async fn run_tells_clients_behind_a_trusted_proxy_apart_and_ignores_forged_heade
     let db = TestDb::sqlite().await;
     db.migrate().await;
     let port = free_port();
-    let config = db.write_config(&(delete_venue(2, "3 years", "") + &http(port, "", 5, "\"127.0.0.1/32\"")));
+    let config =
+        db.write_config(&(delete_venue(2, "3 years", "") + &http(port, "", 5, "\"127.0.0.1/32\"")));
     let _daemon = run(&config, port).await;
     let proxy = client_from("127.0.0.1");
     let stranger = client_from("127.0.0.2");
 
     let first = statuses(&proxy, port, 8, |_| Some("203.0.113.1".into())).await;
-    let second = statuses(&proxy, port, 5, |_| Some("198.51.100.7, 203.0.113.2".into())).await;
-    let forged = statuses(&stranger, port, 8, |i| Some(format!("203.0.113.{}", 100 + i))).await;
+    let second = statuses(&proxy, port, 5, |_| {
+        Some("198.51.100.7, 203.0.113.2".into())
+    })
+    .await;
+    let forged = statuses(&stranger, port, 8, |i| {
+        Some(format!("203.0.113.{}", 100 + i))
+    })
+    .await;
 
     assert_eq!(&first[..5], &[404; 5], "{first:?}");
-    assert!(first[5..].iter().all(|c| *c == 429), "the first client is limited: {first:?}");
-    assert_eq!(second, vec![404; 5], "the second client behind the proxy has its own limit");
+    assert!(
+        first[5..].iter().all(|c| *c == 429),
+        "the first client is limited: {first:?}"
+    );
+    assert_eq!(
+        second,
+        vec![404; 5],
+        "the second client behind the proxy has its own limit"
+    );
     assert_eq!(&forged[..5], &[404; 5], "{forged:?}");
-    assert!(forged[5..].iter().all(|c| *c == 429), "a forged header from an untrusted peer changes nothing: {forged:?}");
+    assert!(
+        forged[5..].iter().all(|c| *c == 429),
+        "a forged header from an untrusted peer changes nothing: {forged:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,10 +148,14 @@ async fn a_public_url_with_a_path_prefix_works_for_links_forms_and_stylesheet() 
     db.customer(2, "2019-01-01 00:00:00").await;
     let port = free_port();
     let outbox = db.dir.path().join("outbox");
-    let config = db.write_config(&(delete_venue(2, "3 years", "") + &http(port, "/retention", 60, "")));
+    let config =
+        db.write_config(&(delete_venue(2, "3 years", "") + &http(port, "/retention", 60, "")));
     let text = std::fs::read_to_string(&config).unwrap().replacen(
         "[mail]\n",
-        &format!("[mail]\ntransport = \"file\"\ndir = \"{}\"\n", outbox.display()),
+        &format!(
+            "[mail]\ntransport = \"file\"\ndir = \"{}\"\n",
+            outbox.display()
+        ),
         1,
     );
     std::fs::write(&config, text).unwrap();
@@ -131,9 +165,18 @@ async fn a_public_url_with_a_path_prefix_works_for_links_forms_and_stylesheet() 
         .args(["cycle"])
         .output()
         .unwrap();
-    assert!(cycle.status.success(), "{}", String::from_utf8_lossy(&cycle.stderr));
-    let link = retentiond::demo::links_in_outbox(&outbox).unwrap().remove(0);
-    assert!(link.starts_with(&format!("http://127.0.0.1:{port}/retention/r/")), "{link}");
+    assert!(
+        cycle.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cycle.stderr)
+    );
+    let link = retentiond::demo::links_in_outbox(&outbox)
+        .unwrap()
+        .remove(0);
+    assert!(
+        link.starts_with(&format!("http://127.0.0.1:{port}/retention/r/")),
+        "{link}"
+    );
     let _daemon = run(&config, port).await;
     let client = reqwest::Client::new();
 
@@ -141,18 +184,41 @@ async fn a_public_url_with_a_path_prefix_works_for_links_forms_and_stylesheet() 
     assert_eq!(page.status().as_u16(), 200);
     let html = page.text().await.unwrap();
     let token = link.rsplit('/').next().unwrap();
-    assert!(html.contains(&format!("action=\"/retention/r/{token}/approve\"")), "{html}");
+    assert!(
+        html.contains(&format!("action=\"/retention/r/{token}/approve\"")),
+        "{html}"
+    );
     assert!(html.contains("href=\"/retention/style.css\""), "{html}");
-    let css = client.get(format!("http://127.0.0.1:{port}/retention/style.css")).send().await.unwrap();
+    let css = client
+        .get(format!("http://127.0.0.1:{port}/retention/style.css"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(css.status().as_u16(), 200);
     let approved = client
-        .post(format!("http://127.0.0.1:{port}/retention/r/{token}/approve"))
+        .post(format!(
+            "http://127.0.0.1:{port}/retention/r/{token}/approve"
+        ))
         .form(&[("confirm", "1")])
         .send()
         .await
         .unwrap();
     assert_eq!(approved.status().as_u16(), 200);
     assert!(approved.text().await.unwrap().contains("approved"));
-    let missing = client.get(format!("http://127.0.0.1:{port}/retention/r/{}", "ab".repeat(32))).send().await.unwrap();
-    assert!(missing.text().await.unwrap().contains("href=\"/retention/style.css\""), "error pages follow the prefix too");
+    let missing = client
+        .get(format!(
+            "http://127.0.0.1:{port}/retention/r/{}",
+            "ab".repeat(32)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        missing
+            .text()
+            .await
+            .unwrap()
+            .contains("href=\"/retention/style.css\""),
+        "error pages follow the prefix too"
+    );
 }

@@ -199,7 +199,8 @@ async fn sqlite_operator_commands_work_while_run_serves_and_a_second_daemon_is_r
     db.customer(2, "2019-01-01 00:00:00").await;
     let port = free_port();
     let config = db.write_config(&(delete_venue(2, "3 years", "") + &http_section(port)));
-    let second_config = db.write_config(&(delete_venue(2, "3 years", "") + &http_section(free_port())));
+    let second_config =
+        db.write_config(&(delete_venue(2, "3 years", "") + &http_section(free_port())));
     let mut first = Command::new(env!("CARGO_BIN_EXE_retentiond"))
         .arg("--config")
         .arg(&config)
@@ -224,9 +225,17 @@ async fn sqlite_operator_commands_work_while_run_serves_and_a_second_daemon_is_r
 
     assert_eq!(second.status.code(), Some(1));
     let message = String::from_utf8_lossy(&second.stderr);
-    assert!(message.contains("another retentiond daemon (run or demo) is running"), "{message}");
+    assert!(
+        message.contains("another retentiond daemon (run or demo) is running"),
+        "{message}"
+    );
     assert_eq!(message.trim().lines().count(), 1);
-    for (what, out) in [("cycle", &cycle), ("reports list", &list), ("audit", &audit), ("check", &check)] {
+    for (what, out) in [
+        ("cycle", &cycle),
+        ("reports list", &list),
+        ("audit", &audit),
+        ("check", &check),
+    ] {
         assert!(
             out.status.success(),
             "{what} works while run serves: {}{}",
@@ -234,7 +243,11 @@ async fn sqlite_operator_commands_work_while_run_serves_and_a_second_daemon_is_r
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    assert!(String::from_utf8_lossy(&cycle.stdout).contains("created report 1"), "{}", String::from_utf8_lossy(&cycle.stdout));
+    assert!(
+        String::from_utf8_lossy(&cycle.stdout).contains("created report 1"),
+        "{}",
+        String::from_utf8_lossy(&cycle.stdout)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,7 +255,8 @@ async fn sqlite_operator_cycles_and_an_every_second_daemon_apply_a_report_exactl
     let db = TestDb::sqlite().await;
     db.migrate().await;
     const N: i64 = 3000;
-    let mut q = Query::new("WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < ");
+    let mut q =
+        Query::new("WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < ");
     q.bind(N).push(") INSERT INTO customers (venue_id, first_name, email, created_at) SELECT 2, 'Bulk', 'bulk' || n || '@example.org', '2019-01-01 00:00:00' FROM s");
     db.db.execute(&q).await.unwrap();
     let smtp = SmtpSink::start().await;
@@ -250,7 +264,10 @@ async fn sqlite_operator_cycles_and_an_every_second_daemon_apply_a_report_exactl
     let svc = db.service(&venue).await;
     let v = svc.config.venue(2).unwrap().clone();
     let Some(Selection::Created { report_id, .. }) =
-        run_venue_cycle(&svc, &v, chrono::Utc::now(), false).await.unwrap().selection
+        run_venue_cycle(&svc, &v, chrono::Utc::now(), false)
+            .await
+            .unwrap()
+            .selection
     else {
         panic!("expected a report")
     };
@@ -258,7 +275,9 @@ async fn sqlite_operator_cycles_and_an_every_second_daemon_apply_a_report_exactl
         .await
         .unwrap();
     let port = free_port();
-    let config = db.write_config(&(venue.clone() + &http_section(port).replace("batch_size = 10", "batch_size = 3")));
+    let config = db.write_config(
+        &(venue.clone() + &http_section(port).replace("batch_size = 10", "batch_size = 3")),
+    );
     let mut daemon = Command::new(env!("CARGO_BIN_EXE_retentiond"))
         .arg("--config")
         .arg(&config)
@@ -277,12 +296,21 @@ async fn sqlite_operator_cycles_and_an_every_second_daemon_apply_a_report_exactl
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     while processed().await == 0 {
-        assert!(Instant::now() < deadline, "the daemon never started applying");
+        assert!(
+            Instant::now() < deadline,
+            "the daemon never started applying"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let (mut operator_applied, mut operator_skipped) = (0, 0);
     let deadline = Instant::now() + Duration::from_secs(120);
-    while reports::get(&svc.db, report_id).await.unwrap().unwrap().state != ReportState::Applied {
+    while reports::get(&svc.db, report_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .state
+        != ReportState::Applied
+    {
         assert!(Instant::now() < deadline, "the report was never applied");
         let out = Command::new(env!("CARGO_BIN_EXE_retentiond"))
             .arg("--config")
@@ -292,7 +320,11 @@ async fn sqlite_operator_cycles_and_an_every_second_daemon_apply_a_report_exactl
             .env("RETENTIOND__MAIL__SMTP_URL", smtp.url())
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8_lossy(&out.stdout);
         if text.contains("another instance holds this venue's lock") {
             operator_skipped += 1;
@@ -301,7 +333,11 @@ async fn sqlite_operator_cycles_and_an_every_second_daemon_apply_a_report_exactl
         }
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !smtp.mails().iter().any(|m| m.subject().starts_with("Done:")) {
+    while !smtp
+        .mails()
+        .iter()
+        .any(|m| m.subject().starts_with("Done:"))
+    {
         assert!(Instant::now() < deadline, "no confirmation was sent");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -313,10 +349,21 @@ async fn sqlite_operator_cycles_and_an_every_second_daemon_apply_a_report_exactl
     daemon.wait().unwrap();
 
     eprintln!("operator cycles: {operator_applied} applied part, {operator_skipped} found the venue locked");
-    assert!(operator_skipped >= 1, "the operator's cycles met the daemon's venue lock");
+    assert!(
+        operator_skipped >= 1,
+        "the operator's cycles met the daemon's venue lock"
+    );
     assert_eq!(db.count(&format!("SELECT COUNT(*) FROM retention_report_items WHERE report_id = {report_id} AND outcome = 'deleted'")).await, N);
-    assert_eq!(db.count("SELECT COUNT(*) FROM customers WHERE first_name = 'Bulk'").await, 0);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM customers WHERE first_name = 'Bulk'")
+            .await,
+        0
+    );
     assert_eq!(db.count(&format!("SELECT COUNT(*) FROM retention_audit WHERE report_id = {report_id} AND event = 'applied'")).await, 1);
-    let confirmations = smtp.mails().iter().filter(|m| m.subject().starts_with("Done:")).count();
+    let confirmations = smtp
+        .mails()
+        .iter()
+        .filter(|m| m.subject().starts_with("Done:"))
+        .count();
     assert_eq!(confirmations, 1, "exactly one confirmation");
 }

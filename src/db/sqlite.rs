@@ -15,7 +15,8 @@ use std::time::Duration;
 pub const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 
 pub async fn connect(url: &str) -> Result<SqlitePool> {
-    let parsed = SqliteConnectOptions::from_str(url).context("database.url is not a valid SQLite URL")?;
+    let parsed =
+        SqliteConnectOptions::from_str(url).context("database.url is not a valid SQLite URL")?;
     let path = parsed.get_filename().to_path_buf();
     if let Some(folder) = path.parent().filter(|f| !f.as_os_str().is_empty()) {
         if !folder.is_dir() {

@@ -87,7 +87,9 @@ fn action_phrase(svc: &Service, report: &Report) -> String {
 
 /// A time as the venue reads it: in its own zone, as on the report page.
 fn time(t: DateTime<Utc>, tz: chrono_tz::Tz) -> String {
-    t.with_timezone(&tz).format("%-d %B %Y, %H:%M %Z").to_string()
+    t.with_timezone(&tz)
+        .format("%-d %B %Y, %H:%M %Z")
+        .to_string()
 }
 
 pub async fn compose(
@@ -118,9 +120,9 @@ pub async fn compose(
         venue_name: venue_name.clone(),
         report_id: report.as_ref().map_or(0, |r| r.id),
         customer_count: report.as_ref().map_or(0, |r| r.customer_count),
-        cutoff: report
-            .as_ref()
-            .map_or(String::new(), |r| r.cutoff.with_timezone(&tz).format("%-d %B %Y").to_string()),
+        cutoff: report.as_ref().map_or(String::new(), |r| {
+            r.cutoff.with_timezone(&tz).format("%-d %B %Y").to_string()
+        }),
         policy: report.as_ref().map_or(String::new(), |r| r.policy.clone()),
         action_phrase: report
             .as_ref()

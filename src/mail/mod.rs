@@ -201,7 +201,11 @@ impl Mailer {
 /// Writes `name` in `dir` readable by the service's user only (the directory 0700, the file
 /// 0600): the messages hold live approval links. Written aside and renamed, so a reader never
 /// sees half a message.
-async fn write_private_file(dir: &std::path::Path, name: &str, contents: Vec<u8>) -> std::io::Result<()> {
+async fn write_private_file(
+    dir: &std::path::Path,
+    name: &str,
+    contents: Vec<u8>,
+) -> std::io::Result<()> {
     let dir = dir.to_path_buf();
     let name = name.to_string();
     tokio::task::spawn_blocking(move || {

@@ -65,8 +65,14 @@ fn router(svc: Service) -> Router {
         .route("/r/{token}/approve", post(approve))
         .route("/r/{token}/reject", post(reject))
         // Up to 10,000 pasted ids and more: a larger body than the other forms.
-        .route("/r/{token}/keep", post(keep).layer(DefaultBodyLimit::max(KEEP_BODY_LIMIT)))
-        .route("/r/{token}/unkeep", post(unkeep).layer(DefaultBodyLimit::max(KEEP_BODY_LIMIT)))
+        .route(
+            "/r/{token}/keep",
+            post(keep).layer(DefaultBodyLimit::max(KEEP_BODY_LIMIT)),
+        )
+        .route(
+            "/r/{token}/unkeep",
+            post(unkeep).layer(DefaultBodyLimit::max(KEEP_BODY_LIMIT)),
+        )
         .layer(middleware::from_fn(move |request: Request, next: Next| {
             let limiter = limiter.clone();
             let trusted = trusted.clone();
@@ -132,7 +138,15 @@ async fn rate_limited(
     let client = request
         .extensions()
         .get::<ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| client_address(c.0.ip(), Some(&forwarded_for).filter(|f| !f.is_empty()).map(String::as_str), trusted));
+        .map(|c| {
+            client_address(
+                c.0.ip(),
+                Some(&forwarded_for)
+                    .filter(|f| !f.is_empty())
+                    .map(String::as_str),
+                trusted,
+            )
+        });
     if let Some(client) = client {
         if !limiter.allow(client, std::time::Instant::now()) {
             metrics::counter!("retentiond_http_rate_limited_total").increment(1);
@@ -416,17 +430,42 @@ async fn unkeep(
 /// Keeps customers out of the report (or puts them back) through the link; the page then shows
 /// the report as it now stands. Refused (changing nothing) for ids that are not on the report
 /// (422), or once the report is decided (409); an expired link is 410 before anything.
-async fn set_kept(svc: Service, token: String, form: KeepForm, keep: bool) -> Result<Response, WebError> {
+async fn set_kept(
+    svc: Service,
+    token: String,
+    form: KeepForm,
+    keep: bool,
+) -> Result<Response, WebError> {
     use crate::review::{self, ReviewError};
     let (report, approver) = valid(&svc, &token).await?;
     let outcome = match review::parse_ids(&form.ids) {
-        Ok(ids) => review::set_kept(&svc.db, report.id, &ids, keep, &approver, form.reason.as_deref(), now()).await?,
+        Ok(ids) => {
+            review::set_kept(
+                &svc.db,
+                report.id,
+                &ids,
+                keep,
+                &approver,
+                form.reason.as_deref(),
+                now(),
+            )
+            .await?
+        }
         Err(e) => Err(e),
     };
     let (notice, error, status) = match outcome {
         Ok(changed) => {
-            info!(report.id = report.id, customers = changed.changed, keep, "kept list changed through a link");
-            let verb = if keep { "kept out of the report" } else { "put back on the report" };
+            info!(
+                report.id = report.id,
+                customers = changed.changed,
+                keep,
+                "kept list changed through a link"
+            );
+            let verb = if keep {
+                "kept out of the report"
+            } else {
+                "put back on the report"
+            };
             let mut notice = format!(
                 "{} customer(s) {verb}. {} customer(s) are kept out now.",
                 changed.changed, changed.kept
@@ -439,9 +478,9 @@ async fn set_kept(svc: Service, token: String, form: KeepForm, keep: bool) -> Re
         Err(e @ (ReviewError::BadIds(_) | ReviewError::NotOnReport(_))) => {
             (None, Some(e.to_string()), StatusCode::UNPROCESSABLE_ENTITY)
         }
-        Err(ReviewError::NotDecidable(DecisionError::NotPending(crate::policy::ReportState::Expired))) => {
-            return Err(WebError::Expired)
-        }
+        Err(ReviewError::NotDecidable(DecisionError::NotPending(
+            crate::policy::ReportState::Expired,
+        ))) => return Err(WebError::Expired),
         Err(ReviewError::NotDecidable(e)) => (None, Some(e.to_string()), StatusCode::CONFLICT),
     };
     decided_page(&svc, report.id, &approver, &token, notice, error, status).await

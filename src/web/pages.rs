@@ -155,25 +155,37 @@ pub async fn report(
     let schema = &svc.config.schema;
     let venue = svc.config.venue(report.venue_id);
     let tz = venue.map_or(svc.config.schedule.timezone, |v| v.timezone);
-    let local = |t: chrono::DateTime<chrono::Utc>| t.with_timezone(&tz).format("%-d %B %Y, %H:%M %Z").to_string();
+    let local = |t: chrono::DateTime<chrono::Utc>| {
+        t.with_timezone(&tz)
+            .format("%-d %B %Y, %H:%M %Z")
+            .to_string()
+    };
     let (mut removed, mut kept_fields) = (Vec::new(), Vec::new());
     for (column, strategy) in venue.map(|v| v.anonymise.as_slice()).unwrap_or_default() {
         match strategy {
             Strategy::Keep => kept_fields.push(schema.label(column.name())),
-            other => removed.push(format!("{} ({})", schema.label(column.name()), other.in_words())),
+            other => removed.push(format!(
+                "{} ({})",
+                schema.label(column.name()),
+                other.in_words()
+            )),
         }
     }
     let references = crate::erase::linked_tables_in_words(schema, report.action).join(" ");
     let shows_customers = report.state.shows_customers();
     let decidable = report.state == crate::policy::ReportState::Pending;
     // The page number travels in the link, so no page needs to count the rows before it.
-    let position = view.after.map_or(0, |(_, page)| i64::from(page) * i64::from(PAGE_SIZE));
+    let position = view
+        .after
+        .map_or(0, |(_, page)| i64::from(page) * i64::from(PAGE_SIZE));
     let search = view.search.map(str::trim).filter(|q| !q.is_empty());
     let mut customers = Vec::new();
     let mut kept = Vec::new();
     if shows_customers {
         let after_id = view.after.map_or(i64::MIN, |(id, _)| id);
-        customers = reports::customers_page(&svc.db, schema, report.id, after_id, PAGE_SIZE + 1, search).await?;
+        customers =
+            reports::customers_page(&svc.db, schema, report.id, after_id, PAGE_SIZE + 1, search)
+                .await?;
         kept = crate::review::kept_list(&svc.db, schema, report, 1000).await?;
     }
     let next_after = (customers.len() > PAGE_SIZE as usize).then(|| {
@@ -209,8 +221,16 @@ pub async fn report(
                 "cancel" => "Cancelled",
                 other => other,
             };
-            let how = if d.via == "operator" { "on the venue's behalf" } else { "through the emailed link" };
-            decisions.push(format!("{verb} by {} {how}, {}", d.decided_by, local(d.decided_at)));
+            let how = if d.via == "operator" {
+                "on the venue's behalf"
+            } else {
+                "through the emailed link"
+            };
+            decisions.push(format!(
+                "{verb} by {} {how}, {}",
+                d.decided_by,
+                local(d.decided_at)
+            ));
         }
         if report.state == crate::policy::ReportState::Applied {
             for (outcome, n) in reports::outcome_counts(&svc.db, report.id).await? {
@@ -226,16 +246,23 @@ pub async fn report(
     }
     let approvals = match view.approvals {
         Some(n) => n as usize,
-        None => crate::approval::approvers_so_far(&svc.db, report.id).await?.len(),
+        None => crate::approval::approvers_so_far(&svc.db, report.id)
+            .await?
+            .len(),
     };
-    let withdrawn = decidable && crate::approval::approval_withdrawn(&svc.db, report, approver).await?;
+    let withdrawn =
+        decidable && crate::approval::approval_withdrawn(&svc.db, report, approver).await?;
     let page = ReportPage {
         base: &svc.config.http.base_path,
         report,
         venue_name: venue.map_or_else(|| format!("Venue {}", report.venue_id), |v| v.name.clone()),
         approver,
         token,
-        cutoff: report.cutoff.with_timezone(&tz).format("%-d %B %Y").to_string(),
+        cutoff: report
+            .cutoff
+            .with_timezone(&tz)
+            .format("%-d %B %Y")
+            .to_string(),
         created: local(report.created_at),
         expires: local(report.expires_at),
         customers_line,
@@ -247,7 +274,11 @@ pub async fn report(
         references,
         decidable,
         shows_customers,
-        first_shown: if customers.is_empty() { 0 } else { position + 1 },
+        first_shown: if customers.is_empty() {
+            0
+        } else {
+            position + 1
+        },
         last_shown: position + customers.len() as i64,
         has_previous: view.after.is_some(),
         next_after: next_after.flatten(),
@@ -258,7 +289,9 @@ pub async fn report(
                 id: c.id,
                 name: c.name,
                 email: c.email,
-                last_activity: c.last_activity.map_or_else(|| "never ordered".to_string(), |t| local(t)),
+                last_activity: c
+                    .last_activity
+                    .map_or_else(|| "never ordered".to_string(), |t| local(t)),
                 kept: c.kept,
             })
             .collect(),

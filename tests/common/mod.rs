@@ -69,7 +69,11 @@ impl TestDb {
                     .arg(&base)
                     .output()
                     .expect("pg_dump");
-                assert!(out.status.success(), "pg_dump: {}", String::from_utf8_lossy(&out.stderr));
+                assert!(
+                    out.status.success(),
+                    "pg_dump: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
         }
         path
@@ -118,7 +122,11 @@ impl TestDb {
                     .arg(backup)
                     .output()
                     .expect("pg_restore");
-                assert!(out.status.success(), "pg_restore: {}", String::from_utf8_lossy(&out.stderr));
+                assert!(
+                    out.status.success(),
+                    "pg_restore: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
         }
         let db = Db::connect(&self.url).await.unwrap();
