@@ -14,7 +14,6 @@ use crate::selection::Scope;
 use crate::{mail, Service};
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
-use secrecy::ExposeSecret;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
@@ -382,16 +381,7 @@ async fn apply_batch(
     }
     let phase = Instant::now();
     if !eligible.is_empty() {
-        let eraser = Eraser {
-            schema: scope.schema,
-            venue: scope.venue,
-            hash_key: svc
-                .config
-                .hash_key
-                .as_ref()
-                .map(|k| k.expose_secret().as_bytes()),
-            keys,
-        };
+        let eraser = Eraser::new(svc, scope.venue, keys);
         match report.action {
             Action::Delete => eraser.delete(tx, &eligible, at).await?,
             Action::Anonymise => {

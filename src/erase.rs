@@ -117,9 +117,39 @@ fn strategy_set(
 
 /// Hashes a column of values read from the database (NULL stays NULL).
 fn hash_values(key: &[u8], values: impl Iterator<Item = Option<String>>) -> Vec<Option<String>> {
+    // Linked rows repeat the same values (an order's email on each of its addresses): each
+    // distinct value is hashed once.
+    let mut seen: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     values
-        .map(|v| v.map(|v| policy::keyed_hash(key, &v)))
+        .map(|v| {
+            v.map(|v| {
+                seen.entry(v)
+                    .or_insert_with_key(|v| policy::keyed_hash(key, v))
+                    .clone()
+            })
+        })
         .collect()
+}
+
+impl<'a> Eraser<'a> {
+    /// The eraser of `venue` with the service's layout and hash key.
+    pub fn new(
+        svc: &'a crate::Service,
+        venue: &'a VenueConfig,
+        keys: &'a LinkedKeys,
+    ) -> Eraser<'a> {
+        use secrecy::ExposeSecret;
+        Eraser {
+            schema: &svc.config.schema,
+            venue,
+            hash_key: svc
+                .config
+                .hash_key
+                .as_ref()
+                .map(|k| k.expose_secret().as_bytes()),
+            keys,
+        }
+    }
 }
 
 impl Eraser<'_> {

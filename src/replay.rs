@@ -11,7 +11,6 @@ use crate::policy::Action;
 use crate::Service;
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
-use secrecy::ExposeSecret;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -194,16 +193,7 @@ async fn replay_batch(
         }
         return Ok(()); // a dry run only counts (nothing written, no sequence value taken)
     }
-    let eraser = Eraser {
-        schema: s,
-        venue,
-        hash_key: svc
-            .config
-            .hash_key
-            .as_ref()
-            .map(|k| k.expose_secret().as_bytes()),
-        keys,
-    };
+    let eraser = Eraser::new(svc, venue, keys);
     match action {
         Action::Delete => eraser.delete(&mut tx, &present, at).await?,
         Action::Anonymise => {

@@ -342,38 +342,7 @@ pub async fn record_decision(
 /// An operator approves a pending report on the venue's behalf (e.g. after a phone call). It is
 /// decisive whatever `approval.required` says, and recorded as the operator's in the ledger.
 pub async fn approve_by_operator(db: &Db, id: i64, by: &str, at: DateTime<Utc>) -> Result<Report> {
-    if by.trim().is_empty() {
-        bail!("--by must name who approved");
-    }
-    let mut tx = db.begin().await?;
-    let report = get_in(&mut tx, id)
-        .await?
-        .with_context(|| format!("no report {id}"))?;
-    if report.state != ReportState::Pending {
-        bail!(
-            "report {id} is {}, only a pending report can be approved",
-            report.state
-        );
-    }
-    transition(&mut tx, &report, ReportState::Approved, at, None).await?;
-    record_decision(&mut tx, id, "approve", by, "operator", None, at).await?;
-    audit::record(
-        &mut tx,
-        &Event {
-            at,
-            venue_id: report.venue_id,
-            report_id: Some(id),
-            event: "approved".into(),
-            actor: format!("operator:{by}"),
-            detail: format!(
-                "approved on the venue's behalf for {} customers",
-                report.customer_count
-            ),
-        },
-    )
-    .await?;
-    tx.commit().await?;
-    get(db, id).await?.context("report vanished")
+    decide_by_operator(db, id, by, ReportState::Approved, None, at).await
 }
 
 /// An operator rejects a pending report on the venue's behalf. The reason stays with the
@@ -385,31 +354,54 @@ pub async fn reject_by_operator(
     reason: Option<&str>,
     at: DateTime<Utc>,
 ) -> Result<Report> {
-    if by.trim().is_empty() {
-        bail!("--by must name who rejected");
-    }
     let reason = reason.map(str::trim).filter(|r| !r.is_empty());
+    decide_by_operator(db, id, by, ReportState::Rejected, reason, at).await
+}
+
+/// A pending report approved or rejected by an operator, recorded as the operator's decision.
+async fn decide_by_operator(
+    db: &Db,
+    id: i64,
+    by: &str,
+    to: ReportState,
+    reason: Option<&str>,
+    at: DateTime<Utc>,
+) -> Result<Report> {
+    let (verb, decision) = match to {
+        ReportState::Approved => ("approved", "approve"),
+        _ => ("rejected", "reject"),
+    };
+    if by.trim().is_empty() {
+        bail!("--by must name who {verb}");
+    }
     let mut tx = db.begin().await?;
     let report = get_in(&mut tx, id)
         .await?
         .with_context(|| format!("no report {id}"))?;
     if report.state != ReportState::Pending {
         bail!(
-            "report {id} is {}, only a pending report can be rejected",
+            "report {id} is {}, only a pending report can be {verb}",
             report.state
         );
     }
-    transition(&mut tx, &report, ReportState::Rejected, at, reason).await?;
-    record_decision(&mut tx, id, "reject", by, "operator", None, at).await?;
+    transition(&mut tx, &report, to, at, reason).await?;
+    record_decision(&mut tx, id, decision, by, "operator", None, at).await?;
+    let detail = match to {
+        ReportState::Approved => format!(
+            "approved on the venue's behalf for {} customers",
+            report.to_approve()
+        ),
+        _ => reason_note(reason.is_some()).to_string(),
+    };
     audit::record(
         &mut tx,
         &Event {
             at,
             venue_id: report.venue_id,
             report_id: Some(id),
-            event: "rejected".into(),
+            event: verb.into(),
             actor: format!("operator:{by}"),
-            detail: reason_note(reason.is_some()).into(),
+            detail,
         },
     )
     .await?;

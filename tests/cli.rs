@@ -12,16 +12,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-fn retentiond(config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_retentiond"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .env_remove("RETENTIOND_CONFIG")
-        .output()
-        .expect("run retentiond")
-}
+use common::retentiond;
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()

@@ -10,7 +10,7 @@ use retentiond::db::Query;
 use retentiond::policy::{keyed_hash, ReportState};
 use retentiond::{approval, audit, reports, Service};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const AT: &str = "2026-06-15 12:00:00";
@@ -32,24 +32,7 @@ async fn approved_report(svc: &Service, venue_id: i64) -> i64 {
     report_id
 }
 
-fn retentiond(config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_retentiond"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .env_remove("RETENTIOND_CONFIG")
-        .output()
-        .expect("run retentiond")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{output_text as text, retentiond};
 
 /// Every value of a row of `table` as text.
 async fn rows(db: &TestDb, sql: &str) -> Vec<Vec<Option<String>>> {
@@ -404,17 +387,7 @@ async fn postgres_tables_are_vacuumed_after_apply_unless_turned_off() {
 
 /// A configuration file whose mail goes to `outbox/` as files (no SMTP server needed).
 fn file_mail_config(db: &TestDb, venues: &str) -> std::path::PathBuf {
-    let path = db.write_config(venues);
-    let text = std::fs::read_to_string(&path).unwrap().replacen(
-        "[mail]\n",
-        &format!(
-            "[mail]\ntransport = \"file\"\ndir = \"{}\"\n",
-            db.dir.path().join("outbox").display()
-        ),
-        1,
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+    db.write_config_with_file_mail(venues)
 }
 
 /// Venue 1 anonymises, venue 2 deletes; each has `n` customers to erase and one active.

@@ -148,17 +148,9 @@ async fn a_public_url_with_a_path_prefix_works_for_links_forms_and_stylesheet() 
     db.customer(2, "2019-01-01 00:00:00").await;
     let port = free_port();
     let outbox = db.dir.path().join("outbox");
-    let config =
-        db.write_config(&(delete_venue(2, "3 years", "") + &http(port, "/retention", 60, "")));
-    let text = std::fs::read_to_string(&config).unwrap().replacen(
-        "[mail]\n",
-        &format!(
-            "[mail]\ntransport = \"file\"\ndir = \"{}\"\n",
-            outbox.display()
-        ),
-        1,
+    let config = db.write_config_with_file_mail(
+        &(delete_venue(2, "3 years", "") + &http(port, "/retention", 60, "")),
     );
-    std::fs::write(&config, text).unwrap();
     let cycle = Command::new(env!("CARGO_BIN_EXE_retentiond"))
         .arg("--config")
         .arg(&config)

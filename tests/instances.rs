@@ -170,15 +170,7 @@ async fn two_postgres_instances_apply_once_and_take_over_from_a_killed_one() {
     assert_eq!(confirmations, 1, "exactly one confirmation");
 }
 
-fn retentiond(config: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_retentiond"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env("RUST_LOG", "error")
-        .output()
-        .unwrap()
-}
+use common::retentiond;
 
 async fn wait_healthy(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);

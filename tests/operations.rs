@@ -5,27 +5,9 @@ mod common;
 
 use common::{delete_venue, TestDb};
 use retentiond::db::Query;
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn retentiond(config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_retentiond"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .env_remove("RETENTIOND_CONFIG")
-        .output()
-        .expect("run retentiond")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{output_text as text, retentiond};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_names_an_unknown_customer_that_could_not_be_created() {
@@ -38,7 +20,7 @@ async fn check_names_an_unknown_customer_that_could_not_be_created() {
         ))
         .await
         .unwrap();
-    let config = db.write_config(&delete_venue(2, "3 years", ""));
+    let config = db.write_config_with_file_mail(&delete_venue(2, "3 years", ""));
     assert!(retentiond(&config, &["migrate"]).status.success());
 
     let check = retentiond(&config, &["check"]);
@@ -100,16 +82,7 @@ async fn check_warns_when_the_smtp_server_does_not_answer() {
 async fn operator_rejects_on_the_venues_behalf_and_cycle_takes_a_date() {
     let db = TestDb::sqlite().await;
     db.customer(2, "2019-01-01 00:00:00").await;
-    let config = db.write_config(&delete_venue(2, "3 years", ""));
-    let text_config = std::fs::read_to_string(&config).unwrap().replacen(
-        "[mail]\n",
-        &format!(
-            "[mail]\ntransport = \"file\"\ndir = \"{}\"\n",
-            db.dir.path().join("outbox").display()
-        ),
-        1,
-    );
-    std::fs::write(&config, text_config).unwrap();
+    let config = db.write_config_with_file_mail(&delete_venue(2, "3 years", ""));
     assert!(retentiond(&config, &["migrate"]).status.success());
     let empty = retentiond(&config, &["audit"]);
     assert!(
@@ -227,16 +200,7 @@ fn database_errors_name_what_could_not_be_reached_and_env_values_are_blamed_on_t
 async fn logs_written_to_a_file_carry_no_colour_codes() {
     let db = TestDb::sqlite().await;
     db.customer(2, "2019-01-01 00:00:00").await;
-    let config = db.write_config(&delete_venue(2, "3 years", ""));
-    let text_config = std::fs::read_to_string(&config).unwrap().replacen(
-        "[mail]\n",
-        &format!(
-            "[mail]\ntransport = \"file\"\ndir = \"{}\"\n",
-            db.dir.path().join("outbox").display()
-        ),
-        1,
-    );
-    std::fs::write(&config, text_config).unwrap();
+    let config = db.write_config_with_file_mail(&delete_venue(2, "3 years", ""));
     assert!(retentiond(&config, &["migrate"]).status.success());
 
     let out = Command::new(env!("CARGO_BIN_EXE_retentiond"))

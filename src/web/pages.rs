@@ -186,7 +186,9 @@ pub async fn report(
         customers =
             reports::customers_page(&svc.db, schema, report.id, after_id, PAGE_SIZE + 1, search)
                 .await?;
-        kept = crate::review::kept_list(&svc.db, schema, report, 1000).await?;
+        if report.kept_count > 0 {
+            kept = crate::review::kept_list(&svc.db, schema, report, 1000).await?;
+        }
     }
     let next_after = (customers.len() > PAGE_SIZE as usize).then(|| {
         customers.truncate(PAGE_SIZE as usize);

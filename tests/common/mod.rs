@@ -363,6 +363,45 @@ impl TestDb {
     }
 }
 
+/// Runs the `retentiond` binary with `--config config` and `args` (warnings and errors logged).
+pub fn retentiond(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_retentiond"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env_remove("RETENTIOND_CONFIG")
+        .output()
+        .expect("run retentiond")
+}
+
+/// Standard output and standard error of a finished command, as one text.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+impl TestDb {
+    /// A configuration file (as [`TestDb::write_config`]) whose mail is written as files to
+    /// `outbox/` in the test's folder, so no SMTP server is needed.
+    pub fn write_config_with_file_mail(&self, venues_toml: &str) -> PathBuf {
+        let path = self.write_config(venues_toml);
+        let text = std::fs::read_to_string(&path).unwrap().replacen(
+            "[mail]\n",
+            &format!(
+                "[mail]\ntransport = \"file\"\ndir = \"{}\"\n",
+                self.dir.path().join("outbox").display()
+            ),
+            1,
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
 /// Booleans are 0/1 integers in the SQLite reference schema and BOOLEAN in PostgreSQL.
 pub fn flag(backend: Backend, on: bool) -> Value {
     match backend {
