@@ -111,6 +111,15 @@ pub async fn apply_report(
 
     let scope = Scope::new(&svc.config, venue, at);
     let keys = LinkedKeys::load(&svc.db, &svc.config.schema).await?;
+    let mut left = Query::new(
+        "SELECT COUNT(*) FROM retention_report_items WHERE outcome IS NULL AND report_id = ",
+    );
+    left.bind(report.id);
+    let left = svc.db.fetch_one(&left).await?.i64(0)? as u64;
+    svc.progress.start(
+        format!("report {} ({})", report.id, report.action.as_str()),
+        left,
+    );
     let mut counts: BTreeMap<Outcome, u64> = BTreeMap::new();
     let (mut after_id, mut batches, mut longest_batch_ms) = (i64::MIN, 0_u64, 0_u64);
     let mut sizer = policy::BatchSizer::new(svc.config.batch_size, svc.config.max_transaction_ms);
@@ -119,6 +128,7 @@ pub async fn apply_report(
     let mut last_checkpoint = Instant::now();
     loop {
         if svc.shutdown.is_cancelled() {
+            svc.progress.finish();
             info!(
                 venue.id = venue.id,
                 report.id = report.id,
@@ -144,6 +154,7 @@ pub async fn apply_report(
             if let Some(journal) = &journal {
                 journal.catch_up(&svc.db, Some(report.id)).await?;
             }
+            svc.progress.finish();
             scrub_files(svc, report.id).await;
             break;
         }
@@ -181,7 +192,10 @@ pub async fn apply_report(
             checkpoint(svc, report.id).await;
             last_checkpoint = Instant::now();
         }
-        info!(
+        svc.progress.advance(ids.len() as u64);
+        // One line a batch is hundreds for a large report: debug, with the progress bar and
+        // the summary for people.
+        tracing::debug!(
             venue.id = venue.id,
             report.id = report.id,
             batch.size = ids.len(),

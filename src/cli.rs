@@ -191,9 +191,9 @@ fn parse_at(s: &str) -> Result<At, String> {
         .map_err(|_| format!("expected a date such as 2027-01-01 or an RFC 3339 time such as 2027-01-01T02:00:00Z, got {s:?}"))
 }
 
-/// The service clock: now, to the second (stored times are whole seconds).
+/// The command line's clock: now, to the second (stored times are whole seconds).
 pub fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(0)
+    crate::Clock::default().now()
 }
 
 /// Runs the parsed command line and returns the process exit code.
@@ -227,7 +227,11 @@ pub async fn run(cli: Cli) -> ExitCode {
 
 async fn execute(command: Command, config: Config) -> Result<ExitCode> {
     let db = Db::connect(config.database_url.expose_secret()).await?;
-    let svc = Service::new(db, config);
+    let mut svc = Service::new(db, config);
+    if matches!(command, Command::Cycle { .. } | Command::Replay { .. }) {
+        // A person at a terminal sees a progress bar for an apply or a replay.
+        svc.progress = crate::progress::Progress::terminal();
+    }
     crate::metrics::install();
     let code = match command {
         Command::Migrate => {

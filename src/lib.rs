@@ -23,6 +23,7 @@ pub mod mail;
 pub mod metrics;
 pub mod migrate;
 pub mod policy;
+pub mod progress;
 pub mod reference;
 pub mod replay;
 pub mod reports;
@@ -34,13 +35,17 @@ pub mod web;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-/// What every part of the service works with: the database, the configuration, and the
-/// shutdown signal that long work checks between batches.
+/// What every part of the service works with: the database, the configuration, the clock, and
+/// the shutdown signal that long work checks between batches.
 #[derive(Clone)]
 pub struct Service {
     pub db: db::Db,
     pub config: Arc<config::Config>,
     pub shutdown: CancellationToken,
+    /// The time the pages and commands act at: the system's, or one a test sets.
+    pub clock: Clock,
+    /// Where long work reports its progress (a terminal's progress bar, or nowhere).
+    pub progress: progress::Progress,
 }
 
 impl Service {
@@ -49,6 +54,35 @@ impl Service {
             db,
             config: Arc::new(config),
             shutdown: CancellationToken::new(),
+            clock: Clock::default(),
+            progress: progress::Progress::default(),
+        }
+    }
+}
+
+/// The service clock: now, to the second (stored times are whole seconds), or a time a test
+/// sets and moves on.
+#[derive(Clone, Default)]
+pub struct Clock(Option<Arc<std::sync::Mutex<chrono::DateTime<chrono::Utc>>>>);
+
+impl Clock {
+    /// A clock stopped at `at` until [`Clock::set`] moves it.
+    pub fn fixed(at: chrono::DateTime<chrono::Utc>) -> Clock {
+        Clock(Some(Arc::new(std::sync::Mutex::new(at))))
+    }
+
+    /// Moves a fixed clock to `at` (a system clock ignores it).
+    pub fn set(&self, at: chrono::DateTime<chrono::Utc>) {
+        if let Some(time) = &self.0 {
+            *time.lock().expect("clock lock") = at;
+        }
+    }
+
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        use chrono::SubsecRound;
+        match &self.0 {
+            Some(time) => *time.lock().expect("clock lock"),
+            None => chrono::Utc::now().trunc_subsecs(0),
         }
     }
 }

@@ -82,6 +82,8 @@ pub async fn run(
         crate::check::ensure_all_classified(&svc.db, &svc.config, venue).await?;
     }
     let keys = LinkedKeys::load(&svc.db, &svc.config.schema).await?;
+    svc.progress
+        .start(format!("replay of {}", path.display()), summary.customers);
     let venues: BTreeSet<i64> = groups.keys().map(|(v, _, _)| *v).collect();
     for venue_id in venues {
         let venue = svc.config.venue(venue_id).expect("checked above");
@@ -107,6 +109,7 @@ pub async fn run(
                         &mut summary,
                     )
                     .await?;
+                    svc.progress.advance(chunk.len() as u64);
                 }
             }
             anyhow::Ok(())
@@ -132,6 +135,7 @@ pub async fn run(
             tx.commit().await?;
         }
     }
+    svc.progress.finish();
     if !dry_run && summary.deleted + summary.anonymised > 0 {
         crate::apply::scrub_files(svc, 0).await;
     }

@@ -8,7 +8,6 @@ mod rate_limit;
 pub use rate_limit::RateLimiter;
 
 use crate::approval::{self, Decided, DecisionError, Lookup};
-use crate::cli::now;
 use crate::Service;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
@@ -239,7 +238,7 @@ async fn valid_with_approvals(
     svc: &Service,
     token: &str,
 ) -> Result<(crate::reports::Report, String, i64), WebError> {
-    match approval::lookup(&svc.db, token, now()).await? {
+    match approval::lookup(&svc.db, token, svc.clock.now()).await? {
         Lookup::Valid {
             report,
             approver,
@@ -337,7 +336,14 @@ async fn approve(
     Form(form): Form<ApproveForm>,
 ) -> Result<Response, WebError> {
     let (report, approver) = valid(&svc, &token).await?;
-    let outcome = approval::approve(&svc.db, report.id, &approver, &form.confirm, now()).await?;
+    let outcome = approval::approve(
+        &svc.db,
+        report.id,
+        &approver,
+        &form.confirm,
+        svc.clock.now(),
+    )
+    .await?;
     let (notice, error, status) = match outcome {
         Ok(Decided::Approved) => {
             info!(report.id = report.id, "report approved through its link");
@@ -447,7 +453,7 @@ async fn set_kept(
                 keep,
                 &approver,
                 form.reason.as_deref(),
-                now(),
+                svc.clock.now(),
             )
             .await?
         }
@@ -497,22 +503,27 @@ async fn reject(
     Form(form): Form<RejectForm>,
 ) -> Result<Response, WebError> {
     let (report, approver) = valid(&svc, &token).await?;
-    let (notice, error, status) =
-        match approval::reject(&svc.db, report.id, &approver, form.reason.as_deref(), now()).await?
-        {
-            Ok(_) => {
-                info!(report.id = report.id, "report rejected through its link");
-                (
-                    Some(
-                        "The report is rejected. Nothing will be done to these customers."
-                            .to_string(),
-                    ),
-                    None,
-                    StatusCode::OK,
-                )
-            }
-            Err(e) => (None, Some(e.to_string()), StatusCode::CONFLICT),
-        };
+    let (notice, error, status) = match approval::reject(
+        &svc.db,
+        report.id,
+        &approver,
+        form.reason.as_deref(),
+        svc.clock.now(),
+    )
+    .await?
+    {
+        Ok(_) => {
+            info!(report.id = report.id, "report rejected through its link");
+            (
+                Some(
+                    "The report is rejected. Nothing will be done to these customers.".to_string(),
+                ),
+                None,
+                StatusCode::OK,
+            )
+        }
+        Err(e) => (None, Some(e.to_string()), StatusCode::CONFLICT),
+    };
     decided_page(&svc, report.id, &approver, &token, notice, error, status).await
 }
 

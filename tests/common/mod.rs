@@ -143,6 +143,11 @@ impl TestDb {
     /// when the variable is unset (CI always sets it, so there an unreachable server fails).
     pub async fn postgres() -> Option<TestDb> {
         let Ok(base) = std::env::var("RETENTIOND_TEST_POSTGRES_URL") else {
+            // In CI a backend that cannot be reached is a failure, never a silent skip.
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must set RETENTIOND_TEST_POSTGRES_URL (.ci/run does)"
+            );
             eprintln!("RETENTIOND_TEST_POSTGRES_URL is not set: PostgreSQL variant not run");
             return None;
         };
