@@ -68,7 +68,11 @@ pub enum Command {
     /// A self-contained demo in demo/: synthetic customers, approval links, the daemon
     Demo,
     /// Validate the configuration against the live database
-    Check,
+    Check {
+        /// Also print a proposed strategy for every unclassified column, ready to paste (no values shown)
+        #[arg(long)]
+        suggest: bool,
+    },
     /// List, show, export, approve, reject or cancel reports
     #[command(subcommand)]
     Reports(ReportsCommand),
@@ -246,7 +250,18 @@ async fn execute(command: Command, config: Config) -> Result<ExitCode> {
             }
             ExitCode::SUCCESS
         }
-        Command::Check => run_check(&svc).await?,
+        Command::Check { suggest } => {
+            if suggest {
+                let proposal = crate::suggest::suggest(&svc.db, &svc.config).await?;
+                if proposal.is_empty() {
+                    out!("# every column is classified: nothing to propose");
+                }
+                for line in &proposal {
+                    out!("{line}");
+                }
+            }
+            run_check(&svc).await?
+        }
         Command::Run => {
             migrate::ensure_current(&svc.db).await?;
             let _daemon = svc.db.daemon_guard()?;

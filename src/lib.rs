@@ -30,6 +30,7 @@ pub mod reports;
 pub mod review;
 pub mod scheduler;
 pub mod selection;
+pub mod suggest;
 pub mod web;
 
 use std::sync::Arc;

@@ -277,3 +277,182 @@ fn a_second_demo_or_run_is_refused_while_the_demo_serves() {
         "the second demo did not wipe the first"
     );
 }
+
+/// Pastes the lines that follow each "# add under HEADER ..." comment of a proposal under the
+/// `nth` occurrence of that header in `config`.
+fn paste(config: &str, proposal: &str, header: &str, nth: usize, marker: &str) -> String {
+    let lines: Vec<&str> = proposal
+        .lines()
+        .skip_while(|l| !l.starts_with(marker))
+        .skip(1)
+        .take_while(|l| {
+            !l.starts_with('#')
+                && !l.starts_with("problem")
+                && !l.starts_with("warning")
+                && !l.starts_with("ok:")
+        })
+        .collect();
+    assert!(
+        !lines.is_empty(),
+        "nothing proposed after {marker}: {proposal}"
+    );
+    let mut seen = 0;
+    let mut out = String::new();
+    for line in config.lines() {
+        out.push_str(line);
+        out.push('\n');
+        if line.trim() == header {
+            if seen == nth {
+                for l in &lines {
+                    out.push_str(l);
+                    out.push('\n');
+                }
+            }
+            seen += 1;
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_suggest_proposes_strategies_that_make_check_pass() {
+    let db = TestDb::sqlite().await;
+    for sql in [
+        "ALTER TABLE customers ADD COLUMN loyalty_email TEXT",
+        "ALTER TABLE order_addresses ADD COLUMN company TEXT",
+    ] {
+        db.db.execute(&Query::new(sql)).await.unwrap();
+    }
+    let c = db.customer(1, "2019-01-01 00:00:00").await;
+    db.order(c, "2020-01-01 00:00:00").await;
+    db.db
+        .execute(&Query::new(
+            "UPDATE customers SET loyalty_email = 'secret.person@example.org'",
+        ))
+        .await
+        .unwrap();
+    let config = db.write_config_with_file_mail(&common::anonymise_venue(1, "3 years", ""));
+    assert!(retentiond(&config, &["migrate"]).status.success());
+
+    let suggest = retentiond(&config, &["check", "--suggest"]);
+
+    let proposal = text(&suggest);
+    assert!(proposal.contains("loyalty_email = \"hash\""), "{proposal}");
+    assert!(proposal.contains("company = \"null\""), "{proposal}");
+    assert!(
+        !proposal.contains("secret.person"),
+        "no value is ever printed: {proposal}"
+    );
+    let original = std::fs::read_to_string(&config).unwrap();
+    let pasted = paste(
+        &original,
+        &proposal,
+        "[venues.anonymise]",
+        0,
+        "# add under [venues.anonymise]",
+    );
+    let pasted = paste(
+        &pasted,
+        &proposal,
+        "[schema.references.columns]",
+        1,
+        "# add under [schema.references.columns] of schema.references[2]",
+    );
+    std::fs::write(&config, pasted).unwrap();
+    let check = retentiond(&config, &["check"]);
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_suggest_works_on_a_schema_with_other_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("club.db").display());
+    let db = retentiond::db::Db::connect(&url).await.unwrap();
+    db.execute_script(
+        "CREATE TABLE members (member_no INTEGER PRIMARY KEY, club INTEGER NOT NULL, joined TEXT NOT NULL,
+           mail TEXT, mobile TEXT, zip TEXT, born TEXT, remarks TEXT);
+         CREATE TABLE purchases (id INTEGER PRIMARY KEY, member_no INTEGER NOT NULL REFERENCES members(member_no),
+           bought_at TEXT NOT NULL, amount INTEGER NOT NULL);
+         CREATE INDEX purchases_member ON purchases (member_no, bought_at);
+         INSERT INTO members VALUES (1, 7, '2019-01-01 00:00:00', 'pat@example.org', '07700 900123', 'SW1A 1AA', '1980-05-17', 'likes jazz');
+         INSERT INTO purchases VALUES (1, 1, '2020-01-01 00:00:00', 1500);",
+    )
+    .await
+    .unwrap();
+    db.close().await;
+    let config = dir.path().join("club.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[database]
+url = "{url}"
+[mail]
+transport = "file"
+dir = "{}"
+[secrets]
+hash_key = "{}"
+[schema]
+customers = "members"
+customer_id = "member_no"
+customer_venue = "club"
+customer_created_at = "joined"
+orders = "purchases"
+order_customer = "member_no"
+order_placed_at = "bought_at"
+display_name = ["remarks"]
+display_email = "mail"
+[[schema.references]]
+table = "purchases"
+column = "member_no"
+on_delete = "reassign"
+[schema.references.columns]
+[[venues]]
+id = 7
+name = "Jazz Club"
+approvers = ["door@jazz.example"]
+inactive_for = "3 years"
+action = "anonymise"
+[venues.anonymise]
+"#,
+            dir.path().join("outbox").display(),
+            common::HASH_KEY
+        ),
+    )
+    .unwrap();
+    assert!(retentiond(&config, &["migrate"]).status.success());
+
+    let proposal = text(&retentiond(&config, &["check", "--suggest"]));
+
+    for line in [
+        "mail = \"hash\"",
+        "mobile = \"null\"",
+        "zip = \"prefix:4\"",
+        "born = \"year\"",
+        "remarks = \"null\"",
+        "amount = \"keep\"",
+    ] {
+        assert!(proposal.contains(line), "{line} in {proposal}");
+    }
+    assert!(
+        !proposal.contains("pat@example.org") && !proposal.contains("jazz"),
+        "{proposal}"
+    );
+    let original = std::fs::read_to_string(&config).unwrap();
+    let pasted = paste(
+        &original,
+        &proposal,
+        "[venues.anonymise]",
+        0,
+        "# add under [venues.anonymise]",
+    );
+    let pasted = paste(
+        &pasted,
+        &proposal,
+        "[schema.references.columns]",
+        0,
+        "# add under [schema.references.columns]",
+    );
+    std::fs::write(&config, pasted).unwrap();
+    let check = retentiond(&config, &["check"]);
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check));
+}

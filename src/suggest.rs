@@ -1,0 +1,153 @@
+//! `retentiond check --suggest`: a proposal instead of a blank page. For every unclassified
+//! column of the customers table (anonymise venues) and of each linked table whose rows stay, a
+//! ready-to-paste TOML line with a proposed strategy and why, judged from the column's name and
+//! type and from a sample of its values, which are read but never printed.
+
+use crate::check::{unclassified_columns, unclassified_reference_columns};
+use crate::config::Config;
+use crate::db::{Db, Ident, Query};
+use crate::introspect::{self, ColumnInfo};
+use crate::policy::Action;
+use anyhow::Result;
+
+/// Values sampled from each column to judge what it holds.
+const SAMPLE: i64 = 50;
+
+/// The proposed strategy of one column and the reason, in words.
+pub fn propose(
+    column: &ColumnInfo,
+    backend: crate::db::Backend,
+    sample: &[String],
+) -> (String, &'static str) {
+    let name = column.name.to_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| name.contains(w));
+    let share = |test: &dyn Fn(&str) -> bool| {
+        if sample.is_empty() {
+            0.0
+        } else {
+            sample.iter().filter(|v| test(v)).count() as f64 / sample.len() as f64
+        }
+    };
+    let emails = share(&|v| v.contains('@') && v.contains('.') && !v.contains(' '));
+    let phones = share(&|v| {
+        let digits = v.chars().filter(char::is_ascii_digit).count();
+        (7..=15).contains(&digits) && v.chars().all(|c| c.is_ascii_digit() || " +-()".contains(c))
+    });
+    let textual = column.is_textual(backend);
+    // SQLite keeps times as text: its declared type or its values say whether it is one.
+    let temporal = match backend {
+        crate::db::Backend::Postgres => column.is_temporal(backend),
+        crate::db::Backend::Sqlite => {
+            column.data_type.contains("date")
+                || column.data_type.contains("time")
+                || (!sample.is_empty()
+                    && sample.iter().all(|v| crate::db::parse_time_text(v).is_ok()))
+        }
+    };
+    // A NOT NULL column cannot be emptied: its text is redacted instead.
+    let remove = || if column.not_null { "redact" } else { "null" }.to_string();
+    if has(&["birth", "dob", "born"]) && temporal {
+        return ("year".into(), "a date of birth: only the year is kept");
+    }
+    if textual && (has(&["email", "e_mail", "mail"]) || emails > 0.8) {
+        return ("hash".into(), "email addresses: replaced by a keyed hash");
+    }
+    if has(&["phone", "mobile", "tel", "fax"]) || (textual && phones > 0.8) {
+        return (
+            remove(),
+            "phone numbers: removed (too few digits to hash safely)",
+        );
+    }
+    if textual && has(&["postcode", "post_code", "postal", "zip"]) {
+        return (
+            "prefix:4".into(),
+            "a postcode: only its district (first 4 characters) is kept",
+        );
+    }
+    if !textual || temporal {
+        return ("keep".into(), "an id, amount, flag or time: kept");
+    }
+    if name == "id" || name.ends_with("_id") || name.ends_with("_type") || name.ends_with("_status")
+    {
+        return ("keep".into(), "an id or code: kept");
+    }
+    (remove(), "free text (names, addresses, notes): removed")
+}
+
+async fn sample(db: &Db, table: &Ident, column: &str) -> Result<Vec<String>> {
+    let column = Ident::new(column)?;
+    let mut q = Query::new(&format!(
+        "SELECT CAST({c} AS TEXT) FROM {t} WHERE {c} IS NOT NULL LIMIT ",
+        c = column.q(),
+        t = table.q()
+    ));
+    q.bind(SAMPLE);
+    Ok(db
+        .fetch_all(&q)
+        .await?
+        .iter()
+        .filter_map(|r| r.opt_text(0).ok().flatten())
+        .collect())
+}
+
+async fn lines(
+    db: &Db,
+    table: &Ident,
+    columns: &[ColumnInfo],
+    unclassified: &[String],
+) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for name in unclassified {
+        let Some(info) = columns.iter().find(|c| &c.name == name) else {
+            continue;
+        };
+        let values = sample(db, table, name).await?;
+        let (strategy, why) = propose(info, db.backend(), &values);
+        out.push(format!("{name} = \"{strategy}\"   # {why}"));
+    }
+    Ok(out)
+}
+
+/// The proposal: comment headers saying where to paste, each followed by its lines.
+pub async fn suggest(db: &Db, config: &Config) -> Result<Vec<String>> {
+    let s = &config.schema;
+    let mut out = Vec::new();
+    let customers = introspect::columns(db, &s.customers)
+        .await?
+        .unwrap_or_default();
+    for (i, venue) in config.venues.iter().enumerate() {
+        if venue.action != Action::Anonymise {
+            continue;
+        }
+        let unclassified = unclassified_columns(config, venue, &customers);
+        if !unclassified.is_empty() {
+            out.push(format!(
+                "# add under [venues.anonymise] of venues[{i}] ({}):",
+                venue.name
+            ));
+            out.extend(lines(db, &s.customers, &customers, &unclassified).await?);
+        }
+    }
+    for (i, r) in s.references.iter().enumerate() {
+        let actions: Vec<&str> = config
+            .venues
+            .iter()
+            .map(|v| v.action)
+            .filter(|a| r.rows_stay(*a))
+            .map(|a| a.as_str())
+            .collect();
+        if actions.is_empty() {
+            continue;
+        }
+        let columns = introspect::columns(db, &r.table).await?.unwrap_or_default();
+        let unclassified = unclassified_reference_columns(r, &columns);
+        if !unclassified.is_empty() {
+            out.push(format!(
+                "# add under [schema.references.columns] of schema.references[{i}] ({}):",
+                r.table
+            ));
+            out.extend(lines(db, &r.table, &columns, &unclassified).await?);
+        }
+    }
+    Ok(out)
+}
