@@ -76,10 +76,14 @@ async fn customer_with_history(db: &TestDb, venue: i64, n: u32, ordered: &str) -
 async fn all_customer_data(db: &TestDb) -> String {
     let mut all = String::new();
     for sql in [
-        // created_at aside: the Unknown Customer is created when the erasure runs.
-        "SELECT id, venue_id, title, first_name, last_name, email, phone, address_line1, address_line2, city, postcode, \
+        // created_at aside: the Unknown Customer is created when the erasure runs. Its id is
+        // written as "unknown": on PostgreSQL a replay killed after creating it in a batch that
+        // rolled back has used up an identity value (sequences are not transactional).
+        "SELECT CASE WHEN id IN (SELECT customer_id FROM retention_unknown_customers) THEN -1 ELSE id END, \
+         venue_id, title, first_name, last_name, email, phone, address_line1, address_line2, city, postcode, \
          country, date_of_birth, marketing_opt_in, legal_hold FROM customers ORDER BY id",
-        "SELECT * FROM orders ORDER BY id",
+        "SELECT id, venue_id, CASE WHEN customer_id IN (SELECT customer_id FROM retention_unknown_customers) THEN -1 ELSE customer_id END, \
+         placed_at, total_pence, billing_email FROM orders ORDER BY id",
         "SELECT * FROM order_addresses ORDER BY id",
         "SELECT * FROM customer_notes ORDER BY id",
     ] {
