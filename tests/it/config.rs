@@ -1,8 +1,6 @@
 //! Configuration loading: environment overrides, defaults, and refusals that need no database.
 
-mod common;
-
-use common::{anonymise_venue, config_toml, delete_venue, HASH_KEY};
+use crate::common::{anonymise_venue, config_toml, delete_venue, HASH_KEY};
 use retentiond::config::{load_with_env, ConfigError};
 use std::collections::BTreeMap;
 

@@ -1,11 +1,9 @@
 //! The approval loop end to end (SPEC 4, 7): a real SMTP listener captures the mail, links are
 //! pulled out of it and followed against the web app on port 0; on both backends.
 
-mod common;
-
+use crate::common::smtp::{Mail, SmtpSink};
+use crate::common::{delete_venue, TestDb};
 use chrono::{DateTime, Duration, SubsecRound, Utc};
-use common::smtp::{Mail, SmtpSink};
-use common::{delete_venue, TestDb};
 use retentiond::cycle::{run_venue_cycle, Selection, VenueCycle};
 use retentiond::db::Query;
 use retentiond::mail::{self, Mailer};

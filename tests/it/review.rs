@@ -2,11 +2,9 @@
 //! the kept list they were given for, hostile keep input, CSV cells a spreadsheet would run,
 //! and an approver removed from the venue.
 
-mod common;
-
+use crate::common::smtp::SmtpSink;
+use crate::common::{delete_venue, TestDb};
 use chrono::{DateTime, SubsecRound, Utc};
-use common::smtp::SmtpSink;
-use common::{delete_venue, TestDb};
 use retentiond::cycle::{run_venue_cycle, Selection};
 use retentiond::db::Query;
 use retentiond::mail::{self, Mailer};
@@ -181,7 +179,8 @@ async fn hostile_keep_input_changes_nothing(db: TestDb) {
     // 10,000 more on the same report, to keep at once.
     let mut q = Query::new("WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 10000) \
          INSERT INTO customers (venue_id, first_name, email, created_at) SELECT 2, 'Bulk', 'bulk@example.org', ");
-    q.bind(common::t("2019-01-01 00:00:00")).push(" FROM s");
+    q.bind(crate::common::t("2019-01-01 00:00:00"))
+        .push(" FROM s");
     db.db.execute(&q).await.unwrap();
     let app = App::start(&db, 1, "").await;
     let (boss, dpo) = (app.link("boxoffice"), app.link("dpo"));

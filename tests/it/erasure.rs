@@ -2,9 +2,7 @@
 //! with their customer, the database files, free text kept out of the ledger, and the erasure
 //! journal replayed onto a database restored from a backup; on both backends.
 
-mod common;
-
-use common::{anonymise_venue, delete_venue, t, TestDb, HASH_KEY};
+use crate::common::{anonymise_venue, delete_venue, t, TestDb, HASH_KEY};
 use retentiond::cycle::{run_venue_cycle, Selection, VenueCycle};
 use retentiond::db::Query;
 use retentiond::policy::{keyed_hash, ReportState};
@@ -32,7 +30,7 @@ async fn approved_report(svc: &Service, venue_id: i64) -> i64 {
     report_id
 }
 
-use common::{output_text as text, retentiond};
+use crate::common::{output_text as text, retentiond};
 
 /// Every value of a row of `table` as text.
 async fn rows(db: &TestDb, sql: &str) -> Vec<Vec<Option<String>>> {
@@ -229,7 +227,7 @@ async fn rows_via_a_deleted_parent_are_deleted_first(db: TestDb) {
     db.migrate().await;
     // Orders removed on anonymise: their addresses (a foreign key to orders) must go first.
     let venues = anonymise_venue(1, "3 years", "").replace("[[venues]]", "[[venues]]");
-    let text = common::config_toml(&db.url, &venues).replace(
+    let text = crate::common::config_toml(&db.url, &venues).replace(
         "on_delete = \"reassign\"",
         "on_delete = \"reassign\"\non_anonymise = \"delete\"",
     );

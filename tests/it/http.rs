@@ -2,9 +2,7 @@
 //! on report links, clients behind trusted proxies, forged `X-Forwarded-For`, and a
 //! `public_url` with a path prefix.
 
-mod common;
-
-use common::{delete_venue, TestDb};
+use crate::common::{delete_venue, TestDb};
 use std::net::IpAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

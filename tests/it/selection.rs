@@ -1,8 +1,6 @@
 //! Selection edge cases of SPEC 2, on both backends.
 
-mod common;
-
-use common::{anonymise_venue, delete_venue, t, TestDb};
+use crate::common::{anonymise_venue, delete_venue, t, TestDb};
 use retentiond::cycle::{run_venue_cycle, Selection};
 use retentiond::db::Query;
 use retentiond::selection::{self, Scope};

@@ -1,10 +1,8 @@
 //! Property tests: the SQL selection against a plain in-memory reading of SPEC 2 on both
 //! backends, and hostile configuration values that must be refused with the key named.
 
-mod common;
-
+use crate::common::{config_toml, delete_venue, t, TestDb};
 use chrono::Duration;
-use common::{config_toml, delete_venue, t, TestDb};
 use proptest::prelude::*;
 use retentiond::config::load_with_env;
 use retentiond::db::Query;
@@ -90,7 +88,7 @@ fn selection_matches_model(db: TestDb) {
             let mut ids = Vec::new();
             for c in &customers {
                 let mut q = Query::new("INSERT INTO customers (venue_id, legal_hold, created_at) VALUES (");
-                q.bind(c.venue).push(", ").bind(common::flag(db.backend(), c.hold)).push(", ").bind(at_cutoff(c.created)).push(") RETURNING id");
+                q.bind(c.venue).push(", ").bind(crate::common::flag(db.backend(), c.hold)).push(", ").bind(at_cutoff(c.created)).push(") RETURNING id");
                 let id = db.db.fetch_one(&q).await.unwrap().i64(0).unwrap();
                 for o in &c.orders {
                     let mut q = Query::new("INSERT INTO orders (venue_id, customer_id, placed_at, total_pence) VALUES (");

@@ -1,9 +1,7 @@
 //! The command line as an operator uses it: configuration errors (exit 2, database untouched),
 //! `check`, the operator workflow, and crash safety under SIGKILL during apply.
 
-mod common;
-
-use common::{anonymise_venue, config_toml, delete_venue, t, TestDb, HASH_KEY};
+use crate::common::{anonymise_venue, config_toml, delete_venue, t, TestDb, HASH_KEY};
 use retentiond::cycle::{run_venue_cycle, Selection};
 use retentiond::db::{Backend, Query};
 use retentiond::policy::{keyed_hash, ReportState};
@@ -12,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::retentiond;
+use crate::common::retentiond;
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -305,7 +303,7 @@ async fn sigkill_during_apply_processes_every_customer_exactly_once(db: TestDb) 
     let n = env_number("RETENTIOND_PROOF_CUSTOMERS", 3000);
     let max_kills = env_number("RETENTIOND_PROOF_KILLS", 25);
     let venues = anonymise_venue(1, "3 years", "") + "\n[apply]\nbatch_size = 5\n";
-    let smtp = common::smtp::SmtpSink::start().await;
+    let smtp = crate::common::smtp::SmtpSink::start().await;
     let (report_id, svc) = prepare_kill_fixture(&db, n, &venues).await;
     let config_path = db.write_config(&venues);
     let bystander = db.customer_row(i64::from(n) + 1).await;

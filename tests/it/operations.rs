@@ -1,13 +1,11 @@
 //! An operator's day through the binary (SPEC 6, 7): `check` finds what would fail later, the
 //! operator rejects a report on the venue's behalf, and `cycle --at` takes a date.
 
-mod common;
-
-use common::{delete_venue, TestDb};
+use crate::common::{delete_venue, TestDb};
 use retentiond::db::Query;
 use std::process::Command;
 
-use common::{output_text as text, retentiond};
+use crate::common::{output_text as text, retentiond};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_names_an_unknown_customer_that_could_not_be_created() {
@@ -144,7 +142,7 @@ fn database_errors_name_what_could_not_be_reached_and_env_values_are_blamed_on_t
     let config = dir.path().join("retentiond.toml");
     std::fs::write(
         &config,
-        common::config_toml(
+        crate::common::config_toml(
             "sqlite:///nonexistent-folder/x.db",
             &delete_venue(2, "3 years", ""),
         ),
@@ -331,7 +329,7 @@ async fn check_suggest_proposes_strategies_that_make_check_pass() {
         ))
         .await
         .unwrap();
-    let config = db.write_config_with_file_mail(&common::anonymise_venue(1, "3 years", ""));
+    let config = db.write_config_with_file_mail(&crate::common::anonymise_venue(1, "3 years", ""));
     assert!(retentiond(&config, &["migrate"]).status.success());
 
     let suggest = retentiond(&config, &["check", "--suggest"]);
@@ -415,7 +413,7 @@ action = "anonymise"
 [venues.anonymise]
 "#,
             dir.path().join("outbox").display(),
-            common::HASH_KEY
+            crate::common::HASH_KEY
         ),
     )
     .unwrap();

@@ -2,12 +2,10 @@
 //! which .ci/run installs) opens an emailed link, reads the table, types the count, approves and
 //! sees the approved state. A screenshot is written to target/test-artifacts/report-page.png.
 
-mod common;
-
+use crate::common::smtp::SmtpSink;
+use crate::common::{delete_venue, TestDb};
 use base64::Engine;
 use chrono::{SubsecRound, Utc};
-use common::smtp::SmtpSink;
-use common::{delete_venue, TestDb};
 use retentiond::cycle::{run_venue_cycle, Selection};
 use retentiond::mail::{self, Mailer};
 use retentiond::policy::ReportState;

@@ -1,10 +1,8 @@
 //! Faults: an SMTP server that is down, then flaps, across process restarts; PostgreSQL
 //! connections killed and the server unreachable in the middle of an apply.
 
-mod common;
-
-use common::smtp::SmtpSink;
-use common::{anonymise_venue, delete_venue, t, TestDb, HASH_KEY};
+use crate::common::smtp::SmtpSink;
+use crate::common::{anonymise_venue, delete_venue, t, TestDb, HASH_KEY};
 use retentiond::cycle::{run_venue_cycle, Selection};
 use retentiond::db::Query;
 use retentiond::policy::keyed_hash;

@@ -1,11 +1,9 @@
 //! `retentiond run`: schedules fire cycles that apply approved reports and send mail; the web
 //! pages, `/healthz` and `/metrics` answer; SIGTERM stops it cleanly with exit code 0.
 
-mod common;
-
+use crate::common::smtp::SmtpSink;
+use crate::common::{delete_venue, TestDb};
 use chrono::{SubsecRound, Utc};
-use common::smtp::SmtpSink;
-use common::{delete_venue, TestDb};
 use retentiond::cycle::{run_venue_cycle, Selection};
 use retentiond::policy::ReportState;
 use retentiond::{daemon, reports, Service};

@@ -3,10 +3,8 @@
 //! SQLite a second daemon refuses with a clear message while operator commands work beside the
 //! one that serves, and venue locks keep a report's apply to one process at a time.
 
-mod common;
-
-use common::smtp::SmtpSink;
-use common::{delete_venue, TestDb};
+use crate::common::smtp::SmtpSink;
+use crate::common::{delete_venue, TestDb};
 use retentiond::cycle::{run_venue_cycle, Selection};
 use retentiond::db::Query;
 use retentiond::policy::ReportState;
@@ -170,7 +168,7 @@ async fn two_postgres_instances_apply_once_and_take_over_from_a_killed_one() {
     assert_eq!(confirmations, 1, "exactly one confirmation");
 }
 
-use common::retentiond;
+use crate::common::retentiond;
 
 async fn wait_healthy(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -1,9 +1,7 @@
 //! Reports and actions (SPEC 3, 4): delete, anonymise, the re-check at apply time, the brake,
 //! and a batch that fails part-way; on both backends.
 
-mod common;
-
-use common::{anonymise_venue, delete_venue, t, TestDb, HASH_KEY};
+use crate::common::{anonymise_venue, delete_venue, t, TestDb, HASH_KEY};
 use retentiond::cycle::{run_venue_cycle, Selection, VenueCycle};
 use retentiond::db::Query;
 use retentiond::policy::{keyed_hash, Outcome, ReportState};
