@@ -2,30 +2,12 @@
 //! and a batch that fails part-way; on both backends.
 
 use crate::common::{anonymise_venue, delete_venue, t, TestDb, HASH_KEY};
-use retentiond::cycle::{run_venue_cycle, Selection, VenueCycle};
+use retentiond::cycle::{run_venue_cycle, Selection};
 use retentiond::db::Query;
 use retentiond::policy::{keyed_hash, Outcome, ReportState};
 use retentiond::{reports, Service};
 
-const AT: &str = "2026-06-15 12:00:00";
-const NEXT_DAY: &str = "2026-06-16 12:00:00";
-
-async fn cycle(svc: &Service, venue_id: i64, at: &str) -> VenueCycle {
-    let venue = svc.config.venue(venue_id).unwrap().clone();
-    run_venue_cycle(svc, &venue, t(at), false).await.unwrap()
-}
-
-/// Runs a cycle that must create a report, approves it as an operator, and returns its id.
-async fn approved_report(svc: &Service, venue_id: i64) -> i64 {
-    let selection = cycle(svc, venue_id, AT).await.selection;
-    let Some(Selection::Created { report_id, .. }) = selection else {
-        panic!("expected a new report, got {selection:?}")
-    };
-    reports::approve_by_operator(&svc.db, report_id, "tester", t(AT))
-        .await
-        .unwrap();
-    report_id
-}
+use crate::common::{approved_report, cycle, AT, NEXT_DAY};
 
 async fn delete_moves_orders_to_unknown_customer_and_removes_notes(db: TestDb) {
     db.migrate().await;

@@ -3,7 +3,7 @@
 //! journal replayed onto a database restored from a backup; on both backends.
 
 use crate::common::{anonymise_venue, delete_venue, t, TestDb, HASH_KEY};
-use retentiond::cycle::{run_venue_cycle, Selection, VenueCycle};
+use retentiond::cycle::Selection;
 use retentiond::db::Query;
 use retentiond::policy::{keyed_hash, ReportState};
 use retentiond::{approval, audit, reports, Service};
@@ -11,24 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const AT: &str = "2026-06-15 12:00:00";
-const NEXT_DAY: &str = "2026-06-16 12:00:00";
-
-async fn cycle(svc: &Service, venue_id: i64, at: &str) -> VenueCycle {
-    let venue = svc.config.venue(venue_id).unwrap().clone();
-    run_venue_cycle(svc, &venue, t(at), false).await.unwrap()
-}
-
-async fn approved_report(svc: &Service, venue_id: i64) -> i64 {
-    let selection = cycle(svc, venue_id, AT).await.selection;
-    let Some(Selection::Created { report_id, .. }) = selection else {
-        panic!("expected a new report, got {selection:?}")
-    };
-    reports::approve_by_operator(&svc.db, report_id, "tester", t(AT))
-        .await
-        .unwrap();
-    report_id
-}
+use crate::common::{approved_report, cycle, AT, NEXT_DAY};
 
 use crate::common::{output_text as text, retentiond};
 

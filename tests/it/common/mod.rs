@@ -368,6 +368,31 @@ impl TestDb {
     }
 }
 
+/// The cycle time of the library-level tests, and the day after (when an approved report is applied).
+pub const AT: &str = "2026-06-15 12:00:00";
+pub const NEXT_DAY: &str = "2026-06-16 12:00:00";
+
+/// One cycle of `venue_id` at `at` (`YYYY-MM-DD HH:MM:SS` UTC), which must not fail.
+pub async fn cycle(svc: &Service, venue_id: i64, at: &str) -> retentiond::cycle::VenueCycle {
+    let venue = svc.config.venue(venue_id).unwrap().clone();
+    retentiond::cycle::run_venue_cycle(svc, &venue, t(at), false)
+        .await
+        .unwrap()
+}
+
+/// Runs a cycle at [`AT`] that must create a report, approves it as an operator, and returns
+/// its id.
+pub async fn approved_report(svc: &Service, venue_id: i64) -> i64 {
+    let selection = cycle(svc, venue_id, AT).await.selection;
+    let Some(retentiond::cycle::Selection::Created { report_id, .. }) = selection else {
+        panic!("expected a new report, got {selection:?}")
+    };
+    retentiond::reports::approve_by_operator(&svc.db, report_id, "tester", t(AT))
+        .await
+        .unwrap();
+    report_id
+}
+
 /// Runs the `retentiond` binary with `--config config` and `args` (warnings and errors logged).
 pub fn retentiond(config: &std::path::Path, args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_retentiond"))
