@@ -309,16 +309,7 @@ async fn finish(
         .map(|r| Ok(format!("{} {}", r.text(0)?, r.i64(1)?)))
         .collect::<Result<Vec<_>>>()?
         .join(", ");
-    for approver in &venue.approvers {
-        let message = mail::Outgoing {
-            kind: mail::Kind::Applied,
-            venue_id: venue.id,
-            report_id: Some(report.id),
-            recipient: approver,
-            detail: None,
-        };
-        mail::queue(tx, &message, at).await?;
-    }
+    mail::queue_to_approvers(tx, venue, mail::Kind::Applied, report.id, at, |_| true).await?;
     audit::record(
         tx,
         &Event {

@@ -238,16 +238,8 @@ async fn expire_and_remind(
                 Some("links expired without a decision"),
             )
             .await?;
-            for approver in &venue.approvers {
-                let message = mail::Outgoing {
-                    kind: mail::Kind::Expired,
-                    venue_id: venue.id,
-                    report_id: Some(report.id),
-                    recipient: approver,
-                    detail: None,
-                };
-                mail::queue(&mut tx, &message, at).await?;
-            }
+            mail::queue_to_approvers(&mut tx, venue, mail::Kind::Expired, report.id, at, |_| true)
+                .await?;
             audit::record(
                 &mut tx,
                 &Event {
@@ -271,20 +263,11 @@ async fn expire_and_remind(
             if !reports::mark_reminded(&mut tx, report.id, at).await? {
                 continue;
             }
-            for approver in venue
-                .approvers
-                .iter()
-                .filter(|a| !approved.contains(&a.trim().to_lowercase()))
-            {
-                let message = mail::Outgoing {
-                    kind: mail::Kind::Reminder,
-                    venue_id: venue.id,
-                    report_id: Some(report.id),
-                    recipient: approver,
-                    detail: None,
-                };
-                mail::queue(&mut tx, &message, at).await?;
-            }
+            // Only those whose approval does not count yet.
+            mail::queue_to_approvers(&mut tx, venue, mail::Kind::Reminder, report.id, at, |a| {
+                !approved.contains(&a.trim().to_lowercase())
+            })
+            .await?;
             tx.commit().await?;
             info!(
                 venue.id = venue.id,
@@ -314,18 +297,25 @@ async fn select(
         ],
     )
     .await?;
-    if let Some(report) = open.first() {
-        return Ok(Selection::OpenReport {
-            report_id: report.id,
-            state: report.state,
-        });
-    }
-    if let Some(last) = reports::last_created_at(&svc.db, venue.id).await? {
-        if !policy::interval_elapsed(Some(last), venue.report_interval, at) {
+    let last = reports::last_created_at(&svc.db, venue.id).await?;
+    match policy::may_create_report(
+        open.first().map(|r| (r.id, r.state)),
+        last,
+        venue.report_interval,
+        at,
+    ) {
+        Ok(()) => {}
+        Err(policy::NoNewReport::Open { report_id, state }) => {
+            return Ok(Selection::OpenReport { report_id, state })
+        }
+        Err(policy::NoNewReport::TooSoon {
+            last_report_at,
+            next_allowed_at,
+        }) => {
             return Ok(Selection::TooSoon {
-                last_report_at: last,
-                next_allowed_at: venue.report_interval.after(last),
-            });
+                last_report_at,
+                next_allowed_at,
+            })
         }
     }
     let scope = Scope::new(&svc.config, venue, at);
@@ -416,16 +406,15 @@ async fn select(
         },
     )
     .await?;
-    for approver in &venue.approvers {
-        let message = mail::Outgoing {
-            kind: mail::Kind::ApprovalRequest,
-            venue_id: venue.id,
-            report_id: Some(report_id),
-            recipient: approver,
-            detail: None,
-        };
-        mail::queue(&mut tx, &message, at).await?;
-    }
+    mail::queue_to_approvers(
+        &mut tx,
+        venue,
+        mail::Kind::ApprovalRequest,
+        report_id,
+        at,
+        |_| true,
+    )
+    .await?;
     tx.commit().await?;
     reports::refresh_item_statistics(&svc.db, venue.id).await;
     if candidates * 2 > customers {

@@ -435,6 +435,74 @@ impl FromStr for Outcome {
     }
 }
 
+/// Why a venue may not get a new report now (SPEC 4).
+#[derive(Debug, Clone, PartialEq)]
+pub enum NoNewReport {
+    /// The venue has a report that is pending, approved or applying.
+    Open { report_id: i64, state: ReportState },
+    /// Its last report is younger than `report_interval`.
+    TooSoon {
+        last_report_at: DateTime<Utc>,
+        next_allowed_at: DateTime<Utc>,
+    },
+}
+
+/// Whether a venue may get a new report at `at`: no report of it is open (the oldest open one
+/// is given), and its last report is older than `interval`. Whether there are candidates, and
+/// the brake, are decided after selection.
+pub fn may_create_report(
+    open: Option<(i64, ReportState)>,
+    last_report_at: Option<DateTime<Utc>>,
+    interval: CalendarPeriod,
+    at: DateTime<Utc>,
+) -> Result<(), NoNewReport> {
+    if let Some((report_id, state)) = open {
+        return Err(NoNewReport::Open { report_id, state });
+    }
+    match last_report_at {
+        Some(last) if !interval_elapsed(Some(last), interval, at) => Err(NoNewReport::TooSoon {
+            last_report_at: last,
+            next_allowed_at: interval.after(last),
+        }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod new_report_tests {
+    use super::*;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn a_new_report_needs_no_open_report_and_the_interval_passed() {
+        let interval: CalendarPeriod = "30 days".parse().unwrap();
+        let at = utc("2026-06-15T12:00:00Z");
+        assert_eq!(may_create_report(None, None, interval, at), Ok(()));
+        assert_eq!(
+            may_create_report(Some((4, ReportState::Approved)), None, interval, at),
+            Err(NoNewReport::Open {
+                report_id: 4,
+                state: ReportState::Approved
+            })
+        );
+        let recent = utc("2026-06-01T12:00:00Z");
+        assert_eq!(
+            may_create_report(None, Some(recent), interval, at),
+            Err(NoNewReport::TooSoon {
+                last_report_at: recent,
+                next_allowed_at: utc("2026-07-01T12:00:00Z")
+            })
+        );
+        assert_eq!(
+            may_create_report(None, Some(utc("2026-05-16T12:00:00Z")), interval, at),
+            Ok(())
+        );
+    }
+}
+
 /// Whether a venue may get a new report at `at`, given its last report's creation time.
 pub fn interval_elapsed(
     last_report_at: Option<DateTime<Utc>>,

@@ -65,6 +65,29 @@ pub struct Outgoing<'a> {
 }
 
 /// Queues a message inside `tx`, so it exists exactly when the change it reports does.
+/// Queues one message of `kind` about `report_id` to each of `venue`'s approvers that `include`
+/// accepts (all, or for a reminder those yet to approve), in the caller's transaction.
+pub async fn queue_to_approvers(
+    tx: &mut Tx,
+    venue: &crate::config::VenueConfig,
+    kind: Kind,
+    report_id: i64,
+    now: DateTime<Utc>,
+    include: impl Fn(&str) -> bool,
+) -> Result<()> {
+    for approver in venue.approvers.iter().filter(|a| include(a)) {
+        let message = Outgoing {
+            kind,
+            venue_id: venue.id,
+            report_id: Some(report_id),
+            recipient: approver,
+            detail: None,
+        };
+        queue(tx, &message, now).await?;
+    }
+    Ok(())
+}
+
 pub async fn queue(tx: &mut Tx, message: &Outgoing<'_>, now: DateTime<Utc>) -> Result<()> {
     let mut q = Query::new("INSERT INTO retention_outbox (kind, venue_id, report_id, recipient, detail, created_at, next_attempt_at) VALUES (");
     q.bind(message.kind.as_str())
