@@ -3,7 +3,7 @@
 //! those still eligible, and records every customer's outcome. A process killed at any moment
 //! leaves each customer fully processed or untouched, and the next cycle resumes where it stopped.
 
-use crate::audit::{self, Event};
+use crate::audit::{self, Event, EventKind};
 use crate::config::VenueConfig;
 use crate::db::{Ident, Query, Tx};
 use crate::erase::{Eraser, LinkedKeys};
@@ -81,7 +81,7 @@ pub async fn apply_report(
                 at,
                 venue_id: venue.id,
                 report_id: Some(report.id),
-                event: "apply_started".into(),
+                event: EventKind::ApplyStarted,
                 actor: "retentiond".into(),
                 detail: format!(
                     "{} of {} customers",
@@ -316,7 +316,7 @@ async fn finish(
             at,
             venue_id: report.venue_id,
             report_id: Some(report.id),
-            event: "applied".into(),
+            event: EventKind::Applied,
             actor: "retentiond".into(),
             detail,
         },

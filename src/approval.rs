@@ -1,7 +1,7 @@
 //! Approval links (SPEC 4): tokens of 256 bits from the OS random source, sent once in an email,
 //! stored only as a SHA-256 hash, checked in constant time, and the decisions taken through them.
 
-use crate::audit::{self, Event};
+use crate::audit::{self, Event, EventKind};
 use crate::db::{Backend, Db, Query, Tx};
 use crate::policy::ReportState;
 use crate::reports::{self, Report};
@@ -215,9 +215,9 @@ pub async fn approve(
             venue_id: report.venue_id,
             report_id: Some(report_id),
             event: if decided == Decided::Approved {
-                "approved".into()
+                EventKind::Approved
             } else {
-                "approval".into()
+                EventKind::Approval
             },
             actor: approver.to_string(),
             detail: format!(
@@ -264,7 +264,7 @@ pub async fn reject(
             at: now,
             venue_id: report.venue_id,
             report_id: Some(report_id),
-            event: "rejected".into(),
+            event: EventKind::Rejected,
             actor: approver.to_string(),
             detail: reports::reason_note(reason.is_some()).into(),
         },

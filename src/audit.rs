@@ -7,13 +7,82 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+/// What happened to a report (or, for `Brake` and `Replayed`, to a venue).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    ReportCreated,
+    Brake,
+    /// One approval of several required.
+    Approval,
+    Approved,
+    Rejected,
+    Cancelled,
+    Kept,
+    Unkept,
+    Expired,
+    ApplyStarted,
+    Applied,
+    Replayed,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 12] = [
+        EventKind::ReportCreated,
+        EventKind::Brake,
+        EventKind::Approval,
+        EventKind::Approved,
+        EventKind::Rejected,
+        EventKind::Cancelled,
+        EventKind::Kept,
+        EventKind::Unkept,
+        EventKind::Expired,
+        EventKind::ApplyStarted,
+        EventKind::Applied,
+        EventKind::Replayed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::ReportCreated => "report_created",
+            EventKind::Brake => "brake",
+            EventKind::Approval => "approval",
+            EventKind::Approved => "approved",
+            EventKind::Rejected => "rejected",
+            EventKind::Cancelled => "cancelled",
+            EventKind::Kept => "kept",
+            EventKind::Unkept => "unkept",
+            EventKind::Expired => "expired",
+            EventKind::ApplyStarted => "apply_started",
+            EventKind::Applied => "applied",
+            EventKind::Replayed => "replayed",
+        }
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for EventKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EventKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown ledger event {s:?}"))
+    }
+}
+
 /// One report-level event.
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
     pub at: DateTime<Utc>,
     pub venue_id: i64,
     pub report_id: Option<i64>,
-    pub event: String,
+    pub event: EventKind,
     pub actor: String,
     pub detail: String,
 }
@@ -55,7 +124,7 @@ pub async fn events(db: &Db, venue_id: Option<i64>) -> Result<Vec<Event>> {
                 at: r.time(0)?,
                 venue_id: r.i64(1)?,
                 report_id: r.opt_i64(2)?,
-                event: r.text(3)?,
+                event: r.text(3)?.parse().map_err(anyhow::Error::msg)?,
                 actor: r.text(4)?,
                 detail: r.text(5)?,
             })

@@ -3,7 +3,7 @@
 //! [`run_venue_cycle`]; the clock is a parameter so that tests and `--at` set it.
 
 use crate::apply::{self, ApplySummary};
-use crate::audit::{self, Event};
+use crate::audit::{self, Event, EventKind};
 use crate::check;
 use crate::config::VenueConfig;
 use crate::policy::{self, ReportState};
@@ -246,7 +246,7 @@ async fn expire_and_remind(
                     at,
                     venue_id: venue.id,
                     report_id: Some(report.id),
-                    event: "expired".into(),
+                    event: EventKind::Expired,
                     actor: "retentiond".into(),
                     detail: "links expired without a decision".into(),
                 },
@@ -373,7 +373,7 @@ async fn select(
                 at,
                 venue_id: venue.id,
                 report_id: None,
-                event: "brake".into(),
+                event: EventKind::Brake,
                 actor: "retentiond".into(),
                 detail: format!("{candidates} of {customers} customers selected, more than max_share {}; no report made", venue.max_share),
             },
@@ -400,7 +400,7 @@ async fn select(
             at,
             venue_id: venue.id,
             report_id: Some(report_id),
-            event: "report_created".into(),
+            event: EventKind::ReportCreated,
             actor: "retentiond".into(),
             detail: format!("{candidates} customers, cutoff {}", cutoff.to_rfc3339()),
         },

@@ -3,7 +3,7 @@
 //! venue's current configuration, in crash-safe batches. A customer that no longer exists, or
 //! is already anonymised, is counted and skipped, so a second replay changes nothing.
 
-use crate::audit::{self, Event};
+use crate::audit::{self, Event, EventKind};
 use crate::db::{Ident, Query, Row, Tx};
 use crate::erase::{self, Eraser, LinkedKeys};
 use crate::journal;
@@ -126,7 +126,7 @@ pub async fn run(
                     at,
                     venue_id,
                     report_id: None,
-                    event: "replayed".into(),
+                    event: EventKind::Replayed,
                     actor: "operator".into(),
                     detail: format!("{deleted} deleted and {anonymised} anonymised again from the erasure journal after a restore"),
                 },

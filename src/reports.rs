@@ -1,7 +1,7 @@
 //! Reports: the frozen lists of candidates that approvers review. Creating, reading, deciding
 //! (operator approval, cancellation) and the guarded state transitions of SPEC 4.
 
-use crate::audit::{self, Event};
+use crate::audit::{self, Event, EventKind};
 use crate::config::{Config, SchemaConfig};
 use crate::db::{Backend, Db, Query, Row, Tx};
 use crate::policy::{Action, Outcome, ReportState};
@@ -367,9 +367,9 @@ async fn decide_by_operator(
     reason: Option<&str>,
     at: DateTime<Utc>,
 ) -> Result<Report> {
-    let (verb, decision) = match to {
-        ReportState::Approved => ("approved", "approve"),
-        _ => ("rejected", "reject"),
+    let (verb, decision, event) = match to {
+        ReportState::Approved => ("approved", "approve", EventKind::Approved),
+        _ => ("rejected", "reject", EventKind::Rejected),
     };
     if by.trim().is_empty() {
         bail!("--by must name who {verb}");
@@ -399,7 +399,7 @@ async fn decide_by_operator(
             at,
             venue_id: report.venue_id,
             report_id: Some(id),
-            event: verb.into(),
+            event,
             actor: format!("operator:{by}"),
             detail,
         },
@@ -432,7 +432,7 @@ pub async fn cancel(db: &Db, id: i64, reason: &str, at: DateTime<Utc>) -> Result
             at,
             venue_id: report.venue_id,
             report_id: Some(id),
-            event: "cancelled".into(),
+            event: EventKind::Cancelled,
             actor: "operator".into(),
             detail: reason_note(true).into(),
         },

@@ -4,7 +4,7 @@
 //! change of the kept list withdraws the approvals given for the list as it was.
 
 use crate::approval::{decidable, lock_report, DecisionError};
-use crate::audit::{self, Event};
+use crate::audit::{self, Event, EventKind};
 use crate::config::SchemaConfig;
 use crate::db::{Db, Query};
 use crate::reports::Report;
@@ -161,7 +161,11 @@ pub async fn set_kept(
                 at,
                 venue_id: report.venue_id,
                 report_id: Some(report_id),
-                event: if keep { "kept".into() } else { "unkept".into() },
+                event: if keep {
+                    EventKind::Kept
+                } else {
+                    EventKind::Unkept
+                },
                 actor: by.to_string(),
                 detail,
             },
