@@ -1,13 +1,14 @@
-//! One cycle of one venue (SPEC 1): apply what was approved, then select anew and freeze a
-//! report when the policy allows one. The scheduler and the `cycle` command both call
-//! [`run_venue_cycle`]; the clock is a parameter so that tests and `--at` set it.
+//! One cycle of one venue (SPEC 1): apply what was approved, then the report lifecycle (expiry,
+//! reminders; [`crate::lifecycle`]), then select anew and freeze a report when the policy allows
+//! one. The scheduler and the `cycle` command both call [`run_venue_cycle`]; the clock is a
+//! parameter so that tests and `--at` set it.
 
 use crate::apply::{self, ApplySummary};
-use crate::audit::{self, Event, EventKind};
 use crate::check;
 use crate::config::VenueConfig;
+use crate::lifecycle;
 use crate::policy::{self, ReportState};
-use crate::reports::{self, NewReport};
+use crate::reports;
 use crate::selection::{self, Scope};
 use crate::{mail, Service};
 use anyhow::{Context, Result};
@@ -191,92 +192,11 @@ async fn cycle_locked(
     }
 
     if !dry_run {
-        expire_and_remind(svc, venue, at, result).await?;
+        let (expired, reminded) = lifecycle::expire_and_remind(svc, venue, at).await?;
+        result.expired = expired;
+        result.reminded = reminded;
     }
     result.selection = Some(select(svc, venue, at, result.cutoff, dry_run).await?);
-    Ok(())
-}
-
-/// Pending reports whose links have expired become `expired` (approvers are told); those
-/// pending for longer than `approval.remind_after` get one reminder to approvers yet to approve.
-async fn expire_and_remind(
-    svc: &Service,
-    venue: &VenueConfig,
-    at: DateTime<Utc>,
-    result: &mut VenueCycle,
-) -> Result<()> {
-    // Before expiring: a link that expires in this cycle still answers 410 until the next one.
-    let (reasons, tokens) = reports::forget_expired_details(
-        &svc.db,
-        venue.id,
-        svc.config.approval.reasons_kept_for,
-        at,
-    )
-    .await?;
-    let keep_reasons = crate::review::forget_keep_reasons(
-        &svc.db,
-        svc.config.approval.reasons_kept_for.before(at),
-    )
-    .await?;
-    let reasons = reasons + keep_reasons;
-    if reasons + tokens > 0 {
-        info!(
-            venue.id = venue.id,
-            reasons.erased = reasons,
-            tokens.purged = tokens,
-            "old reasons erased and expired tokens purged"
-        );
-    }
-    for report in reports::in_states(&svc.db, venue.id, &[ReportState::Pending]).await? {
-        if report.expires_at <= at {
-            let mut tx = svc.db.begin().await?;
-            reports::transition(
-                &mut tx,
-                &report,
-                ReportState::Expired,
-                at,
-                Some("links expired without a decision"),
-            )
-            .await?;
-            mail::queue_to_approvers(&mut tx, venue, mail::Kind::Expired, report.id, at, |_| true)
-                .await?;
-            audit::record(
-                &mut tx,
-                &Event {
-                    at,
-                    venue_id: venue.id,
-                    report_id: Some(report.id),
-                    event: EventKind::Expired,
-                    actor: "retentiond".into(),
-                    detail: "links expired without a decision".into(),
-                },
-            )
-            .await?;
-            tx.commit().await?;
-            info!(venue.id = venue.id, report.id = report.id, "report expired");
-            result.expired.push(report.id);
-        } else if reports::reminded_at(&svc.db, report.id).await?.is_none()
-            && svc.config.approval.remind_after.after(report.created_at) <= at
-        {
-            let approved = crate::approval::approvers_so_far(&svc.db, report.id).await?;
-            let mut tx = svc.db.begin().await?;
-            if !reports::mark_reminded(&mut tx, report.id, at).await? {
-                continue;
-            }
-            // Only those whose approval does not count yet.
-            mail::queue_to_approvers(&mut tx, venue, mail::Kind::Reminder, report.id, at, |a| {
-                !approved.contains(&a.trim().to_lowercase())
-            })
-            .await?;
-            tx.commit().await?;
-            info!(
-                venue.id = venue.id,
-                report.id = report.id,
-                "approvers reminded"
-            );
-            result.reminded.push(report.id);
-        }
-    }
     Ok(())
 }
 
@@ -334,106 +254,5 @@ async fn select(
         });
     }
 
-    let mut tx = svc.db.begin().await?;
-    let report_id = reports::insert(
-        &mut tx,
-        &NewReport {
-            venue_id: venue.id,
-            action: venue.action,
-            policy: &format!(
-                "{} after {} inactive",
-                venue.action.as_str(),
-                venue.inactive_for
-            ),
-            cutoff,
-            approvals_required: svc.config.approval.required,
-            created_at: at,
-            expires_at: svc.config.approval.link_valid_for.after(at),
-        },
-    )
-    .await?;
-    let candidates = selection::freeze_into_report(&mut tx, &scope, report_id).await?;
-    if candidates == 0 {
-        drop(tx); // rolled back: no report without candidates
-        return Ok(Selection::NoCandidates);
-    }
-    if policy::brake_engaged(candidates, customers, venue.max_share) {
-        drop(tx);
-        error!(
-            venue.id = venue.id,
-            candidates,
-            customers,
-            max_share = venue.max_share,
-            "brake: the policy selects more than max_share of the venue's customers; no report made, check inactive_for"
-        );
-        let mut tx = svc.db.begin().await?;
-        audit::record(
-            &mut tx,
-            &Event {
-                at,
-                venue_id: venue.id,
-                report_id: None,
-                event: EventKind::Brake,
-                actor: "retentiond".into(),
-                detail: format!("{candidates} of {customers} customers selected, more than max_share {}; no report made", venue.max_share),
-            },
-        )
-        .await?;
-        let alert = format!(
-            "The policy of venue {} ({}, {}) selects {candidates} of its {customers} customers, more than max_share {}. \
-             No report was made. Check inactive_for in the configuration.",
-            venue.id, venue.name, venue.inactive_for, venue.max_share
-        );
-        mail::queue_ops_alert(svc, &mut tx, mail::Kind::BrakeAlert, venue.id, &alert, at).await?;
-        tx.commit().await?;
-        return Ok(Selection::Brake {
-            candidates,
-            customers,
-            max_share: venue.max_share,
-        });
-    }
-    reports::set_customer_count(&mut tx, report_id, candidates, customers).await?;
-    reports::record_activity_years(&mut tx, report_id).await?;
-    audit::record(
-        &mut tx,
-        &Event {
-            at,
-            venue_id: venue.id,
-            report_id: Some(report_id),
-            event: EventKind::ReportCreated,
-            actor: "retentiond".into(),
-            detail: format!("{candidates} customers, cutoff {}", cutoff.to_rfc3339()),
-        },
-    )
-    .await?;
-    mail::queue_to_approvers(
-        &mut tx,
-        venue,
-        mail::Kind::ApprovalRequest,
-        report_id,
-        at,
-        |_| true,
-    )
-    .await?;
-    tx.commit().await?;
-    reports::refresh_item_statistics(&svc.db, venue.id).await;
-    if candidates * 2 > customers {
-        warn!(
-            venue.id = venue.id,
-            report.id = report_id,
-            candidates,
-            customers,
-            "report selects over half of the venue's customers"
-        );
-    }
-    info!(
-        venue.id = venue.id,
-        report.id = report_id,
-        candidates,
-        "report created"
-    );
-    Ok(Selection::Created {
-        report_id,
-        customers: candidates,
-    })
+    lifecycle::create_report(svc, venue, &scope, customers, at).await
 }

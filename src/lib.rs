@@ -18,6 +18,7 @@ pub mod demo;
 pub mod erase;
 pub mod introspect;
 pub mod journal;
+pub mod lifecycle;
 pub mod logging;
 pub mod mail;
 pub mod metrics;

@@ -1,0 +1,214 @@
+//! The report lifecycle around a cycle's apply (SPEC 4): a report frozen from the candidates
+//! (or the brake instead), pending reports expired when their links run out, and the one
+//! reminder. `cycle.rs` reads as apply, then this lifecycle, then selection; whether a venue may
+//! get a new report at all is the pure [`crate::policy::may_create_report`].
+
+use crate::audit::{self, Event, EventKind};
+use crate::config::VenueConfig;
+use crate::cycle::Selection;
+use crate::policy::{self, ReportState};
+use crate::reports::{self, NewReport};
+use crate::selection::{self, Scope};
+use crate::{mail, Service};
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use tracing::{error, info, warn};
+
+/// Pending reports whose links have expired become `expired` (approvers are told); those
+/// pending for longer than `approval.remind_after` get one reminder to approvers yet to approve.
+/// Returns the reports expired and the reports reminded.
+pub async fn expire_and_remind(
+    svc: &Service,
+    venue: &VenueConfig,
+    at: DateTime<Utc>,
+) -> Result<(Vec<i64>, Vec<i64>)> {
+    let (mut expired, mut reminded) = (Vec::new(), Vec::new());
+    // Before expiring: a link that expires in this cycle still answers 410 until the next one.
+    let (reasons, tokens) = reports::forget_expired_details(
+        &svc.db,
+        venue.id,
+        svc.config.approval.reasons_kept_for,
+        at,
+    )
+    .await?;
+    let keep_reasons = crate::review::forget_keep_reasons(
+        &svc.db,
+        svc.config.approval.reasons_kept_for.before(at),
+    )
+    .await?;
+    let reasons = reasons + keep_reasons;
+    if reasons + tokens > 0 {
+        info!(
+            venue.id = venue.id,
+            reasons.erased = reasons,
+            tokens.purged = tokens,
+            "old reasons erased and expired tokens purged"
+        );
+    }
+    for report in reports::in_states(&svc.db, venue.id, &[ReportState::Pending]).await? {
+        if report.expires_at <= at {
+            let mut tx = svc.db.begin().await?;
+            reports::transition(
+                &mut tx,
+                &report,
+                ReportState::Expired,
+                at,
+                Some("links expired without a decision"),
+            )
+            .await?;
+            mail::queue_to_approvers(&mut tx, venue, mail::Kind::Expired, report.id, at, |_| true)
+                .await?;
+            audit::record(
+                &mut tx,
+                &Event {
+                    at,
+                    venue_id: venue.id,
+                    report_id: Some(report.id),
+                    event: EventKind::Expired,
+                    actor: "retentiond".into(),
+                    detail: "links expired without a decision".into(),
+                },
+            )
+            .await?;
+            tx.commit().await?;
+            info!(venue.id = venue.id, report.id = report.id, "report expired");
+            expired.push(report.id);
+        } else if reports::reminded_at(&svc.db, report.id).await?.is_none()
+            && svc.config.approval.remind_after.after(report.created_at) <= at
+        {
+            let approved = crate::approval::approvers_so_far(&svc.db, report.id).await?;
+            let mut tx = svc.db.begin().await?;
+            if !reports::mark_reminded(&mut tx, report.id, at).await? {
+                continue;
+            }
+            // Only those whose approval does not count yet.
+            mail::queue_to_approvers(&mut tx, venue, mail::Kind::Reminder, report.id, at, |a| {
+                !approved.contains(&a.trim().to_lowercase())
+            })
+            .await?;
+            tx.commit().await?;
+            info!(
+                venue.id = venue.id,
+                report.id = report.id,
+                "approvers reminded"
+            );
+            reminded.push(report.id);
+        }
+    }
+    Ok((expired, reminded))
+}
+
+/// Freezes the venue's candidates into a new pending report and asks its approvers, all in one
+/// transaction; no report without candidates, and the brake (an alert instead of a report) when
+/// the candidates are more than `max_share` of the venue's `customers`.
+pub async fn create_report(
+    svc: &Service,
+    venue: &VenueConfig,
+    scope: &Scope<'_>,
+    customers: u64,
+    at: DateTime<Utc>,
+) -> Result<Selection> {
+    let cutoff = scope.cutoff;
+    let mut tx = svc.db.begin().await?;
+    let report_id = reports::insert(
+        &mut tx,
+        &NewReport {
+            venue_id: venue.id,
+            action: venue.action,
+            policy: &format!(
+                "{} after {} inactive",
+                venue.action.as_str(),
+                venue.inactive_for
+            ),
+            cutoff,
+            approvals_required: svc.config.approval.required,
+            created_at: at,
+            expires_at: svc.config.approval.link_valid_for.after(at),
+        },
+    )
+    .await?;
+    let candidates = selection::freeze_into_report(&mut tx, scope, report_id).await?;
+    if candidates == 0 {
+        drop(tx); // rolled back: no report without candidates
+        return Ok(Selection::NoCandidates);
+    }
+    if policy::brake_engaged(candidates, customers, venue.max_share) {
+        drop(tx);
+        error!(
+            venue.id = venue.id,
+            candidates,
+            customers,
+            max_share = venue.max_share,
+            "brake: the policy selects more than max_share of the venue's customers; no report made, check inactive_for"
+        );
+        let mut tx = svc.db.begin().await?;
+        audit::record(
+            &mut tx,
+            &Event {
+                at,
+                venue_id: venue.id,
+                report_id: None,
+                event: EventKind::Brake,
+                actor: "retentiond".into(),
+                detail: format!("{candidates} of {customers} customers selected, more than max_share {}; no report made", venue.max_share),
+            },
+        )
+        .await?;
+        let alert = format!(
+            "The policy of venue {} ({}, {}) selects {candidates} of its {customers} customers, more than max_share {}. \
+             No report was made. Check inactive_for in the configuration.",
+            venue.id, venue.name, venue.inactive_for, venue.max_share
+        );
+        mail::queue_ops_alert(svc, &mut tx, mail::Kind::BrakeAlert, venue.id, &alert, at).await?;
+        tx.commit().await?;
+        return Ok(Selection::Brake {
+            candidates,
+            customers,
+            max_share: venue.max_share,
+        });
+    }
+    reports::set_customer_count(&mut tx, report_id, candidates, customers).await?;
+    reports::record_activity_years(&mut tx, report_id).await?;
+    audit::record(
+        &mut tx,
+        &Event {
+            at,
+            venue_id: venue.id,
+            report_id: Some(report_id),
+            event: EventKind::ReportCreated,
+            actor: "retentiond".into(),
+            detail: format!("{candidates} customers, cutoff {}", cutoff.to_rfc3339()),
+        },
+    )
+    .await?;
+    mail::queue_to_approvers(
+        &mut tx,
+        venue,
+        mail::Kind::ApprovalRequest,
+        report_id,
+        at,
+        |_| true,
+    )
+    .await?;
+    tx.commit().await?;
+    reports::refresh_item_statistics(&svc.db, venue.id).await;
+    if candidates * 2 > customers {
+        warn!(
+            venue.id = venue.id,
+            report.id = report_id,
+            candidates,
+            customers,
+            "report selects over half of the venue's customers"
+        );
+    }
+    info!(
+        venue.id = venue.id,
+        report.id = report_id,
+        candidates,
+        "report created"
+    );
+    Ok(Selection::Created {
+        report_id,
+        customers: candidates,
+    })
+}
