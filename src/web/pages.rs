@@ -252,8 +252,10 @@ pub async fn report(
             .await?
             .len(),
     };
-    let withdrawn =
-        decidable && crate::approval::approval_withdrawn(&svc.db, report, approver).await?;
+    // Only a change of the kept list withdraws approvals: no query while nothing was kept.
+    let withdrawn = decidable
+        && report.kept_version > 0
+        && crate::approval::approval_withdrawn(&svc.db, report, approver).await?;
     let page = ReportPage {
         base: &svc.config.http.base_path,
         report,
