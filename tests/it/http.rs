@@ -6,15 +6,8 @@ use crate::common::{delete_venue, TestDb};
 use std::net::IpAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::common::{free_port, wait_healthy};
 
 struct Daemon(Child);
 
@@ -35,15 +28,7 @@ async fn run(config: &Path, port: u16) -> Daemon {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < deadline, "run never came up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_healthy(port).await;
     Daemon(child)
 }
 

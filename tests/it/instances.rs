@@ -30,13 +30,7 @@ fn spawn_daemon(config: &Path, smtp_url: &str, app_name: &str, database_url: &st
         .unwrap()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::common::{free_port, wait_healthy};
 
 fn http_section(port: u16) -> String {
     format!("\n[http]\nbind = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n[apply]\nbatch_size = 10\n")
@@ -153,34 +147,10 @@ async fn two_postgres_instances_apply_once_and_take_over_from_a_killed_one() {
     eprintln!("killed {holder} with {at_kill} of {N} customers processed");
     assert!(at_kill < N);
     assert_eq!(processed().await, N);
-    assert_eq!(db.count(&format!("SELECT COUNT(*) FROM retention_report_items WHERE report_id = {report_id} AND outcome = 'deleted'")).await, N);
-    assert_eq!(
-        db.count("SELECT COUNT(*) FROM customers WHERE first_name = 'Bulk'")
-            .await,
-        0
-    );
-    assert_eq!(db.count(&format!("SELECT COUNT(*) FROM retention_audit WHERE report_id = {report_id} AND event = 'applied'")).await, 1);
-    let confirmations = smtp
-        .mails()
-        .iter()
-        .filter(|m| m.subject().starts_with("Done:"))
-        .count();
-    assert_eq!(confirmations, 1, "exactly one confirmation");
+    assert_applied_exactly_once(&db, &smtp, report_id, N).await;
 }
 
 use crate::common::retentiond;
-
-async fn wait_healthy(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < deadline, "the daemon never came up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_operator_commands_work_while_run_serves_and_a_second_daemon_is_refused() {
@@ -343,7 +313,13 @@ async fn sqlite_operator_cycles_and_an_every_second_daemon_apply_a_report_exactl
         operator_skipped >= 1,
         "the operator's cycles met the daemon's venue lock"
     );
-    assert_eq!(db.count(&format!("SELECT COUNT(*) FROM retention_report_items WHERE report_id = {report_id} AND outcome = 'deleted'")).await, N);
+    assert_applied_exactly_once(&db, &smtp, report_id, N).await;
+}
+
+/// Every one of the report's `n` bulk customers deleted once, one `applied` entry, and one
+/// confirmation mail.
+async fn assert_applied_exactly_once(db: &TestDb, smtp: &SmtpSink, report_id: i64, n: i64) {
+    assert_eq!(db.count(&format!("SELECT COUNT(*) FROM retention_report_items WHERE report_id = {report_id} AND outcome = 'deleted'")).await, n);
     assert_eq!(
         db.count("SELECT COUNT(*) FROM customers WHERE first_name = 'Bulk'")
             .await,
