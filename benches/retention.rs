@@ -141,6 +141,7 @@ async fn open(backend: Backend) -> Bench {
         eprintln!("keeping {}", dir.path().display());
     }
     match backend {
+        Backend::Mysql => panic!("the benchmark does not run on MySQL yet"),
         Backend::Sqlite => {
             let url = format!("sqlite://{}", dir.path().join("bench.db").display());
             Bench {
@@ -226,6 +227,7 @@ async fn generate(bench: &Bench, n: u64) {
             ),
             "INSERT INTO customer_notes (customer_id, body) SELECT id, 'prefers aisle seats' FROM customers WHERE id % 10 = 3".to_string(),
         ),
+        Backend::Mysql => unreachable!("open() refuses MySQL"),
     };
     // A billing and a shipping address per order, copied from the customer, as shops keep them.
     let addresses = "INSERT INTO order_addresses (order_id, address_type, first_name, last_name, address_1, city, postcode, email, phone) \
@@ -514,7 +516,7 @@ async fn run_backend(backend: Backend, options: &Options) -> Value {
     let cutoff = policy::cutoff(at(), v1.timezone, v1.inactive_for);
 
     // Selection: retentiond's candidate query against the bare NOT EXISTS query.
-    let scope = Scope::new(&svc.config, &v1, at());
+    let scope = Scope::new(&svc.config, svc.db.backend(), &v1, at());
     let mut bare =
         Query::new("SELECT COUNT(*) FROM customers c WHERE c.venue_id = 1 AND c.created_at < ");
     bare.bind(cutoff).push(" AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = c.id AND o.placed_at >= ").bind(cutoff).push(")");
@@ -711,6 +713,7 @@ async fn run_backend(backend: Backend, options: &Options) -> Value {
     let unknown = match backend {
         Backend::Sqlite => "INSERT INTO customers (id, venue_id, created_at) VALUES (99999999, 3, '2026-01-01 00:00:00')",
         Backend::Postgres => "INSERT INTO customers (id, venue_id, created_at) VALUES (99999999, 3, now())",
+        Backend::Mysql => unreachable!("open() refuses MySQL"),
     };
     let ids = "(SELECT id FROM bench_delete_ids)";
     let baseline_s = timed_committed(

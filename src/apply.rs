@@ -109,7 +109,7 @@ pub async fn apply_report(
         );
     }
 
-    let scope = Scope::new(&svc.config, venue, at);
+    let scope = Scope::new(&svc.config, svc.db.backend(), venue, at);
     let keys = LinkedKeys::load(&svc.db, &svc.config.schema).await?;
     let mut left = Query::new(
         "SELECT COUNT(*) FROM retention_report_items WHERE outcome IS NULL AND report_id = ",
@@ -268,11 +268,7 @@ pub(crate) async fn scrub_files(svc: &Service, report_id: i64) {
 /// together), which the next cycle then applies again. The report's completion (and its
 /// confirmation email) commits synchronously, which flushes every batch before it.
 async fn relax_commit_flush(tx: &mut Tx) -> Result<()> {
-    if tx.backend() == crate::db::Backend::Postgres {
-        tx.execute(&Query::new("SET LOCAL synchronous_commit = off"))
-            .await?;
-    }
-    Ok(())
+    tx.relax_commit_flush().await
 }
 
 /// The next unprocessed customers above `after_id` (keyset: each batch starts where the last
@@ -438,7 +434,7 @@ async fn classify_skipped(
 ) -> Result<Vec<(i64, Outcome)>> {
     let s = scope.schema;
     let hold = s.legal_hold.as_ref().map_or("0".to_string(), |h| {
-        format!("COALESCE(CAST({} AS INTEGER), 0)", h.q())
+        format!("COALESCE({}, 0)", tx.backend().cast_int(&h.q()))
     });
     let mut q = Query::new(&format!(
         "SELECT {id}, {venue}, {hold} FROM {customers} WHERE {id}",
@@ -473,7 +469,7 @@ pub async fn preview(
     report: &Report,
     at: DateTime<Utc>,
 ) -> Result<(u64, u64)> {
-    let scope = Scope::new(&svc.config, venue, at);
+    let scope = Scope::new(&svc.config, svc.db.backend(), venue, at);
     let mut tx = svc.db.begin().await?;
     let mut q = Query::new("SELECT customer_id FROM retention_report_items WHERE report_id = ");
     q.bind(report.id).push(" AND outcome IS NULL");

@@ -2,7 +2,7 @@
 //! stored only as a SHA-256 hash, checked in constant time, and the decisions taken through them.
 
 use crate::audit::{self, Event, EventKind};
-use crate::db::{Backend, Db, Query, Tx};
+use crate::db::{Db, Query, Tx};
 use crate::policy::ReportState;
 use crate::reports::{self, Report};
 use anyhow::{Context, Result};
@@ -134,11 +134,9 @@ pub enum Decided {
 /// Locks the report for a decision: a row lock on PostgreSQL (SQLite's write transaction
 /// already serialises), and returns its current state.
 pub(crate) async fn lock_report(tx: &mut Tx, id: i64) -> Result<Report> {
-    if tx.backend() == Backend::Postgres {
-        let mut q = Query::new("SELECT id FROM retention_reports WHERE id = ");
-        q.bind(id).push(" FOR UPDATE");
-        tx.execute(&q).await?;
-    }
+    let mut q = Query::new("SELECT id FROM retention_reports WHERE id = ");
+    q.bind(id);
+    tx.lock_for_update(&q).await?;
     reports::get_in(tx, id).await?.context("report vanished")
 }
 

@@ -69,6 +69,27 @@ pub struct UnclassifiedColumns {
     pub columns: String,
 }
 
+/// The customer tables retentiond writes to: customers, orders and every linked table.
+fn customer_tables(config: &Config) -> Vec<&Ident> {
+    let s = &config.schema;
+    let mut tables = vec![&s.customers, &s.orders];
+    for r in &s.references {
+        if !tables.contains(&&r.table) {
+            tables.push(&r.table);
+        }
+    }
+    tables
+}
+
+/// Fails before any customer is touched when the database cannot be written safely (on MySQL:
+/// a table without transactions, a missing privilege), naming what is wrong.
+pub async fn ensure_fit(db: &Db, config: &Config) -> Result<()> {
+    if let Some(problem) = db.unfit(&customer_tables(config)).await?.into_iter().next() {
+        anyhow::bail!("{problem}; no customer was touched");
+    }
+    Ok(())
+}
+
 /// Fails with [`UnclassifiedColumns`] when a table whose rows keep personal data after this
 /// venue's action has a column nobody classified (a column added by someone else must not
 /// silently keep personal data): the customers table for anonymise, and for both actions every
@@ -119,7 +140,6 @@ pub async fn ensure_all_classified(db: &Db, config: &Config, venue: &VenueConfig
 
 pub async fn run(db: &Db, config: &Config) -> Result<CheckReport> {
     let mut report = CheckReport::default();
-    let backend = db.backend();
     let s = &config.schema;
 
     let version = migrate::current_version(db).await?;
@@ -129,6 +149,9 @@ pub async fn run(db: &Db, config: &Config) -> Result<CheckReport> {
             migrate::latest_version()
         ));
     }
+    report
+        .problems
+        .extend(db.unfit(&customer_tables(config)).await?);
 
     let mut tables: HashMap<String, Option<Vec<ColumnInfo>>> = HashMap::new();
     let mut wanted: Vec<(&str, &Ident, &Ident)> = vec![
@@ -198,7 +221,7 @@ pub async fn run(db: &Db, config: &Config) -> Result<CheckReport> {
     );
     for (key, table, col) in temporal {
         if let Some(info) = column(table, col) {
-            if !info.is_temporal(backend) {
+            if !info.is_temporal() {
                 report.problems.push(format!(
                     "{key}: column {table}.{col} has type {}, expected a date or timestamp",
                     info.data_type
@@ -208,7 +231,7 @@ pub async fn run(db: &Db, config: &Config) -> Result<CheckReport> {
     }
     if let Some(hold) = &s.legal_hold {
         if let Some(info) = column(&s.customers, hold) {
-            if !info.is_flag(backend) {
+            if !info.is_flag() {
                 report.problems.push(format!(
                     "schema.legal_hold: column {}.{hold} has type {}, expected a boolean",
                     s.customers, info.data_type
@@ -303,7 +326,6 @@ async fn check_linked_tables(
     tables: &HashMap<String, Option<Vec<ColumnInfo>>>,
     report: &mut CheckReport,
 ) -> Result<()> {
-    let backend = db.backend();
     let s = &config.schema;
     let mut actions: Vec<Action> = config.venues.iter().map(|v| v.action).collect();
     actions.sort_by_key(|a| a.as_str());
@@ -348,7 +370,7 @@ async fn check_linked_tables(
                     .push(format!("{key}: column {}.{column} does not exist", r.table));
                 continue;
             };
-            if let Some(problem) = strategy_problem(backend, &r.table, column, strategy, info) {
+            if let Some(problem) = strategy_problem(&r.table, column, strategy, info) {
                 report.problems.push(format!("{key}: {problem}"));
             }
         }
@@ -437,7 +459,6 @@ async fn check_unknown_customer_can_be_created(
 
 /// Why `strategy` cannot be applied to a column, if it cannot.
 fn strategy_problem(
-    backend: crate::db::Backend,
     table: &Ident,
     column: &Ident,
     strategy: &Strategy,
@@ -447,11 +468,11 @@ fn strategy_problem(
         Strategy::Null if info.not_null => Some(format!(
             "column {table}.{column} is NOT NULL, so \"null\" would fail"
         )),
-        Strategy::Year if !info.is_temporal(backend) => Some(format!(
+        Strategy::Year if !info.is_temporal() => Some(format!(
             "\"year\" needs a date column, {table}.{column} has type {}",
             info.data_type
         )),
-        Strategy::Hash | Strategy::Prefix(_) | Strategy::Redact(_) if !info.is_textual(backend) => {
+        Strategy::Hash | Strategy::Prefix(_) | Strategy::Redact(_) if !info.is_textual() => {
             Some(format!(
                 "\"{strategy}\" needs a text column, {table}.{column} has type {}",
                 info.data_type
@@ -469,7 +490,6 @@ async fn check_venue(
     columns: &[ColumnInfo],
     report: &mut CheckReport,
 ) -> Result<()> {
-    let backend = db.backend();
     let s = &config.schema;
     if venue.action == Action::Anonymise {
         let unclassified = unclassified_columns(config, venue, columns);
@@ -489,7 +509,7 @@ async fn check_venue(
                 ));
                 continue;
             };
-            if let Some(problem) = strategy_problem(backend, &s.customers, column, strategy, info) {
+            if let Some(problem) = strategy_problem(&s.customers, column, strategy, info) {
                 report.problems.push(format!("{key}: {problem}"));
             }
         }

@@ -580,11 +580,13 @@ fn validate(file: String, raw: RawConfig) -> Result<Config, ConfigError> {
     let url = raw.database.url.trim();
     if !(url.starts_with("sqlite:")
         || url.starts_with("postgres://")
-        || url.starts_with("postgresql://"))
+        || url.starts_with("postgresql://")
+        || url.starts_with("mysql://")
+        || url.starts_with("mariadb://"))
     {
         return Err(err(
             "database.url",
-            "expected a URL starting with sqlite:// or postgres://".into(),
+            "expected a URL starting with sqlite://, postgres:// or mysql://".into(),
         ));
     }
 

@@ -156,6 +156,7 @@ async fn cycle_locked(
     dry_run: bool,
     result: &mut VenueCycle,
 ) -> Result<()> {
+    check::ensure_fit(&svc.db, &svc.config).await?;
     check::ensure_all_classified(&svc.db, &svc.config, venue).await?;
 
     for report in reports::in_states(
@@ -238,7 +239,7 @@ async fn select(
             })
         }
     }
-    let scope = Scope::new(&svc.config, venue, at);
+    let scope = Scope::new(&svc.config, svc.db.backend(), venue, at);
     debug_assert_eq!(scope.cutoff, cutoff);
     let customers = selection::count_customers(&svc.db, &svc.config.schema, venue.id).await?;
     if dry_run {

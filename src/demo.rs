@@ -237,7 +237,7 @@ pub async fn run(dir: &Path) -> Result<()> {
     let config = config::load(&config_path)?;
     crate::logging::init(config.log_format);
     let db = Db::connect(&format!("sqlite://{}/retention.db", dir.display())).await?;
-    db.execute_script(crate::reference::sql(crate::db::Backend::Sqlite))
+    db.execute_script(crate::reference::sql(db.backend()))
         .await?;
     let now = Utc::now().trunc_subsecs(0);
     seed(&db, 3000, now).await?;

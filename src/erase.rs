@@ -57,7 +57,7 @@ pub async fn single_integer_key(db: &Db, table: &Ident) -> Result<Option<Ident>>
     let columns = introspect::columns(db, table).await?.unwrap_or_default();
     let pk: Vec<_> = columns.iter().filter(|c| c.primary_key).collect();
     match pk.as_slice() {
-        [one] if one.is_integer(db.backend()) => Ok(Some(Ident::new(&one.name)?)),
+        [one] if one.is_integer() => Ok(Some(Ident::new(&one.name)?)),
         _ => Ok(None),
     }
 }
@@ -168,7 +168,8 @@ impl Eraser<'_> {
         reassign: Option<i64>,
     ) -> Result<u64> {
         let backend = tx.backend();
-        let mut q = Query::new(&format!("UPDATE {} SET ", r.table.q()));
+        // The values of the assignments are bound first; the statement's text comes after.
+        let mut q = Query::default();
         let mut sets: Vec<String> = Vec::new();
         if let Some(unknown) = reassign {
             let p = q.param(unknown);
@@ -187,7 +188,7 @@ impl Eraser<'_> {
             if sets.is_empty() {
                 return Ok(0);
             }
-            q.push(&sets.join(", ")).push(" WHERE ");
+            q.push(&format!("UPDATE {} SET {} WHERE ", r.table.q(), sets.join(", ")));
             push_rows_of_batch(&mut q, backend, self.schema, r, ids);
             return tx
                 .execute(&q)
@@ -225,9 +226,13 @@ impl Eraser<'_> {
         for (i, column) in hashed.iter().enumerate() {
             sets.push(format!("{} = v.v{i}", column.q()));
         }
-        q.push(&sets.join(", ")).push(" FROM ");
-        backend.push_values_source(&mut q, row_ids, columns);
-        q.push(&format!(" WHERE {}.{} = v.id", r.table.q(), pk.q()));
+        backend.push_update_from(
+            &mut q,
+            &r.table.q(),
+            &sets.join(", "),
+            |q| backend.push_values_source(q, row_ids, columns),
+            &format!("{}.{} = v.id", r.table.q(), pk.q()),
+        );
         tx.execute(&q)
             .await
             .with_context(|| format!("updating {}", r.table))
@@ -323,7 +328,8 @@ impl Eraser<'_> {
         let backend = tx.backend();
         self.linked_tables(tx, Action::Anonymise, ids, None).await?;
         let table = &s.customers;
-        let mut q = Query::new(&format!("UPDATE {} SET ", table.q()));
+        // The values of the assignments are bound first; the statement's text comes after.
+        let mut q = Query::default();
         let mut sets = Vec::new();
         for (column, strategy) in &self.venue.anonymise {
             sets.extend(strategy_set(&mut q, backend, table, column, strategy));
@@ -341,16 +347,20 @@ impl Eraser<'_> {
             for (i, column) in hashed.iter().enumerate() {
                 sets.push(format!("{} = v.v{i}", column.q()));
             }
-            q.push(&sets.join(", ")).push(" FROM ");
-            backend.push_values_source(&mut q, row_ids, columns);
+            backend.push_update_from(
+                &mut q,
+                &table.q(),
+                &sets.join(", "),
+                |q| backend.push_values_source(q, row_ids, columns),
+                &format!("{}.{} = v.id", table.q(), s.customer_id.q()),
+            );
+        } else if !sets.is_empty() {
             q.push(&format!(
-                " WHERE {}.{} = v.id",
+                "UPDATE {} SET {} WHERE {}",
                 table.q(),
+                sets.join(", "),
                 s.customer_id.q()
             ));
-        } else if !sets.is_empty() {
-            q.push(&sets.join(", "))
-                .push(&format!(" WHERE {}", s.customer_id.q()));
             backend.push_in_ids(&mut q, ids);
         }
         if !sets.is_empty() {
@@ -414,17 +424,15 @@ impl Eraser<'_> {
             values.push(q.param(*label));
         }
         q.push(&format!(
-            "INSERT INTO {} ({}) VALUES ({}) RETURNING {}",
+            "INSERT INTO {} ({}) VALUES ({})",
             s.customers.q(),
             columns.join(", "),
             values.join(", "),
-            s.customer_id.q()
         ));
         let id = tx
-            .fetch_one(&q)
+            .insert_returning_id(&q, &s.customer_id.q())
             .await
-            .with_context(|| format!("cannot create the Unknown Customer record of venue {}; set unknown_customer_id", venue.id))?
-            .i64(0)?;
+            .with_context(|| format!("cannot create the Unknown Customer record of venue {}; set unknown_customer_id", venue.id))?;
         let mut q = Query::new(
             "INSERT INTO retention_unknown_customers (venue_id, customer_id, created_at) VALUES (",
         );

@@ -1,14 +1,15 @@
 //! The reference customer schema (SPEC 8) in one place: its SQL for each backend and the
 //! `[schema]` configuration that maps it, shared by the demo, the tests and the benchmark.
 
-use crate::db::Backend;
+use crate::db::{Backend, Spelled};
 
 /// `CREATE TABLE` statements of the reference schema for `backend`.
 pub fn sql(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Sqlite => include_str!("../config/reference-schema/sqlite.sql"),
-        Backend::Postgres => include_str!("../config/reference-schema/postgres.sql"),
-    }
+    backend.pick(&Spelled {
+        sqlite: include_str!("../config/reference-schema/sqlite.sql"),
+        postgres: include_str!("../config/reference-schema/postgres.sql"),
+        mysql: include_str!("../config/reference-schema/mysql.sql"),
+    })
 }
 
 /// The `[schema]` table (with its references) that maps the reference schema; the other

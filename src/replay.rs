@@ -79,6 +79,7 @@ pub async fn run(
                 venue.action.as_str()
             );
         }
+        crate::check::ensure_fit(&svc.db, &svc.config).await?;
         crate::check::ensure_all_classified(&svc.db, &svc.config, venue).await?;
     }
     let keys = LinkedKeys::load(&svc.db, &svc.config.schema).await?;
@@ -242,7 +243,8 @@ async fn record_replayed(
         .bind(at)
         .push(" FROM ");
     backend.push_ids_source(&mut q, ids);
-    q.push(" WHERE true ON CONFLICT (report_id, customer_id) DO UPDATE SET replayed_at = excluded.replayed_at");
+    q.push(" WHERE true");
+    q.push(&backend.upsert(&["report_id", "customer_id"], "replayed_at"));
     tx.execute(&q).await?;
     Ok(())
 }

@@ -111,8 +111,8 @@ pub async fn insert(tx: &mut Tx, new: &NewReport<'_>) -> Result<i64> {
         .bind(new.created_at)
         .push(", ")
         .bind(new.expires_at)
-        .push(") RETURNING id");
-    tx.fetch_one(&q).await?.i64(0)
+        .push(")");
+    tx.insert_returning_id(&q, "id").await
 }
 
 /// Freezes the report's customers by year of last order (for the page's chart), once, so no
@@ -177,14 +177,14 @@ pub async fn decisions(db: &Db, report_id: i64) -> Result<Vec<Decision>> {
 }
 
 /// A customer's name as one SQL expression over the customers table aliased `alias`.
-pub fn name_expression(schema: &SchemaConfig, alias: &str) -> String {
+pub fn name_expression(backend: Backend, schema: &SchemaConfig, alias: &str) -> String {
     if schema.display_name.is_empty() {
         return "''".to_string();
     }
     schema
         .display_name
         .iter()
-        .map(|c| format!("COALESCE(CAST({alias}.{} AS TEXT), '')", c.q()))
+        .map(|c| format!("COALESCE({}, '')", backend.cast_text(&format!("{alias}.{}", c.q()))))
         .collect::<Vec<_>>()
         .join(" || ' ' || ")
 }
@@ -531,13 +531,7 @@ pub struct ReportCustomer {
 /// whole report for each apply batch (90 ms at 300,000 items instead of under 1 ms). A failure
 /// only costs speed, so it is logged and not raised.
 pub async fn refresh_item_statistics(db: &Db, venue_id: i64) {
-    if db.backend() != Backend::Postgres {
-        return;
-    }
-    if let Err(e) = db
-        .execute(&Query::new("ANALYZE retention_report_items"))
-        .await
-    {
+    if let Err(e) = db.refresh_statistics("retention_report_items").await {
         tracing::warn!(venue.id = venue_id, error = %e, "cannot refresh the statistics of retention_report_items");
     }
 }
@@ -595,13 +589,13 @@ pub async fn customers_page(
                 .replace('_', "\\_")
         );
         let email = schema.display_email.as_ref().map_or("''".to_string(), |c| {
-            format!("COALESCE(CAST(c.{} AS TEXT), '')", c.q())
+            format!("COALESCE({}, '')", db.backend().cast_text(&format!("c.{}", c.q())))
         });
         q.push(" AND (i.customer_id = ")
             .bind(text.parse::<i64>().unwrap_or(i64::MIN))
             .push(&format!(
                 " OR lower({}) LIKE ",
-                name_expression(schema, "c")
+                name_expression(db.backend(), schema, "c")
             ))
             .bind(pattern.clone())
             .push(" ESCAPE '\\'")

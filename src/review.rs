@@ -197,7 +197,7 @@ pub async fn kept_list(
     report: &Report,
     limit: u32,
 ) -> Result<Vec<KeptCustomer>> {
-    let name = crate::reports::name_expression(schema, "c");
+    let name = crate::reports::name_expression(db.backend(), schema, "c");
     let mut q = Query::new(&format!(
         "SELECT i.customer_id, {name}, i.kept_by, i.kept_at, i.kept_reason FROM retention_report_items i \
          LEFT JOIN {} c ON c.{} = i.customer_id WHERE i.report_id = ",

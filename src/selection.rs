@@ -12,6 +12,8 @@ use std::collections::HashSet;
 /// The policy of one venue as of one cycle.
 #[derive(Debug, Clone, Copy)]
 pub struct Scope<'a> {
+    /// The backend the predicate is written for.
+    pub backend: Backend,
     pub schema: &'a SchemaConfig,
     pub venue: &'a VenueConfig,
     pub cutoff: DateTime<Utc>,
@@ -24,10 +26,12 @@ impl<'a> Scope<'a> {
     /// The policy of `venue` as of the cycle at `at`.
     pub fn new(
         config: &'a crate::config::Config,
+        backend: Backend,
         venue: &'a VenueConfig,
         at: DateTime<Utc>,
     ) -> Scope<'a> {
         Scope {
+            backend,
             schema: &config.schema,
             venue,
             cutoff: crate::policy::cutoff(at, venue.timezone, venue.inactive_for),
@@ -67,10 +71,10 @@ impl Scope<'_> {
                 .push(")");
         }
         if let Some(hold) = &s.legal_hold {
-            // CAST makes one spelling work for BOOLEAN and 0/1 INTEGER columns on both backends.
+            // The cast makes one spelling work for BOOLEAN and 0/1 INTEGER columns.
             q.push(&format!(
-                " AND COALESCE(CAST(c.{} AS INTEGER), 0) = 0",
-                hold.q()
+                " AND COALESCE({}, 0) = 0",
+                self.backend.cast_int(&format!("c.{}", hold.q()))
             ));
         }
         if let Some(unknown) = self.venue.unknown_customer_id {
@@ -171,7 +175,7 @@ pub async fn recheck(
     ids: &[i64],
     carry: &[&Ident],
 ) -> Result<Vec<Row>> {
-    let backend: Backend = tx.backend();
+    let backend = tx.backend();
     let id = scope.schema.customer_id.q();
     let mut columns = vec![format!("c.{id}")];
     columns.extend(carry.iter().map(|c| format!("c.{}", c.q())));

@@ -16,7 +16,6 @@ const SAMPLE: i64 = 50;
 /// The proposed strategy of one column and the reason, in words.
 pub fn propose(
     column: &ColumnInfo,
-    backend: crate::db::Backend,
     sample: &[String],
 ) -> (String, &'static str) {
     let name = column.name.to_lowercase();
@@ -33,16 +32,14 @@ pub fn propose(
         let digits = v.chars().filter(char::is_ascii_digit).count();
         (7..=15).contains(&digits) && v.chars().all(|c| c.is_ascii_digit() || " +-()".contains(c))
     });
-    let textual = column.is_textual(backend);
-    // SQLite keeps times as text: its declared type or its values say whether it is one.
-    let temporal = match backend {
-        crate::db::Backend::Postgres => column.is_temporal(backend),
-        crate::db::Backend::Sqlite => {
-            column.data_type.contains("date")
-                || column.data_type.contains("time")
-                || (!sample.is_empty()
-                    && sample.iter().all(|v| crate::db::parse_time_text(v).is_ok()))
-        }
+    let textual = column.is_textual();
+    // Where times are kept as text (SQLite), its declared type or its values say whether it is one.
+    let temporal = if column.kind.time_as_text {
+        column.data_type.contains("date")
+            || column.data_type.contains("time")
+            || (!sample.is_empty() && sample.iter().all(|v| crate::db::parse_time_text(v).is_ok()))
+    } else {
+        column.is_temporal()
     };
     // A NOT NULL column cannot be emptied: its text is redacted instead.
     let remove = || if column.not_null { "redact" } else { "null" }.to_string();
@@ -77,7 +74,8 @@ pub fn propose(
 async fn sample(db: &Db, table: &Ident, column: &str) -> Result<Vec<String>> {
     let column = Ident::new(column)?;
     let mut q = Query::new(&format!(
-        "SELECT CAST({c} AS TEXT) FROM {t} WHERE {c} IS NOT NULL LIMIT ",
+        "SELECT {text} FROM {t} WHERE {c} IS NOT NULL LIMIT ",
+        text = db.backend().cast_text(&column.q()),
         c = column.q(),
         t = table.q()
     ));
@@ -102,7 +100,7 @@ async fn lines(
             continue;
         };
         let values = sample(db, table, name).await?;
-        let (strategy, why) = propose(info, db.backend(), &values);
+        let (strategy, why) = propose(info, &values);
         out.push(format!("{name} = \"{strategy}\"   # {why}"));
     }
     Ok(out)

@@ -1,8 +1,11 @@
-//! The one interface to the database: a pool for SQLite or PostgreSQL, queries whose values are
-//! always bound as parameters, and rows decoded into plain [`Value`]s. Everything that differs
-//! between the two backends lives in `sqlite.rs` and `postgres.rs`; the modules above write SQL once.
+//! The one interface to the database: a pool for SQLite, PostgreSQL or MySQL/MariaDB, queries
+//! whose values are always bound as parameters, and rows decoded into plain [`Value`]s.
+//! Everything that differs between the backends lives here: each dialect is one file
+//! (`sqlite.rs`, `postgres.rs`, `mysql.rs`, read side by side), dispatched from this one; the
+//! modules above write their SQL once and never ask which backend they are on.
 
 mod ident;
+mod mysql;
 mod postgres;
 mod sqlite;
 
@@ -11,110 +14,215 @@ pub use sqlite::{daemon_lock_path, try_lock_file};
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-use sqlx::{PgPool, SqlitePool};
+use sqlx::{MySqlPool, PgPool, SqlitePool};
 
-/// Which database engine a [`Db`] talks to.
+/// Which database engine a [`Db`] talks to. Its methods are the SQL fragments that differ
+/// between engines; each engine's spelling of them is in its own file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
     Postgres,
+    Mysql,
+}
+
+/// One piece of SQL (a migration, a schema) spelled for each backend.
+#[derive(Debug, Clone, Copy)]
+pub struct Spelled {
+    pub sqlite: &'static str,
+    pub postgres: &'static str,
+    pub mysql: &'static str,
 }
 
 impl Backend {
-    /// Appends ` <op> <ids>` so that `expr` is tested for membership in `ids`, bound as one
-    /// parameter (a PostgreSQL array, a SQLite JSON array) whatever the number of ids.
-    pub fn push_in_ids(self, q: &mut Query, ids: &[i64]) {
-        let p = q.param(Value::IntList(ids.to_vec()));
+    /// The engine's name as an operator knows it.
+    pub fn name(self) -> &'static str {
         match self {
-            Backend::Postgres => q.push(&format!(" = ANY({p})")),
-            Backend::Sqlite => q.push(&format!(" IN (SELECT value FROM json_each({p}))")),
-        };
+            Backend::Sqlite => "SQLite",
+            Backend::Postgres => "PostgreSQL",
+            Backend::Mysql => "MySQL",
+        }
     }
 
-    /// A row source with columns `id` and `v0..vN`, built from parallel lists bound as parameters,
-    /// for set-based updates of computed values (e.g. keyed hashes).
+    /// This backend's spelling of `sql`.
+    pub fn pick(self, sql: &Spelled) -> &'static str {
+        match self {
+            Backend::Sqlite => sql.sqlite,
+            Backend::Postgres => sql.postgres,
+            Backend::Mysql => sql.mysql,
+        }
+    }
+
+    /// Appends ` <op> <ids>` so that `expr` is tested for membership in `ids`, bound as one
+    /// parameter (a PostgreSQL array, a JSON array elsewhere) whatever the number of ids.
+    pub fn push_in_ids(self, q: &mut Query, ids: &[i64]) {
+        let p = q.param(Value::IntList(ids.to_vec()));
+        q.push(&match self {
+            Backend::Sqlite => sqlite::in_ids(&p),
+            Backend::Postgres => postgres::in_ids(&p),
+            Backend::Mysql => mysql::in_ids(&p),
+        });
+    }
+
+    /// A row source aliased `v` with columns `id` and `v0..vN`, built from parallel lists bound
+    /// as parameters, for set-based updates of computed values (e.g. keyed hashes).
     pub fn push_values_source(
         self,
         q: &mut Query,
         ids: Vec<i64>,
         columns: Vec<Vec<Option<String>>>,
     ) {
-        match self {
-            Backend::Postgres => {
-                let mut args = vec![format!(
-                    "CAST({} AS BIGINT[])",
-                    q.param(Value::IntList(ids))
-                )];
-                let mut names = vec!["id".to_string()];
-                for (i, col) in columns.into_iter().enumerate() {
-                    args.push(format!("CAST({} AS TEXT[])", q.param(Value::TextList(col))));
-                    names.push(format!("v{i}"));
-                }
-                q.push(&format!(
-                    "unnest({}) AS v({})",
-                    args.join(", "),
-                    names.join(", ")
-                ));
-            }
+        let sql = match self {
+            Backend::Postgres => postgres::values_source(q, ids, columns),
             Backend::Sqlite => {
-                // One JSON array of rows, read in a single pass (joining several json_each
-                // sources on their keys would be quadratic).
-                let rows: Vec<serde_json::Value> = ids
-                    .iter()
-                    .enumerate()
-                    .map(|(i, id)| {
-                        let mut row = vec![serde_json::Value::from(*id)];
-                        row.extend(columns.iter().map(|col| {
-                            col[i]
-                                .clone()
-                                .map_or(serde_json::Value::Null, serde_json::Value::from)
-                        }));
-                        serde_json::Value::Array(row)
-                    })
-                    .collect();
-                let p = q.param(Value::Text(serde_json::Value::Array(rows).to_string()));
-                let mut select = vec!["json_extract(value, '$[0]') AS id".to_string()];
-                select.extend(
-                    (0..columns.len())
-                        .map(|n| format!("json_extract(value, '$[{}]') AS v{n}", n + 1)),
-                );
-                q.push(&format!(
-                    "(SELECT {} FROM json_each({p})) AS v",
-                    select.join(", ")
-                ));
+                let p = q.param(Value::Text(rows_as_json(&ids, &columns)));
+                sqlite::values_source(&p, columns.len())
             }
-        }
+            Backend::Mysql => {
+                let p = q.param(Value::Text(rows_as_json(&ids, &columns)));
+                mysql::values_source(&p, columns.len())
+            }
+        };
+        q.push(&sql);
     }
 
-    /// A row source with one column `id`, from a list of ids bound as one parameter.
+    /// A row source aliased `ids` with one column `id`, from a list of ids bound as one parameter.
     pub fn push_ids_source(self, q: &mut Query, ids: &[i64]) {
         let p = q.param(Value::IntList(ids.to_vec()));
+        q.push(&match self {
+            Backend::Sqlite => sqlite::ids_source(&p),
+            Backend::Postgres => postgres::ids_source(&p),
+            Backend::Mysql => mysql::ids_source(&p),
+        });
+    }
+
+    /// Appends an UPDATE of `table` that joins the row source `source` (aliased `v`, pushed by
+    /// the closure) on `on` and assigns `sets` (whose placeholders are already bound).
+    pub fn push_update_from(
+        self,
+        q: &mut Query,
+        table: &str,
+        sets: &str,
+        source: impl FnOnce(&mut Query),
+        on: &str,
+    ) {
         match self {
-            Backend::Postgres => q.push(&format!(
-                "(SELECT unnest(CAST({p} AS BIGINT[])) AS id) AS ids"
-            )),
-            Backend::Sqlite => q.push(&format!("(SELECT value AS id FROM json_each({p})) AS ids")),
-        };
+            Backend::Sqlite | Backend::Postgres => {
+                q.push(&format!("UPDATE {table} SET {sets} FROM "));
+                source(q);
+                q.push(&format!(" WHERE {on}"));
+            }
+            Backend::Mysql => {
+                q.push(&format!("UPDATE {table} JOIN "));
+                source(q);
+                q.push(&format!(" ON {on} SET {sets}"));
+            }
+        }
     }
 
     /// The calendar year (UTC) of a timestamp expression, as an integer; NULL stays NULL.
     pub fn year_of(self, column: &str) -> String {
         match self {
-            Backend::Postgres => format!("CAST(extract(year FROM {column}) AS INTEGER)"),
-            Backend::Sqlite => format!("CAST(substr({column}, 1, 4) AS INTEGER)"),
+            Backend::Sqlite => sqlite::year_of(column),
+            Backend::Postgres => postgres::year_of(column),
+            Backend::Mysql => mysql::year_of(column),
         }
     }
 
     /// An expression that keeps only the year of a date (as 1 January of that year).
     pub fn year_only(self, column: &str) -> String {
         match self {
-            Backend::Postgres => {
-                format!("make_date(CAST(extract(year FROM {column}) AS INTEGER), 1, 1)")
-            }
-            Backend::Sqlite => {
-                format!("CASE WHEN {column} IS NULL THEN NULL ELSE substr({column}, 1, 4) || '-01-01' END")
-            }
+            Backend::Sqlite => sqlite::year_only(column),
+            Backend::Postgres => postgres::year_only(column),
+            Backend::Mysql => mysql::year_only(column),
         }
+    }
+
+    /// `expr` as text, whatever its type.
+    pub fn cast_text(self, expr: &str) -> String {
+        match self {
+            Backend::Sqlite | Backend::Postgres => format!("CAST({expr} AS TEXT)"),
+            Backend::Mysql => format!("CAST({expr} AS CHAR)"),
+        }
+    }
+
+    /// `expr` as an integer: one spelling for BOOLEAN and 0/1 INTEGER flag columns.
+    pub fn cast_int(self, expr: &str) -> String {
+        match self {
+            Backend::Sqlite | Backend::Postgres => format!("CAST({expr} AS INTEGER)"),
+            Backend::Mysql => format!("CAST({expr} AS SIGNED)"),
+        }
+    }
+
+    /// The end of an `INSERT ... SELECT` that, where a row with the same `key` exists, sets
+    /// `column` to the new value instead.
+    pub fn upsert(self, key: &[&str], column: &str) -> String {
+        match self {
+            Backend::Sqlite | Backend::Postgres => format!(
+                " ON CONFLICT ({}) DO UPDATE SET {column} = excluded.{column}",
+                key.join(", ")
+            ),
+            Backend::Mysql => format!(" ON DUPLICATE KEY UPDATE {column} = VALUES({column})"),
+        }
+    }
+}
+
+/// Rows `[id, v0, v1, ...]` as one JSON array, for the backends that read a values source from
+/// JSON in a single pass.
+fn rows_as_json(ids: &[i64], columns: &[Vec<Option<String>>]) -> String {
+    let rows: Vec<serde_json::Value> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let mut row = vec![serde_json::Value::from(*id)];
+            row.extend(columns.iter().map(|col| {
+                col[i]
+                    .clone()
+                    .map_or(serde_json::Value::Null, serde_json::Value::from)
+            }));
+            serde_json::Value::Array(row)
+        })
+        .collect();
+    serde_json::Value::Array(rows).to_string()
+}
+
+/// A column of a customer table as the database declares it.
+#[derive(Debug, Clone)]
+pub struct ColumnInfo {
+    pub name: String,
+    /// The declared type, lowercase (`text`, `timestamp with time zone`, `datetime(6)`...).
+    pub data_type: String,
+    pub not_null: bool,
+    pub has_default: bool,
+    /// Part of the table's primary key.
+    pub primary_key: bool,
+    pub kind: TypeKind,
+}
+
+/// What a declared type can hold, as each backend's spelling says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TypeKind {
+    /// Dates or times (on SQLite any text column may hold them).
+    pub temporal: bool,
+    pub textual: bool,
+    pub integer: bool,
+    /// A yes/no flag: a boolean, or an integer used as 0/1.
+    pub flag: bool,
+    /// The backend keeps times as text, so only the values tell whether a column holds them.
+    pub time_as_text: bool,
+}
+
+impl ColumnInfo {
+    pub fn is_temporal(&self) -> bool {
+        self.kind.temporal
+    }
+    pub fn is_textual(&self) -> bool {
+        self.kind.textual
+    }
+    pub fn is_integer(&self) -> bool {
+        self.kind.integer
+    }
+    pub fn is_flag(&self) -> bool {
+        self.kind.flag
     }
 }
 
@@ -325,23 +433,38 @@ impl Row {
 pub enum Db {
     Sqlite(SqlitePool),
     Postgres(PgPool),
+    Mysql(MySqlPool),
 }
 
 /// A transaction; dropped without [`Tx::commit`] it rolls back.
 pub enum Tx {
     Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    Mysql(sqlx::Transaction<'static, sqlx::MySql>),
+}
+
+/// Runs the same expression on whichever pool or transaction `$on` holds.
+macro_rules! each {
+    ($on:expr, $ty:ident, $inner:ident => $body:expr) => {
+        match $on {
+            $ty::Sqlite($inner) => $body,
+            $ty::Postgres($inner) => $body,
+            $ty::Mysql($inner) => $body,
+        }
+    };
 }
 
 impl Db {
-    /// Connects to `sqlite://...` or `postgres://...`.
+    /// Connects to `sqlite://...`, `postgres://...` or `mysql://...`.
     pub async fn connect(url: &str) -> Result<Db> {
         if url.starts_with("sqlite:") {
             Ok(Db::Sqlite(sqlite::connect(url).await?))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             Ok(Db::Postgres(postgres::connect(url).await?))
+        } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
+            Ok(Db::Mysql(mysql::connect(url).await?))
         } else {
-            bail!("database.url must start with sqlite:// or postgres://")
+            bail!("database.url must start with sqlite://, postgres:// or mysql://")
         }
     }
 
@@ -349,12 +472,13 @@ impl Db {
         match self {
             Db::Sqlite(_) => Backend::Sqlite,
             Db::Postgres(_) => Backend::Postgres,
+            Db::Mysql(_) => Backend::Mysql,
         }
     }
 
     /// SQLite: copies the write-ahead log into the database file (a passive checkpoint, which
     /// waits for no one and blocks no writer). Outside any transaction, so no lock of ours is
-    /// held while it writes. PostgreSQL checkpoints on its own: nothing to do.
+    /// held while it writes. The server backends checkpoint on their own: nothing to do.
     pub async fn checkpoint_wal(&self) -> Result<()> {
         if let Db::Sqlite(pool) = self {
             sqlite::execute(pool, &Query::new("PRAGMA wal_checkpoint(PASSIVE)")).await?;
@@ -365,16 +489,31 @@ impl Db {
     /// After customers were erased: their removed values must not survive in the database's
     /// files (SPEC 3). SQLite zeroes freed content as it goes (`secure_delete`); here its
     /// write-ahead log, which still holds old page images, is checkpointed and truncated.
-    /// PostgreSQL: `VACUUM` of the touched tables reclaims the dead row versions (skipped when
-    /// `vacuum` is false, for operators who schedule their own).
+    /// PostgreSQL: `VACUUM` of the touched tables reclaims the dead row versions; MySQL:
+    /// `OPTIMIZE TABLE` rebuilds them (both skipped when `vacuum` is false, for operators who
+    /// schedule their own).
     pub async fn scrub_files(&self, tables: &[&Ident], vacuum: bool) -> Result<()> {
+        let list: Vec<String> = tables.iter().map(|t| t.q()).collect();
         match self {
             Db::Sqlite(pool) => sqlite::truncate_wal(pool).await,
-            Db::Postgres(pool) if vacuum && !tables.is_empty() => {
-                let list: Vec<String> = tables.iter().map(|t| t.q()).collect();
+            _ if !vacuum || list.is_empty() => Ok(()),
+            Db::Postgres(pool) => {
                 postgres::execute_script(pool, &format!("VACUUM {}", list.join(", "))).await
             }
-            Db::Postgres(_) => Ok(()),
+            Db::Mysql(pool) => mysql::optimize(pool, &list).await,
+        }
+    }
+
+    /// Refreshes the planner's statistics of `table` after a large insert, where the backend
+    /// does not keep up on its own. A failure only costs speed: the caller logs it.
+    pub async fn refresh_statistics(&self, table: &str) -> Result<()> {
+        match self {
+            Db::Sqlite(_) => Ok(()),
+            Db::Postgres(pool) => postgres::execute_script(pool, &format!("ANALYZE {table}")).await,
+            Db::Mysql(pool) => {
+                mysql::execute(pool, &Query::new(&format!("ANALYZE TABLE {table}"))).await?;
+                Ok(())
+            }
         }
     }
 
@@ -382,6 +521,7 @@ impl Db {
         match self {
             Db::Sqlite(pool) => sqlite::execute(pool, q).await,
             Db::Postgres(pool) => postgres::execute(pool, q).await,
+            Db::Mysql(pool) => mysql::execute(pool, q).await,
         }
     }
 
@@ -389,6 +529,7 @@ impl Db {
         match self {
             Db::Sqlite(pool) => sqlite::fetch_all(pool, q).await,
             Db::Postgres(pool) => postgres::fetch_all(pool, q).await,
+            Db::Mysql(pool) => mysql::fetch_all(pool, q).await,
         }
     }
 
@@ -404,10 +545,8 @@ impl Db {
 
     /// Runs several statements separated by `;` (migrations, fixtures); no parameters.
     pub async fn execute_script(&self, sql: &str) -> Result<()> {
-        match self {
-            Db::Sqlite(pool) => sqlite::execute_script(pool, sql).await,
-            Db::Postgres(pool) => postgres::execute_script(pool, sql).await,
-        }
+        each!(self, Db, pool => { sqlx::raw_sql(sql).execute(pool).await?; });
+        Ok(())
     }
 
     /// Begins a transaction that will write: on SQLite it takes the write lock up front
@@ -416,79 +555,190 @@ impl Db {
         Ok(match self {
             Db::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
             Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+            Db::Mysql(pool) => Tx::Mysql(pool.begin().await?),
         })
     }
 
-    /// Takes the cross-process lock of one venue's cycle, if free. On PostgreSQL this is a
-    /// session advisory lock, released with its session if the process dies; on SQLite an
-    /// exclusive lock on a file beside the database, released by the OS if the process dies.
-    pub async fn try_lock_venue(&self, venue_id: i64) -> Result<Option<VenueLock>> {
+    /// Whether the current database or schema has a table `name`.
+    pub async fn table_exists(&self, name: &str) -> Result<bool> {
+        let mut q = Query::new(match self.backend() {
+            Backend::Sqlite => sqlite::TABLE_EXISTS,
+            Backend::Postgres => postgres::TABLE_EXISTS,
+            Backend::Mysql => mysql::TABLE_EXISTS,
+        });
+        q.param(name);
+        Ok(self.fetch_one(&q).await?.i64(0)? > 0)
+    }
+
+    /// The columns of `table` in order; `None` when the table does not exist.
+    pub async fn columns(&self, table: &Ident) -> Result<Option<Vec<ColumnInfo>>> {
+        let (sql, classify): (&str, fn(&str) -> TypeKind) = match self.backend() {
+            Backend::Sqlite => (sqlite::COLUMNS, sqlite::classify),
+            Backend::Postgres => (postgres::COLUMNS, postgres::classify),
+            Backend::Mysql => (mysql::COLUMNS, mysql::classify),
+        };
+        let mut q = Query::new(sql);
+        q.param(table.name());
+        let columns: Vec<ColumnInfo> = self
+            .fetch_all(&q)
+            .await?
+            .iter()
+            .map(|r| {
+                let data_type = r.text(1)?.to_lowercase();
+                Ok(ColumnInfo {
+                    name: r.text(0)?,
+                    kind: classify(&data_type),
+                    data_type,
+                    not_null: r.bool(2)?,
+                    has_default: r.bool(3)?,
+                    primary_key: r.bool(4)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok((!columns.is_empty()).then_some(columns))
+    }
+
+    /// `(table, column)` of every foreign key that points at `target`, in order.
+    pub async fn foreign_keys_to(&self, target: &Ident) -> Result<Vec<(String, String)>> {
+        let mut q = Query::new(match self.backend() {
+            Backend::Sqlite => sqlite::FOREIGN_KEYS_TO,
+            Backend::Postgres => postgres::FOREIGN_KEYS_TO,
+            Backend::Mysql => mysql::FOREIGN_KEYS_TO,
+        });
+        q.param(target.name());
+        self.fetch_all(&q)
+            .await?
+            .iter()
+            .map(|r| Ok((r.text(0)?, r.text(1)?)))
+            .collect()
+    }
+
+    /// The leading column of every index on `table`.
+    pub async fn index_leading_columns(&self, table: &Ident) -> Result<Vec<String>> {
+        let mut q = Query::new(match self.backend() {
+            Backend::Sqlite => sqlite::INDEX_LEADING_COLUMNS,
+            Backend::Postgres => postgres::INDEX_LEADING_COLUMNS,
+            Backend::Mysql => mysql::INDEX_LEADING_COLUMNS,
+        });
+        q.param(table.name());
+        self.fetch_all(&q).await?.iter().map(|r| r.text(0)).collect()
+    }
+
+    /// Problems of the server or of `table` that make it unfit for retentiond (MySQL: a table
+    /// without transactions, a server too old, a missing privilege), each in one line; empty
+    /// when there are none.
+    pub async fn unfit(&self, tables: &[&Ident]) -> Result<Vec<String>> {
         match self {
-            Db::Sqlite(pool) => Ok(
-                sqlite::try_lock_venue(pool, venue_id)?.map(|file| VenueLock {
-                    conn: None,
-                    file: Some(file),
-                    name: String::new(),
-                }),
-            ),
-            Db::Postgres(pool) => {
-                let name = format!("venue:{venue_id}");
-                let conn = postgres::try_advisory_lock(pool, &name).await?;
-                Ok(conn.map(|conn| VenueLock {
-                    conn: Some(conn),
-                    file: None,
-                    name,
-                }))
-            }
+            Db::Mysql(pool) => mysql::unfit(pool, tables).await,
+            _ => Ok(Vec::new()),
         }
+    }
+
+    /// Takes the cross-process lock of one venue's cycle, if free. On PostgreSQL and MySQL this
+    /// is a lock of a session (an advisory lock, `GET_LOCK`), released with its session if the
+    /// process dies; on SQLite an exclusive lock on a file beside the database, released by the
+    /// OS if the process dies.
+    pub async fn try_lock_venue(&self, venue_id: i64) -> Result<Option<NamedLock>> {
+        let name = format!("venue:{venue_id}");
+        Ok(match self {
+            Db::Sqlite(pool) => sqlite::try_lock_venue(pool, venue_id)?.map(NamedLock::File),
+            Db::Postgres(pool) => postgres::try_advisory_lock(pool, &name)
+                .await?
+                .map(|conn| NamedLock::Postgres(Some(conn), name)),
+            Db::Mysql(pool) => mysql::try_named_lock(pool, &name, 0)
+                .await?
+                .map(|conn| NamedLock::Mysql(Some(conn), name)),
+        })
+    }
+
+    /// Waits for the lock under which migrations run, so that instances starting together
+    /// migrate one after the other. SQLite's write transaction already serialises them.
+    pub async fn lock_migrations(&self) -> Result<NamedLock> {
+        let name = "migrate".to_string();
+        Ok(match self {
+            Db::Sqlite(_) => NamedLock::None,
+            Db::Postgres(pool) => {
+                NamedLock::Postgres(Some(postgres::advisory_lock(pool, &name).await?), name)
+            }
+            Db::Mysql(pool) => {
+                let conn = mysql::try_named_lock(pool, &name, 120)
+                    .await?
+                    .context("another instance held the migration lock for 2 minutes")?;
+                NamedLock::Mysql(Some(conn), name)
+            }
+        })
     }
 
     /// Makes sure this process is the only daemon where the backend requires it: on SQLite one
     /// daemon (`run` or `demo`) serves a database, and a second one refuses with a clear message;
-    /// operator commands take only venue locks, so they work while it runs. PostgreSQL supports
-    /// several daemons, coordinated per venue by advisory locks. Keep the guard for the
+    /// operator commands take only venue locks, so they work while it runs. PostgreSQL and MySQL
+    /// support several daemons, coordinated per venue by session locks. Keep the guard for the
     /// process's life.
     pub fn daemon_guard(&self) -> Result<InstanceGuard> {
         match self {
             Db::Sqlite(pool) => Ok(InstanceGuard(Some(sqlite::lock_daemon(pool)?))),
-            Db::Postgres(_) => Ok(InstanceGuard(None)),
+            Db::Postgres(_) | Db::Mysql(_) => Ok(InstanceGuard(None)),
         }
     }
 
     pub async fn close(&self) {
-        match self {
-            Db::Sqlite(pool) => pool.close().await,
-            Db::Postgres(pool) => pool.close().await,
-        }
+        each!(self, Db, pool => pool.close().await)
     }
 }
 
 /// Holds the single-instance lock (SQLite) until dropped.
 pub struct InstanceGuard(#[allow(dead_code)] Option<std::fs::File>);
 
-/// A held venue lock; release it with [`VenueLock::release`]. If dropped instead, its connection
-/// is closed so that the lock can never leak back into the pool.
-pub struct VenueLock {
-    conn: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
+/// A held cross-process lock; release it with [`NamedLock::release`]. If dropped instead, a
+/// session lock's connection is closed so that the lock can never leak back into the pool.
+pub enum NamedLock {
+    /// Nothing to hold (SQLite migrations).
+    None,
     /// SQLite: the locked file, unlocked when closed.
-    #[allow(dead_code)]
-    file: Option<std::fs::File>,
-    name: String,
+    File(#[allow(dead_code)] std::fs::File),
+    Postgres(
+        Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
+        String,
+    ),
+    Mysql(Option<sqlx::pool::PoolConnection<sqlx::MySql>>, String),
 }
 
-impl VenueLock {
+/// The lock of a venue's cycle.
+pub type VenueLock = NamedLock;
+
+impl NamedLock {
     pub async fn release(mut self) -> Result<()> {
-        if let Some(conn) = self.conn.take() {
-            postgres::advisory_unlock(conn, &self.name).await?;
+        match &mut self {
+            NamedLock::Postgres(conn, name) => {
+                if let Some(conn) = conn.take() {
+                    postgres::advisory_unlock(conn, name).await?;
+                }
+            }
+            NamedLock::Mysql(conn, name) => {
+                if let Some(conn) = conn.take() {
+                    mysql::release_named_lock(conn, name).await?;
+                }
+            }
+            NamedLock::None | NamedLock::File(_) => {}
         }
         Ok(())
     }
 }
 
-impl Drop for VenueLock {
+impl Drop for NamedLock {
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            drop(conn.detach());
+        match self {
+            NamedLock::Postgres(conn, _) => {
+                if let Some(conn) = conn.take() {
+                    drop(conn.detach());
+                }
+            }
+            NamedLock::Mysql(conn, _) => {
+                if let Some(conn) = conn.take() {
+                    drop(conn.detach());
+                }
+            }
+            NamedLock::None | NamedLock::File(_) => {}
         }
     }
 }
@@ -498,6 +748,7 @@ impl Tx {
         match self {
             Tx::Sqlite(_) => Backend::Sqlite,
             Tx::Postgres(_) => Backend::Postgres,
+            Tx::Mysql(_) => Backend::Mysql,
         }
     }
 
@@ -505,6 +756,7 @@ impl Tx {
         match self {
             Tx::Sqlite(tx) => sqlite::execute(&mut **tx, q).await,
             Tx::Postgres(tx) => postgres::execute(&mut **tx, q).await,
+            Tx::Mysql(tx) => mysql::execute(&mut **tx, q).await,
         }
     }
 
@@ -512,6 +764,7 @@ impl Tx {
         match self {
             Tx::Sqlite(tx) => sqlite::fetch_all(&mut **tx, q).await,
             Tx::Postgres(tx) => postgres::fetch_all(&mut **tx, q).await,
+            Tx::Mysql(tx) => mysql::fetch_all(&mut **tx, q).await,
         }
     }
 
@@ -525,24 +778,48 @@ impl Tx {
             .context("query returned no row")
     }
 
-    /// Runs several statements separated by `;` inside the transaction; no parameters.
-    pub async fn execute_script(&mut self, sql: &str) -> Result<()> {
+    /// Runs an `INSERT` of one row and returns the value of its generated key `id_column`.
+    pub async fn insert_returning_id(&mut self, q: &Query, id_column: &str) -> Result<i64> {
         match self {
-            Tx::Sqlite(tx) => {
-                sqlx::raw_sql(sql).execute(&mut **tx).await?;
+            Tx::Mysql(tx) => mysql::insert_returning_id(&mut **tx, q).await,
+            _ => {
+                let mut q = q.clone();
+                q.push(&format!(" RETURNING {id_column}"));
+                self.fetch_one(&q).await?.i64(0)
             }
-            Tx::Postgres(tx) => {
-                sqlx::raw_sql(sql).execute(&mut **tx).await?;
-            }
+        }
+    }
+
+    /// Runs `q` (a `SELECT` of the rows to lock) with a row lock held until the transaction
+    /// ends, where the backend locks rows; SQLite's write transaction already serialises.
+    pub async fn lock_for_update(&mut self, q: &Query) -> Result<()> {
+        if self.backend() != Backend::Sqlite {
+            let mut q = q.clone();
+            q.push(" FOR UPDATE");
+            self.fetch_all(&q).await?;
         }
         Ok(())
     }
 
-    pub async fn commit(self) -> Result<()> {
-        match self {
-            Tx::Sqlite(tx) => tx.commit().await?,
-            Tx::Postgres(tx) => tx.commit().await?,
+    /// Lets this transaction's commit return before its log reaches the disk, where the backend
+    /// allows it per transaction (PostgreSQL `synchronous_commit = off`). See `apply` for why
+    /// that is safe for a batch.
+    pub async fn relax_commit_flush(&mut self) -> Result<()> {
+        if let Tx::Postgres(tx) = self {
+            postgres::execute(&mut **tx, &Query::new("SET LOCAL synchronous_commit = off"))
+                .await?;
         }
+        Ok(())
+    }
+
+    /// Runs several statements separated by `;` inside the transaction; no parameters.
+    pub async fn execute_script(&mut self, sql: &str) -> Result<()> {
+        each!(self, Tx, tx => { sqlx::raw_sql(sql).execute(&mut **tx).await?; });
+        Ok(())
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        each!(self, Tx, tx => tx.commit().await?);
         Ok(())
     }
 }

@@ -1,8 +1,9 @@
 //! PostgreSQL specifics: the connection pool, how values are bound (id lists as arrays), how rows
-//! are decoded by column type, and the session advisory locks that keep a venue's cycle to one
-//! instance at a time.
+//! are decoded by column type, the session advisory locks that keep a venue's cycle to one
+//! instance at a time, and the dialect (PostgreSQL's spelling of what differs between backends,
+//! and its catalogue for introspection).
 
-use super::{Query, Row, Value};
+use super::{Query, Row, TypeKind, Value};
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use sqlx::pool::PoolConnection;
@@ -124,6 +125,14 @@ pub async fn execute_script(pool: &PgPool, sql: &str) -> Result<()> {
     Ok(())
 }
 
+/// Waits for the session advisory lock `name` on a connection of its own.
+pub async fn advisory_lock(pool: &PgPool, name: &str) -> Result<PoolConnection<Postgres>> {
+    let mut conn = pool.acquire().await?;
+    let sql = format!("SELECT pg_advisory_lock({LOCK_KEY})");
+    sqlx::query(&sql).bind(name).execute(&mut *conn).await?;
+    Ok(conn)
+}
+
 /// The advisory lock key of a name in the current schema, so that deployments sharing a
 /// database in different schemas do not block each other.
 const LOCK_KEY: &str = "hashtextextended(current_schema() || ':retentiond:' || $1, 0)";
@@ -147,4 +156,66 @@ pub async fn advisory_unlock(mut conn: PoolConnection<Postgres>, name: &str) -> 
     let sql = format!("SELECT pg_advisory_unlock({LOCK_KEY})");
     sqlx::query(&sql).bind(name).execute(&mut *conn).await?;
     Ok(())
+}
+
+// The dialect: PostgreSQL's spelling of what differs between backends (see `Backend`).
+
+pub fn in_ids(p: &str) -> String {
+    format!(" = ANY({p})")
+}
+
+/// Parallel arrays, one per column, unnested side by side.
+pub fn values_source(q: &mut Query, ids: Vec<i64>, columns: Vec<Vec<Option<String>>>) -> String {
+    let mut args = vec![format!("CAST({} AS BIGINT[])", q.param(Value::IntList(ids)))];
+    let mut names = vec!["id".to_string()];
+    for (i, col) in columns.into_iter().enumerate() {
+        args.push(format!("CAST({} AS TEXT[])", q.param(Value::TextList(col))));
+        names.push(format!("v{i}"));
+    }
+    format!("unnest({}) AS v({})", args.join(", "), names.join(", "))
+}
+
+pub fn ids_source(p: &str) -> String {
+    format!("(SELECT unnest(CAST({p} AS BIGINT[])) AS id) AS ids")
+}
+
+pub fn year_of(column: &str) -> String {
+    format!("CAST(extract(year FROM {column}) AS INTEGER)")
+}
+
+pub fn year_only(column: &str) -> String {
+    format!("make_date(CAST(extract(year FROM {column}) AS INTEGER), 1, 1)")
+}
+
+pub const TABLE_EXISTS: &str =
+    "SELECT COUNT(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = $1";
+
+/// name, declared type, NOT NULL, has a default, part of the primary key.
+pub const COLUMNS: &str = "SELECT column_name::text, data_type::text, is_nullable::text = 'NO', \
+     column_default IS NOT NULL OR is_identity::text = 'YES', \
+     EXISTS (SELECT 1 FROM pg_index ix JOIN pg_attribute a ON a.attrelid = ix.indrelid AND a.attnum = ANY(ix.indkey) \
+             WHERE ix.indisprimary AND ix.indrelid = to_regclass(format('%I.%I', table_schema, table_name)) \
+             AND a.attname::text = column_name::text) \
+     FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1 \
+     ORDER BY ordinal_position";
+
+pub const FOREIGN_KEYS_TO: &str = "SELECT cl.relname::text, a.attname::text FROM pg_constraint con \
+     JOIN pg_class cl ON cl.oid = con.conrelid \
+     JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = ANY(con.conkey) \
+     WHERE con.contype = 'f' AND con.confrelid = to_regclass(format('%I.%I', current_schema(), $1::text)) \
+     ORDER BY 1, 2";
+
+pub const INDEX_LEADING_COLUMNS: &str = "SELECT a.attname::text FROM pg_index ix \
+     JOIN pg_attribute a ON a.attrelid = ix.indrelid AND a.attnum = ix.indkey[0] \
+     WHERE ix.indrelid = to_regclass(format('%I.%I', current_schema(), $1::text))";
+
+pub fn classify(t: &str) -> TypeKind {
+    let integer = t == "integer" || t == "smallint" || t == "bigint";
+    TypeKind {
+        temporal: t.starts_with("timestamp") || t == "date",
+        textual: t == "text" || t.starts_with("character"),
+        integer,
+        flag: integer || t == "boolean",
+        time_as_text: false,
+    }
 }

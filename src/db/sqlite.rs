@@ -1,7 +1,9 @@
 //! SQLite specifics: connection options (WAL, busy timeout, foreign keys), how values are bound
-//! (timestamps as `datetime()` text, id lists as JSON arrays) and how rows are decoded.
+//! (timestamps as `datetime()` text, id lists as JSON arrays), how rows are decoded, the file
+//! locks that stand in for a server's session locks, and the dialect (SQLite's spelling of what
+//! differs between backends, and its catalogue for introspection).
 
-use super::{Query, Row, Value};
+use super::{Query, Row, TypeKind, Value};
 use anyhow::{Context, Result};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -167,7 +169,55 @@ pub async fn truncate_wal(pool: &SqlitePool) -> Result<()> {
     anyhow::bail!("the write-ahead log stayed busy; it is truncated after the next apply")
 }
 
-pub async fn execute_script(pool: &SqlitePool, sql: &str) -> Result<()> {
-    sqlx::raw_sql(sql).execute(pool).await?;
-    Ok(())
+// The dialect: SQLite's spelling of what differs between backends (see `Backend`).
+
+pub fn in_ids(p: &str) -> String {
+    format!(" IN (SELECT value FROM json_each({p}))")
+}
+
+/// One JSON array of rows, read in a single pass (joining several json_each sources on their
+/// keys would be quadratic).
+pub fn values_source(p: &str, columns: usize) -> String {
+    let mut select = vec!["json_extract(value, '$[0]') AS id".to_string()];
+    select.extend((0..columns).map(|n| format!("json_extract(value, '$[{}]') AS v{n}", n + 1)));
+    format!("(SELECT {} FROM json_each({p})) AS v", select.join(", "))
+}
+
+pub fn ids_source(p: &str) -> String {
+    format!("(SELECT value AS id FROM json_each({p})) AS ids")
+}
+
+/// Times are `YYYY-MM-DD HH:MM:SS` text: the year is its first four characters.
+pub fn year_of(column: &str) -> String {
+    format!("CAST(substr({column}, 1, 4) AS INTEGER)")
+}
+
+pub fn year_only(column: &str) -> String {
+    format!("CASE WHEN {column} IS NULL THEN NULL ELSE substr({column}, 1, 4) || '-01-01' END")
+}
+
+pub const TABLE_EXISTS: &str =
+    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1";
+
+/// name, declared type, NOT NULL, has a default, part of the primary key.
+pub const COLUMNS: &str = r#"SELECT name, type, "notnull", dflt_value IS NOT NULL OR pk = 1, pk > 0
+    FROM pragma_table_info($1) ORDER BY cid"#;
+
+pub const FOREIGN_KEYS_TO: &str = r#"SELECT m.name, f."from" FROM sqlite_master m, pragma_foreign_key_list(m.name) f
+    WHERE m.type = 'table' AND f."table" = $1 ORDER BY 1, 2"#;
+
+pub const INDEX_LEADING_COLUMNS: &str =
+    "SELECT ii.name FROM pragma_index_list($1) il, pragma_index_info(il.name) ii WHERE ii.seqno = 0";
+
+/// SQLite's type affinity: any column that is not numeric or a blob may hold text, and times
+/// are text.
+pub fn classify(t: &str) -> TypeKind {
+    let numeric = t.contains("int") || t.contains("real") || t.contains("floa") || t.contains("doub");
+    TypeKind {
+        temporal: !(numeric || t.contains("blob")),
+        textual: !numeric,
+        integer: t.contains("int"),
+        flag: t.contains("int") || t.contains("bool"),
+        time_as_text: !(numeric || t.contains("blob")),
+    }
 }

@@ -126,7 +126,7 @@ fn refusals_name_the_key() {
             "venues[0].max_share",
         ),
         (
-            config_toml("mysql://x", &delete_venue(2, "3 years", "")),
+            config_toml("oracle://x", &delete_venue(2, "3 years", "")),
             "database.url",
         ),
         (

@@ -13,7 +13,7 @@ const CUTOFF: &str = "2023-06-14 23:00:00";
 
 async fn candidates(svc: &Service, venue_id: i64, at: &str) -> Vec<i64> {
     let venue = svc.config.venue(venue_id).unwrap();
-    let scope = Scope::new(&svc.config, venue, t(at));
+    let scope = Scope::new(&svc.config, svc.db.backend(), venue, t(at));
     selection::candidate_ids(&svc.db, &scope).await.unwrap()
 }
 
@@ -158,6 +158,7 @@ impl TestDb {
         let ty = match self.backend() {
             retentiond::db::Backend::Sqlite => "TEXT",
             retentiond::db::Backend::Postgres => "TIMESTAMPTZ",
+            retentiond::db::Backend::Mysql => "DATETIME(6)",
         };
         self.db
             .execute(&Query::new(&format!(

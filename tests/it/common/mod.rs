@@ -19,7 +19,7 @@ pub struct TestDb {
     pub db: Db,
     pub url: String,
     pub dir: tempfile::TempDir,
-    /// The PostgreSQL schema of this test (None on SQLite).
+    /// The PostgreSQL schema, or the MySQL database, of this test (None on SQLite).
     pub schema: Option<String>,
     next_customer: AtomicU32,
 }
@@ -61,6 +61,20 @@ impl TestDb {
                 q.bind(path.display().to_string());
                 self.db.execute(&q).await.unwrap();
             }
+            Some(database) if self.backend() == Backend::Mysql => {
+                let out = std::process::Command::new("mysqldump")
+                    .args(mysql_client_args())
+                    .args(["--single-transaction", "--result-file"])
+                    .arg(&path)
+                    .arg(database)
+                    .output()
+                    .expect("mysqldump");
+                assert!(
+                    out.status.success(),
+                    "mysqldump: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
             Some(schema) => {
                 let base = std::env::var("RETENTIOND_TEST_POSTGRES_URL").unwrap();
                 let out = std::process::Command::new("pg_dump")
@@ -83,6 +97,7 @@ impl TestDb {
     /// (the service stopped): SQLite copies the file back; PostgreSQL drops the schema and runs
     /// `pg_restore`. Returns the database reopened.
     pub async fn restore(self, backup: &std::path::Path) -> TestDb {
+        let backend = self.backend();
         if self.schema.is_none() {
             // Nothing left in the log for a closing connection to write over the restored file.
             self.db
@@ -107,6 +122,19 @@ impl TestDb {
                     let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
                 }
                 std::fs::copy(backup, &path).unwrap();
+            }
+            Some(database) if backend == Backend::Mysql => {
+                let sql = format!("DROP DATABASE {database}; CREATE DATABASE {database}; USE {database}; SOURCE {};", backup.display());
+                let out = std::process::Command::new("mysql")
+                    .args(mysql_client_args())
+                    .args(["-e", &sql])
+                    .output()
+                    .expect("mysql");
+                assert!(
+                    out.status.success(),
+                    "mysql restore: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
             Some(schema) => {
                 let base = std::env::var("RETENTIOND_TEST_POSTGRES_URL").unwrap();
@@ -175,11 +203,46 @@ impl TestDb {
         })
     }
 
+    /// A fresh database in the MySQL or MariaDB server named by RETENTIOND_TEST_MYSQL_URL, or
+    /// `None` when the variable is unset (CI always sets it, so there an unreachable server fails).
+    pub async fn mysql() -> Option<TestDb> {
+        let Ok(base) = std::env::var("RETENTIOND_TEST_MYSQL_URL") else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must set RETENTIOND_TEST_MYSQL_URL (.ci/run does)"
+            );
+            eprintln!("RETENTIOND_TEST_MYSQL_URL is not set: MySQL variant not run");
+            return None;
+        };
+        let admin = Db::connect(&base)
+            .await
+            .expect("RETENTIOND_TEST_MYSQL_URL must reach MySQL or MariaDB");
+        let database = format!("t_{}_{}", std::process::id(), rand_suffix());
+        admin
+            .execute(&Query::new(&format!("CREATE DATABASE {database}")))
+            .await
+            .unwrap();
+        admin.close().await;
+        let url = mysql_url(&database);
+        let db = Db::connect(&url).await.unwrap();
+        db.execute_script(retentiond::reference::sql(Backend::Mysql))
+            .await
+            .unwrap();
+        Some(TestDb {
+            db,
+            url,
+            dir: tempfile::tempdir().unwrap(),
+            schema: Some(database),
+            next_customer: AtomicU32::new(1),
+        })
+    }
+
     /// A second, fresh database of the same backend (for comparing with a clean run).
     pub async fn another(&self) -> TestDb {
         match self.backend() {
             Backend::Sqlite => TestDb::sqlite().await,
             Backend::Postgres => TestDb::postgres().await.expect("postgres configured"),
+            Backend::Mysql => TestDb::mysql().await.expect("mysql configured"),
         }
     }
 
@@ -457,12 +520,38 @@ impl TestDb {
     }
 }
 
-/// Booleans are 0/1 integers in the SQLite reference schema and BOOLEAN in PostgreSQL.
+/// Booleans are 0/1 integers in the SQLite reference schema and BOOLEAN elsewhere.
 pub fn flag(backend: Backend, on: bool) -> Value {
     match backend {
         Backend::Sqlite => Value::Int(on as i64),
-        Backend::Postgres => Value::Bool(on),
+        Backend::Postgres | Backend::Mysql => Value::Bool(on),
     }
+}
+
+/// The URL of database `database` on the server of RETENTIOND_TEST_MYSQL_URL.
+pub fn mysql_url(database: &str) -> String {
+    let base = std::env::var("RETENTIOND_TEST_MYSQL_URL").expect("RETENTIOND_TEST_MYSQL_URL");
+    let (server, query) = base.split_once('?').map_or((base.as_str(), None), |(s, q)| (s, Some(q)));
+    let server = server.rsplit_once('/').map_or(server, |(s, _)| s);
+    match query {
+        Some(q) => format!("{server}/{database}?{q}"),
+        None => format!("{server}/{database}"),
+    }
+}
+
+/// `mysql`/`mysqldump` arguments reaching the server of RETENTIOND_TEST_MYSQL_URL.
+pub fn mysql_client_args() -> Vec<String> {
+    let base = std::env::var("RETENTIOND_TEST_MYSQL_URL").expect("RETENTIOND_TEST_MYSQL_URL");
+    let rest = base.split_once("://").map_or(base.as_str(), |(_, r)| r);
+    let rest = rest.split(['/', '?']).next().unwrap_or("");
+    let (user, host) = rest.rsplit_once('@').unwrap_or(("root", rest));
+    let (user, password) = user.split_once(':').unwrap_or((user, ""));
+    let (host, port) = host.split_once(':').unwrap_or((host, "3306"));
+    let mut args = vec![format!("--user={user}"), format!("--host={host}"), format!("--port={port}")];
+    if !password.is_empty() {
+        args.push(format!("--password={password}"));
+    }
+    args
 }
 
 /// Makes values comparable across backends (booleans as 0/1, times as `datetime()` text).
@@ -547,7 +636,7 @@ timezone = "Europe/London"
     )
 }
 
-/// Runs the same async test body on SQLite and (when configured) PostgreSQL.
+/// Runs the same async test body on SQLite and (when configured) PostgreSQL and MySQL/MariaDB.
 #[macro_export]
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -564,6 +653,16 @@ macro_rules! on_both_backends {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     if let Some(db) = $crate::common::TestDb::postgres().await {
+                        super::$name(db).await
+                    }
+                }
+            )*
+        }
+        mod mysql {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(db) = $crate::common::TestDb::mysql().await {
                         super::$name(db).await
                     }
                 }

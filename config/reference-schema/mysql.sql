@@ -1,0 +1,29 @@
+-- The reference customer schema (SPEC 8), MySQL/MariaDB spelling (InnoDB; times DATETIME(6) in
+-- UTC): used by the tests and benchmarks. Foreign keys are table constraints: InnoDB ignores a
+-- REFERENCES written on a column.
+CREATE TABLE customers (
+  id BIGINT AUTO_INCREMENT PRIMARY KEY, venue_id BIGINT NOT NULL,
+  title VARCHAR(40), first_name VARCHAR(100), last_name VARCHAR(100), email VARCHAR(255), phone VARCHAR(40),
+  address_line1 VARCHAR(255), address_line2 VARCHAR(255), city VARCHAR(100), postcode VARCHAR(20), country VARCHAR(100),
+  date_of_birth DATE, marketing_opt_in BOOLEAN NOT NULL DEFAULT FALSE,
+  legal_hold BOOLEAN NOT NULL DEFAULT FALSE, created_at DATETIME(6) NOT NULL
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4;
+CREATE TABLE orders (
+  id BIGINT AUTO_INCREMENT PRIMARY KEY, venue_id BIGINT NOT NULL,
+  customer_id BIGINT NOT NULL,
+  placed_at DATETIME(6) NOT NULL, total_pence BIGINT NOT NULL, billing_email VARCHAR(255),
+  INDEX orders_customer_placed (customer_id, placed_at),
+  FOREIGN KEY (customer_id) REFERENCES customers (id)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4;
+CREATE TABLE order_addresses (
+  id BIGINT AUTO_INCREMENT PRIMARY KEY, order_id BIGINT NOT NULL,
+  address_type VARCHAR(20) NOT NULL, first_name VARCHAR(100), last_name VARCHAR(100), address_1 VARCHAR(255),
+  city VARCHAR(100), postcode VARCHAR(20), email VARCHAR(255), phone VARCHAR(40),
+  INDEX order_addresses_order (order_id),
+  FOREIGN KEY (order_id) REFERENCES orders (id)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4;
+CREATE TABLE customer_notes (
+  id BIGINT AUTO_INCREMENT PRIMARY KEY, customer_id BIGINT NOT NULL, body TEXT NOT NULL,
+  INDEX customer_notes_customer (customer_id),
+  FOREIGN KEY (customer_id) REFERENCES customers (id)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4;
