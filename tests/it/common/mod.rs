@@ -528,6 +528,21 @@ pub fn flag(backend: Backend, on: bool) -> Value {
     }
 }
 
+/// A row source `s` with one column `n` holding 1 to `count`, in SQL that every backend runs
+/// (no recursion, so no server's recursion limit applies).
+pub fn series(count: u32) -> String {
+    let digit = "(SELECT 0 AS d UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4 \
+                 UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9)";
+    let places = count.max(1).to_string().len();
+    let sum: Vec<String> = (0..places).map(|p| format!("{} * d{p}.d", 10u64.pow(p as u32))).collect();
+    let from: Vec<String> = (0..places).map(|p| format!("{digit} d{p}")).collect();
+    format!(
+        "(SELECT n FROM (SELECT {} + 1 AS n FROM {}) x WHERE n <= {count}) s",
+        sum.join(" + "),
+        from.join(", ")
+    )
+}
+
 /// The URL of database `database` on the server of RETENTIOND_TEST_MYSQL_URL.
 pub fn mysql_url(database: &str) -> String {
     let base = std::env::var("RETENTIOND_TEST_MYSQL_URL").expect("RETENTIOND_TEST_MYSQL_URL");
