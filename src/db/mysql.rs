@@ -318,12 +318,11 @@ pub async fn unfit(pool: &MySqlPool, tables: &[&Ident]) -> Result<Vec<String>> {
 /// prints them) gives.
 fn missing_privileges(grants: &[String], database: &str) -> Vec<&'static str> {
     const NEEDED: [&str; 6] = ["SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "INDEX"];
+    // Names are quoted with backquotes, or with double quotes under ANSI_QUOTES.
     let applies = |g: &str| {
         let on = g.split(" ON ").nth(1).unwrap_or("");
-        let scope = on.split(" TO ").next().unwrap_or("").trim();
-        scope.starts_with("*.*")
-            || scope.trim_matches('`').starts_with(database)
-            || scope.starts_with(&format!("`{database}`.*"))
+        let scope = on.split(" TO ").next().unwrap_or("").trim().replace(['`', '"'], "");
+        scope == "*.*" || scope == format!("{database}.*")
     };
     let granted: Vec<String> = grants
         .iter()
@@ -428,6 +427,9 @@ mod tests {
     fn privileges_are_read_from_grants() {
         let all = vec!["GRANT ALL PRIVILEGES ON *.* TO `root`@`localhost`".to_string()];
         assert!(missing_privileges(&all, "shop").is_empty());
+        let ansi = vec!["GRANT ALL PRIVILEGES ON \"shop\".* TO \"svc\"@\"%\"".to_string()];
+        assert!(missing_privileges(&ansi, "shop").is_empty());
+        assert_eq!(missing_privileges(&ansi, "shopping").len(), 6);
         let some = vec![
             "GRANT USAGE ON *.* TO `svc`@`%`".to_string(),
             "GRANT SELECT, INSERT, UPDATE ON `shop`.* TO `svc`@`%`".to_string(),

@@ -159,18 +159,17 @@ async fn processed(db: &TestDb, report_id: i64) -> i64 {
     db.count(&format!("SELECT COUNT(*) FROM retention_report_items WHERE report_id = {report_id} AND outcome IS NOT NULL")).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_outage_mid_apply_fails_clearly_changes_nothing_half_way_and_resumes() {
-    let Some(db) = TestDb::postgres().await else {
-        return;
-    };
+/// The database server becomes unreachable, then kills the service's sessions, each in the
+/// middle of an apply (PostgreSQL and MySQL; SQLite has no server).
+async fn server_outage_mid_apply_fails_clearly_changes_nothing_half_way_and_resumes(db: TestDb) {
     db.migrate().await;
     const N: i64 = 2000;
     let mut q = Query::new(
         "INSERT INTO customers (venue_id, first_name, last_name, email, postcode, created_at) \
-         SELECT 1, 'Bulk', 'Person', 'bulk' || n || '@example.org', 'LS1 4AP', TIMESTAMPTZ '2019-01-01 00:00:00+00' FROM generate_series(1, ",
+         SELECT 1, 'Bulk', 'Person', 'bulk' || n || '@example.org', 'LS1 4AP', ",
     );
-    q.bind(N).push(") AS s(n)");
+    q.bind(t("2019-01-01 00:00:00"))
+        .push(&format!(" FROM {} ORDER BY n", crate::common::series(N as u32)));
     db.db.execute(&q).await.unwrap();
     let venues = anonymise_venue(1, "3 years", "") + "\n[apply]\nbatch_size = 5\n";
     let svc = db.service(&venues).await;
@@ -187,12 +186,12 @@ async fn postgres_outage_mid_apply_fails_clearly_changes_nothing_half_way_and_re
         .await
         .unwrap();
     let config = db.write_config(&venues);
-    let base: url_parts::Parts = url_parts::split(&db.url);
-    let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
-    let via_proxy = format!(
-        "postgres://{}@{}/{}{}&application_name=victim",
-        base.user, proxy.addr, base.database, base.query
-    );
+    let server = match db.backend() {
+        retentiond::db::Backend::Postgres => "127.0.0.1:5432",
+        _ => "127.0.0.1:3306",
+    };
+    let proxy = Proxy::start(server.parse().unwrap()).await;
+    let via_proxy = db.url_for_process("victim", Some(proxy.addr)).await;
 
     let run = |url: String| {
         Command::new(env!("CARGO_BIN_EXE_retentiond"))
@@ -228,7 +227,7 @@ async fn postgres_outage_mid_apply_fails_clearly_changes_nothing_half_way_and_re
     // 2. Its connections are killed by the server in the middle of the apply.
     let child = run(via_proxy.clone());
     wait_for_progress(after_cut).await;
-    db.db.execute(&Query::new("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'victim'")).await.unwrap();
+    db.kill_sessions_of("victim").await;
     let terminated = child.wait_with_output().unwrap();
     let after_kill = processed(&db, report_id).await;
 
@@ -236,7 +235,7 @@ async fn postgres_outage_mid_apply_fails_clearly_changes_nothing_half_way_and_re
     let finished = run(via_proxy).wait_with_output().unwrap();
 
     let stderr = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
-    eprintln!("fault proof database: cut at {after_cut}/{N}, terminated at {after_kill}/{N}, then finished");
+    eprintln!("fault proof database {:?}: cut at {after_cut}/{N}, terminated at {after_kill}/{N}, then finished", db.backend());
     assert_eq!(
         unreachable.status.code(),
         Some(1),
@@ -273,26 +272,5 @@ async fn postgres_outage_mid_apply_fails_clearly_changes_nothing_half_way_and_re
     }
 }
 
-/// Splits the test database URL into the parts the proxy URL needs.
-mod url_parts {
-    pub struct Parts {
-        pub user: String,
-        pub database: String,
-        pub query: String,
-    }
 
-    pub fn split(url: &str) -> Parts {
-        let rest = url.split_once("://").unwrap().1;
-        let (authority, path) = rest.split_once('/').unwrap();
-        let user = authority
-            .split_once('@')
-            .map_or("postgres", |(u, _)| u)
-            .to_string();
-        let (database, query) = path.split_once('?').map_or((path, ""), |(d, q)| (d, q));
-        Parts {
-            user,
-            database: database.to_string(),
-            query: format!("?{query}"),
-        }
-    }
-}
+crate::on_server_backends!(server_outage_mid_apply_fails_clearly_changes_nothing_half_way_and_resumes);

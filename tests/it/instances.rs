@@ -13,17 +13,14 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn spawn_daemon(config: &Path, smtp_url: &str, app_name: &str, database_url: &str) -> Child {
+fn spawn_daemon(config: &Path, smtp_url: &str, database_url: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_retentiond"))
         .arg("--config")
         .arg(config)
         .arg("run")
         .env("RUST_LOG", "error")
         .env("RETENTIOND__MAIL__SMTP_URL", smtp_url)
-        .env(
-            "RETENTIOND__DATABASE__URL",
-            format!("{database_url}&application_name={app_name}"),
-        )
+        .env("RETENTIOND__DATABASE__URL", database_url)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -36,15 +33,14 @@ fn http_section(port: u16) -> String {
     format!("\n[http]\nbind = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n[apply]\nbatch_size = 10\n")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_postgres_instances_apply_once_and_take_over_from_a_killed_one() {
-    let Some(db) = TestDb::postgres().await else {
-        return;
-    };
+/// Two daemons share a server database (PostgreSQL, MySQL); the one holding the venue's lock is
+/// killed mid-apply and the other takes over.
+async fn two_instances_apply_once_and_take_over_from_a_killed_one(db: TestDb) {
     db.migrate().await;
     const N: i64 = 1500;
-    let mut q = Query::new("INSERT INTO customers (venue_id, first_name, email, created_at) SELECT 2, 'Bulk', 'bulk' || n || '@example.org', TIMESTAMPTZ '2019-01-01 00:00:00+00' FROM generate_series(1, ");
-    q.bind(N).push(") AS s(n)");
+    let mut q = Query::new("INSERT INTO customers (venue_id, first_name, email, created_at) SELECT 2, 'Bulk', 'bulk' || n || '@example.org', ");
+    q.bind(crate::common::t("2019-01-01 00:00:00"))
+        .push(&format!(" FROM {}", crate::common::series(N as u32)));
     db.db.execute(&q).await.unwrap();
     let smtp = SmtpSink::start().await;
     let venue = delete_venue(2, "3 years", "cron = \"* * * * * *\"");
@@ -68,11 +64,19 @@ async fn two_postgres_instances_apply_once_and_take_over_from_a_killed_one() {
     let mut daemons = vec![
         (
             "instance_a",
-            spawn_daemon(&configs[0], &smtp.url(), "instance_a", &db.url),
+            spawn_daemon(
+                &configs[0],
+                &smtp.url(),
+                &db.url_for_process("instance_a", None).await,
+            ),
         ),
         (
             "instance_b",
-            spawn_daemon(&configs[1], &smtp.url(), "instance_b", &db.url),
+            spawn_daemon(
+                &configs[1],
+                &smtp.url(),
+                &db.url_for_process("instance_b", None).await,
+            ),
         ),
     ];
     let processed = || async {
@@ -82,18 +86,12 @@ async fn two_postgres_instances_apply_once_and_take_over_from_a_killed_one() {
     // Wait until the apply is under way, then kill whichever instance holds the venue's lock.
     let deadline = Instant::now() + Duration::from_secs(30);
     let holder = loop {
-        let rows = db
-            .db
-            .fetch_all(&Query::new("SELECT a.application_name::text FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted"))
-            .await
-            .unwrap();
+        let holder = db
+            .venue_lock_holder(2, &["instance_a", "instance_b"])
+            .await;
         let done = processed().await;
         if done > 0 && done < N {
-            if let Some(name) = rows
-                .iter()
-                .filter_map(|r| r.text(0).ok())
-                .find(|n| n.starts_with("instance_"))
-            {
+            if let Some(name) = holder {
                 break name;
             }
         }
@@ -333,3 +331,5 @@ async fn assert_applied_exactly_once(db: &TestDb, smtp: &SmtpSink, report_id: i6
         .count();
     assert_eq!(confirmations, 1, "exactly one confirmation");
 }
+
+crate::on_server_backends!(two_instances_apply_once_and_take_over_from_a_killed_one);

@@ -554,6 +554,107 @@ pub fn mysql_url(database: &str) -> String {
     }
 }
 
+impl TestDb {
+    /// A URL of this test's database for a process named `name`, through `host_port` (the
+    /// server's own address when `None`), so that the test can find its sessions: on PostgreSQL
+    /// by `application_name`, on MySQL by a user of that name created for this database (MySQL
+    /// sessions carry no application name). [`TestDb::sessions_of`] finds them.
+    pub async fn url_for_process(&self, name: &str, host_port: Option<std::net::SocketAddr>) -> String {
+        match self.backend() {
+            Backend::Postgres => {
+                let url = match host_port {
+                    Some(addr) => {
+                        let (scheme_user, rest) = self.url.split_once('@').unwrap();
+                        let path = &rest[rest.find('/').unwrap()..];
+                        format!("{scheme_user}@{addr}{path}")
+                    }
+                    None => self.url.clone(),
+                };
+                format!("{url}&application_name={name}")
+            }
+            Backend::Mysql => {
+                let database = self.schema.as_deref().unwrap();
+                let user = self.process_user(name);
+                for sql in [
+                    format!("CREATE USER IF NOT EXISTS '{user}'@'%'"),
+                    format!("GRANT ALL PRIVILEGES ON {database}.* TO '{user}'@'%'"),
+                ] {
+                    self.db.execute(&Query::new(&sql)).await.unwrap();
+                }
+                let server = host_port.map_or_else(
+                    || {
+                        let args = mysql_client_args();
+                        let host = args.iter().find_map(|a| a.strip_prefix("--host=")).unwrap().to_string();
+                        let port = args.iter().find_map(|a| a.strip_prefix("--port=")).unwrap().to_string();
+                        format!("{host}:{port}")
+                    },
+                    |a| a.to_string(),
+                );
+                format!("mysql://{user}@{server}/{database}")
+            }
+            Backend::Sqlite => panic!("SQLite has no sessions"),
+        }
+    }
+
+    fn process_user(&self, name: &str) -> String {
+        let database = self.schema.as_deref().unwrap();
+        let mut user = format!("{name}_{}", database.trim_start_matches("t_"));
+        user.truncate(32);
+        user
+    }
+
+    /// The server-side session ids of the process named `name` (see [`TestDb::url_for_process`]).
+    pub async fn sessions_of(&self, name: &str) -> Vec<i64> {
+        let mut q = Query::new(match self.backend() {
+            Backend::Postgres => "SELECT pid FROM pg_stat_activity WHERE application_name = ",
+            _ => "SELECT id FROM information_schema.processlist WHERE user = ",
+        });
+        q.bind(match self.backend() {
+            Backend::Postgres => name.to_string(),
+            _ => self.process_user(name),
+        });
+        self.db.fetch_all(&q).await.unwrap().iter().map(|r| r.i64(0).unwrap()).collect()
+    }
+
+    /// Ends the server sessions of the process named `name`, as a server restart or an
+    /// administrator would: `pg_terminate_backend`, MySQL `KILL`.
+    pub async fn kill_sessions_of(&self, name: &str) {
+        for id in self.sessions_of(name).await {
+            let sql = match self.backend() {
+                Backend::Postgres => format!("SELECT pg_terminate_backend({id})"),
+                _ => format!("KILL {id}"),
+            };
+            // A session may end by itself meanwhile.
+            let _ = self.db.execute(&Query::new(&sql)).await;
+        }
+    }
+
+    /// The name of the process (see [`TestDb::url_for_process`]) holding the lock of
+    /// `venue_id`'s cycle, if one of `names` does.
+    pub async fn venue_lock_holder(&self, venue_id: i64, names: &[&str]) -> Option<String> {
+        let q = match self.backend() {
+            Backend::Postgres => Query::new("SELECT a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted"),
+            _ => Query::new(&format!(
+                "SELECT IS_USED_LOCK(CONCAT('retentiond:', SHA1(CONCAT(DATABASE(), ':venue:{venue_id}'))))"
+            )),
+        };
+        let holders: Vec<i64> = self
+            .db
+            .fetch_all(&q)
+            .await
+            .unwrap()
+            .iter()
+            .filter_map(|r| r.opt_i64(0).unwrap())
+            .collect();
+        for name in names {
+            if self.sessions_of(name).await.iter().any(|s| holders.contains(s)) {
+                return Some(name.to_string());
+            }
+        }
+        None
+    }
+}
+
 /// `mysql`/`mysqldump` arguments reaching the server of RETENTIOND_TEST_MYSQL_URL.
 pub fn mysql_client_args() -> Vec<String> {
     let base = std::env::var("RETENTIOND_TEST_MYSQL_URL").expect("RETENTIOND_TEST_MYSQL_URL");
@@ -663,6 +764,34 @@ macro_rules! on_both_backends {
                 }
             )*
         }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(db) = $crate::common::TestDb::postgres().await {
+                        super::$name(db).await
+                    }
+                }
+            )*
+        }
+        mod mysql {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(db) = $crate::common::TestDb::mysql().await {
+                        super::$name(db).await
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// Runs the same async test body on the server backends, PostgreSQL and MySQL/MariaDB (when
+/// configured): for what only a server has (sessions, connections to kill, several instances).
+#[macro_export]
+macro_rules! on_server_backends {
+    ($($name:ident),* $(,)?) => {
         mod postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
