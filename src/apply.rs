@@ -439,7 +439,11 @@ async fn classify_skipped(
     let mut q = Query::new(&format!(
         "SELECT {id}, {venue}, {hold} FROM {customers} WHERE {id}",
         id = s.customer_id.q(),
-        venue = s.customer_venue.q(),
+        // A database of one venue: every customer is this venue's.
+        venue = s
+            .customer_venue
+            .as_ref()
+            .map_or(scope.venue.id.to_string(), |v| v.q()),
         customers = s.customers.q()
     ));
     tx.backend().push_in_ids(&mut q, ids);

@@ -81,9 +81,34 @@ fn customer_tables(config: &Config) -> Vec<&Ident> {
     tables
 }
 
+/// With `schema.customer_venue` left out (one venue configured), every customer in the table
+/// counts as that venue's. A customers table that has a `venue_id` column most likely holds
+/// other venues too (a configuration that relied on the old default): refused, never guessed.
+async fn one_venue_problem(db: &Db, config: &Config) -> Result<Option<String>> {
+    let s = &config.schema;
+    if s.customer_venue.is_some() {
+        return Ok(None);
+    }
+    let columns = introspect::columns(db, &s.customers)
+        .await?
+        .unwrap_or_default();
+    Ok(columns.iter().any(|c| c.name == "venue_id").then(|| {
+        format!(
+            "{}: schema.customer_venue is left out, so every customer in {} would count as venue {}'s, but the table has a venue_id column: set schema.customer_venue = \"venue_id\"",
+            config.file,
+            s.customers,
+            config.venues.first().map_or(0, |v| v.id)
+        )
+    }))
+}
+
 /// Fails before any customer is touched when the database cannot be written safely (on MySQL:
-/// a table without transactions, a missing privilege), naming what is wrong.
+/// a table without transactions, a missing privilege), or when a database of one venue looks
+/// like it holds several, naming what is wrong.
 pub async fn ensure_fit(db: &Db, config: &Config) -> Result<()> {
+    if let Some(problem) = one_venue_problem(db, config).await? {
+        anyhow::bail!("{problem}; no customer was touched");
+    }
     if let Some(problem) = db.unfit(&customer_tables(config)).await?.into_iter().next() {
         anyhow::bail!("{problem}; no customer was touched");
     }
@@ -152,11 +177,11 @@ pub async fn run(db: &Db, config: &Config) -> Result<CheckReport> {
     report
         .problems
         .extend(db.unfit(&customer_tables(config)).await?);
+    report.problems.extend(one_venue_problem(db, config).await?);
 
     let mut tables: HashMap<String, Option<Vec<ColumnInfo>>> = HashMap::new();
     let mut wanted: Vec<(&str, &Ident, &Ident)> = vec![
         ("schema.customer_id", &s.customers, &s.customer_id),
-        ("schema.customer_venue", &s.customers, &s.customer_venue),
         (
             "schema.customer_created_at",
             &s.customers,
@@ -165,6 +190,9 @@ pub async fn run(db: &Db, config: &Config) -> Result<CheckReport> {
         ("schema.order_customer", &s.orders, &s.order_customer),
         ("schema.order_placed_at", &s.orders, &s.order_placed_at),
     ];
+    if let Some(venue) = &s.customer_venue {
+        wanted.push(("schema.customer_venue", &s.customers, venue));
+    }
     if let Some(hold) = &s.legal_hold {
         wanted.push(("schema.legal_hold", &s.customers, hold));
     }
@@ -435,8 +463,9 @@ async fn check_unknown_customer_can_be_created(
         {
             continue;
         }
-        let set: Vec<&str> = [&s.customer_venue, &s.customer_created_at]
+        let set: Vec<&str> = [&s.customer_created_at]
             .into_iter()
+            .chain(s.customer_venue.as_ref())
             .chain(s.display_name.iter())
             .map(|c| c.name())
             .collect();

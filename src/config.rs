@@ -153,7 +153,9 @@ impl Reference {
 pub struct SchemaConfig {
     pub customers: Ident,
     pub customer_id: Ident,
-    pub customer_venue: Ident,
+    /// The customers column naming each customer's venue; `None` when the database holds one
+    /// venue (left out, with exactly one venue configured: a shop's database).
+    pub customer_venue: Option<Ident>,
     pub customer_created_at: Ident,
     pub legal_hold: Option<Ident>,
     pub customer_activity: Vec<Ident>,
@@ -209,11 +211,8 @@ impl SchemaConfig {
     /// The customers columns that are structural rather than personal: never anonymised,
     /// never "unclassified".
     pub fn structural_columns(&self) -> Vec<&Ident> {
-        let mut cols = vec![
-            &self.customer_id,
-            &self.customer_venue,
-            &self.customer_created_at,
-        ];
+        let mut cols = vec![&self.customer_id, &self.customer_created_at];
+        cols.extend(self.customer_venue.as_ref());
         cols.extend(self.legal_hold.as_ref());
         cols
     }
@@ -380,7 +379,7 @@ struct RawSecrets {
 struct RawSchema {
     customers: String,
     customer_id: String,
-    customer_venue: String,
+    customer_venue: Option<String>,
     customer_created_at: String,
     legal_hold: Option<String>,
     customer_activity: Vec<String>,
@@ -397,7 +396,7 @@ impl Default for RawSchema {
         RawSchema {
             customers: "customers".into(),
             customer_id: "id".into(),
-            customer_venue: "venue_id".into(),
+            customer_venue: None,
             customer_created_at: "created_at".into(),
             legal_hold: None,
             customer_activity: vec![],
@@ -736,7 +735,13 @@ fn validate(file: String, raw: RawConfig) -> Result<Config, ConfigError> {
     let schema = SchemaConfig {
         customers: ident("schema.customers", &s.customers)?,
         customer_id: ident("schema.customer_id", &s.customer_id)?,
-        customer_venue: ident("schema.customer_venue", &s.customer_venue)?,
+        // Left out with one venue, the database holds only that venue's customers; with
+        // several, it names the column `venue_id` as it always has.
+        customer_venue: match (&s.customer_venue, raw.venues.len()) {
+            (Some(name), _) => Some(ident("schema.customer_venue", name)?),
+            (None, 1) => None,
+            (None, _) => Some(ident("schema.customer_venue", "venue_id")?),
+        },
         customer_created_at: ident("schema.customer_created_at", &s.customer_created_at)?,
         legal_hold: s
             .legal_hold

@@ -188,7 +188,11 @@ impl Eraser<'_> {
             if sets.is_empty() {
                 return Ok(0);
             }
-            q.push(&format!("UPDATE {} SET {} WHERE ", r.table.q(), sets.join(", ")));
+            q.push(&format!(
+                "UPDATE {} SET {} WHERE ",
+                r.table.q(),
+                sets.join(", ")
+            ));
             push_rows_of_batch(&mut q, backend, self.schema, r, ids);
             return tx
                 .execute(&q)
@@ -411,9 +415,13 @@ impl Eraser<'_> {
             }
             return Ok(id);
         }
-        let mut columns = vec![s.customer_venue.q(), s.customer_created_at.q()];
+        let mut columns = vec![s.customer_created_at.q()];
         let mut q = Query::new("");
-        let mut values = vec![q.param(venue.id), q.param(at)];
+        let mut values = vec![q.param(at)];
+        if let Some(column) = &s.customer_venue {
+            columns.push(column.q());
+            values.push(q.param(venue.id));
+        }
         let labels: &[&str] = if s.display_name.len() >= 2 {
             &["Unknown", "Customer"]
         } else {

@@ -61,8 +61,12 @@ const MIGRATIONS: &[Migration] = &[
         version: 6,
         name: "free_text_out_of_ledger_and_replays",
         sql: Spelled {
-            sqlite: include_str!("../migrations/sqlite/0006_free_text_out_of_ledger_and_replays.sql"),
-            postgres: include_str!("../migrations/postgres/0006_free_text_out_of_ledger_and_replays.sql"),
+            sqlite: include_str!(
+                "../migrations/sqlite/0006_free_text_out_of_ledger_and_replays.sql"
+            ),
+            postgres: include_str!(
+                "../migrations/postgres/0006_free_text_out_of_ledger_and_replays.sql"
+            ),
             mysql: include_str!("../migrations/mysql/0006_free_text_out_of_ledger_and_replays.sql"),
         },
     },

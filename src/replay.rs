@@ -167,13 +167,12 @@ async fn replay_batch(
     let mut select = vec![format!("c.{}", s.customer_id.q())];
     select.extend(hashed.iter().map(|c| format!("c.{}", c.q())));
     let mut q = Query::new(&format!(
-        "SELECT {} FROM {} c WHERE c.{} = ",
+        "SELECT {} FROM {} c WHERE 1 = 1",
         select.join(", "),
         s.customers.q(),
-        s.customer_venue.q()
     ));
-    q.bind(venue.id)
-        .push(&format!(" AND c.{}", s.customer_id.q()));
+    crate::selection::push_venue_filter(&mut q, s, "c.", venue.id);
+    q.push(&format!(" AND c.{}", s.customer_id.q()));
     backend.push_in_ids(&mut q, ids);
     q.push(&format!(
         " AND NOT EXISTS (SELECT 1 FROM retention_anonymised a WHERE a.customer_id = c.{}) ORDER BY c.{}",

@@ -184,7 +184,12 @@ pub fn name_expression(backend: Backend, schema: &SchemaConfig, alias: &str) -> 
     schema
         .display_name
         .iter()
-        .map(|c| format!("COALESCE({}, '')", backend.cast_text(&format!("{alias}.{}", c.q()))))
+        .map(|c| {
+            format!(
+                "COALESCE({}, '')",
+                backend.cast_text(&format!("{alias}.{}", c.q()))
+            )
+        })
         .collect::<Vec<_>>()
         .join(" || ' ' || ")
 }
@@ -589,7 +594,10 @@ pub async fn customers_page(
                 .replace('_', "\\_")
         );
         let email = schema.display_email.as_ref().map_or("''".to_string(), |c| {
-            format!("COALESCE({}, '')", db.backend().cast_text(&format!("c.{}", c.q())))
+            format!(
+                "COALESCE({}, '')",
+                db.backend().cast_text(&format!("c.{}", c.q()))
+            )
         });
         q.push(" AND (i.customer_id = ")
             .bind(text.parse::<i64>().unwrap_or(i64::MIN))

@@ -52,10 +52,9 @@ impl Scope<'_> {
     pub fn push_filter(&self, q: &mut Query) {
         let s = self.schema;
         let id = s.customer_id.q();
-        q.push(&format!("c.{} = ", s.customer_venue.q()))
-            .bind(self.venue.id);
-        q.push(&format!(" AND c.{} < ", s.customer_created_at.q()))
+        q.push(&format!("c.{} < ", s.customer_created_at.q()))
             .bind(self.cutoff);
+        push_venue_filter(q, s, "c.", self.venue.id);
         q.push(&format!(
             " AND NOT EXISTS (SELECT 1 FROM {} o WHERE o.{} = c.{id} AND o.{} >= ",
             s.orders.q(),
@@ -104,6 +103,15 @@ pub fn last_order_of(schema: &SchemaConfig, customer: &str) -> String {
     )
 }
 
+/// Appends ` AND <prefix>venue = venue_id` where the customers table names each customer's
+/// venue; a database of one venue needs no filter.
+pub fn push_venue_filter(q: &mut Query, schema: &SchemaConfig, prefix: &str, venue_id: i64) {
+    if let Some(venue) = &schema.customer_venue {
+        q.push(&format!(" AND {prefix}{} = ", venue.q()))
+            .bind(venue_id);
+    }
+}
+
 /// Counts the customers with id `id` that belong to `venue_id` (0 or 1).
 pub fn customer_of_venue(schema: &SchemaConfig, venue_id: i64, id: i64) -> Query {
     let mut q = Query::new(&format!(
@@ -111,9 +119,8 @@ pub fn customer_of_venue(schema: &SchemaConfig, venue_id: i64, id: i64) -> Query
         schema.customers.q(),
         schema.customer_id.q()
     ));
-    q.bind(id)
-        .push(&format!(" AND {} = ", schema.customer_venue.q()))
-        .bind(venue_id);
+    q.bind(id);
+    push_venue_filter(&mut q, schema, "", venue_id);
     q
 }
 
@@ -135,11 +142,10 @@ pub async fn candidate_ids(db: &Db, scope: &Scope<'_>) -> Result<Vec<i64>> {
 /// All customers of the venue, the denominator of the brake.
 pub async fn count_customers(db: &Db, schema: &SchemaConfig, venue_id: i64) -> Result<u64> {
     let mut q = Query::new(&format!(
-        "SELECT COUNT(*) FROM {} WHERE {} = ",
-        schema.customers.q(),
-        schema.customer_venue.q()
+        "SELECT COUNT(*) FROM {} WHERE 1 = 1",
+        schema.customers.q()
     ));
-    q.bind(venue_id);
+    push_venue_filter(&mut q, schema, "", venue_id);
     Ok(db.fetch_one(&q).await?.i64(0)? as u64)
 }
 

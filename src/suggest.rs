@@ -14,10 +14,7 @@ use anyhow::Result;
 const SAMPLE: i64 = 50;
 
 /// The proposed strategy of one column and the reason, in words.
-pub fn propose(
-    column: &ColumnInfo,
-    sample: &[String],
-) -> (String, &'static str) {
+pub fn propose(column: &ColumnInfo, sample: &[String]) -> (String, &'static str) {
     let name = column.name.to_lowercase();
     let has = |words: &[&str]| words.iter().any(|w| name.contains(w));
     let share = |test: &dyn Fn(&str) -> bool| {

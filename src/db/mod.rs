@@ -621,7 +621,11 @@ impl Db {
             Backend::Mysql => mysql::INDEX_LEADING_COLUMNS,
         });
         q.param(table.name());
-        self.fetch_all(&q).await?.iter().map(|r| r.text(0)).collect()
+        self.fetch_all(&q)
+            .await?
+            .iter()
+            .map(|r| r.text(0))
+            .collect()
     }
 
     /// Problems of the server or of `table` that make it unfit for retentiond (MySQL: a table
@@ -696,10 +700,7 @@ pub enum NamedLock {
     None,
     /// SQLite: the locked file, unlocked when closed.
     File(#[allow(dead_code)] std::fs::File),
-    Postgres(
-        Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
-        String,
-    ),
+    Postgres(Option<sqlx::pool::PoolConnection<sqlx::Postgres>>, String),
     Mysql(Option<sqlx::pool::PoolConnection<sqlx::MySql>>, String),
 }
 
@@ -806,8 +807,7 @@ impl Tx {
     /// that is safe for a batch.
     pub async fn relax_commit_flush(&mut self) -> Result<()> {
         if let Tx::Postgres(tx) = self {
-            postgres::execute(&mut **tx, &Query::new("SET LOCAL synchronous_commit = off"))
-                .await?;
+            postgres::execute(&mut **tx, &Query::new("SET LOCAL synchronous_commit = off")).await?;
         }
         Ok(())
     }

@@ -125,8 +125,7 @@ pub fn positional(sql: &str) -> (String, Vec<usize>) {
             }
             None if c == '$' && chars.peek().is_some_and(|(_, d)| d.is_ascii_digit()) => {
                 let mut n = 0usize;
-                while let Some((_, d)) = chars.peek().copied().filter(|(_, d)| d.is_ascii_digit())
-                {
+                while let Some((_, d)) = chars.peek().copied().filter(|(_, d)| d.is_ascii_digit()) {
                     n = n * 10 + d.to_digit(10).expect("digit") as usize;
                     chars.next();
                 }
@@ -179,7 +178,10 @@ fn decode(row: &MySqlRow) -> Result<Row> {
             t if t.ends_with("UNSIGNED") || t == "BIT" => {
                 let v = row.try_get_unchecked::<u64, _>(i)?;
                 Value::Int(i64::try_from(v).with_context(|| {
-                    format!("column {} holds {v}, too large for retentiond", column.name())
+                    format!(
+                        "column {} holds {v}, too large for retentiond",
+                        column.name()
+                    )
                 })?)
             }
             "FLOAT" | "DOUBLE" => Value::Float(row.try_get_unchecked::<f64, _>(i)?),
@@ -212,10 +214,7 @@ fn decode(row: &MySqlRow) -> Result<Row> {
     Ok(Row(values))
 }
 
-pub async fn execute<'e, E: sqlx::Executor<'e, Database = MySql>>(
-    ex: E,
-    q: &Query,
-) -> Result<u64> {
+pub async fn execute<'e, E: sqlx::Executor<'e, Database = MySql>>(ex: E, q: &Query) -> Result<u64> {
     let (sql, order) = positional(&q.sql);
     Ok(bind_all(&sql, q, &order).execute(ex).await?.rows_affected())
 }
@@ -321,7 +320,12 @@ fn missing_privileges(grants: &[String], database: &str) -> Vec<&'static str> {
     // Names are quoted with backquotes, or with double quotes under ANSI_QUOTES.
     let applies = |g: &str| {
         let on = g.split(" ON ").nth(1).unwrap_or("");
-        let scope = on.split(" TO ").next().unwrap_or("").trim().replace(['`', '"'], "");
+        let scope = on
+            .split(" TO ")
+            .next()
+            .unwrap_or("")
+            .trim()
+            .replace(['`', '"'], "");
         scope == "*.*" || scope == format!("{database}.*")
     };
     let granted: Vec<String> = grants
@@ -373,7 +377,8 @@ pub const TABLE_EXISTS: &str = "SELECT COUNT(*) FROM information_schema.tables \
      WHERE table_schema = DATABASE() AND table_name = $1";
 
 /// name, declared type, NOT NULL, has a default, part of the primary key.
-pub const COLUMNS: &str = "SELECT CAST(column_name AS CHAR), CAST(column_type AS CHAR), is_nullable = 'NO', \
+pub const COLUMNS: &str =
+    "SELECT CAST(column_name AS CHAR), CAST(column_type AS CHAR), is_nullable = 'NO', \
      column_default IS NOT NULL OR extra LIKE '%auto_increment%', column_key = 'PRI' \
      FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = $1 \
      ORDER BY ordinal_position";
@@ -383,7 +388,8 @@ pub const FOREIGN_KEYS_TO: &str = "SELECT CAST(table_name AS CHAR), CAST(column_
      WHERE table_schema = DATABASE() AND referenced_table_schema = DATABASE() \
      AND referenced_table_name = $1 ORDER BY 1, 2";
 
-pub const INDEX_LEADING_COLUMNS: &str = "SELECT CAST(column_name AS CHAR) FROM information_schema.statistics \
+pub const INDEX_LEADING_COLUMNS: &str =
+    "SELECT CAST(column_name AS CHAR) FROM information_schema.statistics \
      WHERE table_schema = DATABASE() AND table_name = $1 AND seq_in_index = 1";
 
 /// MySQL column types as `information_schema.columns.column_type` spells them
@@ -405,11 +411,19 @@ mod tests {
 
     #[test]
     fn placeholders_become_positional_outside_quotes() {
-        let (sql, order) = positional("SELECT '$1', \"a$2\" FROM t WHERE a = $2 AND b = $1 OR c = $2");
-        assert_eq!(sql, "SELECT '$1', \"a$2\" FROM t WHERE a = ? AND b = ? OR c = ?");
+        let (sql, order) =
+            positional("SELECT '$1', \"a$2\" FROM t WHERE a = $2 AND b = $1 OR c = $2");
+        assert_eq!(
+            sql,
+            "SELECT '$1', \"a$2\" FROM t WHERE a = ? AND b = ? OR c = ?"
+        );
         assert_eq!(order, vec![1, 0, 1]);
-        let (sql, order) = positional("SELECT * FROM JSON_TABLE($12, '$[*]' COLUMNS (id BIGINT PATH '$'))");
-        assert_eq!(sql, "SELECT * FROM JSON_TABLE(?, '$[*]' COLUMNS (id BIGINT PATH '$'))");
+        let (sql, order) =
+            positional("SELECT * FROM JSON_TABLE($12, '$[*]' COLUMNS (id BIGINT PATH '$'))");
+        assert_eq!(
+            sql,
+            "SELECT * FROM JSON_TABLE(?, '$[*]' COLUMNS (id BIGINT PATH '$'))"
+        );
         assert_eq!(order, vec![11]);
     }
 
@@ -418,9 +432,15 @@ mod tests {
         assert!(check_version("10.11.19-MariaDB-0+deb12u1").is_ok());
         assert!(check_version("8.0.36").is_ok());
         let e = check_version("10.4.32-MariaDB").unwrap_err().to_string();
-        assert!(e.contains("MariaDB 10.4.32-MariaDB") && e.contains("10.6 or later"), "{e}");
+        assert!(
+            e.contains("MariaDB 10.4.32-MariaDB") && e.contains("10.6 or later"),
+            "{e}"
+        );
         let e = check_version("5.7.44-log").unwrap_err().to_string();
-        assert!(e.contains("MySQL 5.7.44") && e.contains("8.0 or later"), "{e}");
+        assert!(
+            e.contains("MySQL 5.7.44") && e.contains("8.0 or later"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -434,7 +454,10 @@ mod tests {
             "GRANT USAGE ON *.* TO `svc`@`%`".to_string(),
             "GRANT SELECT, INSERT, UPDATE ON `shop`.* TO `svc`@`%`".to_string(),
         ];
-        assert_eq!(missing_privileges(&some, "shop"), vec!["DELETE", "CREATE", "INDEX"]);
+        assert_eq!(
+            missing_privileges(&some, "shop"),
+            vec!["DELETE", "CREATE", "INDEX"]
+        );
         assert_eq!(missing_privileges(&some, "other").len(), 6);
     }
 }

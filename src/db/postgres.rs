@@ -166,7 +166,10 @@ pub fn in_ids(p: &str) -> String {
 
 /// Parallel arrays, one per column, unnested side by side.
 pub fn values_source(q: &mut Query, ids: Vec<i64>, columns: Vec<Vec<Option<String>>>) -> String {
-    let mut args = vec![format!("CAST({} AS BIGINT[])", q.param(Value::IntList(ids)))];
+    let mut args = vec![format!(
+        "CAST({} AS BIGINT[])",
+        q.param(Value::IntList(ids))
+    )];
     let mut names = vec!["id".to_string()];
     for (i, col) in columns.into_iter().enumerate() {
         args.push(format!("CAST({} AS TEXT[])", q.param(Value::TextList(col))));

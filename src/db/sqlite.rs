@@ -212,7 +212,8 @@ pub const INDEX_LEADING_COLUMNS: &str =
 /// SQLite's type affinity: any column that is not numeric or a blob may hold text, and times
 /// are text.
 pub fn classify(t: &str) -> TypeKind {
-    let numeric = t.contains("int") || t.contains("real") || t.contains("floa") || t.contains("doub");
+    let numeric =
+        t.contains("int") || t.contains("real") || t.contains("floa") || t.contains("doub");
     TypeKind {
         temporal: !(numeric || t.contains("blob")),
         textual: !numeric,

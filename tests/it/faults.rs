@@ -168,8 +168,10 @@ async fn server_outage_mid_apply_fails_clearly_changes_nothing_half_way_and_resu
         "INSERT INTO customers (venue_id, first_name, last_name, email, postcode, created_at) \
          SELECT 1, 'Bulk', 'Person', 'bulk' || n || '@example.org', 'LS1 4AP', ",
     );
-    q.bind(t("2019-01-01 00:00:00"))
-        .push(&format!(" FROM {} ORDER BY n", crate::common::series(N as u32)));
+    q.bind(t("2019-01-01 00:00:00")).push(&format!(
+        " FROM {} ORDER BY n",
+        crate::common::series(N as u32)
+    ));
     db.db.execute(&q).await.unwrap();
     let venues = anonymise_venue(1, "3 years", "") + "\n[apply]\nbatch_size = 5\n";
     let svc = db.service(&venues).await;
@@ -272,5 +274,6 @@ async fn server_outage_mid_apply_fails_clearly_changes_nothing_half_way_and_resu
     }
 }
 
-
-crate::on_server_backends!(server_outage_mid_apply_fails_clearly_changes_nothing_half_way_and_resumes);
+crate::on_server_backends!(
+    server_outage_mid_apply_fails_clearly_changes_nothing_half_way_and_resumes
+);

@@ -86,9 +86,7 @@ async fn two_instances_apply_once_and_take_over_from_a_killed_one(db: TestDb) {
     // Wait until the apply is under way, then kill whichever instance holds the venue's lock.
     let deadline = Instant::now() + Duration::from_secs(30);
     let holder = loop {
-        let holder = db
-            .venue_lock_holder(2, &["instance_a", "instance_b"])
-            .await;
+        let holder = db.venue_lock_holder(2, &["instance_a", "instance_b"]).await;
         let done = processed().await;
         if done > 0 && done < N {
             if let Some(name) = holder {

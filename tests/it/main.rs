@@ -15,6 +15,7 @@ mod erasure;
 mod faults;
 mod http;
 mod instances;
+mod mysql_shop;
 mod operations;
 mod properties;
 mod review;

@@ -534,7 +534,9 @@ pub fn series(count: u32) -> String {
     let digit = "(SELECT 0 AS d UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4 \
                  UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9)";
     let places = count.max(1).to_string().len();
-    let sum: Vec<String> = (0..places).map(|p| format!("{} * d{p}.d", 10u64.pow(p as u32))).collect();
+    let sum: Vec<String> = (0..places)
+        .map(|p| format!("{} * d{p}.d", 10u64.pow(p as u32)))
+        .collect();
     let from: Vec<String> = (0..places).map(|p| format!("{digit} d{p}")).collect();
     format!(
         "(SELECT n FROM (SELECT {} + 1 AS n FROM {}) x WHERE n <= {count}) s",
@@ -546,7 +548,9 @@ pub fn series(count: u32) -> String {
 /// The URL of database `database` on the server of RETENTIOND_TEST_MYSQL_URL.
 pub fn mysql_url(database: &str) -> String {
     let base = std::env::var("RETENTIOND_TEST_MYSQL_URL").expect("RETENTIOND_TEST_MYSQL_URL");
-    let (server, query) = base.split_once('?').map_or((base.as_str(), None), |(s, q)| (s, Some(q)));
+    let (server, query) = base
+        .split_once('?')
+        .map_or((base.as_str(), None), |(s, q)| (s, Some(q)));
     let server = server.rsplit_once('/').map_or(server, |(s, _)| s);
     match query {
         Some(q) => format!("{server}/{database}?{q}"),
@@ -559,7 +563,11 @@ impl TestDb {
     /// server's own address when `None`), so that the test can find its sessions: on PostgreSQL
     /// by `application_name`, on MySQL by a user of that name created for this database (MySQL
     /// sessions carry no application name). [`TestDb::sessions_of`] finds them.
-    pub async fn url_for_process(&self, name: &str, host_port: Option<std::net::SocketAddr>) -> String {
+    pub async fn url_for_process(
+        &self,
+        name: &str,
+        host_port: Option<std::net::SocketAddr>,
+    ) -> String {
         match self.backend() {
             Backend::Postgres => {
                 let url = match host_port {
@@ -584,8 +592,16 @@ impl TestDb {
                 let server = host_port.map_or_else(
                     || {
                         let args = mysql_client_args();
-                        let host = args.iter().find_map(|a| a.strip_prefix("--host=")).unwrap().to_string();
-                        let port = args.iter().find_map(|a| a.strip_prefix("--port=")).unwrap().to_string();
+                        let host = args
+                            .iter()
+                            .find_map(|a| a.strip_prefix("--host="))
+                            .unwrap()
+                            .to_string();
+                        let port = args
+                            .iter()
+                            .find_map(|a| a.strip_prefix("--port="))
+                            .unwrap()
+                            .to_string();
                         format!("{host}:{port}")
                     },
                     |a| a.to_string(),
@@ -613,7 +629,13 @@ impl TestDb {
             Backend::Postgres => name.to_string(),
             _ => self.process_user(name),
         });
-        self.db.fetch_all(&q).await.unwrap().iter().map(|r| r.i64(0).unwrap()).collect()
+        self.db
+            .fetch_all(&q)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.i64(0).unwrap())
+            .collect()
     }
 
     /// Ends the server sessions of the process named `name`, as a server restart or an
@@ -647,7 +669,12 @@ impl TestDb {
             .filter_map(|r| r.opt_i64(0).unwrap())
             .collect();
         for name in names {
-            if self.sessions_of(name).await.iter().any(|s| holders.contains(s)) {
+            if self
+                .sessions_of(name)
+                .await
+                .iter()
+                .any(|s| holders.contains(s))
+            {
                 return Some(name.to_string());
             }
         }
@@ -663,7 +690,11 @@ pub fn mysql_client_args() -> Vec<String> {
     let (user, host) = rest.rsplit_once('@').unwrap_or(("root", rest));
     let (user, password) = user.split_once(':').unwrap_or((user, ""));
     let (host, port) = host.split_once(':').unwrap_or((host, "3306"));
-    let mut args = vec![format!("--user={user}"), format!("--host={host}"), format!("--port={port}")];
+    let mut args = vec![
+        format!("--user={user}"),
+        format!("--host={host}"),
+        format!("--port={port}"),
+    ];
     if !password.is_empty() {
         args.push(format!("--password={password}"));
     }
@@ -802,6 +833,23 @@ macro_rules! on_server_backends {
                 }
             )*
         }
+        mod mysql {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(db) = $crate::common::TestDb::mysql().await {
+                        super::$name(db).await
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// Runs async test bodies on MySQL/MariaDB only (when configured): for what only it has.
+#[macro_export]
+macro_rules! on_mysql {
+    ($($name:ident),* $(,)?) => {
         mod mysql {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
