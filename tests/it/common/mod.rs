@@ -157,7 +157,19 @@ impl TestDb {
                 );
             }
         }
-        let db = Db::connect(&self.url).await.unwrap();
+        // A SQLite connection of the closed pool may still be finishing on its own thread.
+        let mut attempt = 0;
+        let db = loop {
+            match Db::connect(&self.url).await {
+                Ok(db) => break db,
+                Err(e) if attempt < 20 => {
+                    eprintln!("reopening after restore: {e:#}");
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot reopen the restored database: {e:#}"),
+            }
+        };
         TestDb {
             db,
             url: self.url,
