@@ -62,37 +62,11 @@ pub async fn single_integer_key(db: &Db, table: &Ident) -> Result<Option<Ident>>
     }
 }
 
-/// Which rows of a linked table belong to the batch: those pointing at its customers, or, for
-/// a `via` table, those pointing at the parent rows that do.
-fn push_rows_of_batch(
-    q: &mut Query,
-    backend: Backend,
-    schema: &SchemaConfig,
-    r: &Reference,
-    ids: &[i64],
-) {
-    let target = format!("{}.{}", r.table.q(), r.column.q());
-    match &r.via {
-        None => {
-            q.push(&target);
-            backend.push_in_ids(q, ids);
-        }
-        Some(via) => {
-            let parent = schema
-                .references
-                .iter()
-                .find(|p| p.via.is_none() && p.table == via.table)
-                .expect("a via parent is validated in the configuration");
-            q.push(&format!(
-                "{target} IN (SELECT p.{} FROM {} p WHERE p.{}",
-                via.key.q(),
-                parent.table.q(),
-                parent.column.q()
-            ));
-            backend.push_in_ids(q, ids);
-            q.push(")");
-        }
-    }
+/// Appends the test that a linked table's row belongs to the batch: its reference column is
+/// one of `keys` (see [`Eraser::batch_keys`]).
+fn push_rows_of_batch(q: &mut Query, backend: Backend, r: &Reference, keys: &[i64]) {
+    q.push(&format!("{}.{}", r.table.q(), r.column.q()));
+    backend.push_in_ids(q, keys);
 }
 
 /// The SQL that applies `strategy` to `table.column`, or `None` for keep and hash (hashes are
@@ -184,16 +158,20 @@ impl Eraser<'_> {
             .filter(|(_, s)| *s == Strategy::Hash)
             .map(|(c, _)| c)
             .collect();
+        if hashed.is_empty() && sets.is_empty() {
+            return Ok(0);
+        }
+        let keys = self.batch_keys(tx, r, ids).await?;
+        if keys.is_empty() {
+            return Ok(0);
+        }
         if hashed.is_empty() {
-            if sets.is_empty() {
-                return Ok(0);
-            }
             q.push(&format!(
                 "UPDATE {} SET {} WHERE ",
                 r.table.q(),
                 sets.join(", ")
             ));
-            push_rows_of_batch(&mut q, backend, self.schema, r, ids);
+            push_rows_of_batch(&mut q, backend, r, &keys);
             return tx
                 .execute(&q)
                 .await
@@ -211,7 +189,7 @@ impl Eraser<'_> {
                 .join(", "),
             r.table.q()
         ));
-        push_rows_of_batch(&mut read, backend, self.schema, r, ids);
+        push_rows_of_batch(&mut read, backend, r, &keys);
         let rows = tx
             .fetch_all(&read)
             .await
@@ -242,10 +220,42 @@ impl Eraser<'_> {
             .with_context(|| format!("updating {}", r.table))
     }
 
+    /// The values of `r`'s reference column that mark the batch's rows: the customers' ids, or
+    /// for a `via` table the keys of the parent rows that point at them (read first, so that
+    /// every statement filters by a list, which every backend answers with index lookups).
+    async fn batch_keys(&self, tx: &mut Tx, r: &Reference, ids: &[i64]) -> Result<Vec<i64>> {
+        let Some(via) = &r.via else {
+            return Ok(ids.to_vec());
+        };
+        let parent = self
+            .schema
+            .references
+            .iter()
+            .find(|p| p.via.is_none() && p.table == via.table)
+            .expect("a via parent is validated in the configuration");
+        let mut q = Query::new(&format!(
+            "SELECT p.{} FROM {} p WHERE p.{}",
+            via.key.q(),
+            parent.table.q(),
+            parent.column.q()
+        ));
+        tx.backend().push_in_ids(&mut q, ids);
+        tx.fetch_all(&q)
+            .await
+            .with_context(|| format!("reading {} of the batch", parent.table))?
+            .iter()
+            .map(|row| row.i64(0))
+            .collect()
+    }
+
     async fn delete_rows(&self, tx: &mut Tx, r: &Reference, ids: &[i64]) -> Result<u64> {
         let backend = tx.backend();
+        let keys = self.batch_keys(tx, r, ids).await?;
+        if keys.is_empty() {
+            return Ok(0);
+        }
         let mut q = Query::new(&format!("DELETE FROM {} WHERE ", r.table.q()));
-        push_rows_of_batch(&mut q, backend, self.schema, r, ids);
+        push_rows_of_batch(&mut q, backend, r, &keys);
         tx.execute(&q)
             .await
             .with_context(|| format!("deleting from {}", r.table))

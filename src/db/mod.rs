@@ -52,15 +52,17 @@ impl Backend {
         }
     }
 
-    /// Appends ` <op> <ids>` so that `expr` is tested for membership in `ids`, bound as one
-    /// parameter (a PostgreSQL array, a JSON array elsewhere) whatever the number of ids.
+    /// Appends ` <op> <ids>` so that `expr` is tested for membership in `ids`, every id bound
+    /// as a parameter: one array (PostgreSQL) or JSON array (SQLite) whatever the number of
+    /// ids; on MySQL a list of placeholders, since an `UPDATE` or `DELETE` filtered by a
+    /// subquery scans its whole table there.
     pub fn push_in_ids(self, q: &mut Query, ids: &[i64]) {
-        let p = q.param(Value::IntList(ids.to_vec()));
-        q.push(&match self {
-            Backend::Sqlite => sqlite::in_ids(&p),
-            Backend::Postgres => postgres::in_ids(&p),
-            Backend::Mysql => mysql::in_ids(&p),
-        });
+        let sql = match self {
+            Backend::Sqlite => sqlite::in_ids(&q.param(Value::IntList(ids.to_vec()))),
+            Backend::Postgres => postgres::in_ids(&q.param(Value::IntList(ids.to_vec()))),
+            Backend::Mysql => mysql::in_ids(q, ids),
+        };
+        q.push(&sql);
     }
 
     /// A row source aliased `v` with columns `id` and `v0..vN`, built from parallel lists bound
@@ -377,6 +379,11 @@ impl Query {
 
     pub fn sql(&self) -> &str {
         &self.sql
+    }
+
+    /// The bound values, in placeholder order.
+    pub fn values(&self) -> &[Value] {
+        &self.params
     }
 }
 

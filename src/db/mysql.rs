@@ -350,8 +350,22 @@ fn missing_privileges(grants: &[String], database: &str) -> Vec<&'static str> {
 
 // The dialect: MySQL's spelling of what differs between backends (see `Backend`).
 
-pub fn in_ids(p: &str) -> String {
-    format!(" IN (SELECT j.id FROM JSON_TABLE({p}, '$[*]' COLUMNS (id BIGINT PATH '$')) AS j)")
+/// One placeholder per id: MySQL (and MariaDB before 11.1) runs an `UPDATE` or `DELETE` whose
+/// `IN` holds a subquery as a scan of the whole table, but an `IN` list as index lookups. Lists
+/// beyond the placeholder limit fall back to a `JSON_TABLE` subquery (correct, but scanning).
+pub fn in_ids(q: &mut Query, ids: &[i64]) -> String {
+    const MOST_PLACEHOLDERS: usize = 60_000;
+    if ids.is_empty() {
+        return " IN (NULL)".to_string();
+    }
+    if ids.len() > MOST_PLACEHOLDERS {
+        let p = q.param(Value::IntList(ids.to_vec()));
+        return format!(
+            " IN (SELECT j.id FROM JSON_TABLE({p}, '$[*]' COLUMNS (id BIGINT PATH '$')) AS j)"
+        );
+    }
+    let list: Vec<String> = ids.iter().map(|id| q.param(Value::Int(*id))).collect();
+    format!(" IN ({})", list.join(", "))
 }
 
 /// One JSON array of rows, read by `JSON_TABLE` in a single pass.
