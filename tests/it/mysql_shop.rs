@@ -309,7 +309,69 @@ async fn times_are_utc_whatever_a_sessions_time_zone(db: TestDb) {
     );
 }
 
+/// The selection's plan on MySQL: the customers are read once and the orders index answers the
+/// NOT EXISTS; the UPDATE and DELETE of a batch look rows up by index (no scan of the table).
+async fn selection_and_batch_statements_use_the_indexes(db: TestDb) {
+    db.migrate().await;
+    for i in 0..200 {
+        let c = db.customer(2, "2019-01-01 00:00:00").await;
+        db.order(
+            c,
+            if i % 2 == 0 {
+                "2020-01-01 00:00:00"
+            } else {
+                "2026-01-01 00:00:00"
+            },
+        )
+        .await;
+    }
+    db.db
+        .execute_script("ANALYZE TABLE customers, orders, order_addresses")
+        .await
+        .unwrap();
+    let svc = db
+        .service(&crate::common::delete_venue(2, "3 years", ""))
+        .await;
+    let venue = svc.config.venue(2).unwrap().clone();
+    let scope = retentiond::selection::Scope::new(
+        &svc.config,
+        svc.db.backend(),
+        &venue,
+        crate::common::t("2026-06-15 12:00:00"),
+    );
+    let mut q = Query::new("EXPLAIN SELECT COUNT(*)");
+    scope.push_from_candidates(&mut q);
+    let plan: Vec<String> = db
+        .db
+        .fetch_all(&q)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.0.iter()
+                .filter_map(|v| v.to_text())
+                .collect::<Vec<_>>()
+                .join(" | ")
+        })
+        .collect();
+    let orders = plan
+        .iter()
+        .find(|l| l.contains("| o |"))
+        .unwrap_or_else(|| panic!("{plan:#?}"));
+    assert!(orders.contains("orders_customer_placed"), "{plan:#?}");
+    // A batch's statements, as erase writes them: by an id list, not a subquery.
+    let mut update = Query::new("EXPLAIN UPDATE orders SET billing_email = NULL WHERE customer_id");
+    svc.db.backend().push_in_ids(&mut update, &[1, 2, 3]);
+    let plan = db.db.fetch_all(&update).await.unwrap();
+    let text = format!("{plan:?}");
+    assert!(
+        text.contains("orders_customer_placed") && !text.contains("ALL"),
+        "{text}"
+    );
+}
+
 crate::on_mysql!(
+    selection_and_batch_statements_use_the_indexes,
     woocommerce_database_of_one_store_is_kept_in_line,
     tables_without_transactions_and_missing_privileges_are_refused,
     times_are_utc_whatever_a_sessions_time_zone,
