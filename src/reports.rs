@@ -529,9 +529,28 @@ pub struct ReportCustomer {
     pub kept: bool,
 }
 
-/// A page of a report's customers in id order after `after_id` (keyset paging keeps memory flat
-/// however large the report).
-/// Refreshes PostgreSQL's statistics of the report items after a report adds many at once.
+/// The id that ends a search window: the `window`-th customer of the report after `after_id`,
+/// or `None` when fewer remain. A search reads at most that many customers per page (the
+/// primary key's index finds the end), so its cost does not grow with the report.
+pub async fn search_window_end(
+    db: &Db,
+    report_id: i64,
+    after_id: i64,
+    window: u32,
+) -> Result<Option<i64>> {
+    let mut q = Query::new("SELECT customer_id FROM retention_report_items WHERE report_id = ");
+    q.bind(report_id)
+        .push(" AND customer_id > ")
+        .bind(after_id)
+        .push(" ORDER BY customer_id LIMIT 1 OFFSET ")
+        .bind(i64::from(window.max(1) - 1));
+    Ok(match db.fetch_optional(&q).await? {
+        Some(row) => Some(row.i64(0)?),
+        None => None,
+    })
+}
+
+/// Refreshes the planner's statistics of the report items after a report adds many at once.
 /// Until autovacuum gets to it, the planner takes a fresh report for a few rows and sorts the
 /// whole report for each apply batch (90 ms at 300,000 items instead of under 1 ms). A failure
 /// only costs speed, so it is logged and not raised.
@@ -541,6 +560,8 @@ pub async fn refresh_item_statistics(db: &Db, venue_id: i64) {
     }
 }
 
+/// A page of a report's customers in id order after `after_id` (keyset paging keeps memory flat
+/// however large the report), up to the id `up_to` when given, matching `search` when given.
 pub async fn customers_page(
     db: &Db,
     schema: &SchemaConfig,
@@ -548,6 +569,7 @@ pub async fn customers_page(
     after_id: i64,
     limit: u32,
     search: Option<&str>,
+    up_to: Option<i64>,
 ) -> Result<Vec<ReportCustomer>> {
     let id = schema.customer_id.q();
     let mut select = vec![
@@ -584,6 +606,9 @@ pub async fn customers_page(
     q.bind(report_id)
         .push(" AND i.customer_id > ")
         .bind(after_id);
+    if let Some(last) = up_to {
+        q.push(" AND i.customer_id <= ").bind(last);
+    }
     if let Some(text) = search.map(str::trim).filter(|t| !t.is_empty()) {
         // By id, or a part of the name or email, without case.
         let pattern = format!(
@@ -697,7 +722,7 @@ pub async fn write_csv<W: std::io::Write>(
     writer.write_record(CSV_HEADER)?;
     let mut after = i64::MIN;
     loop {
-        let page = customers_page(db, &config.schema, report.id, after, 1000, None).await?;
+        let page = customers_page(db, &config.schema, report.id, after, 1000, None, None).await?;
         let Some(last) = page.last() else { break };
         after = last.id;
         for c in &page {

@@ -496,18 +496,17 @@ impl Db {
     /// After customers were erased: their removed values must not survive in the database's
     /// files (SPEC 3). SQLite zeroes freed content as it goes (`secure_delete`); here its
     /// write-ahead log, which still holds old page images, is checkpointed and truncated.
-    /// PostgreSQL: `VACUUM` of the touched tables reclaims the dead row versions; MySQL:
-    /// `OPTIMIZE TABLE` rebuilds them (both skipped when `vacuum` is false, for operators who
-    /// schedule their own).
+    /// PostgreSQL: `VACUUM` of the touched tables reclaims the dead row versions (skipped when
+    /// `vacuum` is false, for operators who schedule their own). MySQL: InnoDB's purge thread
+    /// reclaims them on its own, as PostgreSQL's VACUUM would; nothing to do.
     pub async fn scrub_files(&self, tables: &[&Ident], vacuum: bool) -> Result<()> {
         let list: Vec<String> = tables.iter().map(|t| t.q()).collect();
         match self {
             Db::Sqlite(pool) => sqlite::truncate_wal(pool).await,
-            _ if !vacuum || list.is_empty() => Ok(()),
-            Db::Postgres(pool) => {
+            Db::Postgres(pool) if vacuum && !list.is_empty() => {
                 postgres::execute_script(pool, &format!("VACUUM {}", list.join(", "))).await
             }
-            Db::Mysql(pool) => mysql::optimize(pool, &list).await,
+            Db::Postgres(_) | Db::Mysql(_) => Ok(()),
         }
     }
 

@@ -242,14 +242,6 @@ pub async fn insert_returning_id<'e, E: sqlx::Executor<'e, Database = MySql>>(
     Ok(i64::try_from(done.last_insert_id())?)
 }
 
-/// Rebuilds the tables, so that the pages that held removed rows are written anew.
-pub async fn optimize(pool: &MySqlPool, tables: &[String]) -> Result<()> {
-    sqlx::raw_sql(&format!("OPTIMIZE TABLE {}", tables.join(", ")))
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
 /// The server-wide name of the named lock `name` in this database: lock names are global to a
 /// server, so the database is part of the name (hashed to stay within 64 characters).
 const LOCK_NAME: &str = "CONCAT('retentiond:', SHA1(CONCAT(DATABASE(), ':', ?)))";

@@ -13,6 +13,8 @@ use futures_util::Stream;
 
 /// Customers per page of the report table.
 pub const PAGE_SIZE: u32 = 50;
+/// How many of a report's customers a search reads for one page.
+pub const SEARCH_WINDOW: u32 = 2_000;
 /// Customers per chunk of the streamed CSV.
 const CSV_CHUNK: u32 = 2000;
 
@@ -97,6 +99,8 @@ struct ReportPage<'a> {
     last_shown: i64,
     has_previous: bool,
     next_after: Option<i64>,
+    /// A search that read a window of the report without filling the page: where it stopped.
+    searched_to: Option<i64>,
     next_page: u32,
     decisions: Vec<String>,
     outcomes: Vec<String>,
@@ -181,19 +185,49 @@ pub async fn report(
     let search = view.search.map(str::trim).filter(|q| !q.is_empty());
     let mut customers = Vec::new();
     let mut kept = Vec::new();
+    let mut next_after = None;
+    let mut searched_to = None;
     if shows_customers {
         let after_id = view.after.map_or(i64::MIN, |(id, _)| id);
-        customers =
-            reports::customers_page(&svc.db, schema, report.id, after_id, PAGE_SIZE + 1, search)
-                .await?;
+        // A search reads the report a window at a time, so that its page costs what a page
+        // without search costs however large the report; an id is looked up at once.
+        let window_end = match search {
+            Some(_) => {
+                reports::search_window_end(&svc.db, report.id, after_id, SEARCH_WINDOW).await?
+            }
+            None => None,
+        };
+        if let Some(id) = search
+            .and_then(|s| s.parse::<i64>().ok())
+            .filter(|_| view.after.is_none())
+        {
+            customers =
+                reports::customers_page(&svc.db, schema, report.id, id - 1, 1, None, Some(id))
+                    .await?;
+        }
+        let mut page = reports::customers_page(
+            &svc.db,
+            schema,
+            report.id,
+            after_id,
+            PAGE_SIZE + 1,
+            search,
+            window_end,
+        )
+        .await?;
+        page.retain(|c| !customers.iter().any(|found| found.id == c.id));
+        customers.extend(page);
+        if customers.len() > PAGE_SIZE as usize {
+            customers.truncate(PAGE_SIZE as usize);
+            next_after = customers.last().map(|c| c.id);
+        } else if window_end.is_some() {
+            next_after = window_end;
+            searched_to = window_end;
+        }
         if report.kept_count > 0 {
             kept = crate::review::kept_list(&svc.db, schema, report, 1000).await?;
         }
     }
-    let next_after = (customers.len() > PAGE_SIZE as usize).then(|| {
-        customers.truncate(PAGE_SIZE as usize);
-        customers.last().map(|c| c.id)
-    });
     let customers_line = match report.venue_customers.filter(|n| *n > 0) {
         Some(all) => format!(
             "{} of {} customers, {}%",
@@ -285,7 +319,8 @@ pub async fn report(
         },
         last_shown: position + customers.len() as i64,
         has_previous: view.after.is_some(),
-        next_after: next_after.flatten(),
+        next_after,
+        searched_to,
         next_page: view.after.map_or(1, |(_, page)| page + 1),
         customers: customers
             .into_iter()
@@ -343,6 +378,7 @@ pub fn csv_stream(
                 report_id,
                 after,
                 CSV_CHUNK,
+                None,
                 None,
             )
             .await

@@ -333,7 +333,64 @@ async fn a_removed_approver_gets_403_and_decides_nothing(db: TestDb) {
     assert_eq!(boss_page, 200, "Boxoffice@ and boxoffice@ are one person");
 }
 
+/// A search reads the report a window at a time: a name far into a large report is found by
+/// following "Search further"; an id is found at once wherever it is.
+async fn search_reads_a_window_at_a_time_and_finds_ids_at_once(db: TestDb) {
+    db.migrate().await;
+    let mut q = Query::new(
+        "INSERT INTO customers (venue_id, first_name, last_name, email, created_at) SELECT 2, 'Bulk', 'Person', 'bulk@example.org', ",
+    );
+    q.bind(crate::common::t("2019-01-01 00:00:00"))
+        .push(&format!(" FROM {}", crate::common::series(4_500)));
+    db.db.execute(&q).await.unwrap();
+    let mut q = Query::new("INSERT INTO customers (venue_id, first_name, last_name, email, created_at) VALUES (2, 'Nina', 'Needle', 'nina@example.org', ");
+    q.bind(crate::common::t("2019-01-01 00:00:00")).push(")");
+    db.db.execute(&q).await.unwrap();
+    let needle = db.count("SELECT MAX(id) FROM customers").await;
+    let app = App::start(&db, 1, "").await;
+    let link = app.link("boxoffice");
+
+    let (status, mut page) = app.get(&format!("{link}?q=needle")).await;
+    assert_eq!(status, 200);
+    let mut windows = 1;
+    while !page.contains("nina@example.org") {
+        assert!(
+            page.contains("Search further"),
+            "the search stopped before the end: {page}"
+        );
+        assert!(
+            page.contains("Searched the report&#x27;s customers up to id")
+                || page.contains("Searched the report's customers up to id"),
+            "{page}"
+        );
+        let href = page
+            .split("href=\"")
+            .find(|h| h.contains("?after="))
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .replace("&amp;", "&");
+        let base = link.split("/r/").next().unwrap();
+        let (_, next) = app.get(&format!("{base}{href}")).await;
+        page = next;
+        windows += 1;
+        assert!(windows < 10, "too many windows");
+    }
+    assert!(
+        windows >= 3,
+        "4,501 customers are searched 2,000 at a time: {windows}"
+    );
+
+    let (_, page) = app.get(&format!("{link}?q={needle}")).await;
+    assert!(
+        page.contains("nina@example.org"),
+        "an id is found on the first page"
+    );
+}
+
 on_both_backends!(
+    search_reads_a_window_at_a_time_and_finds_ids_at_once,
     an_approval_counts_for_the_kept_list_it_was_given_for,
     hostile_keep_input_changes_nothing,
     csv_cells_a_spreadsheet_would_run_are_escaped,
