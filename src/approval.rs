@@ -84,9 +84,10 @@ pub async fn lookup(db: &Db, token: &str, now: DateTime<Utc>) -> Result<Lookup> 
         return Ok(Lookup::Unknown);
     }
     let presented = token_hash(token);
+    // The report's columns first, read by `Report::from_row`; the token's after them.
     let mut q = Query::new(&format!(
-        "SELECT t.token_hash, t.approver, t.expires_at, \
-         (SELECT COUNT(DISTINCT lower(d.decided_by)) FROM retention_decisions d WHERE d.report_id = r.id AND d.decision = 'approve' AND d.kept_version = r.kept_version), {} \
+        "SELECT {}, t.token_hash, t.approver, t.expires_at, \
+         (SELECT COUNT(DISTINCT lower(d.decided_by)) FROM retention_decisions d WHERE d.report_id = r.id AND d.decision = 'approve' AND d.kept_version = r.kept_version) \
          FROM retention_tokens t JOIN retention_reports r ON r.id = t.report_id WHERE t.token_hash = ",
         Report::columns_of("r")
     ));
@@ -94,17 +95,18 @@ pub async fn lookup(db: &Db, token: &str, now: DateTime<Utc>) -> Result<Lookup> 
     let Some(row) = db.fetch_optional(&q).await? else {
         return Ok(Lookup::Unknown);
     };
-    if !bool::from(row.text(0)?.as_bytes().ct_eq(presented.as_bytes())) {
+    let token = Report::COLUMN_COUNT;
+    if !bool::from(row.text(token)?.as_bytes().ct_eq(presented.as_bytes())) {
         return Ok(Lookup::Unknown);
     }
-    let report = Report::from_row(&crate::db::Row(row.0[4..].to_vec()))?;
-    if row.time(2)? <= now || report.state == ReportState::Expired {
+    let report = Report::from_row(&row)?;
+    if row.time(token + 2)? <= now || report.state == ReportState::Expired {
         return Ok(Lookup::Expired);
     }
     Ok(Lookup::Valid {
         report,
-        approver: row.text(1)?,
-        approvals: row.i64(3)?,
+        approver: row.text(token + 1)?,
+        approvals: row.i64(token + 3)?,
     })
 }
 

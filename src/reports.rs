@@ -47,6 +47,9 @@ const COLUMNS: &str =
                        created_at, expires_at, decided_at, applied_at, state_reason, kept_count, kept_version, venue_customers, activity_years";
 
 impl Report {
+    /// How many columns [`Report::from_row`] reads; a query may select more after them.
+    pub(crate) const COLUMN_COUNT: usize = 17;
+
     /// The report's columns qualified with `alias`, in the order [`Report::from_row`] reads.
     pub(crate) fn columns_of(alias: &str) -> String {
         COLUMNS

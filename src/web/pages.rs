@@ -14,7 +14,7 @@ use futures_util::Stream;
 /// Customers per page of the report table.
 pub const PAGE_SIZE: u32 = 50;
 /// How many of a report's customers a search reads for one page.
-pub const SEARCH_WINDOW: u32 = 2_000;
+pub const SEARCH_WINDOW: u32 = 500;
 /// Customers per chunk of the streamed CSV.
 const CSV_CHUNK: u32 = 2000;
 
@@ -189,14 +189,9 @@ pub async fn report(
     let mut searched_to = None;
     if shows_customers {
         let after_id = view.after.map_or(i64::MIN, |(id, _)| id);
-        // A search reads the report a window at a time, so that its page costs what a page
-        // without search costs however large the report; an id is looked up at once.
-        let window_end = match search {
-            Some(_) => {
-                reports::search_window_end(&svc.db, report.id, after_id, SEARCH_WINDOW).await?
-            }
-            None => None,
-        };
+        // A number is an id, looked up at once. Other text is searched a window of the
+        // report at a time, so that a search page costs about what any page costs however
+        // large the report.
         if let Some(id) = search
             .and_then(|s| s.parse::<i64>().ok())
             .filter(|_| view.after.is_none())
@@ -205,24 +200,30 @@ pub async fn report(
                 reports::customers_page(&svc.db, schema, report.id, id - 1, 1, None, Some(id))
                     .await?;
         }
-        let mut page = reports::customers_page(
-            &svc.db,
-            schema,
-            report.id,
-            after_id,
-            PAGE_SIZE + 1,
-            search,
-            window_end,
-        )
-        .await?;
-        page.retain(|c| !customers.iter().any(|found| found.id == c.id));
-        customers.extend(page);
-        if customers.len() > PAGE_SIZE as usize {
-            customers.truncate(PAGE_SIZE as usize);
-            next_after = customers.last().map(|c| c.id);
-        } else if window_end.is_some() {
-            next_after = window_end;
-            searched_to = window_end;
+        if customers.is_empty() {
+            let window_end = match search {
+                Some(_) => {
+                    reports::search_window_end(&svc.db, report.id, after_id, SEARCH_WINDOW).await?
+                }
+                None => None,
+            };
+            customers = reports::customers_page(
+                &svc.db,
+                schema,
+                report.id,
+                after_id,
+                PAGE_SIZE + 1,
+                search,
+                window_end,
+            )
+            .await?;
+            if customers.len() > PAGE_SIZE as usize {
+                customers.truncate(PAGE_SIZE as usize);
+                next_after = customers.last().map(|c| c.id);
+            } else if window_end.is_some() {
+                next_after = window_end;
+                searched_to = window_end;
+            }
         }
         if report.kept_count > 0 {
             kept = crate::review::kept_list(&svc.db, schema, report, 1000).await?;
