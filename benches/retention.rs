@@ -274,14 +274,14 @@ async fn generate(bench: &Bench, n: u64) {
                 "INSERT INTO customers (id, venue_id, title, first_name, last_name, email, phone, address_line1, city, postcode, country, date_of_birth, created_at) \
                  SELECT n, {venue}, 'Mx', 'First' || n, 'Last' || n, 'c' || n || '@example.com', '07700 900000', n || ' High Street', 'London', 'SW1A 1AA', 'GB', DATE '1980-01-01', \
                  TIMESTAMP '2015-01-01 00:00:00' + INTERVAL (n * 7919 % 2500) DAY FROM {} ORDER BY n",
-                series(n)
+                retentiond::reference::series(n)
             ),
             format!(
                 "INSERT INTO orders (venue_id, customer_id, placed_at, total_pence, billing_email) \
                  SELECT c.venue_id, c.id, CASE WHEN k.i = 9 AND NOT {idle} THEN TIMESTAMP '2024-01-01 00:00:00' + INTERVAL (c.id * 13 % 1000) DAY \
                  ELSE c.created_at + INTERVAL ((c.id + k.i * 37) % 200) DAY END, 1000 + k.i, c.email FROM customers c \
                  CROSS JOIN (SELECT n - 1 AS i FROM {}) k ORDER BY c.id, k.i",
-                series(10)
+                retentiond::reference::series(10)
             ),
             "INSERT INTO customer_notes (customer_id, body) SELECT id, 'prefers aisle seats' FROM customers WHERE id % 10 = 3".to_string(),
         ),
@@ -339,23 +339,6 @@ async fn generate(bench: &Bench, n: u64) {
     } else {
         bench.db.execute_script("ANALYZE").await.unwrap();
     }
-}
-
-/// A row source `s` with one column `n` holding 1 to `count`, without recursion (MySQL limits
-/// the depth of recursive queries).
-fn series(count: u64) -> String {
-    let digit = "(SELECT 0 AS d UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4 \
-                 UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9)";
-    let places = count.max(1).to_string().len();
-    let sum: Vec<String> = (0..places)
-        .map(|p| format!("{} * d{p}.d", 10u64.pow(p as u32)))
-        .collect();
-    let from: Vec<String> = (0..places).map(|p| format!("{digit} d{p}")).collect();
-    format!(
-        "(SELECT n FROM (SELECT {} + 1 AS n FROM {}) x WHERE n <= {count}) s",
-        sum.join(" + "),
-        from.join(", ")
-    )
 }
 
 /// Every reference customers column classified, as venue 1 (and venue 4) anonymise them.

@@ -345,11 +345,21 @@ async fn an_approver_searches_keeps_customers_out_and_approves_the_rest_in_a_rea
     );
     driver.type_into("#q", &format!("ann{}@", idle[1])).await;
     driver.click(&driver.find("button.search").await).await;
-    let found = driver.wait_for_count("table.customers tbody tr", 1).await;
-    assert!(driver
-        .text(&found[0])
-        .await
-        .contains(&format!("ann{}@example.org", idle[1])));
+    // The results page may still be replacing the form's page: read it once it shows the row.
+    let expected = format!("ann{}@example.org", idle[1]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !driver.page_text().await.contains(&expected) {
+        assert!(
+            Instant::now() < deadline,
+            "the search never showed {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        driver.find_all("table.customers tbody tr").await.len(),
+        1,
+        "only the customer searched for"
+    );
 
     // Keep two with the row buttons, one through the text box, then undo one.
     driver.go(&link).await;

@@ -540,21 +540,9 @@ pub fn flag(backend: Backend, on: bool) -> Value {
     }
 }
 
-/// A row source `s` with one column `n` holding 1 to `count`, in SQL that every backend runs
-/// (no recursion, so no server's recursion limit applies).
+/// A row source `s` of 1 to `count` (see `retentiond::reference::series`).
 pub fn series(count: u32) -> String {
-    let digit = "(SELECT 0 AS d UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4 \
-                 UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9)";
-    let places = count.max(1).to_string().len();
-    let sum: Vec<String> = (0..places)
-        .map(|p| format!("{} * d{p}.d", 10u64.pow(p as u32)))
-        .collect();
-    let from: Vec<String> = (0..places).map(|p| format!("{digit} d{p}")).collect();
-    format!(
-        "(SELECT n FROM (SELECT {} + 1 AS n FROM {}) x WHERE n <= {count}) s",
-        sum.join(" + "),
-        from.join(", ")
-    )
+    retentiond::reference::series(u64::from(count))
 }
 
 /// The URL of database `database` on the server of RETENTIOND_TEST_MYSQL_URL.
@@ -795,38 +783,31 @@ timezone = "Europe/London"
     )
 }
 
+/// One module of tests named `$module`, each running its async test body on the database
+/// `$open` gives (`None` when the backend is not configured; CI configures every one).
+#[macro_export]
+macro_rules! on_backend {
+    ($module:ident, $open:expr, $($name:ident),*) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db: Option<$crate::common::TestDb> = $open;
+                    if let Some(db) = db {
+                        super::$name(db).await
+                    }
+                }
+            )*
+        }
+    };
+}
+
 /// Runs the same async test body on SQLite and (when configured) PostgreSQL and MySQL/MariaDB.
 #[macro_export]
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name($crate::common::TestDb::sqlite().await).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if let Some(db) = $crate::common::TestDb::postgres().await {
-                        super::$name(db).await
-                    }
-                }
-            )*
-        }
-        mod mysql {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if let Some(db) = $crate::common::TestDb::mysql().await {
-                        super::$name(db).await
-                    }
-                }
-            )*
-        }
+        $crate::on_backend!(sqlite, Some($crate::common::TestDb::sqlite().await), $($name),*);
+        $crate::on_server_backends!($($name),*);
     };
 }
 
@@ -835,26 +816,8 @@ macro_rules! on_both_backends {
 #[macro_export]
 macro_rules! on_server_backends {
     ($($name:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if let Some(db) = $crate::common::TestDb::postgres().await {
-                        super::$name(db).await
-                    }
-                }
-            )*
-        }
-        mod mysql {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if let Some(db) = $crate::common::TestDb::mysql().await {
-                        super::$name(db).await
-                    }
-                }
-            )*
-        }
+        $crate::on_backend!(postgres, $crate::common::TestDb::postgres().await, $($name),*);
+        $crate::on_mysql!($($name),*);
     };
 }
 
@@ -862,15 +825,6 @@ macro_rules! on_server_backends {
 #[macro_export]
 macro_rules! on_mysql {
     ($($name:ident),* $(,)?) => {
-        mod mysql {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if let Some(db) = $crate::common::TestDb::mysql().await {
-                        super::$name(db).await
-                    }
-                }
-            )*
-        }
+        $crate::on_backend!(mysql, $crate::common::TestDb::mysql().await, $($name),*);
     };
 }
