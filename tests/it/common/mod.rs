@@ -162,7 +162,7 @@ impl TestDb {
         let db = loop {
             match Db::connect(&self.url).await {
                 Ok(db) => break db,
-                Err(e) if attempt < 20 => {
+                Err(e) if attempt < 100 => {
                     eprintln!("reopening after restore: {e:#}");
                     attempt += 1;
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -182,69 +182,66 @@ impl TestDb {
     /// A fresh schema in the PostgreSQL server named by RETENTIOND_TEST_POSTGRES_URL, or `None`
     /// when the variable is unset (CI always sets it, so there an unreachable server fails).
     pub async fn postgres() -> Option<TestDb> {
-        let Ok(base) = std::env::var("RETENTIOND_TEST_POSTGRES_URL") else {
-            // In CI a backend that cannot be reached is a failure, never a silent skip.
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must set RETENTIOND_TEST_POSTGRES_URL (.ci/run does)"
-            );
-            eprintln!("RETENTIOND_TEST_POSTGRES_URL is not set: PostgreSQL variant not run");
-            return None;
-        };
-        let admin = Db::connect(&base)
-            .await
-            .expect("RETENTIOND_TEST_POSTGRES_URL must reach PostgreSQL");
-        let schema = format!("t_{}_{}", std::process::id(), rand_suffix());
-        admin
-            .execute(&Query::new(&format!("CREATE SCHEMA {schema}")))
-            .await
-            .unwrap();
-        admin.close().await;
-        let sep = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-        let db = Db::connect(&url).await.unwrap();
-        db.execute_script(retentiond::reference::sql(Backend::Postgres))
-            .await
-            .unwrap();
-        Some(TestDb {
-            db,
-            url,
-            dir: tempfile::tempdir().unwrap(),
-            schema: Some(schema),
-            next_customer: AtomicU32::new(1),
-        })
+        TestDb::on_server(
+            Backend::Postgres,
+            "RETENTIOND_TEST_POSTGRES_URL",
+            "SCHEMA",
+            |base, schema| {
+                let sep = if base.contains('?') { '&' } else { '?' };
+                format!("{base}{sep}options=-c%20search_path%3D{schema}")
+            },
+        )
+        .await
     }
 
     /// A fresh database in the MySQL or MariaDB server named by RETENTIOND_TEST_MYSQL_URL, or
     /// `None` when the variable is unset (CI always sets it, so there an unreachable server fails).
     pub async fn mysql() -> Option<TestDb> {
-        let Ok(base) = std::env::var("RETENTIOND_TEST_MYSQL_URL") else {
+        TestDb::on_server(
+            Backend::Mysql,
+            "RETENTIOND_TEST_MYSQL_URL",
+            "DATABASE",
+            |_, database| mysql_url(database),
+        )
+        .await
+    }
+
+    /// A fresh schema or database (`CREATE {kind}`) with the reference schema, on the server
+    /// named by `variable`; `url_of(base, name)` reaches it.
+    async fn on_server(
+        backend: Backend,
+        variable: &str,
+        kind: &str,
+        url_of: impl Fn(&str, &str) -> String,
+    ) -> Option<TestDb> {
+        let Ok(base) = std::env::var(variable) else {
+            // In CI a backend that cannot be reached is a failure, never a silent skip.
             assert!(
                 std::env::var_os("CI").is_none(),
-                "CI must set RETENTIOND_TEST_MYSQL_URL (.ci/run does)"
+                "CI must set {variable} (.ci/run does)"
             );
-            eprintln!("RETENTIOND_TEST_MYSQL_URL is not set: MySQL variant not run");
+            eprintln!("{variable} is not set: {} variant not run", backend.name());
             return None;
         };
         let admin = Db::connect(&base)
             .await
-            .expect("RETENTIOND_TEST_MYSQL_URL must reach MySQL or MariaDB");
-        let database = format!("t_{}_{}", std::process::id(), rand_suffix());
+            .unwrap_or_else(|e| panic!("{variable} must reach {}: {e:#}", backend.name()));
+        let name = format!("t_{}_{}", std::process::id(), rand_suffix());
         admin
-            .execute(&Query::new(&format!("CREATE DATABASE {database}")))
+            .execute(&Query::new(&format!("CREATE {kind} {name}")))
             .await
             .unwrap();
         admin.close().await;
-        let url = mysql_url(&database);
+        let url = url_of(&base, &name);
         let db = Db::connect(&url).await.unwrap();
-        db.execute_script(retentiond::reference::sql(Backend::Mysql))
+        db.execute_script(retentiond::reference::sql(backend))
             .await
             .unwrap();
         Some(TestDb {
             db,
             url,
             dir: tempfile::tempdir().unwrap(),
-            schema: Some(database),
+            schema: Some(name),
             next_customer: AtomicU32::new(1),
         })
     }
