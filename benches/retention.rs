@@ -12,6 +12,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use retentiond::config::{self, Config};
 use retentiond::cycle::{run_venue_cycle, Selection};
 use retentiond::db::{Backend, Db, Query};
+use retentiond::decision::{decide, Actor, Decision};
 use retentiond::policy::{self, ReportState};
 use retentiond::selection::{self, Scope};
 use retentiond::{approval, reports, web, Service};
@@ -743,9 +744,16 @@ async fn run_backend(backend: Backend, options: &Options) -> Value {
 
     // Anonymise: retentiond's apply, against one set-based UPDATE with the same strategies
     // (committed, as a real run would be; keyed hashes replaced by a built-in).
-    reports::approve_by_operator(&svc.db, r1, "bench", at())
-        .await
-        .unwrap();
+    decide(
+        &svc.db,
+        r1,
+        Actor::Operator("bench"),
+        Decision::Approve { confirm: None },
+        at(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     let started = Instant::now();
     let applied = run_venue_cycle(&svc, &v1, at() + Duration::days(1), false)
         .await
@@ -814,9 +822,16 @@ async fn run_backend(backend: Backend, options: &Options) -> Value {
 
     // Delete with order reassignment: retentiond's apply of venue 2's report, and the set-based
     // equivalent (committed) for venue 3, whose customers have the same shape.
-    reports::approve_by_operator(&svc.db, r2, "bench", at())
-        .await
-        .unwrap();
+    decide(
+        &svc.db,
+        r2,
+        Actor::Operator("bench"),
+        Decision::Approve { confirm: None },
+        at(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     // The box office keeps selling during the apply: an order for an active customer of the same
     // venue every 20 ms, its latency recorded (InnoDB's gap and next-key locks on the orders
     // index are where a reassignment could hold it up; on SQLite it waits for a batch's lock).

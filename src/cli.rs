@@ -4,6 +4,7 @@
 use crate::config::{self, Config};
 use crate::cycle::{self, Selection, VenueCycle};
 use crate::db::Db;
+use crate::decision::{self, Actor, Decided, Decision};
 use crate::policy::Outcome;
 use crate::{audit, check, logging, migrate, reports, Service};
 use anyhow::{Context, Result};
@@ -546,8 +547,11 @@ async fn run_reports(svc: &Service, cmd: ReportsCommand) -> Result<ExitCode> {
             reports::write_csv(&svc.db, &svc.config, &report, std::io::stdout().lock()).await?;
         }
         ReportsCommand::Cancel { id, reason } => {
-            let report = reports::cancel(&svc.db, id, &reason, now()).await?;
-            out!("report {} is {}", report.id, report.state);
+            if reason.trim().is_empty() {
+                anyhow::bail!("--reason must say why the report is cancelled");
+            }
+            operator_decides(svc, id, "", Decision::Cancel { reason: &reason }).await?;
+            out!("report {id} is cancelled");
         }
         ReportsCommand::Keep {
             id,
@@ -555,54 +559,56 @@ async fn run_reports(svc: &Service, cmd: ReportsCommand) -> Result<ExitCode> {
             by,
             reason,
         } => {
-            if by.trim().is_empty() {
-                anyhow::bail!("--by must name who asked to keep the customers");
-            }
             let ids = crate::review::parse_ids(&customers)
                 .map_err(|e| anyhow::anyhow!("--customers: {e}"))?;
-            let by = format!("operator:{}", by.trim());
-            match crate::review::set_kept(&svc.db, id, &ids, true, &by, reason.as_deref(), now())
-                .await?
-            {
-                Ok(changed) => {
-                    let report = reports::get(&svc.db, id)
-                        .await?
-                        .with_context(|| format!("no report {id}"))?;
+            let reason = reason.as_deref();
+            let decided = operator_decides(svc, id, &by, Decision::Keep { ids: &ids, reason });
+            if let Decided::Kept(change) = decided.await? {
+                let report = reports::get(&svc.db, id)
+                    .await?
+                    .with_context(|| format!("no report {id}"))?;
+                out!(
+                    "report {id}: {} customer(s) kept out ({} in all); {} left to approve",
+                    change.changed,
+                    change.kept,
+                    report.to_approve()
+                );
+                if change.withdrawn > 0 {
                     out!(
-                        "report {id}: {} customer(s) kept out ({} in all); {} left to approve",
-                        changed.changed,
-                        changed.kept,
-                        report.to_approve()
+                        "  {} earlier approval(s) no longer count: the kept list changed",
+                        change.withdrawn
                     );
-                    if changed.withdrawn > 0 {
-                        out!(
-                            "  {} earlier approval(s) no longer count: the kept list changed",
-                            changed.withdrawn
-                        );
-                    }
                 }
-                Err(e) => anyhow::bail!("report {id}: {e}"),
             }
         }
         ReportsCommand::Reject { id, by, reason } => {
-            let report =
-                reports::reject_by_operator(&svc.db, id, &by, reason.as_deref(), now()).await?;
-            out!(
-                "report {} is {}; nothing will be done to its customers",
-                report.id,
-                report.state
-            );
+            let reason = reason.as_deref();
+            operator_decides(svc, id, &by, Decision::Reject { reason }).await?;
+            out!("report {id} is rejected; nothing will be done to its customers");
         }
         ReportsCommand::Approve { id, by } => {
-            let report = reports::approve_by_operator(&svc.db, id, &by, now()).await?;
-            out!(
-                "report {} is {}; the venue's next cycle applies it",
-                report.id,
-                report.state
-            );
+            operator_decides(svc, id, &by, Decision::Approve { confirm: None }).await?;
+            out!("report {id} is approved; the venue's next cycle applies it");
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// An operator's decision on report `id`, on the venue's behalf; `by` names the operator
+/// (required except for a cancel). A refusal is an error naming the report.
+async fn operator_decides(
+    svc: &Service,
+    id: i64,
+    by: &str,
+    decision: Decision<'_>,
+) -> Result<Decided> {
+    if by.trim().is_empty() && !matches!(decision, Decision::Cancel { .. }) {
+        anyhow::bail!("--by must name who decided on the venue's behalf");
+    }
+    match decision::decide(&svc.db, id, Actor::Operator(by), decision, now()).await? {
+        Ok(decided) => Ok(decided),
+        Err(e) => anyhow::bail!("report {id}: {e}"),
+    }
 }
 
 async fn run_replay(svc: &Service, journal: &std::path::Path, dry_run: bool) -> Result<ExitCode> {

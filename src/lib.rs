@@ -14,6 +14,7 @@ pub mod config;
 pub mod cycle;
 pub mod daemon;
 pub mod db;
+pub mod decision;
 pub mod demo;
 pub mod erase;
 pub mod introspect;

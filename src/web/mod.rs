@@ -7,7 +7,8 @@ mod rate_limit;
 
 pub use rate_limit::RateLimiter;
 
-use crate::approval::{self, Decided, DecisionError, Lookup};
+use crate::approval::{self, Lookup};
+use crate::decision::{self, Actor, Decided, Decision, DecisionError};
 use crate::Service;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
@@ -335,79 +336,22 @@ async fn approve(
     Path(token): Path<String>,
     Form(form): Form<ApproveForm>,
 ) -> Result<Response, WebError> {
-    let (report, approver) = valid(&svc, &token).await?;
-    let outcome = approval::approve(
-        &svc.db,
-        report.id,
-        &approver,
-        &form.confirm,
-        svc.clock.now(),
-    )
-    .await?;
-    let (notice, error, status) = match outcome {
-        Ok(Decided::Approved) => {
-            info!(report.id = report.id, "report approved through its link");
-            (
-                Some(
-                    "Thank you: the report is approved. It will be applied on the next run."
-                        .to_string(),
-                ),
-                None,
-                StatusCode::OK,
-            )
-        }
-        Ok(Decided::Approval {
-            approvals,
-            required,
-        }) => {
-            info!(
-                report.id = report.id,
-                approvals, required, "approval recorded through its link"
-            );
-            (Some(format!("Thank you: your approval is recorded ({approvals} of {required}). The report is applied once enough approvers agree.")), None, StatusCode::OK)
-        }
-        Ok(Decided::AlreadyApprovedByYou) => (
-            Some("You have already approved this report.".to_string()),
-            None,
-            StatusCode::OK,
-        ),
-        Ok(Decided::Rejected) => unreachable!("approve never rejects"),
-        Err(DecisionError::WrongConfirmation { .. }) => (
-            None,
-            Some(format!("{}. Nothing was approved.", outcome.unwrap_err())),
-            StatusCode::UNPROCESSABLE_ENTITY,
-        ),
-        Err(e @ DecisionError::NotPending(_)) => (None, Some(e.to_string()), StatusCode::CONFLICT),
-    };
-    decided_page(&svc, report.id, &approver, &token, notice, error, status).await
+    let confirm = Some(form.confirm.as_str());
+    decide_through_link(&svc, &token, Decision::Approve { confirm }).await
 }
 
-/// The report page after a decision, showing the report as it now stands.
-async fn decided_page(
-    svc: &Service,
-    report_id: i64,
-    approver: &str,
-    token: &str,
-    notice: Option<String>,
-    error: Option<String>,
-    status: StatusCode,
+#[derive(Deserialize)]
+struct RejectForm {
+    reason: Option<String>,
+}
+
+async fn reject(
+    State(svc): State<Service>,
+    Path(token): Path<String>,
+    Form(form): Form<RejectForm>,
 ) -> Result<Response, WebError> {
-    let report = crate::reports::get(&svc.db, report_id)
-        .await?
-        .ok_or(WebError::NotFound)?;
-    Ok(pages::report(
-        svc,
-        &report,
-        approver,
-        token,
-        pages::View {
-            notice,
-            error,
-            status,
-            ..pages::View::default()
-        },
-    )
-    .await?)
+    let reason = form.reason.as_deref();
+    decide_through_link(&svc, &token, Decision::Reject { reason }).await
 }
 
 #[derive(Deserialize)]
@@ -422,7 +366,12 @@ async fn keep(
     Path(token): Path<String>,
     Form(form): Form<KeepForm>,
 ) -> Result<Response, WebError> {
-    set_kept(svc, token, form, true).await
+    let ids = match crate::review::parse_ids(&form.ids) {
+        Ok(ids) => ids,
+        Err(e) => return refused_ids(&svc, &token, e).await,
+    };
+    let reason = form.reason.as_deref();
+    decide_through_link(&svc, &token, Decision::Keep { ids: &ids, reason }).await
 }
 
 async fn unkeep(
@@ -430,101 +379,159 @@ async fn unkeep(
     Path(token): Path<String>,
     Form(form): Form<KeepForm>,
 ) -> Result<Response, WebError> {
-    set_kept(svc, token, form, false).await
+    let ids = match crate::review::parse_ids(&form.ids) {
+        Ok(ids) => ids,
+        Err(e) => return refused_ids(&svc, &token, e).await,
+    };
+    decide_through_link(&svc, &token, Decision::Unkeep { ids: &ids }).await
 }
 
-/// Keeps customers out of the report (or puts them back) through the link; the page then shows
-/// the report as it now stands. Refused (changing nothing) for ids that are not on the report
-/// (422), or once the report is decided (409); an expired link is 410 before anything.
-async fn set_kept(
-    svc: Service,
-    token: String,
-    form: KeepForm,
-    keep: bool,
+/// The page after ids that could not be read (422); nothing was changed.
+async fn refused_ids(
+    svc: &Service,
+    token: &str,
+    e: crate::review::BadIds,
 ) -> Result<Response, WebError> {
-    use crate::review::{self, ReviewError};
-    let (report, approver) = valid(&svc, &token).await?;
-    let outcome = match review::parse_ids(&form.ids) {
-        Ok(ids) => {
-            review::set_kept(
-                &svc.db,
-                report.id,
-                &ids,
-                keep,
-                &approver,
-                form.reason.as_deref(),
-                svc.clock.now(),
-            )
-            .await?
+    let (report, approver) = valid(svc, token).await?;
+    let said = Said::error(e.to_string(), StatusCode::UNPROCESSABLE_ENTITY);
+    decided_page(svc, report.id, &approver, token, said).await
+}
+
+/// Takes a decision through a link and shows the report as it now stands, with what happened.
+/// An expired link is 410 before anything; a decided report refuses with 409, a wrong count
+/// or ids not on the report with 422, changing nothing.
+async fn decide_through_link(
+    svc: &Service,
+    token: &str,
+    decision: Decision<'_>,
+) -> Result<Response, WebError> {
+    let (report, approver) = valid(svc, token).await?;
+    let outcome = decision::decide(
+        &svc.db,
+        report.id,
+        Actor::Approver(&approver),
+        decision,
+        svc.clock.now(),
+    )
+    .await?;
+    let said = match outcome {
+        Ok(decided) => {
+            info!(report.id = report.id, decided = ?LoggedDecision(&decided), "decision taken through a link");
+            Said::notice(decided_in_words(&decided))
         }
-        Err(e) => Err(e),
+        Err(DecisionError::NotPending(crate::policy::ReportState::Expired)) => {
+            return Err(WebError::Expired)
+        }
+        Err(e @ DecisionError::WrongConfirmation { .. }) => Said::error(
+            format!("{e}. Nothing was approved."),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        Err(e @ DecisionError::NotOnReport(_)) => {
+            Said::error(e.to_string(), StatusCode::UNPROCESSABLE_ENTITY)
+        }
+        Err(e) => Said::error(e.to_string(), StatusCode::CONFLICT),
     };
-    let (notice, error, status) = match outcome {
-        Ok(changed) => {
-            info!(
-                report.id = report.id,
-                customers = changed.changed,
-                keep,
-                "kept list changed through a link"
-            );
-            let verb = if keep {
+    decided_page(svc, report.id, &approver, token, said).await
+}
+
+/// A decision as logged: its kind and counts, never ids or reasons.
+struct LoggedDecision<'a>(&'a Decided);
+
+impl std::fmt::Debug for LoggedDecision<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Decided::Kept(change) | Decided::Unkept(change) => write!(
+                f,
+                "kept list: {} changed, {} kept",
+                change.changed, change.kept
+            ),
+            other => write!(f, "{other:?}"),
+        }
+    }
+}
+
+/// What the approver is told after an accepted decision.
+fn decided_in_words(decided: &Decided) -> String {
+    match decided {
+        Decided::Approved => {
+            "Thank you: the report is approved. It will be applied on the next run.".into()
+        }
+        Decided::Approval {
+            approvals,
+            required,
+        } => format!("Thank you: your approval is recorded ({approvals} of {required}). The report is applied once enough approvers agree."),
+        Decided::AlreadyApprovedByYou => "You have already approved this report.".into(),
+        Decided::Rejected => {
+            "The report is rejected. Nothing will be done to these customers.".into()
+        }
+        Decided::Cancelled => "The report is cancelled.".into(),
+        Decided::Kept(change) | Decided::Unkept(change) => {
+            let verb = if matches!(decided, Decided::Kept(_)) {
                 "kept out of the report"
             } else {
                 "put back on the report"
             };
             let mut notice = format!(
                 "{} customer(s) {verb}. {} customer(s) are kept out now.",
-                changed.changed, changed.kept
+                change.changed, change.kept
             );
-            if changed.withdrawn > 0 {
+            if change.withdrawn > 0 {
                 notice.push_str(" Approvals given before this change no longer count: approvers must approve again.");
             }
-            (Some(notice), None, StatusCode::OK)
+            notice
         }
-        Err(e @ (ReviewError::BadIds(_) | ReviewError::NotOnReport(_))) => {
-            (None, Some(e.to_string()), StatusCode::UNPROCESSABLE_ENTITY)
-        }
-        Err(ReviewError::NotDecidable(DecisionError::NotPending(
-            crate::policy::ReportState::Expired,
-        ))) => return Err(WebError::Expired),
-        Err(ReviewError::NotDecidable(e)) => (None, Some(e.to_string()), StatusCode::CONFLICT),
-    };
-    decided_page(&svc, report.id, &approver, &token, notice, error, status).await
+    }
 }
 
-#[derive(Deserialize)]
-struct RejectForm {
-    reason: Option<String>,
+/// The message shown above the report after a request, and the status it is sent with.
+struct Said {
+    notice: Option<String>,
+    error: Option<String>,
+    status: StatusCode,
 }
 
-async fn reject(
-    State(svc): State<Service>,
-    Path(token): Path<String>,
-    Form(form): Form<RejectForm>,
+impl Said {
+    fn notice(text: String) -> Said {
+        Said {
+            notice: Some(text),
+            error: None,
+            status: StatusCode::OK,
+        }
+    }
+
+    fn error(text: String, status: StatusCode) -> Said {
+        Said {
+            notice: None,
+            error: Some(text),
+            status,
+        }
+    }
+}
+
+/// The report page after a decision, showing the report as it now stands.
+async fn decided_page(
+    svc: &Service,
+    report_id: i64,
+    approver: &str,
+    token: &str,
+    said: Said,
 ) -> Result<Response, WebError> {
-    let (report, approver) = valid(&svc, &token).await?;
-    let (notice, error, status) = match approval::reject(
-        &svc.db,
-        report.id,
-        &approver,
-        form.reason.as_deref(),
-        svc.clock.now(),
+    let report = crate::reports::get(&svc.db, report_id)
+        .await?
+        .ok_or(WebError::NotFound)?;
+    Ok(pages::report(
+        svc,
+        &report,
+        approver,
+        token,
+        pages::View {
+            notice: said.notice,
+            error: said.error,
+            status: said.status,
+            ..pages::View::default()
+        },
     )
-    .await?
-    {
-        Ok(_) => {
-            info!(report.id = report.id, "report rejected through its link");
-            (
-                Some(
-                    "The report is rejected. Nothing will be done to these customers.".to_string(),
-                ),
-                None,
-                StatusCode::OK,
-            )
-        }
-        Err(e) => (None, Some(e.to_string()), StatusCode::CONFLICT),
-    };
-    decided_page(&svc, report.id, &approver, &token, notice, error, status).await
+    .await?)
 }
 
 async fn healthz(State(svc): State<Service>) -> Response {

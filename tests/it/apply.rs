@@ -4,6 +4,7 @@
 use crate::common::{anonymise_venue, delete_venue, t, TestDb, HASH_KEY};
 use retentiond::cycle::{run_venue_cycle, Selection};
 use retentiond::db::Query;
+use retentiond::decision::{decide, Actor, Decision};
 use retentiond::policy::{keyed_hash, Outcome, ReportState};
 use retentiond::{reports, Service};
 
@@ -85,9 +86,7 @@ async fn unknown_customer_is_created_once_and_reused(db: TestDb) {
         panic!("expected a second report")
     };
     assert_eq!(customers, 1, "the Unknown Customer must not be selected");
-    reports::approve_by_operator(&svc.db, report_id, "tester", t(AT))
-        .await
-        .unwrap();
+    crate::common::operator_approves(&svc.db, report_id, t(AT)).await;
     cycle(&svc, 2, "2026-06-19 12:00:00").await;
 
     assert_eq!(
@@ -377,17 +376,25 @@ async fn cancelled_report_is_never_applied(db: TestDb) {
     let svc = db.service(&delete_venue(2, "3 years", "")).await;
     let c = db.customer(2, "2019-01-01 00:00:00").await;
     let report = approved_report(&svc, 2).await;
-    reports::cancel(&svc.db, report, "venue changed its mind", t(AT))
-        .await
-        .unwrap();
+    let cancel = |reason| {
+        decide(
+            &svc.db,
+            report,
+            Actor::Operator(""),
+            Decision::Cancel { reason },
+            t(AT),
+        )
+    };
+    cancel("venue changed its mind").await.unwrap().unwrap();
 
     let result = cycle(&svc, 2, NEXT_DAY).await;
 
     assert!(result.applied.is_empty());
     assert!(db.customer_row(c).await.is_some());
-    assert!(reports::cancel(&svc.db, report, "again", t(AT))
-        .await
-        .is_err());
+    assert!(
+        cancel("again").await.unwrap().is_err(),
+        "a cancelled report is not cancelled twice"
+    );
 }
 
 on_both_backends!(

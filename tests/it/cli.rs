@@ -486,8 +486,6 @@ async fn prepare_kill_fixture(db: &TestDb, n: u32, venues: &str) -> (i64, retent
         panic!("expected a report")
     };
     assert_eq!(customers, u64::from(n));
-    reports::approve_by_operator(&svc.db, report_id, "tester", t("2026-06-15 12:00:00"))
-        .await
-        .unwrap();
+    crate::common::operator_approves(&svc.db, report_id, t("2026-06-15 12:00:00")).await;
     (report_id, svc)
 }

@@ -34,9 +34,7 @@ async fn daemon_applies_approved_reports_on_schedule_and_stops_on_request(db: Te
     else {
         panic!()
     };
-    reports::approve_by_operator(&svc.db, report_id, "tester", Utc::now())
-        .await
-        .unwrap();
+    crate::common::operator_approves(&svc.db, report_id, Utc::now()).await;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(daemon::run(svc.clone(), listener, async {
         let _ = stop_rx.await;

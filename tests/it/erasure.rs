@@ -5,6 +5,7 @@
 use crate::common::{anonymise_venue, delete_venue, t, TestDb, HASH_KEY};
 use retentiond::cycle::Selection;
 use retentiond::db::Query;
+use retentiond::decision::{decide, Actor, Decision};
 use retentiond::policy::{keyed_hash, ReportState};
 use retentiond::{approval, audit, reports, Service};
 use std::path::Path;
@@ -269,11 +270,13 @@ async fn reasons_stay_out_of_the_ledger_and_are_erased_later(db: TestDb) {
         .unwrap();
     tx.commit().await.unwrap();
 
-    approval::reject(
+    decide(
         &svc.db,
         report_id,
-        "boxoffice@venue1.example",
-        Some(reason),
+        Actor::Approver("boxoffice@venue1.example"),
+        Decision::Reject {
+            reason: Some(reason),
+        },
         t(AT),
     )
     .await

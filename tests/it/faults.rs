@@ -6,7 +6,6 @@ use crate::common::{anonymise_venue, delete_venue, t, TestDb, HASH_KEY};
 use retentiond::cycle::{run_venue_cycle, Selection};
 use retentiond::db::Query;
 use retentiond::policy::keyed_hash;
-use retentiond::reports;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -184,9 +183,7 @@ async fn server_outage_mid_apply_fails_clearly_changes_nothing_half_way_and_resu
     else {
         panic!()
     };
-    reports::approve_by_operator(&svc.db, report_id, "tester", t("2026-06-15 12:00:00"))
-        .await
-        .unwrap();
+    crate::common::operator_approves(&svc.db, report_id, t("2026-06-15 12:00:00")).await;
     let config = db.write_config(&venues);
     let server = match db.backend() {
         retentiond::db::Backend::Postgres => "127.0.0.1:5432",

@@ -54,9 +54,7 @@ async fn two_instances_apply_once_and_take_over_from_a_killed_one(db: TestDb) {
     else {
         panic!()
     };
-    reports::approve_by_operator(&svc.db, report_id, "tester", chrono::Utc::now())
-        .await
-        .unwrap();
+    crate::common::operator_approves(&svc.db, report_id, chrono::Utc::now()).await;
     let configs = [
         db.write_config(&(venue.clone() + &http_section(free_port()))),
         db.write_config(&(venue.clone() + &http_section(free_port()))),
@@ -227,9 +225,7 @@ async fn sqlite_operator_cycles_and_an_every_second_daemon_apply_a_report_exactl
     else {
         panic!("expected a report")
     };
-    reports::approve_by_operator(&svc.db, report_id, "tester", chrono::Utc::now())
-        .await
-        .unwrap();
+    crate::common::operator_approves(&svc.db, report_id, chrono::Utc::now()).await;
     let port = free_port();
     let config = db.write_config(
         &(venue.clone() + &http_section(port).replace("batch_size = 10", "batch_size = 3")),

@@ -84,9 +84,7 @@ async fn already_anonymised_customers_are_not_selected_again(db: TestDb) {
     else {
         panic!("expected a report")
     };
-    retentiond::reports::approve_by_operator(&svc.db, report_id, "tester", t(AT))
-        .await
-        .unwrap();
+    crate::common::operator_approves(&svc.db, report_id, t(AT)).await;
     run_venue_cycle(&svc, &venue, t("2026-06-16 12:00:00"), false)
         .await
         .unwrap();

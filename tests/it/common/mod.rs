@@ -459,9 +459,7 @@ pub async fn approved_report(svc: &Service, venue_id: i64) -> i64 {
     let Some(retentiond::cycle::Selection::Created { report_id, .. }) = selection else {
         panic!("expected a new report, got {selection:?}")
     };
-    retentiond::reports::approve_by_operator(&svc.db, report_id, "tester", t(AT))
-        .await
-        .unwrap();
+    crate::common::operator_approves(&svc.db, report_id, t(AT)).await;
     report_id
 }
 
@@ -824,4 +822,20 @@ macro_rules! on_mysql {
     ($($name:ident),* $(,)?) => {
         $crate::on_backend!(mysql, $crate::common::TestDb::mysql().await, $($name),*);
     };
+}
+
+/// An operator approves report `id` on the venue's behalf (`reports approve`), through the one
+/// decision path.
+pub async fn operator_approves(db: &Db, id: i64, at: DateTime<Utc>) {
+    use retentiond::decision::{decide, Actor, Decision};
+    decide(
+        db,
+        id,
+        Actor::Operator("tester"),
+        Decision::Approve { confirm: None },
+        at,
+    )
+    .await
+    .unwrap()
+    .unwrap();
 }
