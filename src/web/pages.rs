@@ -101,6 +101,8 @@ struct ReportPage<'a> {
     next_after: Option<i64>,
     /// A search that read a window of the report without filling the page: where it stopped.
     searched_to: Option<i64>,
+    /// A number searched for that is no customer id on this report.
+    id_not_on_report: Option<i64>,
     next_page: u32,
     decisions: Vec<String>,
     outcomes: Vec<String>,
@@ -187,20 +189,21 @@ pub async fn report(
     let mut kept = Vec::new();
     let mut next_after = None;
     let mut searched_to = None;
+    let mut id_not_on_report = None;
     if shows_customers {
         let after_id = view.after.map_or(i64::MIN, |(id, _)| id);
-        // A number is an id, looked up at once. Other text is searched a window of the
-        // report at a time, so that a search page costs about what any page costs however
-        // large the report.
-        if let Some(id) = search
-            .and_then(|s| s.parse::<i64>().ok())
-            .filter(|_| view.after.is_none())
-        {
-            customers =
-                reports::customers_page(&svc.db, schema, report.id, id - 1, 1, None, Some(id))
-                    .await?;
-        }
-        if customers.is_empty() {
+        // A number is an id, looked up at once (ids are what the CSV and the kept list show;
+        // a number is not also searched as text, which would cost a window for every miss).
+        // Other text is searched a window of the report at a time, so that a search page
+        // costs about what any page costs however large the report.
+        if let Some(id) = search.and_then(|s| s.parse::<i64>().ok()) {
+            if view.after.is_none() {
+                customers =
+                    reports::customers_page(&svc.db, schema, report.id, id - 1, 1, None, Some(id))
+                        .await?;
+            }
+            id_not_on_report = customers.is_empty().then_some(id);
+        } else {
             let window_end = match search {
                 Some(_) => {
                     reports::search_window_end(&svc.db, report.id, after_id, SEARCH_WINDOW).await?
@@ -322,6 +325,7 @@ pub async fn report(
         has_previous: view.after.is_some(),
         next_after,
         searched_to,
+        id_not_on_report,
         next_page: view.after.map_or(1, |(_, page)| page + 1),
         customers: customers
             .into_iter()

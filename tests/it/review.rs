@@ -377,15 +377,23 @@ async fn search_reads_a_window_at_a_time_and_finds_ids_at_once(db: TestDb) {
         windows += 1;
         assert!(windows < 20, "too many windows");
     }
+    let window = retentiond::web::SEARCH_WINDOW as usize;
     assert!(
-        windows >= 3,
-        "4,501 customers are searched 2,000 at a time: {windows}"
+        windows >= 4_501_usize.div_ceil(window),
+        "4,501 customers are searched {window} at a time: {windows}"
     );
 
     let (_, page) = app.get(&format!("{link}?q={needle}")).await;
     assert!(
         page.contains("nina@example.org"),
         "an id is found on the first page"
+    );
+    let (status, page) = app.get(&format!("{link}?q={}", needle + 1000)).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains(&format!("No customer with id {} is on this report", needle + 1000))
+            && !page.contains("Search further"),
+        "a number that is no id on the report is said so at once: {page}"
     );
 }
 
