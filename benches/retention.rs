@@ -22,8 +22,29 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
+/// The shape of the generated data.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Shape {
+    /// Venue 1 holds half the customers, venues 2 to 5 an eighth each; every customer has 10
+    /// orders; a tenth have a note. Half of venue 1 and a quarter of the others are idle.
+    Skewed,
+    /// Five venues of equal size; 0 to 20 orders a customer (10 on average); no notes. A
+    /// quarter of each venue is idle, and so is every customer who never ordered.
+    Even,
+}
+
+impl Shape {
+    fn name(self) -> &'static str {
+        match self {
+            Shape::Skewed => "skewed",
+            Shape::Even => "even",
+        }
+    }
+}
+
 struct Options {
     customers: u64,
+    shape: Shape,
     backends: Vec<Backend>,
     clients: usize,
     requests_per_client: usize,
@@ -52,8 +73,14 @@ fn options() -> Options {
     let json = value("--json")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench/results.json"));
+    let shape = match value("--shape").as_deref() {
+        None | Some("skewed") => Shape::Skewed,
+        Some("even") => Shape::Even,
+        Some(other) => panic!("--shape {other}: expected skewed or even"),
+    };
     Options {
         customers,
+        shape,
         backends,
         clients: if smoke { 5 } else { 50 },
         requests_per_client: if smoke { 10 } else { 60 },
@@ -99,7 +126,7 @@ fn main() {
     }
     print_table(&results, &options);
     std::fs::create_dir_all(options.json.parent().unwrap()).unwrap();
-    let document = json!({"customers": options.customers, "orders": options.customers * 10, "smoke": options.smoke, "results": results});
+    let document = json!({"customers": options.customers, "orders": options.customers * 10, "shape": options.shape.name(), "smoke": options.smoke, "results": results});
     std::fs::write(
         &options.json,
         serde_json::to_string_pretty(&document).unwrap(),
@@ -231,7 +258,7 @@ async fn on_server(url: &str, statements: &[String]) {
 /// The reference schema filled set-based: `n` customers over 5 venues (60% at venue 1) and 10
 /// orders each. Half of venue 1 and a quarter of the other venues have bought nothing for over
 /// three years (about 40% of all customers); the rest ordered in the last three years.
-async fn generate(bench: &Bench, n: u64) {
+async fn generate(bench: &Bench, n: u64, shape: Shape) {
     let schema = retentiond::reference::sql(bench.db.backend());
     let without_index: String = schema
         .lines()
@@ -239,8 +266,23 @@ async fn generate(bench: &Bench, n: u64) {
         .collect::<Vec<_>>()
         .join("\n");
     bench.db.execute_script(&without_index).await.unwrap();
-    let venue = "CASE n % 10 WHEN 6 THEN 2 WHEN 7 THEN 3 WHEN 8 THEN 4 WHEN 9 THEN 5 ELSE 1 END";
-    let idle = "((c.id * 31) % 100) < (CASE c.venue_id WHEN 1 THEN 50 ELSE 25 END)";
+    let (venue, idle, orders_of, recent_order, notes_every) = match shape {
+        Shape::Skewed => (
+            "CASE n % 10 WHEN 6 THEN 2 WHEN 7 THEN 3 WHEN 8 THEN 4 WHEN 9 THEN 5 ELSE 1 END",
+            "((c.id * 31) % 100) < (CASE c.venue_id WHEN 1 THEN 50 ELSE 25 END)",
+            // Every customer has orders 0 to 9; the last is recent unless the customer is idle.
+            "10",
+            "k.i = 9",
+            Some(10),
+        ),
+        Shape::Even => (
+            "n % 5 + 1",
+            "((c.id * 31) % 100) < 25",
+            "((c.id * 13) % 21)",
+            "k.i = 0",
+            None,
+        ),
+    };
     let (customers, orders, notes) = match bench.db.backend() {
         Backend::Sqlite => (
             format!(
@@ -250,10 +292,10 @@ async fn generate(bench: &Bench, n: u64) {
                  datetime('2015-01-01', '+' || (n * 7919 % 2500) || ' days') FROM s"
             ),
             format!(
-                "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < 9) \
+                "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < 19) \
                  INSERT INTO orders (venue_id, customer_id, placed_at, total_pence, billing_email) \
-                 SELECT c.venue_id, c.id, CASE WHEN k.i = 9 AND NOT {idle} THEN datetime('2024-01-01', '+' || (c.id * 13 % 1000) || ' days') \
-                 ELSE datetime(c.created_at, '+' || ((c.id + k.i * 37) % 200) || ' days') END, 1000 + k.i, c.email FROM customers c, k ORDER BY c.id, k.i"
+                 SELECT c.venue_id, c.id, CASE WHEN {recent_order} AND NOT {idle} THEN datetime('2024-01-01', '+' || (c.id * 13 % 1000) || ' days') \
+                 ELSE datetime(c.created_at, '+' || ((c.id + k.i * 37) % 200) || ' days') END, 1000 + k.i, c.email FROM customers c JOIN k ON k.i < {orders_of} ORDER BY c.id, k.i"
             ),
             "INSERT INTO customer_notes (customer_id, body) SELECT id, 'prefers aisle seats' FROM customers WHERE id % 10 = 3".to_string(),
         ),
@@ -265,8 +307,8 @@ async fn generate(bench: &Bench, n: u64) {
             ),
             format!(
                 "INSERT INTO orders (venue_id, customer_id, placed_at, total_pence, billing_email) \
-                 SELECT c.venue_id, c.id, CASE WHEN k.i = 9 AND NOT {idle} THEN TIMESTAMPTZ '2024-01-01 00:00:00+00' + (c.id * 13 % 1000) * INTERVAL '1 day' \
-                 ELSE c.created_at + ((c.id + k.i * 37) % 200) * INTERVAL '1 day' END, 1000 + k.i, c.email FROM customers c CROSS JOIN generate_series(0, 9) AS k(i) ORDER BY c.id, k.i"
+                 SELECT c.venue_id, c.id, CASE WHEN {recent_order} AND NOT {idle} THEN TIMESTAMPTZ '2024-01-01 00:00:00+00' + (c.id * 13 % 1000) * INTERVAL '1 day' \
+                 ELSE c.created_at + ((c.id + k.i * 37) % 200) * INTERVAL '1 day' END, 1000 + k.i, c.email FROM customers c JOIN generate_series(0, 19) AS k(i) ON k.i < {orders_of} ORDER BY c.id, k.i"
             ),
             "INSERT INTO customer_notes (customer_id, body) SELECT id, 'prefers aisle seats' FROM customers WHERE id % 10 = 3".to_string(),
         ),
@@ -279,10 +321,10 @@ async fn generate(bench: &Bench, n: u64) {
             ),
             format!(
                 "INSERT INTO orders (venue_id, customer_id, placed_at, total_pence, billing_email) \
-                 SELECT c.venue_id, c.id, CASE WHEN k.i = 9 AND NOT {idle} THEN TIMESTAMP '2024-01-01 00:00:00' + INTERVAL (c.id * 13 % 1000) DAY \
+                 SELECT c.venue_id, c.id, CASE WHEN {recent_order} AND NOT {idle} THEN TIMESTAMP '2024-01-01 00:00:00' + INTERVAL (c.id * 13 % 1000) DAY \
                  ELSE c.created_at + INTERVAL ((c.id + k.i * 37) % 200) DAY END, 1000 + k.i, c.email FROM customers c \
-                 CROSS JOIN (SELECT n - 1 AS i FROM {}) k ORDER BY c.id, k.i",
-                retentiond::reference::series(10)
+                 JOIN (SELECT n - 1 AS i FROM {}) k ON k.i < {orders_of} ORDER BY c.id, k.i",
+                retentiond::reference::series(20)
             ),
             "INSERT INTO customer_notes (customer_id, body) SELECT id, 'prefers aisle seats' FROM customers WHERE id % 10 = 3".to_string(),
         ),
@@ -301,7 +343,10 @@ async fn generate(bench: &Bench, n: u64) {
         "CREATE INDEX customer_notes_customer ON customer_notes (customer_id)".to_string(),
         "CREATE INDEX order_addresses_order ON order_addresses (order_id)".to_string(),
     ];
-    let mut load = vec![customers, orders, addresses, notes];
+    let mut load = vec![customers, orders, addresses];
+    if let Some(every) = notes_every {
+        load.push(notes.replace("id % 10 = 3", &format!("id % {every} = 3")));
+    }
     if bench.db.backend() != Backend::Mysql {
         load.extend(indexes);
     }
@@ -574,7 +619,7 @@ async fn run_backend(backend: Backend, options: &Options) -> Value {
     let bench = open(backend).await;
     let mut figures = serde_json::Map::new();
     let started = Instant::now();
-    generate(&bench, options.customers).await;
+    generate(&bench, options.customers, options.shape).await;
     let generate_s = started.elapsed().as_secs_f64();
     figures.insert("generate_s".into(), json!(generate_s));
     eprintln!(

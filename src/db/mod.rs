@@ -8,6 +8,7 @@ mod ident;
 mod mysql;
 mod postgres;
 mod sqlite;
+mod sqlite_hash;
 
 pub use ident::{Ident, IdentError};
 pub use sqlite::{daemon_lock_path, try_lock_file};
@@ -85,6 +86,21 @@ impl Backend {
             }
         };
         q.push(&sql);
+    }
+
+    /// The SQL that computes the keyed hash (`policy::keyed_hash`) of `column` with the key
+    /// bound as `key`, where the database can run it (SQLite, through a function registered on
+    /// each connection); `None` where values must be read, hashed here and written back.
+    pub fn keyed_hash_sql(self, key: &str, column: &str) -> Option<String> {
+        match self {
+            Backend::Sqlite => Some(sqlite::keyed_hash(key, column)),
+            Backend::Postgres | Backend::Mysql => None,
+        }
+    }
+
+    /// Whether [`Backend::keyed_hash_sql`] works here.
+    pub fn hashes_in_sql(self) -> bool {
+        self.keyed_hash_sql("?", "c").is_some()
     }
 
     /// A row source aliased `ids` with one column `id`, from a list of ids bound as one parameter.

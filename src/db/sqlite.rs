@@ -41,6 +41,13 @@ pub async fn connect(url: &str) -> Result<SqlitePool> {
         // batches' pages at once; this larger automatic threshold (about 80 MB) is the backstop.
         .pragma("wal_autocheckpoint", "20000");
     SqlitePoolOptions::new()
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                super::sqlite_hash::register(conn)
+                    .await
+                    .map_err(|e| sqlx::Error::Configuration(e.into()))
+            })
+        })
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(60))
         .test_before_acquire(false)
@@ -156,6 +163,11 @@ pub fn try_lock_file(path: &std::path::Path) -> Result<Option<std::fs::File>> {
 /// image (with values since deleted or overwritten) stays in the log file. Readers in the middle
 /// of a transaction make it busy; it is tried again for a while.
 pub async fn truncate_wal(pool: &SqlitePool) -> Result<()> {
+    // Copy the log first without holding anyone back (a passive checkpoint lets writers on),
+    // so that the truncating checkpoint, which makes writers wait, has only the last pages to copy.
+    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(pool)
+        .await?;
     for attempt in 0..50 {
         let row = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
             .fetch_one(pool)
@@ -181,6 +193,11 @@ pub fn values_source(p: &str, columns: usize) -> String {
     let mut select = vec!["json_extract(value, '$[0]') AS id".to_string()];
     select.extend((0..columns).map(|n| format!("json_extract(value, '$[{}]') AS v{n}", n + 1)));
     format!("(SELECT {} FROM json_each({p})) AS v", select.join(", "))
+}
+
+/// The keyed hash of `column` computed by SQLite itself (see `sqlite_hash`), `key` bound.
+pub fn keyed_hash(key: &str, column: &str) -> String {
+    format!("{}({key}, {column})", super::sqlite_hash::FUNCTION)
 }
 
 pub fn ids_source(p: &str) -> String {
