@@ -677,6 +677,43 @@ async fn run_backend(backend: Backend, options: &Options) -> Value {
     figures.insert("selection_baseline_s".into(), json!(baseline));
     figures.insert("selection_ratio".into(), json!(ours / baseline));
 
+    // The dry run as an operator runs it (`retentiond cycle --venue 1 --dry-run`, a process of
+    // its own: configuration, connection, checks, the brake's count and the selection) against
+    // the bare count on a fresh connection; the median of three each, in turns.
+    let (mut dry_times, mut fresh_times) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let started = Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_retentiond"))
+            .args([
+                "--config",
+                config_path.to_str().unwrap(),
+                "cycle",
+                "--venue",
+                "1",
+                "--dry-run",
+                "--at",
+            ])
+            .arg(at().to_rfc3339())
+            .stdout(Stdio::null())
+            .output()
+            .unwrap();
+        dry_times.push(started.elapsed().as_secs_f64());
+        assert!(
+            out.status.success(),
+            "dry run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let started = Instant::now();
+        let fresh = Db::connect(&bench.url).await.unwrap();
+        fresh.fetch_one(&bare).await.unwrap();
+        fresh_times.push(started.elapsed().as_secs_f64());
+        fresh.close().await;
+    }
+    let (dry, fresh) = (median(dry_times), median(fresh_times));
+    figures.insert("dry_run_s".into(), json!(dry));
+    figures.insert("dry_run_baseline_s".into(), json!(fresh));
+    figures.insert("dry_run_ratio".into(), json!(dry / fresh));
+
     // Report creation for every candidate of venues 1 and 2.
     let started = Instant::now();
     let Some(Selection::Created {
@@ -1051,6 +1088,17 @@ const ROWS: &[(&str, &str, &str)] = &[
     ("selection_s", "selection, retentiond (s)", ""),
     ("selection_baseline_s", "selection, bare NOT EXISTS (s)", ""),
     ("selection_ratio", "selection ratio", "<= 1.2"),
+    (
+        "dry_run_s",
+        "cycle --venue 1 --dry-run, median of 3 (s)",
+        "",
+    ),
+    (
+        "dry_run_baseline_s",
+        "bare count on a fresh connection (s)",
+        "",
+    ),
+    ("dry_run_ratio", "dry run ratio", "<= 1.2"),
     (
         "selection_plans_use_orders_index",
         "both plans use the orders index (1 = yes)",

@@ -245,7 +245,9 @@ impl Eraser<'_> {
                 .iter()
                 .map(|c| {
                     let column = format!("{}.{}", table.q(), c.q());
-                    let hash = backend.keyed_hash_sql(&key, &column).expect("checked above");
+                    let hash = backend
+                        .keyed_hash_sql(&key, &column)
+                        .expect("checked above");
                     format!("{} = {hash}", c.q())
                 })
                 .collect(),

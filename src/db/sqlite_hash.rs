@@ -69,7 +69,11 @@ unsafe extern "C" fn keyed_hash(
         ffi::sqlite3_result_null(ctx);
         return;
     }
-    let key = bytes(args[0], ffi::sqlite3_value_type(args[0]) != ffi::SQLITE_BLOB).to_vec();
+    let key = bytes(
+        args[0],
+        ffi::sqlite3_value_type(args[0]) != ffi::SQLITE_BLOB,
+    )
+    .to_vec();
     let value = String::from_utf8_lossy(bytes(args[1], true)).into_owned();
     // No panic may cross into C: a failure is an SQL error, which rolls the batch back.
     match std::panic::catch_unwind(|| crate::policy::keyed_hash(&key, &value)) {

@@ -391,8 +391,10 @@ async fn search_reads_a_window_at_a_time_and_finds_ids_at_once(db: TestDb) {
     let (status, page) = app.get(&format!("{link}?q={}", needle + 1000)).await;
     assert_eq!(status, 200);
     assert!(
-        page.contains(&format!("No customer with id {} is on this report", needle + 1000))
-            && !page.contains("Search further"),
+        page.contains(&format!(
+            "No customer with id {} is on this report",
+            needle + 1000
+        )) && !page.contains("Search further"),
         "a number that is no id on the report is said so at once: {page}"
     );
 }
