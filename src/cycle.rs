@@ -241,9 +241,14 @@ async fn select(
     }
     let scope = Scope::new(&svc.config, svc.db.backend(), venue, at);
     debug_assert_eq!(scope.cutoff, cutoff);
-    let customers = selection::count_customers(&svc.db, &svc.config.schema, venue.id).await?;
     if dry_run {
-        let candidates = selection::count_candidates(&svc.db, &scope).await?;
+        // Both counts at once, on two connections (a dry run holds no write transaction, so
+        // none can wait on the other): it waits for the selection, not for the selection and
+        // then the brake's count of the whole venue.
+        let (customers, candidates) = tokio::try_join!(
+            selection::count_customers(&svc.db, &svc.config.schema, venue.id),
+            selection::count_candidates(&svc.db, &scope),
+        )?;
         return Ok(match candidates {
             0 => Selection::NoCandidates,
             n if policy::brake_engaged(n, customers, venue.max_share) => Selection::Brake {
@@ -255,5 +260,6 @@ async fn select(
         });
     }
 
+    let customers = selection::count_customers(&svc.db, &svc.config.schema, venue.id).await?;
     lifecycle::create_report(svc, venue, &scope, customers, at).await
 }

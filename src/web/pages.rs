@@ -116,7 +116,7 @@ pub fn with_commas(n: i64) -> String {
     let digits = n.unsigned_abs().to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -335,7 +335,7 @@ pub async fn report(
                 email: c.email,
                 last_activity: c
                     .last_activity
-                    .map_or_else(|| "never ordered".to_string(), |t| local(t)),
+                    .map_or_else(|| "never ordered".to_string(), &local),
                 kept: c.kept,
             })
             .collect(),

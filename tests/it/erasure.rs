@@ -210,7 +210,7 @@ async fn delete_scrubs_reassigned_orders_and_their_addresses(db: TestDb) {
 async fn rows_via_a_deleted_parent_are_deleted_first(db: TestDb) {
     db.migrate().await;
     // Orders removed on anonymise: their addresses (a foreign key to orders) must go first.
-    let venues = anonymise_venue(1, "3 years", "").replace("[[venues]]", "[[venues]]");
+    let venues = anonymise_venue(1, "3 years", "");
     let text = crate::common::config_toml(&db.url, &venues).replace(
         "on_delete = \"reassign\"",
         "on_delete = \"reassign\"\non_anonymise = \"delete\"",
