@@ -39,7 +39,13 @@ pub async fn connect(url: &str) -> Result<SqlitePool> {
         .pragma("secure_delete", "ON")
         // Apply checkpoints the WAL itself between batches (`Db::checkpoint_wal`), a few
         // batches' pages at once; this larger automatic threshold (about 80 MB) is the backstop.
-        .pragma("wal_autocheckpoint", "20000");
+        .pragma("wal_autocheckpoint", "20000")
+        // Reads through a memory map rather than each connection's page cache: with two
+        // connections in use, the bundled SQLite's caches starved each other, and the same
+        // candidate count took 0.9 to 1.2 s on one of them against 0.17 s (200,000 customers;
+        // 0.16 to 0.24 s on both with the map). The map is capped at SQLite's default maximum
+        // (2 GB); pages past it are read as before. Writes still go through the page cache.
+        .pragma("mmap_size", "2147418112");
     SqlitePoolOptions::new()
         .after_connect(|conn, _| {
             Box::pin(async move {
