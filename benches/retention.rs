@@ -828,16 +828,7 @@ async fn run_backend(backend: Backend, options: &Options) -> Value {
 
     // Anonymise: retentiond's apply, against one set-based UPDATE with the same strategies
     // (committed, as a real run would be; keyed hashes replaced by a built-in).
-    decide(
-        &svc.db,
-        r1,
-        Actor::Operator("bench"),
-        Decision::Approve { confirm: None },
-        at(),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    approve_for_venue(&svc, r1).await;
     let started = Instant::now();
     let applied = run_venue_cycle(&svc, &v1, at() + Duration::days(1), false)
         .await
@@ -906,16 +897,7 @@ async fn run_backend(backend: Backend, options: &Options) -> Value {
 
     // Delete with order reassignment: retentiond's apply of venue 2's report, and the set-based
     // equivalent (committed) for venue 3, whose customers have the same shape.
-    decide(
-        &svc.db,
-        r2,
-        Actor::Operator("bench"),
-        Decision::Approve { confirm: None },
-        at(),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    approve_for_venue(&svc, r2).await;
     // The box office keeps selling during the apply: an order for an active customer of the same
     // venue every 20 ms, its latency recorded (InnoDB's gap and next-key locks on the orders
     // index are where a reassignment could hold it up; on SQLite it waits for a batch's lock).
@@ -1028,6 +1010,15 @@ async fn run_backend(backend: Backend, options: &Options) -> Value {
         }
     }
     Value::Object(figures)
+}
+
+/// An operator approves report `id` on the venue's behalf (`reports approve`).
+async fn approve_for_venue(svc: &Service, id: i64) {
+    let approve = Decision::Approve { confirm: None };
+    decide(&svc.db, id, Actor::Operator("bench"), approve, at())
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 /// The plan of `q` as the backend explains it, one line per step.

@@ -163,37 +163,19 @@ pub async fn decide(
         Decision::Approve { confirm } => approve(&mut tx, &report, &actor, confirm, now).await?,
         Decision::Reject { reason } => {
             let reason = trimmed(reason);
-            settle(
-                &mut tx,
-                &report,
-                &actor,
-                ReportState::Rejected,
-                reason.as_deref(),
-                now,
-            )
-            .await?;
-            Ok(Taken {
-                decided: Decided::Rejected,
-                event: EventKind::Rejected,
-                detail: reports::reason_note(reason.is_some()).into(),
-            })
+            Ok(settle(&mut tx, &report, &actor, ReportState::Rejected, reason, now).await?)
         }
         Decision::Cancel { reason } => {
             let reason = trimmed(Some(reason));
-            settle(
+            Ok(settle(
                 &mut tx,
                 &report,
                 &actor,
                 ReportState::Cancelled,
-                reason.as_deref(),
+                reason,
                 now,
             )
-            .await?;
-            Ok(Taken {
-                decided: Decided::Cancelled,
-                event: EventKind::Cancelled,
-                detail: reports::reason_note(reason.is_some()).into(),
-            })
+            .await?)
         }
         Decision::Keep { ids, reason } => {
             set_kept(&mut tx, &report, &actor, ids, Some(trimmed(reason)), now).await?
@@ -367,22 +349,28 @@ async fn approvals_counting(tx: &mut Tx, report: &Report) -> Result<i64> {
     tx.fetch_one(&q).await?.i64(0)
 }
 
-/// Rejects or cancels: the report moves to `to`, the reason stays with the report.
+/// Rejects or cancels: the report moves to `to`, the reason stays with the report and the
+/// ledger only says whether one was given.
 async fn settle(
     tx: &mut Tx,
     report: &Report,
     actor: &Actor<'_>,
     to: ReportState,
-    reason: Option<&str>,
+    reason: Option<String>,
     now: DateTime<Utc>,
-) -> Result<()> {
-    reports::transition(tx, report, to, now, reason).await?;
-    let decision = if to == ReportState::Cancelled {
-        "cancel"
+) -> Result<Taken> {
+    reports::transition(tx, report, to, now, reason.as_deref()).await?;
+    let (decision, decided, event) = if to == ReportState::Cancelled {
+        ("cancel", Decided::Cancelled, EventKind::Cancelled)
     } else {
-        "reject"
+        ("reject", Decided::Rejected, EventKind::Rejected)
     };
-    record(tx, report, actor, decision, now).await
+    record(tx, report, actor, decision, now).await?;
+    Ok(Taken {
+        decided,
+        event,
+        detail: reports::reason_note(reason.is_some()).into(),
+    })
 }
 
 /// Keeps `ids` out of the report (`keep` is `Some(reason)`) or puts them back (`None`). Every
