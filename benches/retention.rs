@@ -879,6 +879,9 @@ async fn run_backend(backend: Backend, options: &Options) -> Value {
             format!("UPDATE customers SET {customers_set} WHERE id IN {ids}"),
         ],
     };
+    let plans = explain_all(&svc.db, &statements).await;
+    eprintln!("{backend:?} anonymise baseline plans:\n{plans}");
+    figures.insert("anonymise_baseline_plan".into(), json!(plans));
     let baseline_s = timed_committed(&svc.db, &statements).await;
     figures.insert("anonymise_rows_per_s".into(), json!(c1 as f64 / apply_s));
     figures.insert("anonymise_baseline_customers".into(), json!(c4));
@@ -985,6 +988,9 @@ async fn run_backend(backend: Backend, options: &Options) -> Value {
             format!("DELETE FROM customers WHERE id IN {ids}"),
         ],
     };
+    let plans = explain_all(&svc.db, &statements).await;
+    eprintln!("{backend:?} delete baseline plans:\n{plans}");
+    figures.insert("delete_baseline_plan".into(), json!(plans));
     let baseline_s = timed_committed(&svc.db, &statements).await;
     figures.insert("delete_rows_per_s".into(), json!(c2 as f64 / apply_s));
     figures.insert("delete_baseline_customers".into(), json!(c3));
@@ -1046,6 +1052,16 @@ async fn explain(db: &Db, q: &Query) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The plans of the baseline's statements (issue 13: a baseline is the fastest plain SQL for the
+/// work, and its plan says whether it is), each under its statement.
+async fn explain_all(db: &Db, statements: &[String]) -> String {
+    let mut plans = Vec::new();
+    for sql in statements.iter().filter(|s| !s.starts_with("INSERT")) {
+        plans.push(format!("{sql}\n{}", explain(db, &Query::new(sql)).await));
+    }
+    plans.join("\n\n")
 }
 
 /// The reference strategies of the order addresses, set-based (a built-in stands in for the

@@ -233,19 +233,33 @@ pub fn keyed_hash(key: &[u8], value: &str) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-/// Sizes apply batches so that each transaction lasts about `target_ms` (SPEC 3: the box office
-/// never waits on us), whatever a customer costs on this database: the first batch is small,
-/// and each next one is scaled by the last one's cost per customer, at most doubling, never
-/// above `max`. One customer is the floor: a customer is never split across transactions.
+/// Sizes apply batches so that no transaction lasts longer than `target_ms` (SPEC 3: the box
+/// office never waits on us), whatever a customer costs on this database. The first batch is
+/// small; each next one is sized by the cost per customer seen so far and by how far recent
+/// batches strayed above what that cost predicted (a busy disk or a neighbour's burst makes a
+/// whole batch two or three times slower at once, so the batches leave that much room),
+/// at most doubling, never above `max`. One customer is the floor: a customer is never split
+/// across transactions.
 #[derive(Debug, Clone)]
 pub struct BatchSizer {
     max: u32,
     target_ms: u32,
     next: u32,
+    /// Milliseconds a customer, smoothed over the batches seen.
+    per_customer_ms: Option<f64>,
+    /// How much slower than predicted each of the last batches was (1 when on time or faster).
+    recent_strays: std::collections::VecDeque<f64>,
 }
 
 /// The size of the first batch, before anything is known of the cost per customer.
 const FIRST_BATCH: u32 = 50;
+
+/// How many recent batches' strays the room is kept for.
+const STRAYS_REMEMBERED: usize = 16;
+
+/// The least room left below the target, even when every batch came in on time: batches aim
+/// at 80% of it.
+const LEAST_ROOM: f64 = 1.25;
 
 impl BatchSizer {
     pub fn new(max: u32, target_ms: u32) -> Self {
@@ -253,6 +267,8 @@ impl BatchSizer {
             max: max.max(1),
             target_ms: target_ms.max(1),
             next: FIRST_BATCH.clamp(1, max.max(1)),
+            per_customer_ms: None,
+            recent_strays: std::collections::VecDeque::with_capacity(STRAYS_REMEMBERED),
         }
     }
 
@@ -261,13 +277,32 @@ impl BatchSizer {
         self.next
     }
 
-    /// Takes note that a batch of `size` customers took `elapsed_ms`.
+    /// Takes note that a batch of `size` customers took `elapsed_ms`, its commit included.
     pub fn observe(&mut self, size: u32, elapsed_ms: u64) {
         if size == 0 {
             return;
         }
-        let per_customer = elapsed_ms.max(1) as f64 / f64::from(size);
-        let fitting = (f64::from(self.target_ms) / per_customer).floor() as u64;
+        let seen = elapsed_ms.max(1) as f64 / f64::from(size);
+        let per_customer = match self.per_customer_ms {
+            None => seen,
+            Some(expected) => {
+                if self.recent_strays.len() == STRAYS_REMEMBERED {
+                    self.recent_strays.pop_front();
+                }
+                self.recent_strays.push_back((seen / expected).max(1.0));
+                // Half the weight to the latest batch: a change of data (customers with more
+                // orders) is followed within a few batches, one slow batch does not halve the
+                // next on its own (the stray below leaves room for it instead).
+                (expected + seen) / 2.0
+            }
+        };
+        self.per_customer_ms = Some(per_customer);
+        let room = self
+            .recent_strays
+            .iter()
+            .copied()
+            .fold(LEAST_ROOM, f64::max);
+        let fitting = (f64::from(self.target_ms) / (per_customer * room)).floor() as u64;
         let ceiling = u64::from(size).saturating_mul(2).min(u64::from(self.max));
         self.next = fitting.clamp(1, ceiling.max(1)) as u32;
     }
@@ -523,22 +558,49 @@ mod tests {
     fn batches_start_small_grow_to_the_maximum_and_shrink_when_slow() {
         let mut sizer = super::BatchSizer::new(500, 100);
         assert_eq!(sizer.next(), 50);
-        sizer.observe(50, 5); // 0.1 ms a customer: 1000 would fit, doubling caps at 100
+        sizer.observe(50, 5); // 0.1 ms a customer: 800 would fit in 80 ms, doubling caps at 100
         assert_eq!(sizer.next(), 100);
         sizer.observe(100, 10);
         sizer.observe(200, 20);
         sizer.observe(400, 40);
         assert_eq!(sizer.next(), 500, "never above the maximum");
-        sizer.observe(500, 400); // 0.8 ms a customer: 125 fit in 100 ms
-        assert_eq!(sizer.next(), 125);
-        sizer.observe(125, 5_000); // one huge customer: the floor is one
-        assert_eq!(sizer.next(), 2);
-        sizer.observe(2, 100_000);
+        sizer.observe(500, 400); // 0.8 ms a customer, 0.45 ms smoothed, 8x the prediction
+        assert_eq!(
+            sizer.next(),
+            27,
+            "room is left for a batch as slow as that one"
+        );
+        sizer.observe(27, 100_000); // one huge customer: the floor is one
         assert_eq!(sizer.next(), 1);
         assert_eq!(
             super::BatchSizer::new(5, 100).next(),
             5,
             "a small maximum is used at once"
+        );
+    }
+
+    #[test]
+    fn batches_leave_room_for_the_worst_recent_stray_and_regain_it_when_calm() {
+        let mut sizer = super::BatchSizer::new(10_000, 100);
+        sizer.observe(50, 50); // 1 ms a customer
+        sizer.observe(100, 100);
+        assert_eq!(sizer.next(), 80, "calm: 80% of the target");
+        sizer.observe(80, 200); // a burst: twice as slow as predicted
+        let after_burst = sizer.next();
+        assert!(
+            after_burst <= 30,
+            "room for a second burst: 2 x the smoothed 1.5 ms a customer, got {after_burst}"
+        );
+        let longest_if_it_recurs = f64::from(after_burst) * 2.5;
+        assert!(longest_if_it_recurs <= 100.0);
+        for _ in 0..super::STRAYS_REMEMBERED + 8 {
+            let size = sizer.next();
+            sizer.observe(size, u64::from(size)); // 1 ms a customer again
+        }
+        assert!(
+            (79..=80).contains(&sizer.next()),
+            "the burst is forgotten after calm batches, got {}",
+            sizer.next()
         );
     }
 
