@@ -239,14 +239,22 @@ impl Eraser<'_> {
         if !backend.hashes_in_sql() {
             return Ok(None);
         }
-        let key = q.param(String::from_utf8_lossy(self.key()?).into_owned());
+        let key = self.key()?;
+        // Each key value is bound once, however many columns hash with it.
+        let mut bound: std::collections::HashMap<String, String> = Default::default();
+        let mut bind = |value: String| {
+            bound
+                .entry(value)
+                .or_insert_with_key(|v| q.param(v.clone()))
+                .clone()
+        };
         Ok(Some(
             hashed
                 .iter()
                 .map(|c| {
                     let column = format!("{}.{}", table.q(), c.q());
                     let hash = backend
-                        .keyed_hash_sql(&key, &column)
+                        .keyed_hash_sql(key, &column, &mut bind)
                         .expect("checked above");
                     format!("{} = {hash}", c.q())
                 })

@@ -233,6 +233,23 @@ pub fn keyed_hash(key: &[u8], value: &str) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// The inner and outer padded keys of HMAC-SHA-256 (RFC 2104) for `key`, as hex: with them a
+/// database that has only SHA-256 computes [`keyed_hash`] as
+/// `sha256(outer || sha256(inner || value))`.
+pub fn hmac_padded_keys(key: &[u8]) -> (String, String) {
+    use sha2::Digest;
+    const BLOCK: usize = 64;
+    let mut block = [0_u8; BLOCK];
+    if key.len() > BLOCK {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let inner: Vec<u8> = block.iter().map(|b| b ^ 0x36).collect();
+    let outer: Vec<u8> = block.iter().map(|b| b ^ 0x5c).collect();
+    (hex::encode(inner), hex::encode(outer))
+}
+
 /// Sizes apply batches so that no transaction lasts longer than `target_ms` (SPEC 3: the box
 /// office never waits on us), whatever a customer costs on this database. The first batch is
 /// small; each next one is sized by the cost per customer seen so far and by how far recent
@@ -738,6 +755,31 @@ mod tests {
                 bad.parse::<Strategy>().is_err(),
                 "{bad:?} should be refused"
             );
+        }
+    }
+
+    #[test]
+    fn padded_keys_give_the_keyed_hash_through_plain_sha256() {
+        use sha2::Digest;
+        let long_key = [7_u8; 100];
+        for key in [
+            &b"benchmark-hash-key-0123456789-abcdef"[..],
+            &[],
+            &long_key[..],
+        ] {
+            let (inner, outer) = hmac_padded_keys(key);
+            for value in ["ann@example.org", "", "Zoë ünïcode"] {
+                let mut first = hex::decode(&inner).unwrap();
+                first.extend_from_slice(value.as_bytes());
+                let mut second = hex::decode(&outer).unwrap();
+                second.extend_from_slice(&Sha256::digest(&first));
+                assert_eq!(
+                    hex::encode(Sha256::digest(&second)),
+                    keyed_hash(key, value),
+                    "key of {} bytes, value {value:?}",
+                    key.len()
+                );
+            }
         }
     }
 

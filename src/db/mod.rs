@@ -88,19 +88,33 @@ impl Backend {
         q.push(&sql);
     }
 
-    /// The SQL that computes the keyed hash (`policy::keyed_hash`) of `column` with the key
-    /// bound as `key`, where the database can run it (SQLite, through a function registered on
-    /// each connection); `None` where values must be read, hashed here and written back.
-    pub fn keyed_hash_sql(self, key: &str, column: &str) -> Option<String> {
+    /// The SQL that computes the keyed hash (`policy::keyed_hash`) of `column` with `key`,
+    /// where the database can run it: SQLite through a function registered on each connection,
+    /// PostgreSQL with its built-in `sha256` and the padded keys. `bind` binds a text value and
+    /// returns its placeholder (or a literal). `None` where values must be read, hashed here and
+    /// written back (MySQL).
+    pub fn keyed_hash_sql(
+        self,
+        key: &[u8],
+        column: &str,
+        bind: &mut dyn FnMut(String) -> String,
+    ) -> Option<String> {
         match self {
-            Backend::Sqlite => Some(sqlite::keyed_hash(key, column)),
-            Backend::Postgres | Backend::Mysql => None,
+            Backend::Sqlite => Some(sqlite::keyed_hash(
+                &bind(String::from_utf8_lossy(key).into_owned()),
+                column,
+            )),
+            Backend::Postgres => {
+                let (inner, outer) = crate::policy::hmac_padded_keys(key);
+                Some(postgres::keyed_hash(&bind(inner), &bind(outer), column))
+            }
+            Backend::Mysql => None,
         }
     }
 
     /// Whether [`Backend::keyed_hash_sql`] works here.
     pub fn hashes_in_sql(self) -> bool {
-        self.keyed_hash_sql("?", "c").is_some()
+        self.keyed_hash_sql(b"k", "c", &mut |v| v).is_some()
     }
 
     /// A row source aliased `ids` with one column `id`, from a list of ids bound as one parameter.

@@ -222,3 +222,13 @@ pub fn classify(t: &str) -> TypeKind {
         time_as_text: false,
     }
 }
+
+/// The keyed hash of `column` (HMAC-SHA-256 as lowercase hex, see
+/// `policy::hmac_padded_keys`) with PostgreSQL's own `sha256` (version 11 and later), the padded
+/// keys bound as hex text; NULL stays NULL.
+pub fn keyed_hash(inner: &str, outer: &str, column: &str) -> String {
+    format!(
+        "encode(sha256(decode({outer}, 'hex') || sha256(decode({inner}, 'hex') || \
+         convert_to(CAST({column} AS TEXT), 'UTF8'))), 'hex')"
+    )
+}
