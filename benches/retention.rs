@@ -1116,9 +1116,8 @@ const POSTGRES_BASELINE_SETTINGS: [&str; 3] = [
 /// The benchmark's `secrets.hash_key`.
 const BENCH_HASH_KEY: &str = "benchmark-hash-key-0123456789-abcdef";
 
-/// The keyed hash of `column` in a baseline: the very SQL apply hashes with in its UPDATEs where
-/// it hashes in SQL (SQLite, PostgreSQL: the same work); on MySQL retentiond hashes in Rust, and
-/// `upper()` stands in, which spares the baseline that cost.
+/// The keyed hash of `column` in a baseline: the very SQL apply hashes with in its UPDATEs (the
+/// same work); `upper()` would stand in on a backend that hashed in Rust.
 fn baseline_hash(backend: Backend, column: &str) -> String {
     backend
         .keyed_hash_sql(BENCH_HASH_KEY.as_bytes(), column, &mut |v| format!("'{v}'"))

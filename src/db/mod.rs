@@ -90,9 +90,9 @@ impl Backend {
 
     /// The SQL that computes the keyed hash (`policy::keyed_hash`) of `column` with `key`,
     /// where the database can run it: SQLite through a function registered on each connection,
-    /// PostgreSQL with its built-in `sha256` and the padded keys. `bind` binds a text value and
-    /// returns its placeholder (or a literal). `None` where values must be read, hashed here and
-    /// written back (MySQL).
+    /// PostgreSQL and MySQL with their built-in SHA-256 and the padded keys. `bind` binds a text
+    /// value and returns its placeholder (or a literal). `None` where values must be read,
+    /// hashed here and written back (no backend today; the read-hash-write path stays for one).
     pub fn keyed_hash_sql(
         self,
         key: &[u8],
@@ -108,7 +108,10 @@ impl Backend {
                 let (inner, outer) = crate::policy::hmac_padded_keys(key);
                 Some(postgres::keyed_hash(&bind(inner), &bind(outer), column))
             }
-            Backend::Mysql => None,
+            Backend::Mysql => {
+                let (inner, outer) = crate::policy::hmac_padded_keys(key);
+                Some(mysql::keyed_hash(&bind(inner), &bind(outer), column))
+            }
         }
     }
 
