@@ -403,6 +403,7 @@ async fn check_linked_tables(
             }
         }
         if r.columns.iter().any(|(_, st)| *st == Strategy::Hash)
+            && !db.backend().hashes_in_sql()
             && crate::erase::single_integer_key(db, &r.table)
                 .await?
                 .is_none()

@@ -172,6 +172,31 @@ async fn hash_is_stable_for_one_key(db: TestDb) {
     assert_eq!(ra["email"].as_ref().unwrap().len(), 64);
 }
 
+/// The database's keyed hash is Rust's, byte for byte, for any text: accents, symbols, empty,
+/// and a key longer than SHA-256's block.
+async fn keyed_hash_in_sql_is_rusts_for_any_text(db: TestDb) {
+    let long_key = "k".repeat(100);
+    for key in [HASH_KEY, long_key.as_str()] {
+        for value in ["ann@example.org", "Zoë Ünïcode ✓ 07700 900123", ""] {
+            let mut q = Query::default();
+            let placeholder = q.param(value.to_string());
+            let hash = db
+                .db
+                .backend()
+                .keyed_hash_sql(key.as_bytes(), &placeholder, &mut |v| q.param(v))
+                .expect("every backend hashes in SQL");
+            q.push(&format!("SELECT {hash}"));
+            let row = db.db.fetch_one(&q).await.unwrap();
+            assert_eq!(
+                row.get(0).to_text(),
+                Some(keyed_hash(key.as_bytes(), value)),
+                "{value:?} with a key of {} bytes",
+                key.len()
+            );
+        }
+    }
+}
+
 async fn apply_skips_customers_who_became_active_held_or_gone(db: TestDb) {
     db.migrate().await;
     let svc = db.service(&delete_venue(2, "3 years", "")).await;
@@ -402,6 +427,7 @@ on_both_backends!(
     unknown_customer_is_created_once_and_reused,
     anonymise_applies_every_strategy_and_keeps_the_rest,
     hash_is_stable_for_one_key,
+    keyed_hash_in_sql_is_rusts_for_any_text,
     apply_skips_customers_who_became_active_held_or_gone,
     nothing_happens_without_approval,
     brake_stops_a_mistyped_policy,
