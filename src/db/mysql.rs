@@ -411,6 +411,17 @@ pub fn classify(t: &str) -> TypeKind {
     }
 }
 
+/// The keyed hash of `column` (HMAC-SHA-256 as lowercase hex, see
+/// `policy::hmac_padded_keys`) with MySQL's own `SHA2`, the padded keys bound as hex text; the
+/// value is hashed as its UTF-8 bytes whatever the column's character set, as in Rust; NULL
+/// stays NULL.
+pub fn keyed_hash(inner: &str, outer: &str, column: &str) -> String {
+    format!(
+        "LOWER(SHA2(CONCAT(UNHEX({outer}), UNHEX(SHA2(CONCAT(UNHEX({inner}), \
+         CONVERT(CAST({column} AS CHAR) USING utf8mb4)), 256))), 256))"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,15 +477,4 @@ mod tests {
         );
         assert_eq!(missing_privileges(&some, "other").len(), 6);
     }
-}
-
-/// The keyed hash of `column` (HMAC-SHA-256 as lowercase hex, see
-/// `policy::hmac_padded_keys`) with MySQL's own `SHA2`, the padded keys bound as hex text; the
-/// value is hashed as its UTF-8 bytes whatever the column's character set, as in Rust; NULL
-/// stays NULL.
-pub fn keyed_hash(inner: &str, outer: &str, column: &str) -> String {
-    format!(
-        "LOWER(SHA2(CONCAT(UNHEX({outer}), UNHEX(SHA2(CONCAT(UNHEX({inner}), \
-         CONVERT(CAST({column} AS CHAR) USING utf8mb4)), 256))), 256))"
-    )
 }
