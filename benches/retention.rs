@@ -1042,20 +1042,26 @@ async fn approve_for_venue(svc: &Service, id: i64) {
 
 /// The plan of `q` as the backend explains it, one line per step.
 async fn explain(db: &Db, q: &Query) -> String {
-    let prefix = match db.backend() {
-        Backend::Sqlite => "EXPLAIN QUERY PLAN ",
-        Backend::Postgres | Backend::Mysql => "EXPLAIN ",
-    };
-    let mut explained = Query::new(prefix);
+    let mut explained = Query::new(explain_prefix(db.backend()));
     explained.push(q.sql());
     // The same values, bound again in the same order.
     for value in q.values() {
         explained.param(value.clone());
     }
-    db.fetch_all(&explained)
-        .await
-        .unwrap()
-        .iter()
+    plan_lines(&db.fetch_all(&explained).await.unwrap())
+}
+
+/// How the backend asks for a plan.
+fn explain_prefix(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "EXPLAIN QUERY PLAN ",
+        Backend::Postgres | Backend::Mysql => "EXPLAIN ",
+    }
+}
+
+/// A plan's rows, one line each, their cells joined by ` | `.
+fn plan_lines(rows: &[retentiond::db::Row]) -> String {
+    rows.iter()
         .map(|row| {
             row.0
                 .iter()
@@ -1071,10 +1077,7 @@ async fn explain(db: &Db, q: &Query) -> String {
 /// work, and its plan says whether it is), each under its statement, explained in a transaction
 /// with the baseline's own `SET LOCAL`s and rolled back.
 async fn explain_all(db: &Db, statements: &[String]) -> String {
-    let prefix = match db.backend() {
-        Backend::Sqlite => "EXPLAIN QUERY PLAN ",
-        Backend::Postgres | Backend::Mysql => "EXPLAIN ",
-    };
+    let prefix = explain_prefix(db.backend());
     let mut tx = db.begin().await.unwrap();
     let mut plans = Vec::new();
     for sql in statements {
@@ -1086,17 +1089,7 @@ async fn explain_all(db: &Db, statements: &[String]) -> String {
                 .fetch_all(&Query::new(&format!("{prefix}{sql}")))
                 .await
                 .unwrap();
-            let plan: Vec<String> = rows
-                .iter()
-                .map(|row| {
-                    row.0
-                        .iter()
-                        .filter_map(|v| v.to_text())
-                        .collect::<Vec<_>>()
-                        .join(" | ")
-                })
-                .collect();
-            plans.push(format!("{sql}\n{}", plan.join("\n")));
+            plans.push(format!("{sql}\n{}", plan_lines(&rows)));
         }
     }
     drop(tx);
