@@ -874,10 +874,7 @@ async fn run_backend(backend: Backend, options: &Options) -> Value {
             format!("UPDATE customers JOIN bench_anonymise_ids b ON b.id = customers.id SET {customers_set}"),
         ],
         _ => [
-            if backend == Backend::Postgres { &POSTGRES_BASELINE_SETTINGS[..] } else { &[] }
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>(),
+            baseline_settings(backend),
             vec![
             format!("UPDATE order_addresses SET {} WHERE order_id IN (SELECT id FROM orders WHERE customer_id IN {ids})", scrub_addresses_set(backend)),
             format!("UPDATE orders SET billing_email = {} WHERE customer_id IN {ids}", baseline_hash(backend, "billing_email")),
@@ -988,10 +985,7 @@ async fn run_backend(backend: Backend, options: &Options) -> Value {
             "DELETE customers FROM customers JOIN bench_delete_ids b ON b.id = customers.id".to_string(),
         ],
         _ => [
-            if backend == Backend::Postgres { &POSTGRES_BASELINE_SETTINGS[..] } else { &[] }
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>(),
+            baseline_settings(backend),
             vec![
             unknown.to_string(),
             format!("UPDATE order_addresses SET {} WHERE order_id IN (SELECT id FROM orders WHERE customer_id IN {ids})", scrub_addresses_set(backend)),
@@ -1105,6 +1099,17 @@ const POSTGRES_BASELINE_SETTINGS: [&str; 3] = [
     "SET LOCAL enable_mergejoin = off",
     "SET LOCAL jit = off",
 ];
+
+/// The settings a baseline's transaction starts with on `backend` (see above).
+fn baseline_settings(backend: Backend) -> Vec<String> {
+    match backend {
+        Backend::Postgres => POSTGRES_BASELINE_SETTINGS
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        Backend::Sqlite | Backend::Mysql => Vec::new(),
+    }
+}
 
 /// The benchmark's `secrets.hash_key`.
 const BENCH_HASH_KEY: &str = "benchmark-hash-key-0123456789-abcdef";
