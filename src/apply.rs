@@ -5,7 +5,7 @@
 
 use crate::audit::{self, Event, EventKind};
 use crate::config::VenueConfig;
-use crate::db::{Ident, Query, Tx};
+use crate::db::{DeadlinePassed, Ident, Query, Tx};
 use crate::erase::{Eraser, LinkedKeys};
 use crate::journal::{Journal, Line as JournalLine};
 use crate::policy::{self, Action, Outcome, ReportState};
@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::info;
 
 /// What one apply run did.
@@ -28,9 +28,12 @@ pub struct ApplySummary {
     pub counts: BTreeMap<Outcome, u64>,
     /// Whether the report is now fully applied (false when stopped by shutdown).
     pub finished: bool,
-    /// Batches (transactions) this run committed, and the longest one in milliseconds.
+    /// Batches (transactions) this run committed, and the longest one in milliseconds (batches
+    /// given up at their deadline included).
     pub batches: u64,
     pub longest_batch_ms: u64,
+    /// Batches rolled back at their deadline and retried smaller (PostgreSQL; see `apply_report`).
+    pub batches_given_up: u64,
 }
 
 impl ApplySummary {
@@ -122,6 +125,12 @@ pub async fn apply_report(
     );
     let mut counts: BTreeMap<Outcome, u64> = BTreeMap::new();
     let (mut after_id, mut batches, mut longest_batch_ms) = (i64::MIN, 0_u64, 0_u64);
+    let mut batches_given_up = 0_u64;
+    // Where the database can stop a statement midway, a batch that would run past the ceiling
+    // is stopped and rolled back, and its customers retried in a smaller one; a tenth of the
+    // ceiling is left for the commit and the rollback. A batch of one customer is never stopped,
+    // so that every customer is processed however slow.
+    let deadline_after = Duration::from_millis(u64::from(svc.config.max_transaction_ms) * 9 / 10);
     let mut sizer = policy::BatchSizer::new(svc.config.batch_size, svc.config.max_transaction_ms);
     // Start from a checkpointed log, so no earlier writer's pages land in one of our commits.
     checkpoint(svc, report.id).await;
@@ -141,6 +150,7 @@ pub async fn apply_report(
                 finished: false,
                 batches,
                 longest_batch_ms,
+                batches_given_up,
             });
         }
         let started = Instant::now();
@@ -159,15 +169,35 @@ pub async fn apply_report(
             break;
         }
         relax_commit_flush(&mut tx).await?;
-        let batch = apply_batch(svc, &mut tx, &scope, &keys, report, &ids, at)
-            .await
-            .with_context(|| {
+        if ids.len() > 1 {
+            tx.set_deadline(started + deadline_after);
+        }
+        let batch = match apply_batch(svc, &mut tx, &scope, &keys, report, &ids, at).await {
+            Err(e) if e.downcast_ref::<DeadlinePassed>().is_some() => {
+                drop(tx);
+                let duration_ms = started.elapsed().as_millis() as u64;
+                longest_batch_ms = longest_batch_ms.max(duration_ms);
+                batches_given_up += 1;
+                sizer.gave_up(ids.len() as u32, duration_ms);
+                metrics::counter!("retentiond_batches_given_up_total").increment(1);
+                tracing::debug!(
+                    venue.id = venue.id,
+                    report.id = report.id,
+                    batch.size = ids.len(),
+                    duration_ms,
+                    retry_size = sizer.next(),
+                    "batch stopped at its deadline and rolled back; retrying smaller"
+                );
+                continue;
+            }
+            result => result.with_context(|| {
                 format!(
                     "report {}: a batch of {} customers failed and was rolled back",
                     report.id,
                     ids.len()
                 )
-            })?;
+            })?,
+        };
         let before_commit = Instant::now();
         tx.commit().await?;
         let commit_ms = before_commit.elapsed().as_millis() as u64;
@@ -213,6 +243,7 @@ pub async fn apply_report(
         finished: true,
         batches,
         longest_batch_ms,
+        batches_given_up,
     })
 }
 

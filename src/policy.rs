@@ -323,6 +323,14 @@ impl BatchSizer {
         let ceiling = u64::from(size).saturating_mul(2).min(u64::from(self.max));
         self.next = fitting.clamp(1, ceiling.max(1)) as u32;
     }
+
+    /// Takes note that a batch of `size` customers was stopped at its deadline after
+    /// `elapsed_ms` and rolled back: it would have taken at least that long, and its customers
+    /// are retried in a batch of at most half the size.
+    pub fn gave_up(&mut self, size: u32, elapsed_ms: u64) {
+        self.observe(size, elapsed_ms);
+        self.next = self.next.min((size / 2).max(1));
+    }
 }
 
 /// The life of a report (SPEC 4).
@@ -594,6 +602,20 @@ mod tests {
             5,
             "a small maximum is used at once"
         );
+    }
+
+    #[test]
+    fn a_batch_given_up_at_its_deadline_is_retried_at_most_half_as_big() {
+        let mut sizer = super::BatchSizer::new(10_000, 100);
+        sizer.observe(50, 5);
+        sizer.observe(100, 10); // 0.1 ms a customer: 200 next
+        assert_eq!(sizer.next(), 200);
+        sizer.gave_up(200, 90); // stopped at 90 ms, at least 0.45 ms a customer
+        assert!(sizer.next() <= 100, "at most half: {}", sizer.next());
+        for _ in 0..20 {
+            sizer.gave_up(sizer.next(), 90);
+        }
+        assert_eq!(sizer.next(), 1, "down to one customer, never none");
     }
 
     #[test]

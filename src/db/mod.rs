@@ -115,6 +115,13 @@ impl Backend {
         }
     }
 
+    /// Whether [`Tx::set_deadline`] can stop a statement midway: PostgreSQL's
+    /// `statement_timeout`, set per statement to what is left. (MariaDB's `max_statement_time`
+    /// would do, MySQL has nothing for writes, and SQLite's batches are bounded by the sizer.)
+    pub fn stops_statements_at_deadline(self) -> bool {
+        self == Backend::Postgres
+    }
+
     /// Whether [`Backend::keyed_hash_sql`] works here.
     pub fn hashes_in_sql(self) -> bool {
         self.keyed_hash_sql(b"k", "c", &mut |v| v).is_some()
@@ -477,11 +484,23 @@ pub enum Db {
 }
 
 /// A transaction; dropped without [`Tx::commit`] it rolls back.
-pub enum Tx {
+pub struct Tx {
+    conn: TxConn,
+    /// When set (see [`Tx::set_deadline`]), no statement of this transaction runs past it.
+    deadline: Option<std::time::Instant>,
+}
+
+enum TxConn {
     Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
     Mysql(sqlx::Transaction<'static, sqlx::MySql>),
 }
+
+/// A statement of a transaction with a deadline ([`Tx::set_deadline`]) would have run past it,
+/// and was stopped: the transaction must be rolled back (dropped), nothing of it is kept.
+#[derive(Debug, thiserror::Error)]
+#[error("the transaction passed its deadline and was stopped")]
+pub struct DeadlinePassed;
 
 /// Runs the same expression on whichever pool or transaction `$on` holds.
 macro_rules! each {
@@ -591,10 +610,14 @@ impl Db {
     /// Begins a transaction that will write: on SQLite it takes the write lock up front
     /// (`BEGIN IMMEDIATE`) so that a read-then-write transaction cannot fail to upgrade.
     pub async fn begin(&self) -> Result<Tx> {
-        Ok(match self {
-            Db::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
-            Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
-            Db::Mysql(pool) => Tx::Mysql(pool.begin().await?),
+        let conn = match self {
+            Db::Sqlite(pool) => TxConn::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Db::Postgres(pool) => TxConn::Postgres(pool.begin().await?),
+            Db::Mysql(pool) => TxConn::Mysql(pool.begin().await?),
+        };
+        Ok(Tx {
+            conn,
+            deadline: None,
         })
     }
 
@@ -785,27 +808,63 @@ impl Drop for NamedLock {
 
 impl Tx {
     pub fn backend(&self) -> Backend {
-        match self {
-            Tx::Sqlite(_) => Backend::Sqlite,
-            Tx::Postgres(_) => Backend::Postgres,
-            Tx::Mysql(_) => Backend::Mysql,
+        match self.conn {
+            TxConn::Sqlite(_) => Backend::Sqlite,
+            TxConn::Postgres(_) => Backend::Postgres,
+            TxConn::Mysql(_) => Backend::Mysql,
+        }
+    }
+
+    /// Stops any later statement of this transaction that would run past `deadline`, where the
+    /// backend can stop a statement midway (PostgreSQL, through `statement_timeout`; see
+    /// [`Backend::stops_statements_at_deadline`]). Such a statement fails with
+    /// [`DeadlinePassed`] and the caller rolls the transaction back. Elsewhere this does nothing.
+    pub fn set_deadline(&mut self, deadline: std::time::Instant) {
+        if self.backend().stops_statements_at_deadline() {
+            self.deadline = Some(deadline);
+        }
+    }
+
+    /// Before a statement: gives it what is left until the deadline, or fails if nothing is.
+    async fn bound_next_statement(&mut self) -> Result<()> {
+        if let (TxConn::Postgres(tx), Some(deadline)) = (&mut self.conn, self.deadline) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.as_millis() == 0 {
+                return Err(DeadlinePassed.into());
+            }
+            postgres::set_statement_timeout(&mut **tx, left).await?;
+        }
+        Ok(())
+    }
+
+    /// After a statement: a statement stopped at the deadline is reported as [`DeadlinePassed`].
+    fn at_deadline<T>(&self, result: Result<T>) -> Result<T> {
+        match result {
+            Err(e) if self.deadline.is_some() && postgres::was_stopped_by_timeout(&e) => {
+                Err(e.context(DeadlinePassed))
+            }
+            other => other,
         }
     }
 
     pub async fn execute(&mut self, q: &Query) -> Result<u64> {
-        match self {
-            Tx::Sqlite(tx) => sqlite::execute(&mut **tx, q).await,
-            Tx::Postgres(tx) => postgres::execute(&mut **tx, q).await,
-            Tx::Mysql(tx) => mysql::execute(&mut **tx, q).await,
-        }
+        self.bound_next_statement().await?;
+        let result = match &mut self.conn {
+            TxConn::Sqlite(tx) => sqlite::execute(&mut **tx, q).await,
+            TxConn::Postgres(tx) => postgres::execute(&mut **tx, q).await,
+            TxConn::Mysql(tx) => mysql::execute(&mut **tx, q).await,
+        };
+        self.at_deadline(result)
     }
 
     pub async fn fetch_all(&mut self, q: &Query) -> Result<Vec<Row>> {
-        match self {
-            Tx::Sqlite(tx) => sqlite::fetch_all(&mut **tx, q).await,
-            Tx::Postgres(tx) => postgres::fetch_all(&mut **tx, q).await,
-            Tx::Mysql(tx) => mysql::fetch_all(&mut **tx, q).await,
-        }
+        self.bound_next_statement().await?;
+        let result = match &mut self.conn {
+            TxConn::Sqlite(tx) => sqlite::fetch_all(&mut **tx, q).await,
+            TxConn::Postgres(tx) => postgres::fetch_all(&mut **tx, q).await,
+            TxConn::Mysql(tx) => mysql::fetch_all(&mut **tx, q).await,
+        };
+        self.at_deadline(result)
     }
 
     pub async fn fetch_optional(&mut self, q: &Query) -> Result<Option<Row>> {
@@ -820,8 +879,8 @@ impl Tx {
 
     /// Runs an `INSERT` of one row and returns the value of its generated key `id_column`.
     pub async fn insert_returning_id(&mut self, q: &Query, id_column: &str) -> Result<i64> {
-        match self {
-            Tx::Mysql(tx) => mysql::insert_returning_id(&mut **tx, q).await,
+        match &mut self.conn {
+            TxConn::Mysql(tx) => mysql::insert_returning_id(&mut **tx, q).await,
             _ => {
                 let mut q = q.clone();
                 q.push(&format!(" RETURNING {id_column}"));
@@ -845,7 +904,7 @@ impl Tx {
     /// allows it per transaction (PostgreSQL `synchronous_commit = off`). See `apply` for why
     /// that is safe for a batch.
     pub async fn relax_commit_flush(&mut self) -> Result<()> {
-        if let Tx::Postgres(tx) = self {
+        if let TxConn::Postgres(tx) = &mut self.conn {
             postgres::execute(&mut **tx, &Query::new("SET LOCAL synchronous_commit = off")).await?;
         }
         Ok(())
@@ -853,12 +912,22 @@ impl Tx {
 
     /// Runs several statements separated by `;` inside the transaction; no parameters.
     pub async fn execute_script(&mut self, sql: &str) -> Result<()> {
-        each!(self, Tx, tx => { sqlx::raw_sql(sql).execute(&mut **tx).await?; });
-        Ok(())
+        self.bound_next_statement().await?;
+        let result = async {
+            each!(&mut self.conn, TxConn, tx => { sqlx::raw_sql(sql).execute(&mut **tx).await?; });
+            Ok(())
+        }
+        .await;
+        self.at_deadline(result)
     }
 
-    pub async fn commit(self) -> Result<()> {
-        each!(self, Tx, tx => tx.commit().await?);
+    /// Commits. A deadline set on the transaction does not apply to the commit itself: the
+    /// work is done by then, and a commit stopped midway would only throw it away.
+    pub async fn commit(mut self) -> Result<()> {
+        if let (TxConn::Postgres(tx), Some(_)) = (&mut self.conn, self.deadline) {
+            postgres::set_statement_timeout(&mut **tx, std::time::Duration::ZERO).await?;
+        }
+        each!(self.conn, TxConn, tx => tx.commit().await?);
         Ok(())
     }
 }

@@ -120,6 +120,26 @@ pub async fn fetch_all<'e, E: sqlx::Executor<'e, Database = Postgres>>(
     build(q).fetch_all(ex).await?.iter().map(decode).collect()
 }
 
+/// Stops the transaction's later statements after `limit` (none when zero), until it ends.
+pub async fn set_statement_timeout(
+    tx: &mut sqlx::PgConnection,
+    limit: std::time::Duration,
+) -> Result<()> {
+    sqlx::query("SELECT set_config('statement_timeout', $1, true)")
+        .bind(format!("{}ms", limit.as_millis()))
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// Whether `e` is a statement stopped by `statement_timeout` (SQLSTATE 57014, query_canceled).
+pub fn was_stopped_by_timeout(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<sqlx::Error>()
+        .and_then(|e| e.as_database_error())
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "57014")
+}
+
 pub async fn execute_script(pool: &PgPool, sql: &str) -> Result<()> {
     sqlx::raw_sql(sql).execute(pool).await?;
     Ok(())

@@ -396,6 +396,63 @@ async fn failed_batch_rolls_back_and_the_report_resumes(db: TestDb) {
     );
 }
 
+/// A batch held up past `apply.max_transaction_ms` (here by a row lock another session holds) is
+/// stopped, rolled back and retried smaller; every customer is still processed exactly once.
+async fn a_batch_past_its_deadline_is_rolled_back_and_retried_smaller(db: TestDb) {
+    db.migrate().await;
+    let mut config = db.config(&anonymise_venue(1, "3 years", ""));
+    config.max_transaction_ms = 300;
+    let svc = Service::new(db.db.clone(), config);
+    let mut ids = Vec::new();
+    for _ in 0..40 {
+        let c = db.customer(1, "2019-01-01 00:00:00").await;
+        db.order(c, "2020-01-01 00:00:00").await;
+        ids.push(c);
+    }
+    let report = approved_report(&svc, 1).await;
+    let venue = svc.config.venue(1).unwrap().clone();
+    // Another session (a box office, say) holds customer 30's row for 1.5 s.
+    let mut holder = db.db.begin().await.unwrap();
+    holder
+        .lock_for_update(&Query::new(&format!(
+            "SELECT id FROM customers WHERE id = {}",
+            ids[30]
+        )))
+        .await
+        .unwrap();
+    let released = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        holder.commit().await.unwrap();
+    });
+
+    let result = run_venue_cycle(&svc, &venue, t(NEXT_DAY), false)
+        .await
+        .unwrap();
+    released.await.unwrap();
+
+    let applied = &result.applied[0];
+    assert!(
+        applied.batches_given_up >= 1,
+        "the held-up batch was stopped at its deadline: {applied:?}"
+    );
+    assert_eq!(applied.counts.get(&Outcome::Anonymised), Some(&40));
+    for id in &ids {
+        let row = db.customer_row(*id).await.unwrap();
+        assert_eq!(row["first_name"], None, "customer {id} was anonymised");
+    }
+    assert_eq!(
+        db.count(&format!(
+            "SELECT COUNT(*) FROM retention_report_items WHERE outcome = 'anonymised' AND report_id = {report}"
+        ))
+        .await,
+        40
+    );
+    assert_eq!(
+        reports::get(&svc.db, report).await.unwrap().unwrap().state,
+        ReportState::Applied
+    );
+}
+
 async fn cancelled_report_is_never_applied(db: TestDb) {
     db.migrate().await;
     let svc = db.service(&delete_venue(2, "3 years", "")).await;
@@ -434,4 +491,11 @@ on_both_backends!(
     dry_run_changes_nothing,
     failed_batch_rolls_back_and_the_report_resumes,
     cancelled_report_is_never_applied,
+);
+
+// Only PostgreSQL stops a statement at a transaction's deadline (`Backend::stops_statements_at_deadline`).
+crate::on_backend!(
+    postgres_deadline,
+    crate::common::TestDb::postgres().await,
+    a_batch_past_its_deadline_is_rolled_back_and_retried_smaller
 );
