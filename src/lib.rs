@@ -31,6 +31,7 @@ pub mod replay;
 pub mod reports;
 pub mod review;
 pub mod scheduler;
+pub mod search;
 pub mod selection;
 pub mod suggest;
 pub mod web;

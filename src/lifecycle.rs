@@ -12,6 +12,7 @@ use crate::selection::{self, Scope};
 use crate::{mail, Service};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
+use secrecy::ExposeSecret;
 use tracing::{error, info, warn};
 
 /// Pending reports whose links have expired become `expired` (approvers are told); those
@@ -169,6 +170,15 @@ pub async fn create_report(
     }
     reports::set_customer_count(&mut tx, report_id, candidates, customers).await?;
     reports::record_activity_years(&mut tx, report_id).await?;
+    if let Some(key) = &svc.config.hash_key {
+        crate::search::index_report(
+            &mut tx,
+            &svc.config.schema,
+            key.expose_secret().as_bytes(),
+            report_id,
+        )
+        .await?;
+    }
     audit::record(
         &mut tx,
         &Event {

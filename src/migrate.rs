@@ -79,6 +79,15 @@ const MIGRATIONS: &[Migration] = &[
             mysql: include_str!("../migrations/mysql/0007_review.sql"),
         },
     },
+    Migration {
+        version: 8,
+        name: "search_terms",
+        sql: Spelled {
+            sqlite: include_str!("../migrations/sqlite/0008_search_terms.sql"),
+            postgres: include_str!("../migrations/postgres/0008_search_terms.sql"),
+            mysql: include_str!("../migrations/mysql/0008_search_terms.sql"),
+        },
+    },
 ];
 
 /// The schema version this build expects.

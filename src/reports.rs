@@ -316,6 +316,9 @@ pub async fn transition(
             report.id
         );
     }
+    if !matches!(to, ReportState::Pending | ReportState::Approved) {
+        crate::search::forget_report(tx, report.id).await?;
+    }
     Ok(())
 }
 
@@ -443,6 +446,82 @@ pub async fn customers_page(
     search: Option<&str>,
     up_to: Option<i64>,
 ) -> Result<Vec<ReportCustomer>> {
+    let filter = search
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map_or(Filter::None, Filter::Text);
+    let q = customers_query(
+        db.backend(),
+        schema,
+        report_id,
+        after_id,
+        limit,
+        filter,
+        up_to,
+    );
+    decode_customers(schema, &db.fetch_all(&q).await?)
+}
+
+/// The customers `ids` of a report (those of them on it), in id order.
+pub async fn customers_with_ids(
+    db: &Db,
+    schema: &SchemaConfig,
+    report_id: i64,
+    ids: &[i64],
+) -> Result<Vec<ReportCustomer>> {
+    let Some(first) = ids.iter().min() else {
+        return Ok(Vec::new());
+    };
+    let q = customers_query(
+        db.backend(),
+        schema,
+        report_id,
+        first - 1,
+        ids.len() as u32,
+        Filter::Ids(ids),
+        ids.iter().max().copied(),
+    );
+    decode_customers(schema, &db.fetch_all(&q).await?)
+}
+
+/// The next `limit` customers of a report after `after_id`, for a CSV: the whole report is read
+/// once, so it is read without keeping what it read (see [`Db::fetch_all_once`]).
+pub async fn csv_chunk(
+    db: &Db,
+    schema: &SchemaConfig,
+    report_id: i64,
+    after_id: i64,
+    limit: u32,
+) -> Result<Vec<ReportCustomer>> {
+    let q = customers_query(
+        db.backend(),
+        schema,
+        report_id,
+        after_id,
+        limit,
+        Filter::None,
+        None,
+    );
+    decode_customers(schema, &db.fetch_all_once(&q).await?)
+}
+
+/// Which of a report's customers [`customers_query`] reads.
+enum Filter<'a> {
+    None,
+    /// By id, or a part of the name or email, without case.
+    Text(&'a str),
+    Ids(&'a [i64]),
+}
+
+fn customers_query(
+    backend: crate::db::Backend,
+    schema: &SchemaConfig,
+    report_id: i64,
+    after_id: i64,
+    limit: u32,
+    filter: Filter<'_>,
+    up_to: Option<i64>,
+) -> Query {
     let id = schema.customer_id.q();
     let mut select = vec![
         format!("i.customer_id"),
@@ -481,8 +560,11 @@ pub async fn customers_page(
     if let Some(last) = up_to {
         q.push(" AND i.customer_id <= ").bind(last);
     }
-    if let Some(text) = search.map(str::trim).filter(|t| !t.is_empty()) {
-        // By id, or a part of the name or email, without case.
+    if let Filter::Ids(ids) = filter {
+        q.push(" AND i.customer_id");
+        backend.push_in_ids(&mut q, ids);
+    }
+    if let Filter::Text(text) = filter {
         let pattern = format!(
             "%{}%",
             text.to_lowercase()
@@ -493,14 +575,14 @@ pub async fn customers_page(
         let email = schema.display_email.as_ref().map_or("''".to_string(), |c| {
             format!(
                 "COALESCE({}, '')",
-                db.backend().cast_text(&format!("c.{}", c.q()))
+                backend.cast_text(&format!("c.{}", c.q()))
             )
         });
         q.push(" AND (i.customer_id = ")
             .bind(text.parse::<i64>().unwrap_or(i64::MIN))
             .push(&format!(
                 " OR lower({}) LIKE ",
-                name_expression(db.backend(), schema, "c")
+                name_expression(backend, schema, "c")
             ))
             .bind(pattern.clone())
             .push(" ESCAPE '\\'")
@@ -510,10 +592,13 @@ pub async fn customers_page(
     }
     q.push(" ORDER BY i.customer_id LIMIT ")
         .bind(i64::from(limit));
+    q
+}
+
+/// The rows of [`customers_query`] as customers.
+fn decode_customers(schema: &SchemaConfig, rows: &[crate::db::Row]) -> Result<Vec<ReportCustomer>> {
     let names = schema.display_name.len();
-    db.fetch_all(&q)
-        .await?
-        .iter()
+    rows.iter()
         .map(|r| {
             let name: Vec<String> = (2..names + 2)
                 .filter_map(|i| r.get(i).to_text())
@@ -594,7 +679,7 @@ pub async fn write_csv<W: std::io::Write>(
     writer.write_record(CSV_HEADER)?;
     let mut after = i64::MIN;
     loop {
-        let page = customers_page(db, &config.schema, report.id, after, 1000, None, None).await?;
+        let page = csv_chunk(db, &config.schema, report.id, after, 1000).await?;
         let Some(last) = page.last() else { break };
         after = last.id;
         for c in &page {

@@ -591,6 +591,17 @@ impl Db {
         }
     }
 
+    /// [`Db::fetch_all`] for data read once in bulk (a report's CSV): on SQLite, through the
+    /// connection's small page cache instead of the memory map, so the process does not keep
+    /// every page it read mapped (the map had made the CSV's peak memory 170 MB at 300,000
+    /// customers). Elsewhere the same as `fetch_all`.
+    pub async fn fetch_all_once(&self, q: &Query) -> Result<Vec<Row>> {
+        match self {
+            Db::Sqlite(pool) => sqlite::fetch_all_unmapped(pool, q).await,
+            _ => self.fetch_all(q).await,
+        }
+    }
+
     pub async fn fetch_optional(&self, q: &Query) -> Result<Option<Row>> {
         Ok(self.fetch_all(q).await?.into_iter().next())
     }
@@ -832,7 +843,7 @@ impl Tx {
             if left.as_millis() == 0 {
                 return Err(DeadlinePassed.into());
             }
-            postgres::set_statement_timeout(&mut **tx, left).await?;
+            postgres::set_statement_timeout(tx, left).await?;
         }
         Ok(())
     }
@@ -925,7 +936,7 @@ impl Tx {
     /// work is done by then, and a commit stopped midway would only throw it away.
     pub async fn commit(mut self) -> Result<()> {
         if let (TxConn::Postgres(tx), Some(_)) = (&mut self.conn, self.deadline) {
-            postgres::set_statement_timeout(&mut **tx, std::time::Duration::ZERO).await?;
+            postgres::set_statement_timeout(tx, std::time::Duration::ZERO).await?;
         }
         each!(self.conn, TxConn, tx => tx.commit().await?);
         Ok(())

@@ -3,7 +3,7 @@
 //! `no-referrer` and a restrictive Content-Security-Policy. Tokens never reach a log line.
 
 mod pages;
-pub use pages::SEARCH_WINDOW;
+pub use pages::{PAGE_SIZE, SEARCH_WINDOW};
 mod rate_limit;
 
 pub use rate_limit::RateLimiter;

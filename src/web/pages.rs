@@ -10,6 +10,7 @@ use axum::body::Bytes;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
+use secrecy::ExposeSecret;
 
 /// Customers per page of the report table.
 pub const PAGE_SIZE: u32 = 50;
@@ -101,6 +102,8 @@ struct ReportPage<'a> {
     next_after: Option<i64>,
     /// A search that read a window of the report without filling the page: where it stopped.
     searched_to: Option<i64>,
+    /// The search found whole names or emails through the report's search index.
+    searched_whole: bool,
     /// A number searched for that is no customer id on this report.
     id_not_on_report: Option<i64>,
     next_page: u32,
@@ -189,6 +192,7 @@ pub async fn report(
     let mut kept = Vec::new();
     let mut next_after = None;
     let mut searched_to = None;
+    let mut searched_whole = false;
     let mut id_not_on_report = None;
     if shows_customers {
         let after_id = view.after.map_or(i64::MIN, |(id, _)| id);
@@ -203,6 +207,27 @@ pub async fn report(
                         .await?;
             }
             id_not_on_report = customers.is_empty().then_some(id);
+        } else if let Some(ids) = match (search, &svc.config.hash_key) {
+            // A whole name or email: the report's search index finds it anywhere in the report.
+            (Some(text), Some(key)) => {
+                crate::search::find(
+                    &svc.db,
+                    key.expose_secret().as_bytes(),
+                    report.id,
+                    text,
+                    after_id,
+                    PAGE_SIZE + 1,
+                )
+                .await?
+            }
+            _ => None,
+        } {
+            searched_whole = true;
+            customers = reports::customers_with_ids(&svc.db, schema, report.id, &ids).await?;
+            if ids.len() > PAGE_SIZE as usize {
+                customers.retain(|c| c.id <= ids[PAGE_SIZE as usize - 1]);
+                next_after = Some(ids[PAGE_SIZE as usize - 1]);
+            }
         } else {
             let window_end = match search {
                 Some(_) => {
@@ -325,6 +350,7 @@ pub async fn report(
         has_previous: view.after.is_some(),
         next_after,
         searched_to,
+        searched_whole,
         id_not_on_report,
         next_page: view.after.map_or(1, |(_, page)| page + 1),
         customers: customers
@@ -377,14 +403,12 @@ pub fn csv_stream(
         async move {
             let after = after?;
             let header = after == i64::MIN;
-            let page = match reports::customers_page(
+            let page = match reports::csv_chunk(
                 &svc.db,
                 &svc.config.schema,
                 report_id,
                 after,
                 CSV_CHUNK,
-                None,
-                None,
             )
             .await
             {

@@ -350,7 +350,8 @@ async fn search_reads_a_window_at_a_time_and_finds_ids_at_once(db: TestDb) {
     let app = App::start(&db, 1, "").await;
     let link = app.link("boxoffice");
 
-    let (status, mut page) = app.get(&format!("{link}?q=needle")).await;
+    // Part of a name is searched a window at a time.
+    let (status, mut page) = app.get(&format!("{link}?q=eedl")).await;
     assert_eq!(status, 200);
     let mut windows = 1;
     while !page.contains("nina@example.org") {
@@ -399,8 +400,92 @@ async fn search_reads_a_window_at_a_time_and_finds_ids_at_once(db: TestDb) {
     );
 }
 
+/// A whole name or email is found anywhere in the report at once, through the report's search
+/// index, without case, and page by page when many match; the index is gone once the report
+/// leaves pending and approved.
+async fn search_finds_whole_names_and_emails_anywhere_at_once(db: TestDb) {
+    db.migrate().await;
+    let mut q = Query::new(
+        "INSERT INTO customers (venue_id, first_name, last_name, email, created_at) SELECT 2, 'Bulk', 'Person', 'bulk@example.org', ",
+    );
+    q.bind(crate::common::t("2019-01-01 00:00:00"))
+        .push(&format!(" FROM {}", crate::common::series(4_500)));
+    db.db.execute(&q).await.unwrap();
+    let mut q = Query::new("INSERT INTO customers (venue_id, first_name, last_name, email, created_at) VALUES (2, 'Nina', 'Needle', 'Nina.Needle@Example.org', ");
+    q.bind(crate::common::t("2019-01-01 00:00:00")).push(")");
+    db.db.execute(&q).await.unwrap();
+    let app = App::start(&db, 1, "").await;
+    let link = app.link("boxoffice");
+    let whole = "found across the whole report";
+
+    for search in [
+        "needle",
+        "NEEDLE",
+        "Nina",
+        "nina.needle@example.org",
+        "Nina+Needle",
+        "needle+nina",
+    ] {
+        let (status, page) = app.get(&format!("{link}?q={search}")).await;
+        assert_eq!(status, 200);
+        assert!(
+            page.contains("Nina.Needle@Example.org") && page.contains(whole),
+            "{search} is found on the first page through the index: {page}"
+        );
+        assert!(!page.contains("Search further"), "{page}");
+        assert!(!page.contains("bulk@example.org"), "only the match: {page}");
+    }
+    let (_, page) = app.get(&format!("{link}?q=Nina+Person")).await;
+    assert!(
+        !page.contains(whole) && !page.contains("Nina.Needle@Example.org"),
+        "every word must be a whole name of the customer: {page}"
+    );
+
+    // 4,500 matches, a page at a time.
+    let (_, page) = app.get(&format!("{link}?q=bulk")).await;
+    assert!(page.contains(whole) && page.contains("Next page"), "{page}");
+    assert_eq!(
+        page.matches("bulk@example.org").count(),
+        retentiond::web::PAGE_SIZE as usize
+    );
+    let href = page
+        .split("href=\"")
+        .find(|h| h.contains("?after="))
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&amp;", "&");
+    let base = link.split("/r/").next().unwrap();
+    let (_, next) = app.get(&format!("{base}{href}")).await;
+    assert!(
+        next.contains(whole) && next.contains("bulk@example.org"),
+        "{next}"
+    );
+    assert!(!next.contains("Nina.Needle"), "{next}");
+
+    let terms = format!(
+        "SELECT COUNT(*) FROM retention_report_terms WHERE report_id = {}",
+        app.report_id
+    );
+    assert_eq!(
+        db.count(&terms).await,
+        4_501 * 3,
+        "every name and email is indexed"
+    );
+    app.post(&format!("{link}/reject"), &[("reason", "not now")])
+        .await;
+    assert_eq!(app.state().await, ReportState::Rejected);
+    assert_eq!(
+        db.count(&terms).await,
+        0,
+        "a decided report's index is deleted"
+    );
+}
+
 on_both_backends!(
     search_reads_a_window_at_a_time_and_finds_ids_at_once,
+    search_finds_whole_names_and_emails_anywhere_at_once,
     an_approval_counts_for_the_kept_list_it_was_given_for,
     hostile_keep_input_changes_nothing,
     csv_cells_a_spreadsheet_would_run_are_escaped,

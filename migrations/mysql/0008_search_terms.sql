@@ -1,0 +1,10 @@
+-- The search index of a pending report (MySQL/MariaDB): for each of its customers, the keyed hash
+-- of each name column and of the email (lowercased), so that a search for a whole name or address
+-- finds its customers anywhere in the report at once. Keyed hashes are pseudonymised personal
+-- data: a report's terms are deleted as soon as it leaves pending and approved.
+CREATE TABLE IF NOT EXISTS retention_report_terms (
+  report_id BIGINT NOT NULL,
+  term CHAR(16) NOT NULL,
+  customer_id BIGINT NOT NULL,
+  PRIMARY KEY (report_id, term, customer_id)
+) ENGINE = InnoDB DEFAULT CHARSET = ascii COLLATE = ascii_bin;
