@@ -149,21 +149,6 @@ pub async fn count_customers(db: &Db, schema: &SchemaConfig, venue_id: i64) -> R
     Ok(db.fetch_one(&q).await?.i64(0)? as u64)
 }
 
-/// All customers of the venue (the brake's denominator) and how many of them fall under the
-/// policy now, in one pass over the venue's customers: a dry run costs one selection, not a
-/// selection and a second count of the whole venue.
-pub async fn count_customers_and_candidates(db: &Db, scope: &Scope<'_>) -> Result<(u64, u64)> {
-    let mut q = Query::new("SELECT COUNT(*), COUNT(CASE WHEN ");
-    scope.push_filter(&mut q);
-    q.push(&format!(
-        " THEN 1 END) FROM {} c WHERE 1 = 1",
-        scope.schema.customers.q()
-    ));
-    push_venue_filter(&mut q, scope.schema, "c.", scope.venue.id);
-    let row = db.fetch_one(&q).await?;
-    Ok((row.i64(0)? as u64, row.i64(1)? as u64))
-}
-
 /// Freezes the current candidates into `report_id`'s items, each with its last order time (for
 /// the report page and CSV), set-based; returns how many.
 pub async fn freeze_into_report(tx: &mut Tx, scope: &Scope<'_>, report_id: i64) -> Result<u64> {
