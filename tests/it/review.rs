@@ -333,9 +333,9 @@ async fn a_removed_approver_gets_403_and_decides_nothing(db: TestDb) {
     assert_eq!(boss_page, 200, "Boxoffice@ and boxoffice@ are one person");
 }
 
-/// A search reads the report a window at a time: a name far into a large report is found by
-/// following "Search further"; an id is found at once wherever it is.
-async fn search_reads_a_window_at_a_time_and_finds_ids_at_once(db: TestDb) {
+/// 4,500 idle customers of venue 2 named Bulk Person, then Nina Needle with `email`, the last
+/// of them; returns her id.
+async fn bulk_then_one_needle(db: &TestDb, email: &str) -> i64 {
     db.migrate().await;
     let mut q = Query::new(
         "INSERT INTO customers (venue_id, first_name, last_name, email, created_at) SELECT 2, 'Bulk', 'Person', 'bulk@example.org', ",
@@ -343,10 +343,19 @@ async fn search_reads_a_window_at_a_time_and_finds_ids_at_once(db: TestDb) {
     q.bind(crate::common::t("2019-01-01 00:00:00"))
         .push(&format!(" FROM {}", crate::common::series(4_500)));
     db.db.execute(&q).await.unwrap();
-    let mut q = Query::new("INSERT INTO customers (venue_id, first_name, last_name, email, created_at) VALUES (2, 'Nina', 'Needle', 'nina@example.org', ");
-    q.bind(crate::common::t("2019-01-01 00:00:00")).push(")");
+    let mut q = Query::new("INSERT INTO customers (venue_id, first_name, last_name, email, created_at) VALUES (2, 'Nina', 'Needle', ");
+    q.bind(email.to_string())
+        .push(", ")
+        .bind(crate::common::t("2019-01-01 00:00:00"))
+        .push(")");
     db.db.execute(&q).await.unwrap();
-    let needle = db.count("SELECT MAX(id) FROM customers").await;
+    db.count("SELECT MAX(id) FROM customers").await
+}
+
+/// A search reads the report a window at a time: a name far into a large report is found by
+/// following "Search further"; an id is found at once wherever it is.
+async fn search_reads_a_window_at_a_time_and_finds_ids_at_once(db: TestDb) {
+    let needle = bulk_then_one_needle(&db, "nina@example.org").await;
     let app = App::start(&db, 1, "").await;
     let link = app.link("boxoffice");
 
@@ -404,16 +413,7 @@ async fn search_reads_a_window_at_a_time_and_finds_ids_at_once(db: TestDb) {
 /// index, without case, and page by page when many match; the index is gone once the report
 /// leaves pending and approved.
 async fn search_finds_whole_names_and_emails_anywhere_at_once(db: TestDb) {
-    db.migrate().await;
-    let mut q = Query::new(
-        "INSERT INTO customers (venue_id, first_name, last_name, email, created_at) SELECT 2, 'Bulk', 'Person', 'bulk@example.org', ",
-    );
-    q.bind(crate::common::t("2019-01-01 00:00:00"))
-        .push(&format!(" FROM {}", crate::common::series(4_500)));
-    db.db.execute(&q).await.unwrap();
-    let mut q = Query::new("INSERT INTO customers (venue_id, first_name, last_name, email, created_at) VALUES (2, 'Nina', 'Needle', 'Nina.Needle@Example.org', ");
-    q.bind(crate::common::t("2019-01-01 00:00:00")).push(")");
-    db.db.execute(&q).await.unwrap();
+    bulk_then_one_needle(&db, "Nina.Needle@Example.org").await;
     let app = App::start(&db, 1, "").await;
     let link = app.link("boxoffice");
     let whole = "found across the whole report";
