@@ -82,6 +82,20 @@ impl App {
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
+    /// Follows `page`'s link to the next page or window ("Next page", "Search further").
+    async fn follow_next(&self, link: &str, page: &str) -> String {
+        let href = page
+            .split("href=\"")
+            .find(|h| h.contains("?after="))
+            .expect("the page links to a next one")
+            .split('"')
+            .next()
+            .unwrap()
+            .replace("&amp;", "&");
+        let base = link.split("/r/").next().unwrap();
+        self.get(&format!("{base}{href}")).await.1
+    }
+
     async fn state(&self) -> ReportState {
         reports::get(&self.svc.db, self.report_id)
             .await
@@ -373,17 +387,7 @@ async fn search_reads_a_window_at_a_time_and_finds_ids_at_once(db: TestDb) {
                 || page.contains("Searched the report's customers up to id"),
             "{page}"
         );
-        let href = page
-            .split("href=\"")
-            .find(|h| h.contains("?after="))
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap()
-            .replace("&amp;", "&");
-        let base = link.split("/r/").next().unwrap();
-        let (_, next) = app.get(&format!("{base}{href}")).await;
-        page = next;
+        page = app.follow_next(&link, &page).await;
         windows += 1;
         assert!(windows < 20, "too many windows");
     }
@@ -448,16 +452,7 @@ async fn search_finds_whole_names_and_emails_anywhere_at_once(db: TestDb) {
         page.matches("bulk@example.org").count(),
         retentiond::web::PAGE_SIZE as usize
     );
-    let href = page
-        .split("href=\"")
-        .find(|h| h.contains("?after="))
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .replace("&amp;", "&");
-    let base = link.split("/r/").next().unwrap();
-    let (_, next) = app.get(&format!("{base}{href}")).await;
+    let next = app.follow_next(&link, &page).await;
     assert!(
         next.contains(whole) && next.contains("bulk@example.org"),
         "{next}"
