@@ -50,6 +50,8 @@ struct Options {
     requests_per_client: usize,
     json: PathBuf,
     smoke: bool,
+    /// `--generate-only`: load the data, write the configuration, keep both and stop.
+    generate_only: bool,
 }
 
 fn options() -> Options {
@@ -86,6 +88,7 @@ fn options() -> Options {
         requests_per_client: if smoke { 10 } else { 60 },
         json,
         smoke,
+        generate_only: args.iter().any(|a| a == "--generate-only"),
     }
 }
 
@@ -100,6 +103,10 @@ fn main() {
         return serve_child(Path::new(&args[i + 1]), &args[i + 2]);
     }
     let options = options();
+    if options.generate_only {
+        // Kept for inspection and for commands run by hand against it.
+        std::env::set_var("RETENTIOND_BENCH_KEEP", "1");
+    }
     if std::env::var_os("RUST_LOG").is_some() {
         retentiond::logging::init(retentiond::config::LogFormat::Text);
     }
@@ -123,6 +130,9 @@ fn main() {
         figures["missed"] = json!(misses);
         eprintln!("{backend:?} figures: {figures}");
         results.insert(format!("{backend:?}").to_lowercase(), figures);
+    }
+    if options.generate_only {
+        return;
     }
     print_table(&results, &options);
     std::fs::create_dir_all(options.json.parent().unwrap()).unwrap();
@@ -343,7 +353,62 @@ async fn generate(bench: &Bench, n: u64, shape: Shape) {
         "CREATE INDEX customer_notes_customer ON customer_notes (customer_id)".to_string(),
         "CREATE INDEX order_addresses_order ON order_addresses (order_id)".to_string(),
     ];
-    let mut load = vec![customers, orders, addresses];
+    let mut load = vec![customers];
+    if bench.db.backend() == Backend::Sqlite {
+        bench
+            .db
+            .execute(&Query::new(&load.remove(0)))
+            .await
+            .unwrap();
+        // SQLite's log holds a whole transaction: load the orders and their addresses a slice
+        // of customers at a time, checkpointing between, so that 3,000,000 customers do not
+        // need a log of many gigabytes. A slice's orders are the ids it added.
+        const SLICE: u64 = 250_000;
+        let last_order = Query::new("SELECT COALESCE(MAX(id), 0) FROM orders");
+        for lo in (0..n).step_by(SLICE as usize) {
+            let hi = lo + SLICE;
+            let slice = |sql: &str, range: String| {
+                sql.replacen(" ORDER BY", &format!(" WHERE {range} ORDER BY"), 1)
+            };
+            let before = bench
+                .db
+                .fetch_one(&last_order)
+                .await
+                .unwrap()
+                .i64(0)
+                .unwrap();
+            bench
+                .db
+                .execute(&Query::new(&slice(
+                    &orders,
+                    format!("c.id > {lo} AND c.id <= {hi}"),
+                )))
+                .await
+                .unwrap();
+            let after = bench
+                .db
+                .fetch_one(&last_order)
+                .await
+                .unwrap()
+                .i64(0)
+                .unwrap();
+            bench
+                .db
+                .execute(&Query::new(&slice(
+                    &addresses,
+                    format!("o.id > {before} AND o.id <= {after}"),
+                )))
+                .await
+                .unwrap();
+            bench
+                .db
+                .execute_script("PRAGMA wal_checkpoint(TRUNCATE)")
+                .await
+                .unwrap();
+        }
+    } else {
+        load.extend([orders, addresses]);
+    }
     if let Some(every) = notes_every {
         load.push(notes.replace("id % 10 = 3", &format!("id % {every} = 3")));
     }
@@ -639,6 +704,11 @@ async fn run_backend(backend: Backend, options: &Options) -> Value {
         .port();
     let config_path = bench.dir.path().join("bench.toml");
     std::fs::write(&config_path, config_text(&bench.url, port)).unwrap();
+    if options.generate_only {
+        eprintln!("{backend:?}: configuration in {}", config_path.display());
+        bench.db.close().await;
+        return Value::Object(figures);
+    }
     let config: Config = config::load(&config_path).unwrap();
     let svc = Service::new(bench.db.clone(), config);
     let v1 = svc.config.venue(1).unwrap().clone();

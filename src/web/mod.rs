@@ -266,6 +266,9 @@ struct PageQuery {
     after: Option<i64>,
     page: Option<u32>,
     q: Option<String>,
+    /// Set on the links of a search that reads the report's windows (part of a name), so that
+    /// the next window does not first ask the search index again.
+    within: Option<String>,
 }
 
 async fn report_page(
@@ -285,6 +288,7 @@ async fn report_page(
                 .after
                 .map(|after| (after, page.page.unwrap_or(1).min(100_000))),
             search: search.as_deref(),
+            within_names: page.within.as_deref() == Some("names"),
             approvals: Some(approvals),
             ..pages::View::default()
         },

@@ -104,6 +104,8 @@ struct ReportPage<'a> {
     searched_to: Option<i64>,
     /// The search found whole names or emails through the report's search index.
     searched_whole: bool,
+    /// The search reads windows of the report: its links say so (`within=names`).
+    searched_within: bool,
     /// A number searched for that is no customer id on this report.
     id_not_on_report: Option<i64>,
     next_page: u32,
@@ -135,6 +137,8 @@ pub fn with_commas(n: i64) -> String {
 pub struct View<'a> {
     pub after: Option<(i64, u32)>,
     pub search: Option<&'a str>,
+    /// A later window of a search within names (the search index had no match on its first page).
+    pub within_names: bool,
     pub approvals: Option<i64>,
     pub notice: Option<String>,
     pub error: Option<String>,
@@ -146,6 +150,7 @@ impl Default for View<'_> {
         View {
             after: None,
             search: None,
+            within_names: false,
             approvals: None,
             notice: None,
             error: None,
@@ -193,6 +198,7 @@ pub async fn report(
     let mut next_after = None;
     let mut searched_to = None;
     let mut searched_whole = false;
+    let mut searched_within = false;
     let mut id_not_on_report = None;
     if shows_customers {
         let after_id = view.after.map_or(i64::MIN, |(id, _)| id);
@@ -209,7 +215,7 @@ pub async fn report(
             id_not_on_report = customers.is_empty().then_some(id);
         } else if let Some(ids) = match (search, &svc.config.hash_key) {
             // A whole name or email: the report's search index finds it anywhere in the report.
-            (Some(text), Some(key)) => {
+            (Some(text), Some(key)) if !view.within_names => {
                 crate::search::find(
                     &svc.db,
                     key.expose_secret().as_bytes(),
@@ -229,6 +235,7 @@ pub async fn report(
                 next_after = Some(ids[PAGE_SIZE as usize - 1]);
             }
         } else {
+            searched_within = search.is_some();
             let window_end = match search {
                 Some(_) => {
                     reports::search_window_end(&svc.db, report.id, after_id, SEARCH_WINDOW).await?
@@ -351,6 +358,7 @@ pub async fn report(
         next_after,
         searched_to,
         searched_whole,
+        searched_within,
         id_not_on_report,
         next_page: view.after.map_or(1, |(_, page)| page + 1),
         customers: customers

@@ -387,6 +387,10 @@ async fn search_reads_a_window_at_a_time_and_finds_ids_at_once(db: TestDb) {
                 || page.contains("Searched the report's customers up to id"),
             "{page}"
         );
+        assert!(
+            page.contains("within=names"),
+            "the next window goes straight to the names, past the search index: {page}"
+        );
         page = app.follow_next(&link, &page).await;
         windows += 1;
         assert!(windows < 20, "too many windows");
@@ -448,6 +452,10 @@ async fn search_finds_whole_names_and_emails_anywhere_at_once(db: TestDb) {
     // 4,500 matches, a page at a time.
     let (_, page) = app.get(&format!("{link}?q=bulk")).await;
     assert!(page.contains(whole) && page.contains("Next page"), "{page}");
+    assert!(
+        !page.contains("within=names"),
+        "the next page asks the index: {page}"
+    );
     assert_eq!(
         page.matches("bulk@example.org").count(),
         retentiond::web::PAGE_SIZE as usize
