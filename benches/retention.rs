@@ -43,7 +43,9 @@ impl Shape {
 }
 
 struct Options {
-    customers: u64,
+    /// The sizes to run, in customers (`--customers 1000000,3000000`); with more than one, the
+    /// benchmark prints how each step grows from the first size to the last.
+    sizes: Vec<u64>,
     shape: Shape,
     backends: Vec<Backend>,
     clients: usize,
@@ -63,9 +65,17 @@ fn options() -> Options {
             .cloned()
     };
     let smoke = !args.iter().any(|a| a == "--bench");
-    let customers = value("--customers")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if smoke { 2_000 } else { 1_000_000 });
+    let sizes = value("--customers")
+        .map(|v| {
+            v.split(',')
+                .map(|n| {
+                    n.trim().parse().unwrap_or_else(|_| {
+                        panic!("--customers {v}: expected numbers separated by commas")
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_else(|| vec![if smoke { 2_000 } else { 1_000_000 }]);
     let backends = match value("--backend").as_deref() {
         Some("sqlite") => vec![Backend::Sqlite],
         Some("postgres") => vec![Backend::Postgres],
@@ -81,7 +91,7 @@ fn options() -> Options {
         Some(other) => panic!("--shape {other}: expected skewed or even"),
     };
     Options {
-        customers,
+        sizes,
         shape,
         backends,
         clients: if smoke { 5 } else { 50 },
@@ -125,18 +135,21 @@ fn main() {
                 continue;
             }
         }
-        let mut figures = rt.block_on(run_backend(*backend, &options));
-        let misses = missed(&figures);
-        figures["missed"] = json!(misses);
-        eprintln!("{backend:?} figures: {figures}");
-        results.insert(format!("{backend:?}").to_lowercase(), figures);
+        for &customers in &options.sizes {
+            let mut figures = rt.block_on(run_backend(*backend, &options, customers));
+            let misses = missed(&figures);
+            figures["missed"] = json!(misses);
+            eprintln!("{backend:?} figures at {customers}: {figures}");
+            results.insert(result_key(*backend, customers, &options), figures);
+        }
     }
     if options.generate_only {
         return;
     }
     print_table(&results, &options);
+    let growth = growth(&results, &options);
     std::fs::create_dir_all(options.json.parent().unwrap()).unwrap();
-    let document = json!({"customers": options.customers, "orders": options.customers * 10, "shape": options.shape.name(), "smoke": options.smoke, "results": results});
+    let document = json!({"customers": options.sizes, "orders_per_customer": 10, "shape": options.shape.name(), "smoke": options.smoke, "results": results, "growth": growth});
     std::fs::write(
         &options.json,
         serde_json::to_string_pretty(&document).unwrap(),
@@ -682,17 +695,17 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn run_backend(backend: Backend, options: &Options) -> Value {
+async fn run_backend(backend: Backend, options: &Options, customers: u64) -> Value {
     let bench = open(backend).await;
     let mut figures = serde_json::Map::new();
+    figures.insert("customers".into(), json!(customers));
     let started = Instant::now();
-    generate(&bench, options.customers, options.shape).await;
+    generate(&bench, customers, options.shape).await;
     let generate_s = started.elapsed().as_secs_f64();
     figures.insert("generate_s".into(), json!(generate_s));
     eprintln!(
-        "{backend:?}: generated {} customers and {} orders in {generate_s:.1} s",
-        options.customers,
-        options.customers * 10
+        "{backend:?}: generated {customers} customers and about {} orders in {generate_s:.1} s",
+        customers * 10
     );
     retentiond::migrate::run(&bench.db, Utc::now())
         .await
@@ -751,11 +764,14 @@ async fn run_backend(backend: Backend, options: &Options) -> Value {
 
     // The dry run as an operator runs it (`retentiond cycle --venue 1 --dry-run`, a process of
     // its own: configuration, connection, checks, the brake's count and the selection) against
-    // the bare count on a fresh connection; the median of three each, in turns.
+    // the bare count on a fresh connection; the median of five each, in turns. Its memory is
+    // read from /proc while it runs: the peak resident set, and the peak of the part that is
+    // not a mapped file (SQLite reads through a memory map of the database file).
     let (mut dry_times, mut fresh_times) = (Vec::new(), Vec::new());
-    for _ in 0..3 {
+    let (mut dry_peak_kb, mut dry_anon_kb) = (0, 0);
+    for _ in 0..5 {
         let started = Instant::now();
-        let out = Command::new(env!("CARGO_BIN_EXE_retentiond"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_retentiond"))
             .args([
                 "--config",
                 config_path.to_str().unwrap(),
@@ -767,20 +783,35 @@ async fn run_backend(backend: Backend, options: &Options) -> Value {
             ])
             .arg(at().to_rfc3339())
             .stdout(Stdio::null())
-            .output()
+            .stderr(Stdio::piped())
+            .spawn()
             .unwrap();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            dry_peak_kb = dry_peak_kb.max(proc_status_kb(child.id(), "VmHWM:"));
+            dry_anon_kb = dry_anon_kb.max(proc_status_kb(child.id(), "RssAnon:"));
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        };
         dry_times.push(started.elapsed().as_secs_f64());
-        assert!(
-            out.status.success(),
-            "dry run failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        assert!(status.success(), "dry run failed: {stderr}");
         let started = Instant::now();
         let fresh = Db::connect(&bench.url).await.unwrap();
         fresh.fetch_one(&bare).await.unwrap();
         fresh_times.push(started.elapsed().as_secs_f64());
         fresh.close().await;
     }
+    figures.insert(
+        "dry_run_peak_rss_mb".into(),
+        json!(dry_peak_kb as f64 / 1024.0),
+    );
+    figures.insert(
+        "dry_run_peak_anon_mb".into(),
+        json!(dry_anon_kb as f64 / 1024.0),
+    );
     let (dry, fresh) = (median(dry_times), median(fresh_times));
     figures.insert("dry_run_s".into(), json!(dry));
     figures.insert("dry_run_baseline_s".into(), json!(fresh));
@@ -809,6 +840,11 @@ async fn run_backend(backend: Backend, options: &Options) -> Value {
     else {
         panic!("no report for venue 2")
     };
+    // The first cycle of the two venues: both selected and frozen into reports.
+    figures.insert(
+        "first_cycle_s".into(),
+        json!(started.elapsed().as_secs_f64()),
+    );
     figures.insert("report_customers".into(), json!(c1));
     figures.insert("report_rows_per_s".into(), json!(c1 as f64 / report_s));
     figures.insert("delete_report_customers".into(), json!(c2));
@@ -967,6 +1003,8 @@ async fn run_backend(backend: Backend, options: &Options) -> Value {
     eprintln!("{backend:?} anonymise baseline plans:\n{plans}");
     figures.insert("anonymise_baseline_plan".into(), json!(plans));
     let baseline_s = timed_committed(&svc.db, &statements).await;
+    figures.insert("anonymise_apply_s".into(), json!(apply_s));
+    figures.insert("anonymise_baseline_s".into(), json!(baseline_s));
     figures.insert("anonymise_rows_per_s".into(), json!(c1 as f64 / apply_s));
     figures.insert("anonymise_baseline_customers".into(), json!(c4));
     figures.insert(
@@ -1083,6 +1121,8 @@ async fn run_backend(backend: Backend, options: &Options) -> Value {
     eprintln!("{backend:?} delete baseline plans:\n{plans}");
     figures.insert("delete_baseline_plan".into(), json!(plans));
     let baseline_s = timed_committed(&svc.db, &statements).await;
+    figures.insert("delete_apply_s".into(), json!(apply_s));
+    figures.insert("delete_baseline_s".into(), json!(baseline_s));
     figures.insert("delete_rows_per_s".into(), json!(c2 as f64 / apply_s));
     figures.insert("delete_baseline_customers".into(), json!(c3));
     figures.insert("delete_baseline_rows_per_s".into(), json!(c3 / baseline_s));
@@ -1251,7 +1291,7 @@ const ROWS: &[(&str, &str, &str)] = &[
     ("selection_ratio", "selection ratio", "<= 1.2"),
     (
         "dry_run_s",
-        "cycle --venue 1 --dry-run, median of 3 (s)",
+        "cycle --venue 1 --dry-run, median of 5 (s)",
         "",
     ),
     (
@@ -1261,12 +1301,27 @@ const ROWS: &[(&str, &str, &str)] = &[
     ),
     ("dry_run_ratio", "dry run ratio", "<= 1.2"),
     (
+        "dry_run_peak_rss_mb",
+        "dry run peak RSS, file map included (MB)",
+        "",
+    ),
+    (
+        "dry_run_peak_anon_mb",
+        "dry run peak anonymous memory (MB)",
+        "",
+    ),
+    (
         "selection_plans_use_orders_index",
         "both plans use the orders index (1 = yes)",
         "",
     ),
     ("report_customers", "largest report (customers)", ""),
     ("report_rows_per_s", "report creation (rows/s)", ""),
+    (
+        "first_cycle_s",
+        "first cycle, venues 1 and 2 into reports (s)",
+        "",
+    ),
     ("csv_rows_per_s", "CSV export (rows/s)", ""),
     ("csv_rows_small", "CSV rows, small report", ""),
     (
@@ -1338,6 +1393,8 @@ const ROWS: &[(&str, &str, &str)] = &[
         "CPU per page: load generator (ms)",
         "",
     ),
+    ("anonymise_apply_s", "anonymise apply (s)", ""),
+    ("anonymise_baseline_s", "anonymise, set-based (s)", ""),
     ("anonymise_rows_per_s", "anonymise apply (rows/s)", ""),
     (
         "anonymise_baseline_rows_per_s",
@@ -1364,6 +1421,8 @@ const ROWS: &[(&str, &str, &str)] = &[
     ("box_office_write_p50_ms", "box-office order p50 (ms)", ""),
     ("box_office_write_p99_ms", "box-office order p99 (ms)", ""),
     ("box_office_write_max_ms", "box-office order max (ms)", ""),
+    ("delete_apply_s", "delete apply (s)", ""),
+    ("delete_baseline_s", "delete, set-based (s)", ""),
     ("delete_rows_per_s", "delete apply (rows/s)", ""),
     (
         "delete_baseline_rows_per_s",
@@ -1415,18 +1474,119 @@ fn missed(figures: &Value) -> Vec<&'static str> {
         .collect()
 }
 
+/// The key of a run's figures: the backend, and its size when several sizes run.
+fn result_key(backend: Backend, customers: u64, options: &Options) -> String {
+    let name = format!("{backend:?}").to_lowercase();
+    if options.sizes.len() > 1 {
+        format!("{name}@{customers}")
+    } else {
+        name
+    }
+}
+
+/// How each step grows from the first size to the last, retentiond's time beside the bare SQL's
+/// for the same work: (label, retentiond's key, the baseline's key). A step grows as it should
+/// when its time grows no more than 15% faster than its baseline's (the run-to-run noise of
+/// this machine), or, without a baseline, than the data. Memory that is not a mapped file is
+/// held to flat (at most 25% more).
+const GROWTH: &[(&str, &str, Option<&str>)] = &[
+    ("selection", "selection_s", Some("selection_baseline_s")),
+    (
+        "cycle --venue 1 --dry-run",
+        "dry_run_s",
+        Some("dry_run_baseline_s"),
+    ),
+    (
+        "first cycle, two venues into reports",
+        "first_cycle_s",
+        None,
+    ),
+    (
+        "anonymise apply",
+        "anonymise_apply_s",
+        Some("anonymise_baseline_s"),
+    ),
+    ("delete apply", "delete_apply_s", Some("delete_baseline_s")),
+    (
+        "dry run peak anonymous memory",
+        "dry_run_peak_anon_mb",
+        None,
+    ),
+    (
+        "dry run peak RSS, file map included",
+        "dry_run_peak_rss_mb",
+        None,
+    ),
+];
+
+/// Prints and returns the growth of every backend run at more than one size.
+fn growth(results: &BTreeMap<String, Value>, options: &Options) -> Value {
+    let (Some(&small), Some(&large)) = (options.sizes.first(), options.sizes.last()) else {
+        return json!({});
+    };
+    if small == large {
+        return json!({});
+    }
+    let data = large as f64 / small as f64;
+    let mut out = serde_json::Map::new();
+    for backend in &options.backends {
+        let (Some(a), Some(b)) = (
+            results.get(&result_key(*backend, small, options)),
+            results.get(&result_key(*backend, large, options)),
+        ) else {
+            continue;
+        };
+        println!("\n{backend:?}: growth from {small} to {large} customers (x{data:.1} the data)");
+        println!(
+            "{:<40}{:>12}{:>12}{:>10}{:>12}{:>10}  goal",
+            "step", "small", "large", "growth", "bare growth", ""
+        );
+        let figure = |v: &Value, key: &str| v.get(key).and_then(Value::as_f64).unwrap_or(f64::NAN);
+        let mut rows = Vec::new();
+        let mut misses = Vec::new();
+        for (label, key, bare) in GROWTH {
+            let grew = figure(b, key) / figure(a, key);
+            let bare_grew = bare.map(|k| figure(b, k) / figure(a, k));
+            let (limit, goal) = match (bare_grew, *key == "dry_run_peak_anon_mb") {
+                (Some(g), _) => (g * 1.15, "<= 1.15 x bare growth".to_string()),
+                (None, true) => (1.25, "flat (<= x1.25)".to_string()),
+                (None, false) if *key == "dry_run_peak_rss_mb" => (f64::INFINITY, String::new()),
+                (None, false) => (data * 1.15, format!("<= 1.15 x data growth (x{data:.1})")),
+            };
+            let missed = grew.is_finite() && grew > limit;
+            if missed {
+                misses.push(*key);
+            }
+            println!(
+                "{label:<40}{:>12.2}{:>12.2}{:>10}{:>12}{:>10}  {goal}",
+                figure(a, key),
+                figure(b, key),
+                format!("x{grew:.2}"),
+                bare_grew.map_or(String::new(), |g| format!("x{g:.2}")),
+                if missed { "MISSED" } else { "" }
+            );
+            rows.push(json!({"step": label, "key": key, "small": figure(a, key), "large": figure(b, key), "growth": grew, "bare_growth": bare_grew, "missed": missed}));
+        }
+        out.insert(
+            format!("{backend:?}").to_lowercase(),
+            json!({"from": small, "to": large, "steps": rows, "missed": misses}),
+        );
+    }
+    Value::Object(out)
+}
+
 fn print_table(results: &BTreeMap<String, Value>, options: &Options) {
+    let sizes: Vec<String> = options.sizes.iter().map(u64::to_string).collect();
     println!(
-        "\nretentiond benchmark: {} customers, {} orders, 5 venues{}",
-        options.customers,
-        options.customers * 10,
+        "\nretentiond benchmark: {} customers, 10 orders a customer on average, 5 venues{}",
+        sizes.join(" and "),
         if options.smoke { " (smoke size)" } else { "" }
     );
     let rows = ROWS;
     let backends: Vec<&String> = results.keys().collect();
     print!("{:<42}", "measure");
     for b in &backends {
-        print!("{b:>14}");
+        print!("{b:>16}");
     }
     println!("  goal");
     for (key, label, goal) in rows {
@@ -1447,7 +1607,7 @@ fn print_table(results: &BTreeMap<String, Value>, options: &Options) {
             } else {
                 ""
             };
-            print!("{:>14}", format!("{shown}{mark}"));
+            print!("{:>16}", format!("{shown}{mark}"));
         }
         println!("  {goal}");
     }
