@@ -14,8 +14,11 @@ use secrecy::ExposeSecret;
 
 /// Customers per page of the report table.
 pub const PAGE_SIZE: u32 = 50;
-/// How many of a report's customers a search reads for one page.
-pub const SEARCH_WINDOW: u32 = 500;
+/// How many of a report's customers a search within names (part of a name) reads for one page:
+/// four pages' worth, so that such a page costs the database about what a plain page costs
+/// (on PostgreSQL at 1,000,000 customers, 0.2 to 0.5 ms against 0.2 ms; 500 took 0.9 to 1.5 ms
+/// and the page's p99 under load was twice a plain page's).
+pub const SEARCH_WINDOW: u32 = 200;
 /// Customers per chunk of the streamed CSV.
 const CSV_CHUNK: u32 = 2000;
 
