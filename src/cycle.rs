@@ -239,7 +239,9 @@ async fn select(
             })
         }
     }
-    let scope = Scope::new(&svc.config, svc.db.backend(), venue, at);
+    let scope = Scope::new(&svc.config, svc.db.backend(), venue, at)
+        .without_empty(&svc.db)
+        .await?;
     debug_assert_eq!(scope.cutoff, cutoff);
     if dry_run {
         // Both counts at once, on two connections (a dry run holds no write transaction, so

@@ -20,6 +20,29 @@ pub struct Scope<'a> {
     /// Customers an approver kept out of a report after this instant are not candidates
     /// (`approval.keep_for` before the cycle).
     pub kept_since: DateTime<Utc>,
+    /// Which of retentiond's own tables the predicate consults.
+    pub exclusions: Exclusions,
+}
+
+/// The tables of retentiond's own that can take a customer out of the selection: Unknown
+/// Customers, customers already anonymised, customers kept out of a report. Each is a probe
+/// for every idle customer (on SQLite at 1,000,000 customers, 20 to 40 ms each for 300,000 idle
+/// ones), so a selection leaves out a table that has no rows ([`Scope::without_empty`]). Apply's
+/// re-check always consults all three, so a row added in between never lets a customer through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exclusions {
+    pub unknown_customers: bool,
+    pub anonymised: bool,
+    pub kept: bool,
+}
+
+impl Exclusions {
+    /// Every table consulted.
+    pub const ALL: Exclusions = Exclusions {
+        unknown_customers: true,
+        anonymised: true,
+        kept: true,
+    };
 }
 
 impl<'a> Scope<'a> {
@@ -36,7 +59,26 @@ impl<'a> Scope<'a> {
             venue,
             cutoff: crate::policy::cutoff(at, venue.timezone, venue.inactive_for),
             kept_since: config.approval.keep_for.before(at),
+            exclusions: Exclusions::ALL,
         }
+    }
+
+    /// This scope without the exclusion tables that have no rows now (a reading made before
+    /// the selection; see [`Exclusions`]).
+    pub async fn without_empty(mut self, db: &Db) -> Result<Scope<'a>> {
+        let row = db
+            .fetch_one(&Query::new(
+                "SELECT (SELECT COUNT(*) FROM (SELECT 1 AS x FROM retention_unknown_customers LIMIT 1) u), \
+                 (SELECT COUNT(*) FROM (SELECT 1 AS x FROM retention_anonymised LIMIT 1) a), \
+                 (SELECT COUNT(*) FROM (SELECT 1 AS x FROM retention_reports WHERE kept_count > 0 LIMIT 1) k)",
+            ))
+            .await?;
+        self.exclusions = Exclusions {
+            unknown_customers: row.i64(0)? > 0,
+            anonymised: row.i64(1)? > 0,
+            kept: row.i64(2)? > 0,
+        };
+        Ok(self)
     }
 }
 
@@ -86,17 +128,23 @@ impl Scope<'_> {
         if let Some(unknown) = self.venue.unknown_customer_id {
             q.push(&format!(" AND c.{id} <> ")).bind(unknown);
         }
-        q.push(&format!(
-            " AND NOT EXISTS (SELECT 1 FROM retention_unknown_customers u WHERE u.customer_id = c.{id})"
-        ));
-        q.push(&format!(
-            " AND NOT EXISTS (SELECT 1 FROM retention_anonymised a WHERE a.customer_id = c.{id})"
-        ));
-        q.push(&format!(
-            " AND NOT EXISTS (SELECT 1 FROM retention_report_items k WHERE k.customer_id = c.{id} AND k.kept_at IS NOT NULL AND k.kept_at > "
-        ))
-        .bind(self.kept_since)
-        .push(")");
+        if self.exclusions.unknown_customers {
+            q.push(&format!(
+                " AND NOT EXISTS (SELECT 1 FROM retention_unknown_customers u WHERE u.customer_id = c.{id})"
+            ));
+        }
+        if self.exclusions.anonymised {
+            q.push(&format!(
+                " AND NOT EXISTS (SELECT 1 FROM retention_anonymised a WHERE a.customer_id = c.{id})"
+            ));
+        }
+        if self.exclusions.kept {
+            q.push(&format!(
+                " AND NOT EXISTS (SELECT 1 FROM retention_report_items k WHERE k.customer_id = c.{id} AND k.kept_at IS NOT NULL AND k.kept_at > "
+            ))
+            .bind(self.kept_since)
+            .push(")");
+        }
     }
 }
 

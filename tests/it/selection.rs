@@ -3,7 +3,7 @@
 use crate::common::{anonymise_venue, delete_venue, t, TestDb};
 use retentiond::cycle::{run_venue_cycle, Selection};
 use retentiond::db::Query;
-use retentiond::selection::{self, Scope};
+use retentiond::selection::{self, Exclusions, Scope};
 use retentiond::Service;
 
 /// Cycle time: 12:00 UTC on 15 June 2026 (BST). Three years back in London is midnight BST on
@@ -11,10 +11,33 @@ use retentiond::Service;
 const AT: &str = "2026-06-15 12:00:00";
 const CUTOFF: &str = "2023-06-14 23:00:00";
 
+/// The candidates as the cycle selects them (leaving out retentiond's exclusion tables that
+/// have no rows), checked against the selection that consults all of them.
 async fn candidates(svc: &Service, venue_id: i64, at: &str) -> Vec<i64> {
     let venue = svc.config.venue(venue_id).unwrap();
-    let scope = Scope::new(&svc.config, svc.db.backend(), venue, t(at));
-    selection::candidate_ids(&svc.db, &scope).await.unwrap()
+    let all_checks = Scope::new(&svc.config, svc.db.backend(), venue, t(at));
+    let as_the_cycle = all_checks.without_empty(&svc.db).await.unwrap();
+    let found = selection::candidate_ids(&svc.db, &as_the_cycle)
+        .await
+        .unwrap();
+    assert_eq!(
+        found,
+        selection::candidate_ids(&svc.db, &all_checks)
+            .await
+            .unwrap(),
+        "leaving out empty tables ({:?}) changed the selection",
+        as_the_cycle.exclusions
+    );
+    found
+}
+
+async fn exclusions_of(svc: &Service) -> Exclusions {
+    let venue = svc.config.venue(1).unwrap();
+    Scope::new(&svc.config, svc.db.backend(), venue, t(AT))
+        .without_empty(&svc.db)
+        .await
+        .unwrap()
+        .exclusions
 }
 
 async fn cutoff_boundaries_are_exact(db: TestDb) {
@@ -76,6 +99,12 @@ async fn already_anonymised_customers_are_not_selected_again(db: TestDb) {
     let svc = db.service(&anonymise_venue(1, "3 years", "")).await;
     let venue = svc.config.venue(1).unwrap().clone();
     let c = db.customer(1, "2020-01-01 00:00:00").await;
+    let none = Exclusions {
+        unknown_customers: false,
+        anonymised: false,
+        kept: false,
+    };
+    assert_eq!(exclusions_of(&svc).await, none, "a new database");
     let Selection::Created { report_id, .. } = run_venue_cycle(&svc, &venue, t(AT), false)
         .await
         .unwrap()
@@ -92,6 +121,14 @@ async fn already_anonymised_customers_are_not_selected_again(db: TestDb) {
     assert_eq!(
         db.count("SELECT COUNT(*) FROM retention_anonymised").await,
         1
+    );
+    assert_eq!(
+        exclusions_of(&svc).await,
+        Exclusions {
+            anonymised: true,
+            ..none
+        },
+        "the anonymised customers are consulted once there are any"
     );
     assert!(
         candidates(&svc, 1, "2030-01-01 00:00:00").await.is_empty(),
