@@ -368,54 +368,31 @@ async fn generate(bench: &Bench, n: u64, shape: Shape) {
     ];
     let mut load = vec![customers];
     if bench.db.backend() == Backend::Sqlite {
-        bench
-            .db
-            .execute(&Query::new(&load.remove(0)))
-            .await
-            .unwrap();
         // SQLite's log holds a whole transaction: load the orders and their addresses a slice
         // of customers at a time, checkpointing between, so that 3,000,000 customers do not
         // need a log of many gigabytes. A slice's orders are the ids it added.
         const SLICE: u64 = 250_000;
-        let last_order = Query::new("SELECT COALESCE(MAX(id), 0) FROM orders");
+        let db = &bench.db;
+        let last_order = || async {
+            let q = Query::new("SELECT COALESCE(MAX(id), 0) FROM orders");
+            db.fetch_one(&q).await.unwrap().i64(0).unwrap()
+        };
+        let run = |sql: String| async move { db.execute(&Query::new(&sql)).await.unwrap() };
+        run(load.remove(0)).await;
         for lo in (0..n).step_by(SLICE as usize) {
             let hi = lo + SLICE;
             let slice = |sql: &str, range: String| {
                 sql.replacen(" ORDER BY", &format!(" WHERE {range} ORDER BY"), 1)
             };
-            let before = bench
-                .db
-                .fetch_one(&last_order)
-                .await
-                .unwrap()
-                .i64(0)
-                .unwrap();
-            bench
-                .db
-                .execute(&Query::new(&slice(
-                    &orders,
-                    format!("c.id > {lo} AND c.id <= {hi}"),
-                )))
-                .await
-                .unwrap();
-            let after = bench
-                .db
-                .fetch_one(&last_order)
-                .await
-                .unwrap()
-                .i64(0)
-                .unwrap();
-            bench
-                .db
-                .execute(&Query::new(&slice(
-                    &addresses,
-                    format!("o.id > {before} AND o.id <= {after}"),
-                )))
-                .await
-                .unwrap();
-            bench
-                .db
-                .execute_script("PRAGMA wal_checkpoint(TRUNCATE)")
+            let before = last_order().await;
+            run(slice(&orders, format!("c.id > {lo} AND c.id <= {hi}"))).await;
+            let after = last_order().await;
+            run(slice(
+                &addresses,
+                format!("o.id > {before} AND o.id <= {after}"),
+            ))
+            .await;
+            db.execute_script("PRAGMA wal_checkpoint(TRUNCATE)")
                 .await
                 .unwrap();
         }
