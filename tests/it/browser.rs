@@ -71,6 +71,16 @@ impl Driver {
     }
 
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let value = self.send(method, path, body).await;
+        assert!(
+            value["value"].get("error").is_none(),
+            "webdriver {path}: {value}"
+        );
+        value["value"].clone()
+    }
+
+    /// One WebDriver command; its whole answer, an error included.
+    async fn send(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let url = if path == "/session" {
             format!("{}/session", self.base)
         } else {
@@ -86,12 +96,7 @@ impl Driver {
                 .body(body.unwrap_or(json!({})).to_string()),
         };
         let text = request.send().await.unwrap().text().await.unwrap();
-        let value: Value = serde_json::from_str(&text).unwrap();
-        assert!(
-            value["value"].get("error").is_none(),
-            "webdriver {path}: {text}"
-        );
-        value["value"].clone()
+        serde_json::from_str(&text).unwrap()
     }
 
     async fn find_all(&self, css: &str) -> Vec<String> {
@@ -137,6 +142,16 @@ impl Driver {
             assert!(Instant::now() < deadline, "no element {css}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The text of the first element matching `css`, or `None` while the page is being
+    /// replaced (no such element yet, or the one found was replaced before its text was read).
+    async fn text_now(&self, css: &str) -> Option<String> {
+        let element = self.find_all(css).await.into_iter().next()?;
+        let answer = self
+            .send("GET", &format!("/element/{element}/text"), None)
+            .await;
+        answer["value"].as_str().map(str::to_string)
     }
 
     async fn text(&self, element: &str) -> String {
@@ -394,7 +409,8 @@ async fn an_approver_searches_keeps_customers_out_and_approves_the_rest_in_a_rea
     driver.type_into("#confirm", "4").await;
     driver.click(&driver.find("button.approve").await).await;
     let deadline = Instant::now() + Duration::from_secs(15);
-    while driver.text(&driver.find(".state").await).await != "approved" {
+    // The form's answer replaces the page while it is polled.
+    while driver.text_now(".state").await.as_deref() != Some("approved") {
         assert!(Instant::now() < deadline, "never approved");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
