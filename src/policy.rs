@@ -577,6 +577,24 @@ pub fn brake_engaged(candidates: u64, customers: u64, max_share: f64) -> bool {
     customers > 0 && (candidates as f64) > max_share * (customers as f64)
 }
 
+/// The fewest customers a venue can have for the brake to let `candidates` through (`max_share`
+/// in (0, 1]). A count of the venue's customers that stops there decides the brake exactly as
+/// the whole count does: fewer and the count is whole, as many and the brake is off.
+pub fn customers_clearing_brake(candidates: u64, max_share: f64) -> u64 {
+    if candidates == 0 {
+        return 0;
+    }
+    let mut customers = ((candidates as f64) / max_share).ceil().max(1.0) as u64;
+    // The division rounds; step to the exact edge of `brake_engaged`'s own comparison.
+    while customers > 1 && !brake_engaged(candidates, customers - 1, max_share) {
+        customers -= 1;
+    }
+    while brake_engaged(candidates, customers, max_share) {
+        customers += 1;
+    }
+    customers
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -854,5 +872,26 @@ mod tests {
         assert!(!brake_engaged(75, 100, 0.75));
         assert!(brake_engaged(76, 100, 0.75));
         assert!(!brake_engaged(0, 0, 0.75));
+        for (candidates, max_share) in [
+            (2, 1.0),
+            (75, 0.75),
+            (76, 0.75),
+            (58_500, 0.9),
+            (7, 0.3),
+            (1_000_003, 0.1),
+        ] {
+            let edge = customers_clearing_brake(candidates, max_share);
+            assert!(
+                !brake_engaged(candidates, edge, max_share),
+                "{candidates} at {max_share}"
+            );
+            assert!(
+                brake_engaged(candidates, edge - 1, max_share),
+                "{candidates} at {max_share}"
+            );
+        }
+        assert_eq!(customers_clearing_brake(75, 0.75), 100);
+        assert_eq!(customers_clearing_brake(76, 0.75), 102);
+        assert_eq!(customers_clearing_brake(0, 0.75), 0);
     }
 }

@@ -204,6 +204,24 @@ pub async fn count_customers(db: &Db, schema: &SchemaConfig, venue_id: i64) -> R
     Ok(db.fetch_one(&q).await?.i64(0)? as u64)
 }
 
+/// The venue's customers counted up to `limit` at most: as far as the brake needs to look
+/// ([`crate::policy::customers_clearing_brake`]). A dry run uses it; a report records the
+/// whole count.
+pub async fn count_customers_up_to(
+    db: &Db,
+    schema: &SchemaConfig,
+    venue_id: i64,
+    limit: u64,
+) -> Result<u64> {
+    let mut q = Query::new(&format!(
+        "SELECT COUNT(*) FROM (SELECT 1 AS x FROM {} WHERE 1 = 1",
+        schema.customers.q()
+    ));
+    push_venue_filter(&mut q, schema, "", venue_id);
+    q.push(" LIMIT ").bind(limit as i64).push(") t");
+    Ok(db.fetch_one(&q).await?.i64(0)? as u64)
+}
+
 /// Freezes the current candidates into `report_id`'s items, each with its last order time (for
 /// the report page and CSV), set-based; returns how many.
 pub async fn freeze_into_report(tx: &mut Tx, scope: &Scope<'_>, report_id: i64) -> Result<u64> {

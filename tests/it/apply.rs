@@ -6,7 +6,7 @@ use retentiond::cycle::{run_venue_cycle, Selection};
 use retentiond::db::Query;
 use retentiond::decision::{decide, Actor, Decision};
 use retentiond::policy::{keyed_hash, Outcome, ReportState};
-use retentiond::{reports, Service};
+use retentiond::{reports, selection, Service};
 
 use crate::common::{approved_report, cycle, AT, NEXT_DAY};
 
@@ -322,6 +322,72 @@ async fn dry_run_changes_nothing(db: TestDb) {
     assert_eq!(db.count("SELECT COUNT(*) FROM customers").await, 1);
 }
 
+async fn dry_run_decides_the_brake_as_a_whole_count_would(db: TestDb) {
+    // The dry run counts the venue's customers only as far as the brake needs; its decision
+    // and, when the brake holds, the count it reports must be those of the whole count.
+    db.migrate().await;
+    let svc = db
+        .service(&delete_venue(2, "3 days", "").replace("max_share = 1.0", "max_share = 0.75"))
+        .await;
+    let venue = svc.config.venue(2).unwrap().clone();
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(db.customer(2, "2019-01-01 00:00:00").await);
+    }
+    async fn dry(svc: &Service, venue: &retentiond::config::VenueConfig) -> Option<Selection> {
+        run_venue_cycle(svc, venue, t(AT), true)
+            .await
+            .unwrap()
+            .selection
+    }
+    for &c in &idle[..4] {
+        db.order(c, "2026-06-14 12:00:00").await;
+    }
+    // 16 of 20 is more than 0.75 of them.
+    let selection = dry(&svc, &venue).await;
+    assert!(
+        matches!(
+            selection,
+            Some(Selection::Brake {
+                candidates: 16,
+                customers: 20,
+                ..
+            })
+        ),
+        "{selection:?}"
+    );
+    // 15 of 20 is exactly 0.75: the count stops at the 20th customer, the brake is off.
+    db.order(idle[4], "2026-06-14 12:00:00").await;
+    let selection = dry(&svc, &venue).await;
+    assert!(
+        matches!(selection, Some(Selection::WouldCreate { customers: 15 })),
+        "{selection:?}"
+    );
+    // 15 of 100: the count stops after 20 of them.
+    for _ in 0..80 {
+        let c = db.customer(2, "2019-01-01 00:00:00").await;
+        db.order(c, "2026-06-14 12:00:00").await;
+    }
+    let selection = dry(&svc, &venue).await;
+    assert!(
+        matches!(selection, Some(Selection::WouldCreate { customers: 15 })),
+        "{selection:?}"
+    );
+    assert_eq!(
+        selection::count_customers_up_to(&svc.db, &svc.config.schema, 2, 20)
+            .await
+            .unwrap(),
+        20
+    );
+    assert_eq!(
+        selection::count_customers_up_to(&svc.db, &svc.config.schema, 2, 1_000)
+            .await
+            .unwrap(),
+        100
+    );
+    assert_eq!(db.count("SELECT COUNT(*) FROM retention_reports").await, 0);
+}
+
 async fn failed_batch_rolls_back_and_the_report_resumes(db: TestDb) {
     // A table that references customers but is not in schema.references blocks the delete of
     // one customer in the second batch.
@@ -489,6 +555,7 @@ on_both_backends!(
     nothing_happens_without_approval,
     brake_stops_a_mistyped_policy,
     dry_run_changes_nothing,
+    dry_run_decides_the_brake_as_a_whole_count_would,
     failed_batch_rolls_back_and_the_report_resumes,
     cancelled_report_is_never_applied,
 );
