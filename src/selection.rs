@@ -186,6 +186,20 @@ pub async fn count_candidates(db: &Db, scope: &Scope<'_>) -> Result<u64> {
     Ok(db.fetch_one(&q).await?.i64(0)? as u64)
 }
 
+/// The candidates and all the venue's customers, counted in one scan of the customers table
+/// (for a backend that [`Backend::selects_row_by_row`]).
+pub async fn count_candidates_and_customers(db: &Db, scope: &Scope<'_>) -> Result<(u64, u64)> {
+    let mut q = Query::new("SELECT COUNT(CASE WHEN ");
+    scope.push_filter(&mut q);
+    q.push(&format!(
+        " THEN 1 END), COUNT(*) FROM {} c WHERE 1 = 1",
+        scope.schema.customers.q()
+    ));
+    push_venue_filter(&mut q, scope.schema, "c.", scope.venue.id);
+    let row = db.fetch_one(&q).await?;
+    Ok((row.i64(0)? as u64, row.i64(1)? as u64))
+}
+
 /// The candidates' ids, in id order (for small venues, tests and dry runs).
 pub async fn candidate_ids(db: &Db, scope: &Scope<'_>) -> Result<Vec<i64>> {
     let mut q = Query::new(&format!("SELECT c.{}", scope.schema.customer_id.q()));

@@ -122,6 +122,14 @@ impl Backend {
         self == Backend::Postgres
     }
 
+    /// Whether the selection runs its orders test as a subquery for each customer whatever
+    /// the statement looks like (SQLite's correlated subquery), so that one scan can count
+    /// other things beside it at no cost. PostgreSQL turns it into a parallel anti-join, which
+    /// it gives up inside an expression; MariaDB measured 1.4 times slower that way.
+    pub fn selects_row_by_row(self) -> bool {
+        self == Backend::Sqlite
+    }
+
     /// Whether [`Backend::keyed_hash_sql`] works here.
     pub fn hashes_in_sql(self) -> bool {
         self.keyed_hash_sql(b"k", "c", &mut |v| v).is_some()

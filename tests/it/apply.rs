@@ -322,9 +322,41 @@ async fn dry_run_changes_nothing(db: TestDb) {
     assert_eq!(db.count("SELECT COUNT(*) FROM customers").await, 1);
 }
 
+async fn a_dry_run_answers_while_a_cycle_holds_the_venue_and_holds_nothing(db: TestDb) {
+    db.migrate().await;
+    let svc = db.service(&delete_venue(2, "3 years", "")).await;
+    db.customer(2, "2019-01-01 00:00:00").await;
+    let venue = svc.config.venue(2).unwrap().clone();
+    let held = svc
+        .db
+        .try_lock_venue(2)
+        .await
+        .unwrap()
+        .expect("the lock is free");
+
+    let dry = run_venue_cycle(&svc, &venue, t(AT), true).await.unwrap();
+    assert!(
+        dry.ran,
+        "a dry run takes no lock, so none keeps it from running"
+    );
+    assert!(
+        matches!(dry.selection, Some(Selection::WouldCreate { customers: 1 })),
+        "{:?}",
+        dry.selection
+    );
+    let blocked = run_venue_cycle(&svc, &venue, t(AT), false).await.unwrap();
+    assert!(!blocked.ran, "a cycle waits for the venue's lock");
+
+    held.release().await.unwrap();
+    let _dry = run_venue_cycle(&svc, &venue, t(AT), true).await.unwrap();
+    let cycle = run_venue_cycle(&svc, &venue, t(AT), false).await.unwrap();
+    assert!(cycle.ran, "the dry run left no lock behind");
+}
+
 async fn dry_run_decides_the_brake_as_a_whole_count_would(db: TestDb) {
-    // The dry run counts the venue's customers only as far as the brake needs; its decision
-    // and, when the brake holds, the count it reports must be those of the whole count.
+    // The dry run counts the venue's customers in the selection's scan (SQLite) or only as far
+    // as the brake needs (the others); its decision and, when the brake holds, the count it
+    // reports must be those of the whole count.
     db.migrate().await;
     let svc = db
         .service(&delete_venue(2, "3 days", "").replace("max_share = 1.0", "max_share = 0.75"))
@@ -384,6 +416,13 @@ async fn dry_run_decides_the_brake_as_a_whole_count_would(db: TestDb) {
             .await
             .unwrap(),
         100
+    );
+    let scope = retentiond::selection::Scope::new(&svc.config, svc.db.backend(), &venue, t(AT));
+    assert_eq!(
+        selection::count_candidates_and_customers(&svc.db, &scope)
+            .await
+            .unwrap(),
+        (15, 100)
     );
     assert_eq!(db.count("SELECT COUNT(*) FROM retention_reports").await, 0);
 }
@@ -556,6 +595,7 @@ on_both_backends!(
     brake_stops_a_mistyped_policy,
     dry_run_changes_nothing,
     dry_run_decides_the_brake_as_a_whole_count_would,
+    a_dry_run_answers_while_a_cycle_holds_the_venue_and_holds_nothing,
     failed_batch_rolls_back_and_the_report_resumes,
     cancelled_report_is_never_applied,
 );
