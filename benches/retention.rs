@@ -731,29 +731,32 @@ async fn run_backend(backend: Backend, options: &Options, customers: u64) -> Val
     // Each on a connection of its own, opened before the clock starts: on the benchmark's
     // shared pool SQLite's bare count took 2 to 4 times as long as retentiond's count with the
     // same plan (selection ratios of 0.30 and 0.44), a slow baseline rather than a fast product.
+    let url = &bench.url;
     for _ in 0..5 {
-        let fresh = Db::connect(&bench.url).await.unwrap();
-        let started = Instant::now();
-        selection::count_candidates(&fresh, &scope).await.unwrap();
-        ours_times.push(started.elapsed().as_secs_f64());
-        fresh.close().await;
-        let fresh = Db::connect(&bench.url).await.unwrap();
-        let started = Instant::now();
-        fresh.fetch_one(&bare).await.unwrap();
-        bare_times.push(started.elapsed().as_secs_f64());
-        fresh.close().await;
-        let fresh = Db::connect(&bench.url).await.unwrap();
-        let started = Instant::now();
-        selection::count_candidates(&fresh, &all_checks)
-            .await
-            .unwrap();
-        all_checks_times.push(started.elapsed().as_secs_f64());
-        fresh.close().await;
-        let fresh = Db::connect(&bench.url).await.unwrap();
-        let started = Instant::now();
-        fresh.fetch_one(&bare_all_checks).await.unwrap();
-        bare_all_checks_times.push(started.elapsed().as_secs_f64());
-        fresh.close().await;
+        ours_times.push(
+            on_fresh_connection(url, async |db| {
+                selection::count_candidates(db, &scope).await.unwrap();
+            })
+            .await,
+        );
+        bare_times.push(
+            on_fresh_connection(url, async |db| {
+                db.fetch_one(&bare).await.unwrap();
+            })
+            .await,
+        );
+        all_checks_times.push(
+            on_fresh_connection(url, async |db| {
+                selection::count_candidates(db, &all_checks).await.unwrap();
+            })
+            .await,
+        );
+        bare_all_checks_times.push(
+            on_fresh_connection(url, async |db| {
+                db.fetch_one(&bare_all_checks).await.unwrap();
+            })
+            .await,
+        );
     }
     let (ours, baseline) = (median(ours_times), median(bare_times));
     let (all_checks_s, all_checks_baseline) =
@@ -1308,6 +1311,17 @@ async fn timed_committed(db: &Db, statements: &[String]) -> f64 {
         .await
         .unwrap();
     started.elapsed().as_secs_f64()
+}
+
+/// Seconds `count` takes on a connection of its own, opened before the clock starts and closed
+/// after it stops.
+async fn on_fresh_connection(url: &str, count: impl AsyncFnOnce(&Db)) -> f64 {
+    let fresh = Db::connect(url).await.unwrap();
+    let started = Instant::now();
+    count(&fresh).await;
+    let seconds = started.elapsed().as_secs_f64();
+    fresh.close().await;
+    seconds
 }
 
 /// The printed measures: JSON key, label, goal (empty when there is none).
