@@ -105,12 +105,11 @@ pub async fn run_venue_cycle(
     };
     result.ran = true;
     let outcome = cycle_locked(svc, venue, at, dry_run, &mut result).await;
-    if let Some(Err(e)) = match lock {
-        Some(lock) => Some(lock.release().await),
-        None => None,
-    } {
-        // The lock's connection is gone (and the lock with it); the cycle's own outcome matters more.
-        warn!(venue.id = venue.id, error = %format!("{e:#}"), "could not release the venue lock cleanly");
+    if let Some(lock) = lock {
+        if let Err(e) = lock.release().await {
+            // The lock's connection is gone (and the lock with it); the cycle's own outcome matters more.
+            warn!(venue.id = venue.id, error = %format!("{e:#}"), "could not release the venue lock cleanly");
+        }
     }
     let label = if outcome.is_ok() { "ok" } else { "failed" };
     metrics::counter!("retentiond_cycles_total", "venue" => venue.id.to_string(), "result" => label).increment(1);
@@ -279,7 +278,8 @@ async fn select(
         if candidates == 0 {
             return Ok(Selection::NoCandidates);
         }
-        // Under `clearing` the count is whole; at `clearing` the brake is off either way.
+        // A count stopped at `clearing` decides the brake as the whole count would: short of
+        // it the count is whole, and at it the brake is off.
         return Ok(
             if policy::brake_engaged(candidates, customers, venue.max_share) {
                 Selection::Brake {
