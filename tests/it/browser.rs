@@ -360,10 +360,15 @@ async fn an_approver_searches_keeps_customers_out_and_approves_the_rest_in_a_rea
     );
     driver.type_into("#q", &format!("ann{}@", idle[1])).await;
     driver.click(&driver.find("button.search").await).await;
-    // The results page may still be replacing the form's page: read it once it shows the row.
+    // The results page may still be replacing the form's page (for a moment it has no body):
+    // read it once it shows the row.
     let expected = format!("ann{}@example.org", idle[1]);
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !driver.page_text().await.contains(&expected) {
+    while !driver
+        .text_now("body")
+        .await
+        .is_some_and(|text| text.contains(&expected))
+    {
         assert!(
             Instant::now() < deadline,
             "the search never showed {expected}"
