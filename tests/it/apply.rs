@@ -417,7 +417,7 @@ async fn dry_run_decides_the_brake_as_a_whole_count_would(db: TestDb) {
             .unwrap(),
         100
     );
-    let scope = retentiond::selection::Scope::new(&svc.config, svc.db.backend(), &venue, t(AT));
+    let scope = selection::Scope::new(&svc.config, svc.db.backend(), &venue, t(AT));
     assert_eq!(
         selection::count_candidates_and_customers(&svc.db, &scope)
             .await
