@@ -168,7 +168,7 @@ pub async fn apply_report(
                 journal.catch_up(&svc.db, Some(report.id)).await?;
             }
             svc.progress.finish();
-            scrub_files(svc, report.id).await;
+            // The run scrubs the database files once, after its last apply (SPEC 11).
             break;
         }
         relax_commit_flush(&mut tx).await?;
@@ -275,7 +275,7 @@ async fn checkpoint(svc: &Service, report_id: i64) {
 /// Once a report is applied, its removed values must not survive in the database's files
 /// (SPEC 3). The report is applied whatever happens here, so a failure is logged, not raised;
 /// the next applied report tries again.
-pub(crate) async fn scrub_files(svc: &Service, report_id: i64) {
+pub(crate) async fn scrub_files(svc: &Service) {
     let tables = crate::erase::touched_tables(&svc.config.schema);
     let started = Instant::now();
     match svc
@@ -284,12 +284,11 @@ pub(crate) async fn scrub_files(svc: &Service, report_id: i64) {
         .await
     {
         Ok(()) => info!(
-            report.id = report_id,
             duration_ms = started.elapsed().as_millis() as u64,
             "database files scrubbed (write-ahead log truncated, or touched tables vacuumed)"
         ),
         Err(e) => {
-            tracing::warn!(report.id = report_id, error = %format!("{e:#}"), "cannot scrub the database files after applying")
+            tracing::warn!(error = %format!("{e:#}"), "cannot scrub the database files after applying")
         }
     }
 }

@@ -7,7 +7,7 @@ use crate::introspect::{self, ColumnInfo};
 use crate::migrate;
 use crate::policy::{Action, Strategy};
 use anyhow::Result;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, Default)]
 pub struct CheckReport {
@@ -120,47 +120,74 @@ pub async fn ensure_fit(db: &Db, config: &Config) -> Result<()> {
 /// silently keep personal data): the customers table for anonymise, and for both actions every
 /// linked table whose rows stay.
 pub async fn ensure_all_classified(db: &Db, config: &Config, venue: &VenueConfig) -> Result<()> {
-    let refuse = |key: String, table: &Ident, columns: Vec<String>| UnclassifiedColumns {
+    let columns = classified_tables_columns(db, config).await?;
+    match unclassified(config, venue, &columns) {
+        Some(refusal) => Err(refusal.into()),
+        None => Ok(()),
+    }
+}
+
+/// The live columns of every table whose columns must all be classified (the customers table
+/// and each linked table), by table name: read once, then judged per venue by [`unclassified`].
+pub async fn classified_tables_columns(
+    db: &Db,
+    config: &Config,
+) -> Result<BTreeMap<String, Vec<ColumnInfo>>> {
+    let mut columns = BTreeMap::new();
+    let tables = std::iter::once(&config.schema.customers)
+        .chain(config.schema.references.iter().map(|r| &r.table));
+    for table in tables {
+        if !columns.contains_key(table.name()) {
+            let found = introspect::columns(db, table).await?.unwrap_or_default();
+            columns.insert(table.name().to_string(), found);
+        }
+    }
+    Ok(columns)
+}
+
+/// The refusal of `venue`'s action when a table whose rows keep personal data after it has a
+/// column nobody classified, judged on `columns` ([`classified_tables_columns`]).
+pub fn unclassified(
+    config: &Config,
+    venue: &VenueConfig,
+    columns: &BTreeMap<String, Vec<ColumnInfo>>,
+) -> Option<UnclassifiedColumns> {
+    let refuse = |key: String, table: &Ident, found: Vec<String>| UnclassifiedColumns {
         file: config.file.clone(),
         key,
         action: venue.action.as_str(),
         venue_id: venue.id,
-        columns: columns
+        columns: found
             .iter()
             .map(|c| format!("{table}.{c}"))
             .collect::<Vec<_>>()
             .join(", "),
     };
+    let of = |table: &Ident| columns.get(table.name()).map_or(&[][..], |c| c.as_slice());
     if venue.action == Action::Anonymise {
-        let columns = introspect::columns(db, &config.schema.customers)
-            .await?
-            .unwrap_or_default();
-        let unclassified = unclassified_columns(config, venue, &columns);
-        if !unclassified.is_empty() {
-            return Err(refuse(
+        let found = unclassified_columns(config, venue, of(&config.schema.customers));
+        if !found.is_empty() {
+            return Some(refuse(
                 "venues.anonymise".into(),
                 &config.schema.customers,
-                unclassified,
-            )
-            .into());
+                found,
+            ));
         }
     }
     for (i, r) in config.schema.references.iter().enumerate() {
         if !r.rows_stay(venue.action) {
             continue;
         }
-        let columns = introspect::columns(db, &r.table).await?.unwrap_or_default();
-        let unclassified = unclassified_reference_columns(r, &columns);
-        if !unclassified.is_empty() {
-            return Err(refuse(
+        let found = unclassified_reference_columns(r, of(&r.table));
+        if !found.is_empty() {
+            return Some(refuse(
                 format!("schema.references[{i}].columns"),
                 &r.table,
-                unclassified,
-            )
-            .into());
+                found,
+            ));
         }
     }
-    Ok(())
+    None
 }
 
 pub async fn run(db: &Db, config: &Config) -> Result<CheckReport> {
@@ -325,6 +352,20 @@ pub async fn run(db: &Db, config: &Config) -> Result<CheckReport> {
                 "schema.orders: no index on {}({}, {}); selection will scan the orders table",
                 s.orders, s.order_customer, s.order_placed_at
             ));
+        }
+    }
+    if let Some(venue_column) = &s.customer_venue {
+        if config.venues.len() > 1 && tables.get(s.customers.name()).is_some_and(Option::is_some)
+        {
+            let leading = introspect::index_leading_columns(db, &s.customers).await?;
+            if !leading.iter().any(|c| c == venue_column.name()) {
+                report.warnings.push(format!(
+                    "schema.customer_venue: no index on {}({venue_column}) while {} venues are configured; every venue's cycle will scan all venues' customers (CREATE INDEX ... ON {}({venue_column}))",
+                    s.customers,
+                    config.venues.len(),
+                    s.customers
+                ));
+            }
         }
     }
     for (i, r) in s.references.iter().enumerate() {

@@ -2,10 +2,11 @@
 //! Exit codes: 0 success, 1 failure at run time, 2 usage or configuration error.
 
 use crate::config::{self, Config};
-use crate::cycle::{self, Selection, VenueCycle};
+use crate::fleet::{Fleet, RunOptions, VenueOutcome};
+use crate::cycle::{Selection, VenueCycle};
 use crate::db::Db;
 use crate::decision::{self, Actor, Decided, Decision};
-use crate::policy::Outcome;
+use crate::policy::{Outcome, ReportState};
 use crate::{audit, check, logging, migrate, reports, Service};
 use anyhow::{Context, Result};
 use chrono::{DateTime, SubsecRound, Utc};
@@ -104,6 +105,9 @@ pub enum ReportsCommand {
         /// Only this venue's reports
         #[arg(long, value_name = "ID")]
         venue: Option<i64>,
+        /// Only reports in this state (pending, approved, applying, applied, rejected, expired, cancelled); repeatable
+        #[arg(long, value_name = "STATE", value_parser = parse_state)]
+        state: Vec<ReportState>,
         /// Print JSON instead of a table
         #[arg(long)]
         json: bool,
@@ -187,6 +191,13 @@ impl At {
     }
 }
 
+fn parse_state(s: &str) -> Result<ReportState, String> {
+    s.parse::<ReportState>().map_err(|_| {
+        let states: Vec<&str> = ReportState::ALL.iter().map(|s| s.as_str()).collect();
+        format!("expected one of {}", states.join(", "))
+    })
+}
+
 fn parse_at(s: &str) -> Result<At, String> {
     if let Ok(date) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         return Ok(At::Date(date));
@@ -231,7 +242,12 @@ pub async fn run(cli: Cli) -> ExitCode {
 }
 
 async fn execute(command: Command, config: Config) -> Result<ExitCode> {
-    let db = Db::connect(config.database_url.expose_secret()).await?;
+    // The daemon keeps some of database.max_connections for its pages; a command has them all.
+    let pool = match command {
+        Command::Run => crate::daemon::cycles_pool_size(&config),
+        _ => config.max_connections,
+    };
+    let db = Db::connect_sized(config.database_url.expose_secret(), pool).await?;
     let mut svc = Service::new(db, config);
     if matches!(command, Command::Cycle { .. } | Command::Replay { .. }) {
         // A person at a terminal sees a progress bar for an apply or a replay.
@@ -308,6 +324,9 @@ async fn run_check(svc: &Service) -> Result<ExitCode> {
     }
 }
 
+/// How long `cycle` retries a venue whose cycle failed for a passing reason.
+const COMMAND_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
 async fn run_cycle(
     svc: &Service,
     venue: Option<i64>,
@@ -333,18 +352,30 @@ async fn run_cycle(
             .clone()],
         None => svc.config.venues.clone(),
     };
+    // The venues' cycles run as one run (SPEC 11), one venue after the other in configuration
+    // order (so report ids follow it), passing failures retried briefly (an operator waits at
+    // the terminal; the daemon retries for schedule.retry_for), one alert for what still failed.
+    let options = RunOptions {
+        dry_run,
+        retry_for: svc.config.schedule.retry_for.min(COMMAND_RETRY_FOR),
+        first_backoff: crate::fleet::FIRST_BACKOFF,
+    };
+    let results = Fleet::one_at_a_time(svc.clone()).run(&venues, at, options).await;
     let mut failed = 0;
     let mut misconfigured = false;
-    for venue in &venues {
-        match cycle::run_venue_cycle(svc, venue, at, dry_run).await {
-            Ok(result) => print_cycle(&venue.name, &result),
-            Err(e) => {
+    for run in &results {
+        let venue = &run.venue;
+        match &run.outcome {
+            VenueOutcome::Done(result) => print_cycle(&venue.name, result),
+            VenueOutcome::Failed(e) => {
                 failed += 1;
                 misconfigured |= e.downcast_ref::<check::UnclassifiedColumns>().is_some()
                     || e.downcast_ref::<crate::journal::JournalUnwritable>()
                         .is_some();
-                tracing::error!(venue.id = venue.id, error = %format!("{e:#}"), "cycle failed");
                 out!("venue {} ({}): FAILED: {e:#}", venue.id, venue.name);
+            }
+            VenueOutcome::StillRunning | VenueOutcome::Stopped => {
+                out!("venue {} ({}): not run", venue.id, venue.name)
             }
         }
     }
@@ -467,8 +498,8 @@ fn print_cycle(name: &str, r: &VenueCycle) {
 async fn run_reports(svc: &Service, cmd: ReportsCommand) -> Result<ExitCode> {
     migrate::ensure_current(&svc.db).await?;
     match cmd {
-        ReportsCommand::List { venue, json } => {
-            let list = reports::list(&svc.db, venue).await?;
+        ReportsCommand::List { venue, state, json } => {
+            let list = reports::list(&svc.db, venue, &state).await?;
             if json {
                 out!("{}", serde_json::to_string_pretty(&list)?);
             } else {

@@ -28,6 +28,8 @@ pub struct Config {
     /// The file it came from, for messages.
     pub file: String,
     pub database_url: SecretString,
+    /// How many connections the whole process may hold to the database (SPEC 11).
+    pub max_connections: u32,
     pub http: HttpConfig,
     pub mail: MailConfig,
     pub schedule: ScheduleConfig,
@@ -78,6 +80,10 @@ pub struct MailConfig {
 pub struct ScheduleConfig {
     pub cron: String,
     pub timezone: Tz,
+    /// How many venue cycles run at once; the rest wait their turn (SPEC 11).
+    pub max_concurrent_cycles: u32,
+    /// How long a cycle that failed for a passing reason is retried before it is alerted.
+    pub retry_for: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -276,6 +282,16 @@ struct RawConfig {
     journal: RawJournal,
     #[serde(default)]
     venues: Vec<RawVenue>,
+    /// A folder of `*.toml` files, each with one or more `[[venues]]` (SPEC 11).
+    venues_dir: Option<String>,
+}
+
+/// One file of `venues_dir`: venues only.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVenuesFile {
+    #[serde(default)]
+    venues: Vec<RawVenue>,
 }
 
 #[derive(Deserialize, Default)]
@@ -288,6 +304,7 @@ struct RawJournal {
 #[serde(deny_unknown_fields)]
 struct RawDatabase {
     url: String,
+    max_connections: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -337,12 +354,16 @@ impl Default for RawMail {
 struct RawSchedule {
     cron: String,
     timezone: String,
+    max_concurrent_cycles: Option<i64>,
+    retry_for: String,
 }
 impl Default for RawSchedule {
     fn default() -> Self {
         RawSchedule {
             cron: "0 0 2 * * *".into(),
             timezone: "Europe/London".into(),
+            max_concurrent_cycles: None,
+            retry_for: "2 hours".into(),
         }
     }
 }
@@ -499,14 +520,85 @@ pub fn load_with_env(path: &Path, env: BTreeMap<String, String>) -> Result<Confi
         .prefix_separator("__")
         .separator("__")
         .source(Some(env.into_iter().collect()));
-    let raw: RawConfig = config::Config::builder()
+    let mut raw: RawConfig = config::Config::builder()
         .add_source(config::File::from_str(&text, config::FileFormat::Toml))
         .add_source(env_source)
         .build()
         .and_then(|c| c.try_deserialize())
         .map_err(|e| describe_load_error(&file, e))
         .map_err(|e| blame_environment(e, &env_keys))?;
-    validate(file.clone(), raw).map_err(|e| blame_environment(e, &env_keys))
+    let origins = venue_origins(path, &file, &mut raw)?;
+    validate(file.clone(), raw, origins).map_err(|e| blame_environment(e, &env_keys))
+}
+
+/// Where a venue was written: its file and its index among that file's `[[venues]]`, so that
+/// an error names the file a vendor generated, not a position in the merged list.
+#[derive(Debug, Clone)]
+struct VenueOrigin {
+    file: String,
+    index: usize,
+}
+
+/// Appends the venues of every `*.toml` file in `venues_dir` (read in name order after the
+/// main file) to `raw.venues`, and returns where each venue came from. A relative folder is
+/// read from the main file's folder.
+fn venue_origins(
+    path: &Path,
+    file: &str,
+    raw: &mut RawConfig,
+) -> Result<Vec<VenueOrigin>, ConfigError> {
+    let mut origins: Vec<VenueOrigin> = (0..raw.venues.len())
+        .map(|index| VenueOrigin {
+            file: file.to_string(),
+            index,
+        })
+        .collect();
+    let Some(dir) = raw.venues_dir.as_deref() else {
+        return Ok(origins);
+    };
+    let dir = Path::new(dir);
+    let dir = if dir.is_relative() {
+        path.parent().unwrap_or(Path::new("")).join(dir)
+    } else {
+        dir.to_path_buf()
+    };
+    let unreadable = |message: String| ConfigError {
+        file: file.to_string(),
+        key: "venues_dir".into(),
+        message,
+    };
+    let entries = std::fs::read_dir(&dir).map_err(|e| {
+        unreadable(format!(
+            "cannot read the folder {}: {e}",
+            dir.display()
+        ))
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+        .collect();
+    files.sort();
+    for venue_file in files {
+        let name = venue_file.display().to_string();
+        let text = std::fs::read_to_string(&venue_file).map_err(|e| ConfigError {
+            file: name.clone(),
+            key: "(file)".into(),
+            message: format!("cannot read the venue file: {e}"),
+        })?;
+        let venues: RawVenuesFile = config::Config::builder()
+            .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| describe_load_error(&name, e))?;
+        for (index, venue) in venues.venues.into_iter().enumerate() {
+            raw.venues.push(venue);
+            origins.push(VenueOrigin {
+                file: name.clone(),
+                index,
+            });
+        }
+    }
+    Ok(origins)
 }
 
 /// A value that came from a `RETENTIOND__SECTION__KEY` variable is blamed on the variable, not
@@ -555,7 +647,11 @@ fn describe_load_error(file: &str, e: config::ConfigError) -> ConfigError {
     }
 }
 
-fn validate(file: String, raw: RawConfig) -> Result<Config, ConfigError> {
+fn validate(
+    file: String,
+    raw: RawConfig,
+    origins: Vec<VenueOrigin>,
+) -> Result<Config, ConfigError> {
     let err = |key: &str, message: String| ConfigError {
         file: file.clone(),
         key: key.to_string(),
@@ -666,6 +762,14 @@ fn validate(file: String, raw: RawConfig) -> Result<Config, ConfigError> {
         })
     };
     let schedule_cron = cron("schedule.cron", &raw.schedule.cron)?;
+    let (max_connections, max_concurrent_cycles) = pool_limits(
+        url.starts_with("sqlite:"),
+        raw.database.max_connections,
+        raw.schedule.max_concurrent_cycles,
+    )
+    .map_err(|(key, message)| err(key, message))?;
+    let retry_for = parse_duration(&raw.schedule.retry_for)
+        .map_err(|m| err("schedule.retry_for", m))?;
     if raw.approval.required < 1 || raw.approval.required > 100 {
         return Err(err(
             "approval.required",
@@ -791,16 +895,44 @@ fn validate(file: String, raw: RawConfig) -> Result<Config, ConfigError> {
             "expected at least one [[venues]] entry".into(),
         ));
     }
-    let mut seen = HashSet::new();
+    let mut seen: BTreeMap<i64, VenueOrigin> = BTreeMap::new();
     let mut venues = Vec::new();
-    for (i, v) in raw.venues.into_iter().enumerate() {
+    for (v, origin) in raw.venues.into_iter().zip(origins) {
+        let i = origin.index;
         let key = |field: &str| format!("venues[{i}].{field}");
-        if !seen.insert(v.id) {
+        // Errors name the file the venue was written in (the main file or one of venues_dir).
+        let err = |key: &str, message: String| ConfigError {
+            file: origin.file.clone(),
+            key: key.to_string(),
+            message,
+        };
+        let period = |key: &str, value: &str| {
+            value
+                .parse::<CalendarPeriod>()
+                .map_err(|e| err(key, e.to_string()))
+        };
+        let tz = |key: &str, value: &str| {
+            value.parse::<Tz>().map_err(|_| {
+                err(
+                    key,
+                    format!("expected an IANA time zone such as \"Europe/London\", got {value:?}"),
+                )
+            })
+        };
+        let cron = |key: &str, expr: &str| {
+            cron(key, expr).map_err(|e| err(key, e.message))
+        };
+        let ident = |key: &str, name: &str| Ident::new(name).map_err(|e| err(key, e.to_string()));
+        if let Some(first) = seen.get(&v.id) {
             return Err(err(
                 &key("id"),
-                format!("venue id {} appears more than once", v.id),
+                format!(
+                    "venue id {} appears more than once (also {} venues[{}])",
+                    v.id, first.file, first.index
+                ),
             ));
         }
+        seen.insert(v.id, origin.clone());
         if v.name.trim().is_empty() {
             return Err(err(&key("name"), "expected a non-empty name".into()));
         }
@@ -900,6 +1032,7 @@ fn validate(file: String, raw: RawConfig) -> Result<Config, ConfigError> {
     Ok(Config {
         file,
         database_url: SecretString::from(url.to_string()),
+        max_connections,
         http: HttpConfig {
             bind: raw.http.bind,
             public_url,
@@ -918,6 +1051,8 @@ fn validate(file: String, raw: RawConfig) -> Result<Config, ConfigError> {
         schedule: ScheduleConfig {
             cron: schedule_cron,
             timezone: schedule_tz,
+            max_concurrent_cycles,
+            retry_for,
         },
         approval: ApprovalConfig {
             required: raw.approval.required as u32,
@@ -935,6 +1070,91 @@ fn validate(file: String, raw: RawConfig) -> Result<Config, ConfigError> {
         log_format,
         venues,
     })
+}
+
+/// Connections the daemon keeps out of the cycles' reach, for the report pages, `/healthz`
+/// and mail delivery (SPEC 11: a page answers while the night's run goes on).
+pub const CONNECTIONS_FOR_PAGES: u32 = 2;
+
+/// How many pool connections one venue cycle holds at most: its work, and on PostgreSQL and
+/// MySQL the session that holds its lock (SQLite's lock is a file).
+pub fn connections_per_cycle(sqlite: bool) -> u32 {
+    if sqlite {
+        1
+    } else {
+        2
+    }
+}
+
+/// `database.max_connections` and `schedule.max_concurrent_cycles`, checked against each other:
+/// the cycles that run at once, each with its lock's connection, must fit in what the pool
+/// leaves once the pages' connections are kept aside. Errors name the key.
+fn pool_limits(
+    sqlite: bool,
+    max_connections: Option<i64>,
+    max_concurrent_cycles: Option<i64>,
+) -> Result<(u32, u32), (&'static str, String)> {
+    let per_cycle = connections_per_cycle(sqlite);
+    let least = CONNECTIONS_FOR_PAGES + per_cycle;
+    let connections = match max_connections {
+        None => if sqlite { 4 } else { 8 },
+        Some(n) if (i64::from(least)..=10_000).contains(&n) => n as u32,
+        Some(n) => {
+            return Err((
+                "database.max_connections",
+                format!(
+                    "expected a whole number from {least} to 10000 ({CONNECTIONS_FOR_PAGES} are kept for the pages, /healthz and mail, and a cycle needs {per_cycle}), got {n}"
+                ),
+            ))
+        }
+    };
+    let for_cycles = connections - CONNECTIONS_FOR_PAGES;
+    let allowed = for_cycles / per_cycle;
+    let cycles = match max_concurrent_cycles {
+        None => allowed,
+        Some(n) if n >= 1 && n <= i64::from(allowed) => n as u32,
+        Some(n) if n < 1 => {
+            return Err((
+                "schedule.max_concurrent_cycles",
+                format!("expected a whole number of at least 1, got {n}"),
+            ))
+        }
+        Some(n) => {
+            return Err((
+                "schedule.max_concurrent_cycles",
+                format!(
+                    "{n} cycles at once need {} connections (a cycle needs {per_cycle}, its lock's included), but database.max_connections = {connections} leaves {for_cycles} for cycles ({CONNECTIONS_FOR_PAGES} are kept for the pages, /healthz and mail): raise database.max_connections to at least {} or lower schedule.max_concurrent_cycles to at most {allowed}",
+                    n * i64::from(per_cycle),
+                    n * i64::from(per_cycle) + i64::from(CONNECTIONS_FOR_PAGES)
+                ),
+            ))
+        }
+    };
+    Ok((connections, cycles))
+}
+
+/// A duration written as `"2 hours"`, `"90 minutes"`, `"30 seconds"` or `"1 day"` (0 turns
+/// retrying off).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let expected = || {
+        format!("expected a whole number of seconds, minutes, hours or days such as \"2 hours\", got {text:?}")
+    };
+    let mut parts = text.split_whitespace();
+    let (Some(amount), Some(unit), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(expected());
+    };
+    let amount: u64 = amount.parse().map_err(|_| expected())?;
+    let seconds = match unit.to_ascii_lowercase().as_str() {
+        "second" | "seconds" => 1,
+        "minute" | "minutes" => 60,
+        "hour" | "hours" => 3600,
+        "day" | "days" => 86_400,
+        _ => return Err(expected()),
+    };
+    if amount > 30 * 86_400 / seconds {
+        return Err(format!("expected at most 30 days, got {text:?}"));
+    }
+    Ok(std::time::Duration::from_secs(amount * seconds))
 }
 
 /// The shortest `secrets.hash_key` accepted: a keyed hash is only as strong as its key.

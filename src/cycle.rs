@@ -4,17 +4,17 @@
 //! parameter so that tests and `--at` set it.
 
 use crate::apply::{self, ApplySummary};
-use crate::check;
+use crate::fleet::RunContext;
 use crate::config::VenueConfig;
 use crate::lifecycle;
 use crate::policy::{self, ReportState};
 use crate::reports;
 use crate::selection::{self, Scope};
-use crate::{mail, Service};
+use crate::Service;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 /// What the selection step of a cycle decided.
 #[derive(Debug, Clone, Serialize)]
@@ -69,9 +69,53 @@ pub struct VenueCycle {
     pub selection: Option<Selection>,
 }
 
-/// Runs one cycle of `venue` as of `at`, under the venue's cross-instance lock.
+/// Runs one cycle of `venue` as of `at`, under the venue's cross-instance lock, as a run of
+/// its own: the files are scrubbed after an apply, and a failure is alerted to `mail.ops`.
+/// Many venues at once go through [`crate::fleet::Fleet::run`].
 pub async fn run_venue_cycle(
     svc: &Service,
+    venue: &VenueConfig,
+    at: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<VenueCycle> {
+    let run = RunContext::new();
+    let result = run_venue_cycle_in(svc, &run, venue, at, dry_run).await;
+    if !dry_run {
+        run.finish(svc).await;
+        if let Err(e) = &result {
+            crate::fleet::alert_failures(svc, &[(venue, e)], at).await;
+        }
+    }
+    result
+}
+
+/// One cycle of `venue` within `run`, whose once-only work (checks, file scrubbing, the alert)
+/// the run does. Every failure is counted in `retentiond_cycles_total{result="failed"}`.
+pub async fn run_venue_cycle_in(
+    svc: &Service,
+    run: &RunContext,
+    venue: &VenueConfig,
+    at: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<VenueCycle> {
+    let outcome = locked_cycle(svc, run, venue, at, dry_run).await;
+    let label = match &outcome {
+        Ok(r) if !r.ran => "skipped",
+        Ok(_) => "ok",
+        Err(_) => "failed",
+    };
+    metrics::counter!("retentiond_cycles_total", "venue" => venue.id.to_string(), "result" => label).increment(1);
+    if let Ok(r) = &outcome {
+        if r.ran && !dry_run {
+            metrics::gauge!("retentiond_last_successful_cycle_timestamp_seconds", "venue" => venue.id.to_string()).set(at.timestamp() as f64);
+        }
+    }
+    outcome
+}
+
+async fn locked_cycle(
+    svc: &Service,
+    run: &RunContext,
     venue: &VenueConfig,
     at: DateTime<Utc>,
     dry_run: bool,
@@ -104,69 +148,26 @@ pub async fn run_venue_cycle(
         Some(lock)
     };
     result.ran = true;
-    let outcome = cycle_locked(svc, venue, at, dry_run, &mut result).await;
+    let outcome = cycle_locked(svc, run, venue, at, dry_run, &mut result).await;
     if let Some(lock) = lock {
         if let Err(e) = lock.release().await {
             // The lock's connection is gone (and the lock with it); the cycle's own outcome matters more.
             warn!(venue.id = venue.id, error = %format!("{e:#}"), "could not release the venue lock cleanly");
         }
     }
-    let label = if outcome.is_ok() { "ok" } else { "failed" };
-    metrics::counter!("retentiond_cycles_total", "venue" => venue.id.to_string(), "result" => label).increment(1);
-    match outcome {
-        Ok(()) => {
-            if !dry_run {
-                metrics::gauge!("retentiond_last_successful_cycle_timestamp_seconds", "venue" => venue.id.to_string()).set(at.timestamp() as f64);
-            }
-            Ok(result)
-        }
-        Err(e) => {
-            if !dry_run {
-                alert_failure(svc, venue, &e, at).await;
-            }
-            Err(e)
-        }
-    }
-}
-
-/// Queues a failure alert to `mail.ops`; a failure to queue is logged, never hides the original.
-pub async fn alert_failure(
-    svc: &Service,
-    venue: &VenueConfig,
-    e: &anyhow::Error,
-    at: DateTime<Utc>,
-) {
-    let detail = format!(
-        "The cycle of venue {} failed and will be retried on its next run: {e:#}",
-        venue.id
-    );
-    let queued = async {
-        let mut tx = svc.db.begin().await?;
-        mail::queue_ops_alert(
-            svc,
-            &mut tx,
-            mail::Kind::FailureAlert,
-            venue.id,
-            &detail,
-            at,
-        )
-        .await?;
-        tx.commit().await
-    };
-    if let Err(queue_error) = queued.await {
-        error!(venue.id = venue.id, error = %format!("{queue_error:#}"), "could not queue the failure alert");
-    }
+    outcome.map(|()| result)
 }
 
 async fn cycle_locked(
     svc: &Service,
+    run: &RunContext,
     venue: &VenueConfig,
     at: DateTime<Utc>,
     dry_run: bool,
     result: &mut VenueCycle,
 ) -> Result<()> {
-    check::ensure_fit(&svc.db, &svc.config).await?;
-    check::ensure_all_classified(&svc.db, &svc.config, venue).await?;
+    run.ensure_fit(svc).await?;
+    run.ensure_all_classified(svc, venue).await?;
 
     for report in reports::in_states(
         &svc.db,
@@ -195,6 +196,9 @@ async fn cycle_locked(
             "report applied"
         );
         let finished = summary.finished;
+        if finished {
+            run.note_applied();
+        }
         result.applied.push(summary);
         if !finished {
             return Ok(());

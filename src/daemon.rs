@@ -2,8 +2,12 @@
 //! SIGTERM or SIGINT stops new work; cycles finish the batch in hand; the web server drains;
 //! what can be sent is flushed; then the process exits 0.
 
+use crate::config::CONNECTIONS_FOR_PAGES;
+use crate::db::Db;
+use crate::fleet::Fleet;
 use crate::mail::{self, Mailer};
 use crate::{scheduler, web, Service};
+use secrecy::ExposeSecret;
 use anyhow::{Context, Result};
 use chrono::{SubsecRound, Utc};
 use std::future::Future;
@@ -14,12 +18,20 @@ use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+/// The pool the daemon's cycles use: what `database.max_connections` leaves once the pages'
+/// connections are kept aside.
+pub fn cycles_pool_size(config: &crate::config::Config) -> u32 {
+    config.max_connections - CONNECTIONS_FOR_PAGES
+}
+
 /// How often the outbox is checked when nothing notifies the sender.
 const MAIL_POLL: Duration = Duration::from_secs(15);
 /// How long shutdown waits for a last delivery of queued mail.
 const FINAL_FLUSH: Duration = Duration::from_secs(20);
 
-/// Runs until `stop` completes (the signal handler in production, a trigger in tests).
+/// Runs until `stop` completes (the signal handler in production, a trigger in tests). The
+/// venue cycles use `svc.db` (sized by [`cycles_pool_size`]); the pages, `/healthz` and mail a
+/// pool of [`CONNECTIONS_FOR_PAGES`] of their own.
 pub async fn run(
     svc: Service,
     listener: TcpListener,
@@ -28,19 +40,37 @@ pub async fn run(
     crate::metrics::install();
     let mailer = Arc::new(Mailer::from_config(&svc.config.mail)?);
     crate::journal::catch_up_on_start(&svc).await?;
+    // The pages, /healthz and mail have connections of their own, so that they answer while
+    // the night's cycles use every connection of theirs (SPEC 11).
+    let pages = Service {
+        db: Db::connect_sized(
+            svc.config.database_url.expose_secret(),
+            CONNECTIONS_FOR_PAGES,
+        )
+        .await?,
+        ..svc.clone()
+    };
     let mail_due = Arc::new(Notify::new());
     let tracker = TaskTracker::new();
-    for venue in svc.config.venues.iter().cloned() {
-        tracker.spawn(scheduler::venue_loop(svc.clone(), venue, mail_due.clone()));
-    }
-    tracker.spawn(mail_loop(svc.clone(), mailer.clone(), mail_due.clone()));
+    let fleet = Arc::new(Fleet::new(svc.clone()));
+    tracker.spawn(scheduler::run_schedules(
+        svc.clone(),
+        fleet,
+        mail_due.clone(),
+    ));
+    tracker.spawn(mail_loop(pages.clone(), mailer.clone(), mail_due.clone()));
     let address = listener.local_addr()?;
     let server = tokio::spawn(web::serve(
         listener,
-        svc.clone(),
+        pages.clone(),
         svc.shutdown.clone().cancelled_owned(),
     ));
-    info!(http.address = %address, venues = svc.config.venues.len(), "retentiond running");
+    info!(
+        http.address = %address,
+        venues = svc.config.venues.len(),
+        max_concurrent_cycles = svc.config.schedule.max_concurrent_cycles,
+        "retentiond running"
+    );
 
     tokio::select! {
         _ = stop => info!("shutdown requested: finishing the work in hand"),
@@ -55,7 +85,7 @@ pub async fn run(
         .context("web server")?;
     match tokio::time::timeout(
         FINAL_FLUSH,
-        mail::deliver_due(&svc, &mailer, Utc::now().trunc_subsecs(0)),
+        mail::deliver_due(&pages, &mailer, Utc::now().trunc_subsecs(0)),
     )
     .await
     {
@@ -69,6 +99,7 @@ pub async fn run(
         }
         Err(_) => warn!("final mail delivery timed out; the outbox keeps it"),
     }
+    pages.db.close().await;
     info!("retentiond stopped");
     Ok(())
 }

@@ -5,6 +5,7 @@
 
 use crate::db::{Db, Query, Value};
 use crate::{config, cycle, mail, migrate, Service};
+use secrecy::ExposeSecret;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use std::path::Path;
@@ -236,7 +237,11 @@ pub async fn run(dir: &Path) -> Result<()> {
     std::fs::write(&config_path, demo_config(dir, &hash_key))?;
     let config = config::load(&config_path)?;
     crate::logging::init(config.log_format);
-    let db = Db::connect(&format!("sqlite://{}/retention.db", dir.display())).await?;
+    let db = Db::connect_sized(
+        config.database_url.expose_secret(),
+        crate::daemon::cycles_pool_size(&config),
+    )
+    .await?;
     db.execute_script(crate::reference::sql(db.backend()))
         .await?;
     let now = Utc::now().trunc_subsecs(0);

@@ -17,6 +17,7 @@ pub mod db;
 pub mod decision;
 pub mod demo;
 pub mod erase;
+pub mod fleet;
 pub mod introspect;
 pub mod journal;
 pub mod lifecycle;

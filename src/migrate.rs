@@ -88,6 +88,15 @@ const MIGRATIONS: &[Migration] = &[
             mysql: include_str!("../migrations/mysql/0008_search_terms.sql"),
         },
     },
+    Migration {
+        version: 9,
+        name: "fleet",
+        sql: Spelled {
+            sqlite: include_str!("../migrations/sqlite/0009_fleet.sql"),
+            postgres: include_str!("../migrations/postgres/0009_fleet.sql"),
+            mysql: include_str!("../migrations/mysql/0009_fleet.sql"),
+        },
+    },
 ];
 
 /// The schema version this build expects.

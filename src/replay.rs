@@ -138,7 +138,7 @@ pub async fn run(
     }
     svc.progress.finish();
     if !dry_run && summary.deleted + summary.anonymised > 0 {
-        crate::apply::scrub_files(svc, 0).await;
+        crate::apply::scrub_files(svc).await;
     }
     Ok(summary)
 }

@@ -239,10 +239,22 @@ pub async fn get_in(tx: &mut Tx, id: i64) -> Result<Option<Report>> {
 }
 
 /// Reports, newest first, of one venue or all.
-pub async fn list(db: &Db, venue_id: Option<i64>) -> Result<Vec<Report>> {
-    let mut q = Query::new(&format!("SELECT {COLUMNS} FROM retention_reports"));
+/// Newest first, of one venue or all, in the given states or any (a fleet's list reads an
+/// index: `retention_reports_venue` or `retention_reports_state`).
+pub async fn list(db: &Db, venue_id: Option<i64>, states: &[ReportState]) -> Result<Vec<Report>> {
+    let mut q = Query::new(&format!("SELECT {COLUMNS} FROM retention_reports WHERE 1 = 1"));
     if let Some(v) = venue_id {
-        q.push(" WHERE venue_id = ").bind(v);
+        q.push(" AND venue_id = ").bind(v);
+    }
+    if !states.is_empty() {
+        q.push(" AND state IN (");
+        for (i, state) in states.iter().enumerate() {
+            if i > 0 {
+                q.push(", ");
+            }
+            q.bind(state.as_str());
+        }
+        q.push(")");
     }
     q.push(" ORDER BY id DESC");
     db.fetch_all(&q)

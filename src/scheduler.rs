@@ -1,23 +1,23 @@
 //! When each venue's cycle runs: its cron expression (with seconds) in its own time zone. The
-//! scheduler only decides *when*; the work is [`crate::cycle::run_venue_cycle`]. Next times are
+//! scheduler only decides *when*; the venues due at one second are handed to
+//! [`crate::fleet::Fleet::run`] as one run. Next times are
 //! computed on local wall-clock time, so a 02:00 run stays at 02:00 local across DST changes; a
 //! time in the hour skipped in spring runs at the first valid time after it that day, and one in
 //! the hour repeated in autumn runs once. A cycle that fails or panics is logged and alerted,
 //! and the schedule goes on.
 
 use crate::config::VenueConfig;
-use crate::cycle;
+use crate::fleet::{Fleet, RunOptions, VenueOutcome};
 use crate::Service;
-use chrono::{DateTime, LocalResult, NaiveDateTime, SubsecRound, TimeZone, Utc};
+use chrono::{DateTime, LocalResult, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use cron::Schedule;
-use futures_util::future::BoxFuture;
-use futures_util::FutureExt;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
-use tracing::{error, info};
+use tokio_util::task::TaskTracker;
+use tracing::info;
 
 /// The first run of `schedule` in `tz` strictly after `after`. The cron expression is read on
 /// the local wall clock: a local time that does not exist (the spring-forward gap) becomes the
@@ -57,90 +57,91 @@ fn first_valid_after(tz: Tz, wall: NaiveDateTime) -> Option<DateTime<Tz>> {
     None
 }
 
-/// One cycle of a venue at a time: what the schedule runs.
-pub type CycleFn = Arc<
-    dyn Fn(Service, VenueConfig, DateTime<Utc>) -> BoxFuture<'static, anyhow::Result<()>>
-        + Send
-        + Sync,
->;
-
-/// Runs `venue`'s cycles on its schedule until shutdown; one cycle at a time, so a venue's
-/// cycle never overlaps itself. `mail_due` is notified after each cycle so its mail goes out.
-pub async fn venue_loop(svc: Service, venue: VenueConfig, mail_due: Arc<Notify>) {
-    let cycle: CycleFn = Arc::new(|svc, venue, at| {
-        async move {
-            let result = cycle::run_venue_cycle(&svc, &venue, at, false).await?;
-            info!(
-                venue.id = venue.id,
-                ran = result.ran,
-                "venue cycle finished"
-            );
-            Ok(())
-        }
-        .boxed()
-    });
-    run_schedule(svc, venue, mail_due, cycle).await
-}
-
-/// [`venue_loop`] with the cycle given (tests give one that fails or panics).
-pub async fn run_schedule(svc: Service, venue: VenueConfig, mail_due: Arc<Notify>, cycle: CycleFn) {
-    let schedule = Schedule::from_str(&venue.cron).expect("cron validated with the configuration");
-    let mut after = Utc::now();
-    while let Some(next) = next_run(&schedule, venue.timezone, after) {
-        info!(venue.id = venue.id, next_run = %next.to_rfc3339(), "venue cycle scheduled");
+/// Runs every venue's schedule until shutdown. The venues due at the same second make one run
+/// ([`Fleet::run`]): their cycles take turns on the fleet's slots, passing failures are
+/// retried, and one alert names what still failed. A venue's cycle never overlaps itself: an
+/// occurrence that comes while the venue's previous cycle still runs is skipped. `mail_due` is
+/// notified after each run so its mail goes out.
+pub async fn run_schedules(svc: Service, fleet: Arc<Fleet>, mail_due: Arc<Notify>) {
+    let schedules: Vec<(VenueConfig, Schedule)> = svc
+        .config
+        .venues
+        .iter()
+        .map(|v| {
+            let schedule =
+                Schedule::from_str(&v.cron).expect("cron validated with the configuration");
+            (v.clone(), schedule)
+        })
+        .collect();
+    let options = RunOptions {
+        dry_run: false,
+        retry_for: svc.config.schedule.retry_for,
+        first_backoff: crate::fleet::FIRST_BACKOFF,
+    };
+    let now = Utc::now();
+    let mut next: Vec<Option<DateTime<Utc>>> = schedules
+        .iter()
+        .map(|(v, s)| next_run(s, v.timezone, now))
+        .collect();
+    let runs = TaskTracker::new();
+    while let Some(due_at) = next.iter().flatten().min().copied() {
+        let venues_due = next.iter().filter(|n| **n == Some(due_at)).count();
+        info!(next_run = %due_at.to_rfc3339(), venues = venues_due, "next run scheduled");
         // Sleep in short steps so that a wall-clock jump (suspend, NTP) is noticed.
         loop {
             let now = Utc::now();
-            if now >= next {
+            if now >= due_at {
                 break;
             }
-            let step = (next - now)
+            let step = (due_at - now)
                 .to_std()
                 .unwrap_or_default()
                 .min(Duration::from_secs(30));
             tokio::select! {
-                _ = svc.shutdown.cancelled() => return,
+                _ = svc.shutdown.cancelled() => {
+                    runs.close();
+                    runs.wait().await;
+                    return;
+                }
                 _ = tokio::time::sleep(step) => {}
             }
         }
-        let at = Utc::now().trunc_subsecs(0);
-        // A panic in a cycle must not end the venue's schedule: it is caught, logged and
-        // alerted like a failure (whatever the cycle held, its lock included, was dropped).
-        let outcome = std::panic::AssertUnwindSafe(cycle(svc.clone(), venue.clone(), at))
-            .catch_unwind()
-            .await;
-        match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                error!(venue.id = venue.id, error = %format!("{e:#}"), "venue cycle failed")
-            }
-            Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                error!(venue.id = venue.id, panic = %what, "venue cycle panicked; the schedule goes on");
-                cycle::alert_failure(
-                    &svc,
-                    &venue,
-                    &anyhow::anyhow!("the cycle panicked: {what}"),
-                    at,
-                )
-                .await;
+        let now = Utc::now();
+        let mut due = Vec::new();
+        for (i, (venue, schedule)) in schedules.iter().enumerate() {
+            if next[i].is_some_and(|t| t <= now) {
+                due.push(venue.clone());
+                // Occurrences missed while the process slept are not made up: the next is
+                // the first after now.
+                next[i] = next_run(schedule, venue.timezone, now);
             }
         }
-        mail_due.notify_one();
-        if svc.shutdown.is_cancelled() {
-            return;
-        }
-        after = next.max(at);
+        let at = svc.clock.now();
+        let (fleet, mail_due) = (fleet.clone(), mail_due.clone());
+        runs.spawn(async move {
+            let started = std::time::Instant::now();
+            let results = fleet.run(&due, at, options).await;
+            let failed = results
+                .iter()
+                .filter(|r| matches!(r.outcome, VenueOutcome::Failed(_)))
+                .count();
+            info!(
+                venues = results.len(),
+                failed,
+                duration_ms = started.elapsed().as_millis() as u64,
+                "run finished"
+            );
+            mail_due.notify_one();
+        });
     }
+    runs.close();
+    runs.wait().await;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::FutureExt;
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -209,44 +210,27 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_cycle_does_not_end_the_schedule() {
         use std::sync::atomic::{AtomicU32, Ordering};
-        let dir = std::env::temp_dir().join(format!(
-            "retentiond-sched-{}-{}",
-            std::process::id(),
-            Utc::now().timestamp_nanos_opt().unwrap_or(0)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("c.toml");
-        std::fs::write(
-            &path,
-            format!("[database]\nurl = \"sqlite://{}/db.sqlite\"\n[mail]\nops = \"ops@b.c\"\n[[venues]]\nid = 1\nname = \"V\"\napprovers = [\"a@b.c\"]\ninactive_for = \"3 years\"\naction = \"delete\"\ncron = \"* * * * * *\"\n", dir.display()),
-        )
-        .unwrap();
-        let config = crate::config::load_with_env(&path, Default::default()).unwrap();
-        let db = crate::db::Db::connect(&format!("sqlite://{}/db.sqlite", dir.display()))
-            .await
-            .unwrap();
-        crate::migrate::run(&db, Utc::now()).await.unwrap();
-        let svc = Service::new(db, config);
-        let venue = svc.config.venues[0].clone();
+        let svc = crate::fleet::tests::service_with_venues(1, "cron = \"* * * * * *\"").await;
         let calls = Arc::new(AtomicU32::new(0));
         let counted = calls.clone();
-        let cycle: CycleFn = Arc::new(move |_, _, _| {
+        let cycle: crate::fleet::CycleFn = Arc::new(move |_, _, venue, at, _| {
             let n = counted.fetch_add(1, Ordering::SeqCst);
             async move {
                 if n == 0 {
                     panic!("boom");
                 }
-                Ok(())
+                Ok(crate::fleet::tests::nothing_done(&venue, at))
             }
             .boxed()
         });
+        let fleet = Arc::new(Fleet::new(svc.clone()).with_cycle(cycle));
         let stop = svc.shutdown.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(2500)).await;
             stop.cancel();
         });
 
-        run_schedule(svc.clone(), venue, Arc::new(Notify::new()), cycle).await;
+        run_schedules(svc.clone(), fleet, Arc::new(Notify::new())).await;
 
         assert!(
             calls.load(Ordering::SeqCst) >= 2,

@@ -6,7 +6,8 @@ CREATE TABLE customers (
   title VARCHAR(40), first_name VARCHAR(100), last_name VARCHAR(100), email VARCHAR(255), phone VARCHAR(40),
   address_line1 VARCHAR(255), address_line2 VARCHAR(255), city VARCHAR(100), postcode VARCHAR(20), country VARCHAR(100),
   date_of_birth DATE, marketing_opt_in BOOLEAN NOT NULL DEFAULT FALSE,
-  legal_hold BOOLEAN NOT NULL DEFAULT FALSE, created_at DATETIME(6) NOT NULL
+  legal_hold BOOLEAN NOT NULL DEFAULT FALSE, created_at DATETIME(6) NOT NULL,
+  INDEX customers_venue (venue_id)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4;
 CREATE TABLE orders (
   id BIGINT AUTO_INCREMENT PRIMARY KEY, venue_id BIGINT NOT NULL,

@@ -5,6 +5,8 @@ CREATE TABLE customers (
   address_line1 TEXT, address_line2 TEXT, city TEXT, postcode TEXT, country TEXT,
   date_of_birth TEXT, marketing_opt_in INTEGER NOT NULL DEFAULT 0,
   legal_hold INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL);
+-- A database of many venues is read one venue at a time (SPEC 11).
+CREATE INDEX customers_venue ON customers(venue_id);
 CREATE TABLE orders (
   id INTEGER PRIMARY KEY, venue_id INTEGER NOT NULL,
   customer_id INTEGER NOT NULL REFERENCES customers(id),

@@ -522,14 +522,22 @@ macro_rules! each {
 }
 
 impl Db {
-    /// Connects to `sqlite://...`, `postgres://...` or `mysql://...`.
+    /// Connects to `sqlite://...`, `postgres://...` or `mysql://...` with the default pool
+    /// (`database.max_connections`' default: 4 on SQLite, 8 on the servers).
     pub async fn connect(url: &str) -> Result<Db> {
+        let sqlite = url.starts_with("sqlite:");
+        Db::connect_sized(url, if sqlite { 4 } else { 8 }).await
+    }
+
+    /// Connects with a pool of at most `max_connections` connections.
+    pub async fn connect_sized(url: &str, max_connections: u32) -> Result<Db> {
+        let n = max_connections.max(1);
         if url.starts_with("sqlite:") {
-            Ok(Db::Sqlite(sqlite::connect(url).await?))
+            Ok(Db::Sqlite(sqlite::connect(url, n).await?))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Ok(Db::Postgres(postgres::connect(url).await?))
+            Ok(Db::Postgres(postgres::connect(url, n).await?))
         } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
-            Ok(Db::Mysql(mysql::connect(url).await?))
+            Ok(Db::Mysql(mysql::connect(url, n).await?))
         } else {
             bail!("database.url must start with sqlite://, postgres:// or mysql://")
         }

@@ -28,7 +28,7 @@ const SESSION_SETUP: [&str; 2] = [
 const OLDEST_MYSQL: (u32, u32) = (8, 0);
 const OLDEST_MARIADB: (u32, u32) = (10, 6);
 
-pub async fn connect(url: &str) -> Result<MySqlPool> {
+pub async fn connect(url: &str, max_connections: u32) -> Result<MySqlPool> {
     let url = url.replacen("mariadb:", "mysql:", 1);
     let options: MySqlConnectOptions = url
         .parse()
@@ -57,7 +57,7 @@ pub async fn connect(url: &str) -> Result<MySqlPool> {
     check_version(&version).with_context(|| format!("{target} cannot be used"))?;
     drop(first);
     MySqlPoolOptions::new()
-        .max_connections(8)
+        .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
         .test_before_acquire(false)
         .after_connect(|conn, _| {

@@ -11,7 +11,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgRow};
 use sqlx::{Column, Connection, PgPool, Postgres, Row as _, TypeInfo};
 use std::time::Duration;
 
-pub async fn connect(url: &str) -> Result<PgPool> {
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
     let options: PgConnectOptions = url
         .parse()
         .context("database.url is not a valid PostgreSQL URL")?;
@@ -22,7 +22,7 @@ pub async fn connect(url: &str) -> Result<PgPool> {
         options.get_database().unwrap_or("default")
     );
     let pool = PgPoolOptions::new()
-        .max_connections(8)
+        .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
         // A ping before every acquire doubles the round trips of a page; a broken connection
         // fails its query instead and the pool replaces it.

@@ -16,7 +16,7 @@ use std::time::Duration;
 /// text comparison orders them correctly.
 pub const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 
-pub async fn connect(url: &str) -> Result<SqlitePool> {
+pub async fn connect(url: &str, max_connections: u32) -> Result<SqlitePool> {
     let parsed =
         SqliteConnectOptions::from_str(url).context("database.url is not a valid SQLite URL")?;
     let path = parsed.get_filename().to_path_buf();
@@ -54,7 +54,7 @@ pub async fn connect(url: &str) -> Result<SqlitePool> {
                     .map_err(|e| sqlx::Error::Configuration(e.into()))
             })
         })
-        .max_connections(4)
+        .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(60))
         .test_before_acquire(false)
         .connect_with(options)

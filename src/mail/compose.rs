@@ -201,6 +201,11 @@ pub async fn compose(
         (Kind::BrakeAlert, _) => {
             view.subject = format!("ALERT: retentiond brake engaged for {venue_name}")
         }
+        // A run's alert names one venue, or (venue id 0) lists several in its text.
+        (Kind::FailureAlert, _) if svc.config.venue(queued.venue_id).is_none() => {
+            view.venue_name = "your venues".into();
+            view.subject = "ALERT: retentiond cycles failed for several venues".into()
+        }
         (Kind::FailureAlert, _) => {
             view.subject = format!("ALERT: retentiond cycle failed for {venue_name}")
         }

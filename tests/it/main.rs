@@ -13,6 +13,7 @@ mod config;
 mod daemon;
 mod erasure;
 mod faults;
+mod fleet;
 mod http;
 mod instances;
 mod mysql_shop;

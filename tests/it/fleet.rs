@@ -1,0 +1,306 @@
+//! A vendor's fleet (SPEC 11): many venues in one database on one schedule second, driven
+//! through the `retentiond run` binary on every backend: every venue gets its report and its
+//! approval request, no cycle fails, and the pages and `/healthz` answer while the run goes on.
+//! Also the fleet's configuration: `venues_dir`, and the limits checked against each other.
+
+use crate::common::{output_text, retentiond, TestDb};
+use retentiond::db::Query;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Venues of the CI-sized fleet, and customers per venue (3 in 10 idle since 2019).
+const VENUES: i64 = 200;
+const PER_VENUE: i64 = 10;
+
+/// Fills the reference schema with `VENUES` venues of `PER_VENUE` customers: customers whose id
+/// ends in 7, 8 or 9 never ordered (candidates under "3 years"), the others ordered last month.
+async fn fill_fleet(db: &TestDb) {
+    let mut q = Query::new(&format!(
+        "INSERT INTO customers (id, venue_id, first_name, last_name, email, postcode, created_at) \
+         SELECT n, (n - 1) / {PER_VENUE} + 1, 'Fleet', 'Person', 'fleet' || n || '@example.org', 'LS1 4AP', "
+    ));
+    if db.backend() == retentiond::db::Backend::Mysql {
+        q = Query::new(&format!(
+            "INSERT INTO customers (id, venue_id, first_name, last_name, email, postcode, created_at) \
+             SELECT n, (n - 1) DIV {PER_VENUE} + 1, 'Fleet', 'Person', CONCAT('fleet', n, '@example.org'), 'LS1 4AP', "
+        ));
+    }
+    q.bind(crate::common::t("2019-01-01 00:00:00")).push(&format!(
+        " FROM {} ORDER BY n",
+        crate::common::series((VENUES * PER_VENUE) as u32)
+    ));
+    db.db.execute(&q).await.unwrap();
+    let recent = chrono::Utc::now() - chrono::Duration::days(30);
+    let last_digit = match db.backend() {
+        retentiond::db::Backend::Sqlite => "(id % 10)",
+        _ => "MOD(id, 10)",
+    };
+    let mut q = Query::new(
+        "INSERT INTO orders (venue_id, customer_id, placed_at, total_pence) SELECT venue_id, id, ",
+    );
+    q.bind(recent).push(&format!(
+        ", 1000 FROM customers WHERE {last_digit} NOT IN (7, 8, 9)"
+    ));
+    db.db.execute(&q).await.unwrap();
+}
+
+/// One venue's file for `venues_dir`: a delete venue on the main file's schedule.
+fn venue_file(id: i64) -> String {
+    format!(
+        "# written by the vendor's own systems\n[[venues]]\nid = {id}\nname = \"Fleet Venue {id}\"\napprovers = [\"boxoffice@venue{id}.example\"]\ninactive_for = \"3 years\"\naction = \"delete\"\n"
+    )
+}
+
+async fn count(db: &TestDb, sql: &str) -> i64 {
+    db.db
+        .fetch_one(&Query::new(sql))
+        .await
+        .unwrap()
+        .i64(0)
+        .unwrap()
+}
+
+/// The first approval link written to the file outbox, if any yet.
+fn first_link(outbox: &Path) -> Option<String> {
+    retentiond::demo::links_in_outbox(outbox)
+        .ok()
+        .and_then(|links| links.into_iter().next())
+}
+
+async fn every_venue_of_a_fleet_on_one_second_gets_its_report(db: TestDb) {
+    db.migrate().await;
+    fill_fleet(&db).await;
+    let venues_dir = db.dir.path().join("venues.d");
+    std::fs::create_dir_all(&venues_dir).unwrap();
+    for id in 1..=VENUES {
+        std::fs::write(venues_dir.join(format!("venue-{id:04}.toml")), venue_file(id)).unwrap();
+    }
+    let port = crate::common::free_port();
+    // Every venue on the same second: each 15 s, so the first run comes soon after start.
+    let extra = format!(
+        "[http]\nbind = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
+         [schedule]\ncron = \"*/15 * * * * *\"\ntimezone = \"UTC\"\n"
+    );
+    let config = db.write_config_with_file_mail(&extra);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = format!("venues_dir = \"{}\"\n{text}", venues_dir.display())
+        .replacen("[mail]\n", "[mail]\nops = \"ops@vendor.example\"\n", 1);
+    std::fs::write(&config, text).unwrap();
+    let outbox = db.dir.path().join("outbox");
+    let checked = retentiond(&config, &["check"]);
+    assert!(checked.status.success(), "{}", output_text(&checked));
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_retentiond"))
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    crate::common::wait_healthy(port).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let (mut health_checks, mut slowest_health) = (0, Duration::ZERO);
+    let mut page_status = None;
+    loop {
+        let started = Instant::now();
+        let health = client.get(format!("{base}/healthz")).send().await.unwrap();
+        assert_eq!(health.status(), 200, "/healthz during the run");
+        health_checks += 1;
+        slowest_health = slowest_health.max(started.elapsed());
+        if page_status.is_none() {
+            if let Some(link) = first_link(&outbox) {
+                let page = client.get(&link).send().await.unwrap();
+                page_status = Some(page.status().as_u16());
+            }
+        }
+        let reports = count(&db, "SELECT COUNT(*) FROM retention_reports").await;
+        let requested = count(
+            &db,
+            "SELECT COUNT(DISTINCT venue_id) FROM retention_outbox WHERE kind = 'approval_request' AND sent_at IS NOT NULL",
+        )
+        .await;
+        if reports == VENUES && requested == VENUES {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after 240 s only {reports} of {VENUES} reports and {requested} approval requests"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(stopped.elapsed() < Duration::from_secs(60), "no exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(page_status, Some(200), "a report page answered during the run");
+    assert!(health_checks > 0 && slowest_health < Duration::from_secs(5), "slowest /healthz {slowest_health:?}");
+    let failed: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("retentiond_cycles_total") && l.contains("result=\"failed\""))
+        .collect();
+    assert!(failed.is_empty(), "no cycle failed: {failed:?}");
+    let ok = metrics
+        .lines()
+        .filter(|l| l.starts_with("retentiond_cycles_total") && l.contains("result=\"ok\""))
+        .count();
+    assert_eq!(ok as i64, VENUES, "every venue's cycle counted ok");
+    assert!(metrics.contains("retentiond_cycles_waiting"), "{metrics}");
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM retention_outbox WHERE kind = 'failure_alert'").await,
+        0
+    );
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM retention_report_items").await,
+        VENUES * 3,
+        "each report holds its venue's 3 idle customers"
+    );
+    assert_eq!(
+        count(&db, "SELECT COUNT(DISTINCT venue_id) FROM retention_reports WHERE customer_count = 3").await,
+        VENUES
+    );
+}
+
+on_both_backends!(every_venue_of_a_fleet_on_one_second_gets_its_report);
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const MAIN: &str = "[database]\nurl = \"sqlite://fleet.db\"\n";
+
+#[test]
+fn venues_dir_files_are_read_in_name_order_after_the_main_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("venues.d")).unwrap();
+    write(&dir.path().join("venues.d"), "b.toml", &venue_file(3));
+    write(&dir.path().join("venues.d"), "a.toml", &(venue_file(2) + &venue_file(4)));
+    write(&dir.path().join("venues.d"), "notes.txt", "not a venue file");
+    let main = write(
+        dir.path(),
+        "main.toml",
+        &format!("venues_dir = \"venues.d\"\n{MAIN}{}", venue_file(1)),
+    );
+
+    let config = retentiond::config::load_with_env(&main, Default::default()).unwrap();
+
+    let ids: Vec<i64> = config.venues.iter().map(|v| v.id).collect();
+    assert_eq!(ids, vec![1, 2, 4, 3]);
+}
+
+/// Loads `main.toml` with `main` and the venue files, and returns the one-line error.
+fn error_of(main: &str, files: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("venues.d")).unwrap();
+    for (name, text) in files {
+        write(&dir.path().join("venues.d"), name, text);
+    }
+    let path = write(dir.path(), "main.toml", main);
+    retentiond::config::load_with_env(&path, Default::default())
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn a_venue_file_that_is_not_toml_is_named() {
+    let e = error_of(
+        &format!("venues_dir = \"venues.d\"\n{MAIN}{}", venue_file(1)),
+        &[("0002.toml", "[[venues]\nid = 2")],
+    );
+    assert!(e.contains("0002.toml"), "{e}");
+}
+
+#[test]
+fn a_venue_id_in_two_files_names_both() {
+    let e = error_of(
+        &format!("venues_dir = \"venues.d\"\n{MAIN}"),
+        &[("a.toml", &venue_file(7)), ("b.toml", &venue_file(7))],
+    );
+    assert!(e.contains("b.toml: venues[0].id: venue id 7 appears more than once"), "{e}");
+    assert!(e.contains("a.toml venues[0]"), "{e}");
+}
+
+#[test]
+fn a_mistake_in_a_venue_file_names_the_file_and_key() {
+    let bad = venue_file(2).replace("3 years", "3 eons");
+    let e = error_of(
+        &format!("venues_dir = \"venues.d\"\n{MAIN}{}", venue_file(1)),
+        &[("0002.toml", &bad)],
+    );
+    assert!(e.contains("0002.toml: venues[0].inactive_for"), "{e}");
+    let unknown = venue_file(3) + "colour = \"blue\"\n";
+    let e = error_of(
+        &format!("venues_dir = \"venues.d\"\n{MAIN}{}", venue_file(1)),
+        &[("0003.toml", &unknown)],
+    );
+    assert!(e.contains("0003.toml") && e.contains("colour"), "{e}");
+}
+
+#[test]
+fn a_venues_dir_that_does_not_exist_is_named() {
+    let e = error_of(
+        &format!("venues_dir = \"nowhere.d\"\n{MAIN}{}", venue_file(1)),
+        &[],
+    );
+    assert!(e.contains("main.toml: venues_dir: cannot read the folder"), "{e}");
+    assert!(e.contains("nowhere.d"), "{e}");
+}
+
+#[test]
+fn more_cycles_than_the_pool_allows_is_refused_naming_both_keys() {
+    let e = error_of(
+        &format!(
+            "[database]\nurl = \"postgres://u@h/db\"\nmax_connections = 8\n[schedule]\nmax_concurrent_cycles = 4\n{}",
+            venue_file(1)
+        ),
+        &[],
+    );
+    assert!(e.contains("schedule.max_concurrent_cycles"), "{e}");
+    assert!(e.contains("database.max_connections = 8"), "{e}");
+    let ok = error_of(
+        &format!(
+            "[database]\nurl = \"postgres://u@h/db\"\nmax_connections = 10\n[schedule]\nmax_concurrent_cycles = 4\nretry_for = \"soon\"\n{}",
+            venue_file(1)
+        ),
+        &[],
+    );
+    assert!(ok.contains("schedule.retry_for"), "4 cycles fit in 10 connections: {ok}");
+}
+
+#[test]
+fn the_defaults_leave_connections_for_the_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "main.toml",
+        &format!("[database]\nurl = \"postgres://u@h/db\"\n{}", venue_file(1)),
+    );
+    let config = retentiond::config::load_with_env(&path, Default::default()).unwrap();
+    assert_eq!(config.max_connections, 8);
+    assert_eq!(config.schedule.max_concurrent_cycles, 3, "(8 - 2) / 2");
+    assert_eq!(config.schedule.retry_for, Duration::from_secs(2 * 3600));
+}
