@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
+mod fleet;
+
 /// The shape of the generated data.
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Shape {
@@ -31,6 +33,9 @@ enum Shape {
     /// Five venues of equal size; 0 to 20 orders a customer (10 on average); no notes. A
     /// quarter of each venue is idle, and so is every customer who never ordered.
     Even,
+    /// A vendor's fleet (`fleet.rs`): many venues of `per_venue` customers, 3 orders each, a
+    /// note for one in ten; a quarter of each venue idle.
+    Fleet { per_venue: u64 },
 }
 
 impl Shape {
@@ -38,6 +43,7 @@ impl Shape {
         match self {
             Shape::Skewed => "skewed",
             Shape::Even => "even",
+            Shape::Fleet { .. } => "fleet",
         }
     }
 }
@@ -47,6 +53,8 @@ struct Options {
     /// benchmark prints how each step grows from the first size to the last.
     sizes: Vec<u64>,
     shape: Shape,
+    /// The fleet sizes, in venues (`--venues 250,1000`), for `--shape fleet`.
+    venues: Vec<u64>,
     backends: Vec<Backend>,
     clients: usize,
     requests_per_client: usize,
@@ -88,11 +96,22 @@ fn options() -> Options {
     let shape = match value("--shape").as_deref() {
         None | Some("skewed") => Shape::Skewed,
         Some("even") => Shape::Even,
-        Some(other) => panic!("--shape {other}: expected skewed or even"),
+        Some("fleet") => Shape::Fleet {
+            per_venue: if smoke { fleet::SMOKE_PER_VENUE } else { fleet::PER_VENUE },
+        },
+        Some(other) => panic!("--shape {other}: expected skewed, even or fleet"),
     };
+    let venues = value("--venues")
+        .map(|v| {
+            v.split(',')
+                .map(|n| n.trim().parse().expect("--venues: numbers separated by commas"))
+                .collect()
+        })
+        .unwrap_or_else(|| if smoke { vec![10, 40] } else { vec![250, 1000] });
     Options {
         sizes,
         shape,
+        venues,
         backends,
         clients: if smoke { 5 } else { 50 },
         requests_per_client: if smoke { 10 } else { 60 },
@@ -125,6 +144,13 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let fleet_shape = matches!(options.shape, Shape::Fleet { .. });
+    if fleet_shape || options.smoke {
+        run_fleets(&rt, &options);
+        if fleet_shape {
+            return;
+        }
+    }
     let mut results = BTreeMap::new();
     for backend in &options.backends {
         if let Some(variable) = server_variable(*backend) {
@@ -156,6 +182,36 @@ fn main() {
     )
     .unwrap();
     println!("figures written to {}", options.json.display());
+}
+
+/// The fleet shape on every backend and fleet size; under `cargo test`, at the smoke size.
+fn run_fleets(rt: &tokio::runtime::Runtime, options: &Options) {
+    let mut document = serde_json::Map::new();
+    for backend in &options.backends {
+        if let Some(variable) = server_variable(*backend) {
+            if std::env::var(variable).is_err() {
+                assert!(std::env::var_os("CI").is_none(), "CI must set {variable}");
+                continue;
+            }
+        }
+        let mut by_size = Vec::new();
+        for &venues in &options.venues {
+            let mut figures = rt.block_on(fleet::run_fleet(*backend, options, venues));
+            figures["missed"] = json!(fleet::fleet_missed(&figures));
+            eprintln!("{backend:?} fleet figures at {venues} venues: {figures}");
+            by_size.push((venues, figures));
+        }
+        fleet::print_fleet(*backend, &by_size);
+        let name = format!("{backend:?}").to_lowercase();
+        for (venues, figures) in by_size {
+            document.insert(format!("{name}-{venues}-venues"), figures);
+        }
+    }
+    let path = options.json.with_file_name("fleet-results.json");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let document = json!({"shape": "fleet", "customers_per_venue": if options.smoke { fleet::SMOKE_PER_VENUE } else { fleet::PER_VENUE }, "smoke": options.smoke, "results": document});
+    std::fs::write(&path, serde_json::to_string_pretty(&document).unwrap()).unwrap();
+    println!("fleet figures written to {}", path.display());
 }
 
 /// The web pages of a benchmark database in a process of their own, so that its peak memory
@@ -289,7 +345,18 @@ async fn generate(bench: &Bench, n: u64, shape: Shape) {
         .collect::<Vec<_>>()
         .join("\n");
     bench.db.execute_script(&without_index).await.unwrap();
+    let fleet_venue = match shape {
+        Shape::Fleet { per_venue } => fleet::venue_expression(bench.db.backend(), per_venue),
+        _ => String::new(),
+    };
     let (venue, idle, orders_of, recent_order, notes_every) = match shape {
+        Shape::Fleet { .. } => (
+            fleet_venue.as_str(),
+            "((c.id * 31) % 100) < 25",
+            "3",
+            "k.i = 0",
+            Some(10),
+        ),
         Shape::Skewed => (
             "CASE n % 10 WHEN 6 THEN 2 WHEN 7 THEN 3 WHEN 8 THEN 4 WHEN 9 THEN 5 ELSE 1 END",
             "((c.id * 31) % 100) < (CASE c.venue_id WHEN 1 THEN 50 ELSE 25 END)",
@@ -362,6 +429,7 @@ async fn generate(bench: &Bench, n: u64, shape: Shape) {
     // column, so that deletes and their foreign-key checks do not scan. MySQL's spelling
     // declares them with the tables (InnoDB needs them for the foreign keys).
     let indexes = [
+        "CREATE INDEX customers_venue ON customers (venue_id)".to_string(),
         "CREATE INDEX orders_customer_placed ON orders (customer_id, placed_at)".to_string(),
         "CREATE INDEX customer_notes_customer ON customer_notes (customer_id)".to_string(),
         "CREATE INDEX order_addresses_order ON order_addresses (order_id)".to_string(),
