@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
+#[path = "retention/fleet.rs"]
 mod fleet;
 
 /// The shape of the generated data.

@@ -44,6 +44,23 @@ pub enum Selection {
     },
 }
 
+impl From<policy::NoNewReport> for Selection {
+    fn from(reason: policy::NoNewReport) -> Selection {
+        match reason {
+            policy::NoNewReport::Open { report_id, state } => {
+                Selection::OpenReport { report_id, state }
+            }
+            policy::NoNewReport::TooSoon {
+                last_report_at,
+                next_allowed_at,
+            } => Selection::TooSoon {
+                last_report_at,
+                next_allowed_at,
+            },
+        }
+    }
+}
+
 /// A dry run's view of an approved report.
 #[derive(Debug, Clone, Serialize)]
 pub struct ApplyPreview {
@@ -133,6 +150,18 @@ async fn locked_cycle(
         reminded: vec![],
         selection: None,
     };
+    if !dry_run {
+        run.forget_old_details(svc, at).await?;
+    }
+    if let Some(reason) = run.nothing_to_do(svc, venue, at).await? {
+        // Nothing to apply, expire or remind, and no new report allowed: answered from the
+        // run's one read of the open reports, with the same checks a cycle makes first.
+        run.ensure_fit(svc).await?;
+        run.ensure_all_classified(svc, venue).await?;
+        result.ran = true;
+        result.selection = Some(reason.into());
+        return Ok(result);
+    }
     // A dry run changes nothing, so it takes no lock: it never makes a daemon skip the venue's
     // cycle, and a cycle running elsewhere does not keep it from answering.
     let lock = if dry_run {
@@ -232,25 +261,13 @@ async fn select(
     )
     .await?;
     let last = reports::last_created_at(&svc.db, venue.id).await?;
-    match policy::may_create_report(
+    if let Err(reason) = policy::may_create_report(
         open.first().map(|r| (r.id, r.state)),
         last,
         venue.report_interval,
         at,
     ) {
-        Ok(()) => {}
-        Err(policy::NoNewReport::Open { report_id, state }) => {
-            return Ok(Selection::OpenReport { report_id, state })
-        }
-        Err(policy::NoNewReport::TooSoon {
-            last_report_at,
-            next_allowed_at,
-        }) => {
-            return Ok(Selection::TooSoon {
-                last_report_at,
-                next_allowed_at,
-            })
-        }
+        return Ok(reason.into());
     }
     let scope = Scope::new(&svc.config, svc.db.backend(), venue, at)
         .without_empty(&svc.db)

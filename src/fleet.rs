@@ -11,12 +11,12 @@ use crate::check;
 use crate::config::VenueConfig;
 use crate::cycle::{self, VenueCycle};
 use crate::introspect::ColumnInfo;
-use crate::{mail, Service};
+use crate::{mail, policy, Service};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,8 +37,16 @@ const ALERT_LINES: usize = 200;
 pub struct RunContext {
     fit: OnceCell<Result<(), String>>,
     columns: OnceCell<BTreeMap<String, Vec<ColumnInfo>>>,
+    open: OnceCell<OpenReports>,
+    forgotten: OnceCell<()>,
     applied: AtomicBool,
 }
+
+/// Every venue's open reports and the time of its last report, read once per run.
+type OpenReports = (
+    HashMap<i64, Vec<policy::OpenReport>>,
+    HashMap<i64, DateTime<Utc>>,
+);
 
 impl RunContext {
     pub fn new() -> Arc<RunContext> {
@@ -68,6 +76,38 @@ impl RunContext {
             Some(refusal) => Err(refusal.into()),
             None => Ok(()),
         }
+    }
+
+    /// Why `venue`'s cycle at `at` would change nothing ([`policy::nothing_to_do`]), judged on
+    /// every venue's open reports read once for the run: such a venue is answered for without
+    /// its lock or a statement of its own, so an idle night costs a few statements, not a few
+    /// per venue. (An approval given after the run read the reports waits for the next run, as
+    /// one given just after a venue's cycle does.)
+    pub async fn nothing_to_do(
+        &self,
+        svc: &Service,
+        venue: &VenueConfig,
+        at: DateTime<Utc>,
+    ) -> Result<Option<policy::NoNewReport>> {
+        let (open, last) = self
+            .open
+            .get_or_try_init(|| crate::reports::open_by_venue(&svc.db))
+            .await?;
+        Ok(policy::nothing_to_do(
+            open.get(&venue.id).map_or(&[][..], |r| r.as_slice()),
+            last.get(&venue.id).copied(),
+            venue.report_interval,
+            svc.config.approval.remind_after,
+            at,
+        ))
+    }
+
+    /// Old reasons and expired links erased for every venue, once per run.
+    pub async fn forget_old_details(&self, svc: &Service, at: DateTime<Utc>) -> Result<()> {
+        self.forgotten
+            .get_or_try_init(|| crate::lifecycle::forget_old_details(svc, at))
+            .await?;
+        Ok(())
     }
 
     /// Notes that a report was applied in this run, so the files are scrubbed after it.

@@ -18,34 +18,30 @@ use tracing::{error, info, warn};
 /// Pending reports whose links have expired become `expired` (approvers are told); those
 /// pending for longer than `approval.remind_after` get one reminder to approvers yet to approve.
 /// Returns the reports expired and the reports reminded.
+/// Erases reject, cancel and keep reasons older than `approval.reasons_kept_for` and purges
+/// the expired links of reports no longer pending, for every venue at once: once per run.
+/// Before expiring: a link that expires in this cycle still answers 410 until the next one.
+pub async fn forget_old_details(svc: &Service, at: DateTime<Utc>) -> Result<()> {
+    let kept_for = svc.config.approval.reasons_kept_for;
+    let (reasons, tokens) = reports::forget_expired_details(&svc.db, kept_for, at).await?;
+    let keep_reasons = crate::review::forget_keep_reasons(&svc.db, kept_for.before(at)).await?;
+    let reasons = reasons + keep_reasons;
+    if reasons + tokens > 0 {
+        info!(
+            reasons.erased = reasons,
+            tokens.purged = tokens,
+            "old reasons erased and expired tokens purged"
+        );
+    }
+    Ok(())
+}
+
 pub async fn expire_and_remind(
     svc: &Service,
     venue: &VenueConfig,
     at: DateTime<Utc>,
 ) -> Result<(Vec<i64>, Vec<i64>)> {
     let (mut expired, mut reminded) = (Vec::new(), Vec::new());
-    // Before expiring: a link that expires in this cycle still answers 410 until the next one.
-    let (reasons, tokens) = reports::forget_expired_details(
-        &svc.db,
-        venue.id,
-        svc.config.approval.reasons_kept_for,
-        at,
-    )
-    .await?;
-    let keep_reasons = crate::review::forget_keep_reasons(
-        &svc.db,
-        svc.config.approval.reasons_kept_for.before(at),
-    )
-    .await?;
-    let reasons = reasons + keep_reasons;
-    if reasons + tokens > 0 {
-        info!(
-            venue.id = venue.id,
-            reasons.erased = reasons,
-            tokens.purged = tokens,
-            "old reasons erased and expired tokens purged"
-        );
-    }
     for report in reports::in_states(&svc.db, venue.id, &[ReportState::Pending]).await? {
         if report.expires_at <= at {
             let mut tx = svc.db.begin().await?;

@@ -528,9 +528,71 @@ pub fn may_create_report(
     }
 }
 
+/// A venue's pending, approved or applying report, as a run reads them for all venues at once.
+#[derive(Debug, Clone)]
+pub struct OpenReport {
+    pub id: i64,
+    pub state: ReportState,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub reminded: bool,
+}
+
+/// Why a venue's cycle at `at` can change nothing, when it can't: no report to apply, none whose
+/// links expire, no reminder due, and no new report allowed (one is open, or the last is younger
+/// than `interval`). A fleet's idle night answers for such a venue without a lock or a
+/// statement of its own. `open` is oldest first. `None`: the cycle must run.
+pub fn nothing_to_do(
+    open: &[OpenReport],
+    last_report_at: Option<DateTime<Utc>>,
+    interval: CalendarPeriod,
+    remind_after: CalendarPeriod,
+    at: DateTime<Utc>,
+) -> Option<NoNewReport> {
+    let due = |r: &OpenReport| {
+        r.state != ReportState::Pending
+            || r.expires_at <= at
+            || (!r.reminded && remind_after.after(r.created_at) <= at)
+    };
+    if open.iter().any(due) {
+        return None;
+    }
+    may_create_report(open.first().map(|r| (r.id, r.state)), last_report_at, interval, at).err()
+}
+
 #[cfg(test)]
 mod new_report_tests {
     use super::*;
+
+    #[test]
+    fn a_venue_has_nothing_to_do_only_when_no_report_needs_it() {
+        let (interval, remind): (CalendarPeriod, CalendarPeriod) =
+            ("30 days".parse().unwrap(), "7 days".parse().unwrap());
+        let at = utc("2026-06-15T12:00:00Z");
+        let pending = OpenReport {
+            id: 4,
+            state: ReportState::Pending,
+            created_at: utc("2026-06-14T02:00:00Z"),
+            expires_at: utc("2026-06-28T02:00:00Z"),
+            reminded: false,
+        };
+        let open = Some(NoNewReport::Open { report_id: 4, state: ReportState::Pending });
+        assert_eq!(nothing_to_do(&[pending.clone()], None, interval, remind, at), open);
+        let remind_due = OpenReport { created_at: utc("2026-06-01T02:00:00Z"), ..pending.clone() };
+        assert_eq!(nothing_to_do(&[remind_due.clone()], None, interval, remind, at), None);
+        let reminded = OpenReport { reminded: true, ..remind_due };
+        assert!(nothing_to_do(&[reminded], None, interval, remind, at).is_some());
+        let expiring = OpenReport { expires_at: at, ..pending.clone() };
+        assert_eq!(nothing_to_do(&[expiring], None, interval, remind, at), None);
+        let approved = OpenReport { state: ReportState::Approved, ..pending };
+        assert_eq!(nothing_to_do(&[approved], None, interval, remind, at), None);
+        // No open report: a new one may be made (the cycle selects) unless the last is too young.
+        assert_eq!(nothing_to_do(&[], None, interval, remind, at), None);
+        assert!(matches!(
+            nothing_to_do(&[], Some(utc("2026-06-01T02:00:00Z")), interval, remind, at),
+            Some(NoNewReport::TooSoon { .. })
+        ));
+    }
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)

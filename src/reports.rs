@@ -7,7 +7,7 @@ use crate::policy::{Action, Outcome, ReportState};
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -350,25 +350,57 @@ pub fn reason_note(given: bool) -> &'static str {
 /// tokens purged).
 pub async fn forget_expired_details(
     db: &Db,
-    venue_id: i64,
     kept_for: crate::policy::CalendarPeriod,
     at: DateTime<Utc>,
 ) -> Result<(u64, u64)> {
-    let mut erase =
-        Query::new("UPDATE retention_reports SET state_reason = NULL WHERE venue_id = ");
-    erase
-        .bind(venue_id)
-        .push(" AND state_reason IS NOT NULL AND decided_at IS NOT NULL AND decided_at <= ")
-        .bind(kept_for.before(at));
+    let mut erase = Query::new(
+        "UPDATE retention_reports SET state_reason = NULL WHERE state_reason IS NOT NULL AND decided_at IS NOT NULL AND decided_at <= ",
+    );
+    erase.bind(kept_for.before(at));
     let reasons = db.execute(&erase).await?;
     let mut purge = Query::new("DELETE FROM retention_tokens WHERE expires_at <= ");
     purge
         .bind(at)
-        .push(" AND report_id IN (SELECT id FROM retention_reports WHERE venue_id = ")
-        .bind(venue_id)
-        .push(" AND state <> 'pending')");
+        .push(" AND report_id IN (SELECT id FROM retention_reports WHERE state <> 'pending')");
     let tokens = db.execute(&purge).await?;
     Ok((reasons, tokens))
+}
+
+/// Every venue's pending, approved and applying reports (oldest first) and the time of each
+/// venue's last report: what a run needs to see which venues have nothing to do, in two
+/// statements for the whole fleet.
+pub async fn open_by_venue(
+    db: &Db,
+) -> Result<(
+    HashMap<i64, Vec<crate::policy::OpenReport>>,
+    HashMap<i64, DateTime<Utc>>,
+)> {
+    let rows = db
+        .fetch_all(&Query::new(
+            "SELECT id, venue_id, state, created_at, expires_at, reminded_at FROM retention_reports WHERE state IN ('pending', 'approved', 'applying') ORDER BY id",
+        ))
+        .await?;
+    let mut open: HashMap<i64, Vec<crate::policy::OpenReport>> = HashMap::new();
+    for row in &rows {
+        open.entry(row.i64(1)?)
+            .or_default()
+            .push(crate::policy::OpenReport {
+                id: row.i64(0)?,
+                state: row.text(2)?.parse().map_err(anyhow::Error::msg)?,
+                created_at: row.time(3)?,
+                expires_at: row.time(4)?,
+                reminded: row.opt_time(5)?.is_some(),
+            });
+    }
+    let last = db
+        .fetch_all(&Query::new(
+            "SELECT venue_id, MAX(created_at) FROM retention_reports GROUP BY venue_id",
+        ))
+        .await?
+        .iter()
+        .map(|r| Ok((r.i64(0)?, r.time(1)?)))
+        .collect::<Result<_>>()?;
+    Ok((open, last))
 }
 
 /// When the report's approvers were reminded, if they were.
