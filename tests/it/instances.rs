@@ -208,7 +208,7 @@ async fn sqlite_operator_commands_work_while_run_serves_and_a_second_daemon_is_r
 async fn sqlite_operator_cycles_and_an_every_second_daemon_apply_a_report_exactly_once() {
     let db = TestDb::sqlite().await;
     db.migrate().await;
-    const N: i64 = 3000;
+    const N: i64 = 12_000;
     let mut q =
         Query::new("WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < ");
     q.bind(N).push(") INSERT INTO customers (venue_id, first_name, email, created_at) SELECT 2, 'Bulk', 'bulk' || n || '@example.org', '2019-01-01 00:00:00' FROM s");
