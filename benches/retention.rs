@@ -98,14 +98,22 @@ fn options() -> Options {
         None | Some("skewed") => Shape::Skewed,
         Some("even") => Shape::Even,
         Some("fleet") => Shape::Fleet {
-            per_venue: if smoke { fleet::SMOKE_PER_VENUE } else { fleet::PER_VENUE },
+            per_venue: if smoke {
+                fleet::SMOKE_PER_VENUE
+            } else {
+                fleet::PER_VENUE
+            },
         },
         Some(other) => panic!("--shape {other}: expected skewed, even or fleet"),
     };
     let venues = value("--venues")
         .map(|v| {
             v.split(',')
-                .map(|n| n.trim().parse().expect("--venues: numbers separated by commas"))
+                .map(|n| {
+                    n.trim()
+                        .parse()
+                        .expect("--venues: numbers separated by commas")
+                })
                 .collect()
         })
         .unwrap_or_else(|| if smoke { vec![10, 40] } else { vec![250, 1000] });

@@ -355,8 +355,7 @@ pub async fn run(db: &Db, config: &Config) -> Result<CheckReport> {
         }
     }
     if let Some(venue_column) = &s.customer_venue {
-        if config.venues.len() > 1 && tables.get(s.customers.name()).is_some_and(Option::is_some)
-        {
+        if config.venues.len() > 1 && tables.get(s.customers.name()).is_some_and(Option::is_some) {
             let leading = introspect::index_leading_columns(db, &s.customers).await?;
             if !leading.iter().any(|c| c == venue_column.name()) {
                 report.warnings.push(format!(

@@ -2,10 +2,10 @@
 //! Exit codes: 0 success, 1 failure at run time, 2 usage or configuration error.
 
 use crate::config::{self, Config};
-use crate::fleet::{Fleet, RunOptions, VenueOutcome};
 use crate::cycle::{Selection, VenueCycle};
 use crate::db::Db;
 use crate::decision::{self, Actor, Decided, Decision};
+use crate::fleet::{Fleet, RunOptions, VenueOutcome};
 use crate::policy::{Outcome, ReportState};
 use crate::{audit, check, logging, migrate, reports, Service};
 use anyhow::{Context, Result};
@@ -360,7 +360,9 @@ async fn run_cycle(
         retry_for: svc.config.schedule.retry_for.min(COMMAND_RETRY_FOR),
         first_backoff: crate::fleet::FIRST_BACKOFF,
     };
-    let results = Fleet::one_at_a_time(svc.clone()).run(&venues, at, options).await;
+    let results = Fleet::one_at_a_time(svc.clone())
+        .run(&venues, at, options)
+        .await;
     let mut failed = 0;
     let mut misconfigured = false;
     for run in &results {

@@ -567,12 +567,8 @@ fn venue_origins(
         key: "venues_dir".into(),
         message,
     };
-    let entries = std::fs::read_dir(&dir).map_err(|e| {
-        unreadable(format!(
-            "cannot read the folder {}: {e}",
-            dir.display()
-        ))
-    })?;
+    let entries = std::fs::read_dir(&dir)
+        .map_err(|e| unreadable(format!("cannot read the folder {}: {e}", dir.display())))?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
@@ -768,8 +764,8 @@ fn validate(
         raw.schedule.max_concurrent_cycles,
     )
     .map_err(|(key, message)| err(key, message))?;
-    let retry_for = parse_duration(&raw.schedule.retry_for)
-        .map_err(|m| err("schedule.retry_for", m))?;
+    let retry_for =
+        parse_duration(&raw.schedule.retry_for).map_err(|m| err("schedule.retry_for", m))?;
     if raw.approval.required < 1 || raw.approval.required > 100 {
         return Err(err(
             "approval.required",
@@ -919,9 +915,7 @@ fn validate(
                 )
             })
         };
-        let cron = |key: &str, expr: &str| {
-            cron(key, expr).map_err(|e| err(key, e.message))
-        };
+        let cron = |key: &str, expr: &str| cron(key, expr).map_err(|e| err(key, e.message));
         let ident = |key: &str, name: &str| Ident::new(name).map_err(|e| err(key, e.to_string()));
         if let Some(first) = seen.get(&v.id) {
             return Err(err(

@@ -4,8 +4,8 @@
 //! parameter so that tests and `--at` set it.
 
 use crate::apply::{self, ApplySummary};
-use crate::fleet::RunContext;
 use crate::config::VenueConfig;
+use crate::fleet::RunContext;
 use crate::lifecycle;
 use crate::policy::{self, ReportState};
 use crate::reports;

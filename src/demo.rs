@@ -5,9 +5,9 @@
 
 use crate::db::{Db, Query, Value};
 use crate::{config, cycle, mail, migrate, Service};
-use secrecy::ExposeSecret;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Duration, SubsecRound, Utc};
+use secrecy::ExposeSecret;
 use std::path::Path;
 
 const FIRST_NAMES: &[&str] = &[

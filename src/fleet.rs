@@ -264,7 +264,10 @@ impl Fleet {
                     let joined = task.await;
                     self.running.lock().expect("running set").remove(&venue.id);
                     joined.unwrap_or_else(|e| {
-                        (VenueOutcome::Failed(anyhow::anyhow!("the cycle's task ended: {e}")), 1)
+                        (
+                            VenueOutcome::Failed(anyhow::anyhow!("the cycle's task ended: {e}")),
+                            1,
+                        )
                     })
                 }
             };
@@ -445,8 +448,15 @@ pub(crate) async fn alert_failures(
     };
     let queued = async {
         let mut tx = svc.db.begin().await?;
-        mail::queue_ops_alert(svc, &mut tx, mail::Kind::FailureAlert, venue_id, &detail, at)
-            .await?;
+        mail::queue_ops_alert(
+            svc,
+            &mut tx,
+            mail::Kind::FailureAlert,
+            venue_id,
+            &detail,
+            at,
+        )
+        .await?;
         tx.commit().await
     };
     if let Err(e) = queued.await {
@@ -611,13 +621,24 @@ pub(crate) mod tests {
         let fleet = Fleet::new(svc.clone()).with_cycle(cycle);
 
         let results = fleet
-            .run(&svc.config.venues, Utc::now(), options(Duration::from_secs(60)))
+            .run(
+                &svc.config.venues,
+                Utc::now(),
+                options(Duration::from_secs(60)),
+            )
             .await;
 
         let second = results.iter().find(|r| r.venue.id == 2).unwrap();
-        assert!(matches!(second.outcome, VenueOutcome::Done(_)), "{:?}", second.outcome);
+        assert!(
+            matches!(second.outcome, VenueOutcome::Done(_)),
+            "{:?}",
+            second.outcome
+        );
         assert_eq!(second.attempts, 3);
-        assert!(failure_alerts(&svc).await.is_empty(), "nothing left to alert");
+        assert!(
+            failure_alerts(&svc).await.is_empty(),
+            "nothing left to alert"
+        );
     }
 
     #[tokio::test]
@@ -638,7 +659,11 @@ pub(crate) mod tests {
         let fleet = Fleet::new(svc.clone()).with_cycle(cycle);
 
         let results = fleet
-            .run(&svc.config.venues, Utc::now(), options(Duration::from_millis(100)))
+            .run(
+                &svc.config.venues,
+                Utc::now(),
+                options(Duration::from_millis(100)),
+            )
             .await;
 
         let of = |id: i64| results.iter().find(|r| r.venue.id == id).unwrap();
@@ -647,8 +672,16 @@ pub(crate) mod tests {
         let alerts = failure_alerts(&svc).await;
         assert_eq!(alerts.len(), 1, "one alert for the run: {alerts:?}");
         assert!(alerts[0].starts_with("2 venue cycle(s)"), "{}", alerts[0]);
-        assert!(alerts[0].contains("- venue 1 (V1): pool timed out"), "{}", alerts[0]);
-        assert!(alerts[0].contains("- venue 4 (V4): no such table"), "{}", alerts[0]);
+        assert!(
+            alerts[0].contains("- venue 1 (V1): pool timed out"),
+            "{}",
+            alerts[0]
+        );
+        assert!(
+            alerts[0].contains("- venue 4 (V4): no such table"),
+            "{}",
+            alerts[0]
+        );
     }
 
     #[tokio::test]
@@ -665,14 +698,23 @@ pub(crate) mod tests {
         let venues = svc.config.venues.clone();
         let first = {
             let (fleet, venues) = (fleet.clone(), venues.clone());
-            tokio::spawn(async move { fleet.run(&venues, Utc::now(), options(Duration::ZERO)).await })
+            tokio::spawn(async move {
+                fleet
+                    .run(&venues, Utc::now(), options(Duration::ZERO))
+                    .await
+            })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
 
-        let second = fleet.run(&venues, Utc::now(), options(Duration::ZERO)).await;
+        let second = fleet
+            .run(&venues, Utc::now(), options(Duration::ZERO))
+            .await;
 
         assert!(matches!(second[0].outcome, VenueOutcome::StillRunning));
-        assert!(matches!(first.await.unwrap()[0].outcome, VenueOutcome::Done(_)));
+        assert!(matches!(
+            first.await.unwrap()[0].outcome,
+            VenueOutcome::Done(_)
+        ));
     }
 
     #[test]
@@ -684,16 +726,24 @@ pub(crate) mod tests {
         ));
         assert!(passing_database_code("40P01", "deadlock detected"));
         assert!(passing_database_code("40001", "could not serialize access"));
-        assert!(passing_database_code("HY000", "Lock wait timeout exceeded; try restarting transaction"));
+        assert!(passing_database_code(
+            "HY000",
+            "Lock wait timeout exceeded; try restarting transaction"
+        ));
         assert!(passing_database_code("5", "database is locked"));
         assert!(passing_database_code("08006", "connection failure"));
     }
 
     #[test]
     fn configuration_and_constraint_failures_do_not_pass() {
-        assert!(!is_passing(&anyhow::anyhow!("schema.customers: no such table")));
+        assert!(!is_passing(&anyhow::anyhow!(
+            "schema.customers: no such table"
+        )));
         assert!(!is_passing(&anyhow::Error::new(sqlx::Error::RowNotFound)));
-        assert!(!passing_database_code("23503", "violates foreign key constraint"));
+        assert!(!passing_database_code(
+            "23503",
+            "violates foreign key constraint"
+        ));
         assert!(!passing_database_code("42P01", "relation does not exist"));
     }
 }

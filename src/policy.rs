@@ -557,7 +557,13 @@ pub fn nothing_to_do(
     if open.iter().any(due) {
         return None;
     }
-    may_create_report(open.first().map(|r| (r.id, r.state)), last_report_at, interval, at).err()
+    may_create_report(
+        open.first().map(|r| (r.id, r.state)),
+        last_report_at,
+        interval,
+        at,
+    )
+    .err()
 }
 
 #[cfg(test)]
@@ -576,15 +582,36 @@ mod new_report_tests {
             expires_at: utc("2026-06-28T02:00:00Z"),
             reminded: false,
         };
-        let open = Some(NoNewReport::Open { report_id: 4, state: ReportState::Pending });
-        assert_eq!(nothing_to_do(&[pending.clone()], None, interval, remind, at), open);
-        let remind_due = OpenReport { created_at: utc("2026-06-01T02:00:00Z"), ..pending.clone() };
-        assert_eq!(nothing_to_do(&[remind_due.clone()], None, interval, remind, at), None);
-        let reminded = OpenReport { reminded: true, ..remind_due };
+        let open = Some(NoNewReport::Open {
+            report_id: 4,
+            state: ReportState::Pending,
+        });
+        assert_eq!(
+            nothing_to_do(&[pending.clone()], None, interval, remind, at),
+            open
+        );
+        let remind_due = OpenReport {
+            created_at: utc("2026-06-01T02:00:00Z"),
+            ..pending.clone()
+        };
+        assert_eq!(
+            nothing_to_do(&[remind_due.clone()], None, interval, remind, at),
+            None
+        );
+        let reminded = OpenReport {
+            reminded: true,
+            ..remind_due
+        };
         assert!(nothing_to_do(&[reminded], None, interval, remind, at).is_some());
-        let expiring = OpenReport { expires_at: at, ..pending.clone() };
+        let expiring = OpenReport {
+            expires_at: at,
+            ..pending.clone()
+        };
         assert_eq!(nothing_to_do(&[expiring], None, interval, remind, at), None);
-        let approved = OpenReport { state: ReportState::Approved, ..pending };
+        let approved = OpenReport {
+            state: ReportState::Approved,
+            ..pending
+        };
         assert_eq!(nothing_to_do(&[approved], None, interval, remind, at), None);
         // No open report: a new one may be made (the cycle selects) unless the last is too young.
         assert_eq!(nothing_to_do(&[], None, interval, remind, at), None);

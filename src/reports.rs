@@ -242,7 +242,9 @@ pub async fn get_in(tx: &mut Tx, id: i64) -> Result<Option<Report>> {
 /// Newest first, of one venue or all, in the given states or any (a fleet's list reads an
 /// index: `retention_reports_venue` or `retention_reports_state`).
 pub async fn list(db: &Db, venue_id: Option<i64>, states: &[ReportState]) -> Result<Vec<Report>> {
-    let mut q = Query::new(&format!("SELECT {COLUMNS} FROM retention_reports WHERE 1 = 1"));
+    let mut q = Query::new(&format!(
+        "SELECT {COLUMNS} FROM retention_reports WHERE 1 = 1"
+    ));
     if let Some(v) = venue_id {
         q.push(" AND venue_id = ").bind(v);
     }

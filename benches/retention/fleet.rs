@@ -16,19 +16,47 @@ pub const SMOKE_PER_VENUE: u64 = 30;
 pub const FLEET_ROWS: &[(&str, &str, &str)] = &[
     ("generate_s", "data generation (s)", ""),
     ("candidates", "candidates in the fleet", ""),
-    ("count_baseline_s", "one GROUP BY count of the candidates (s)", ""),
+    (
+        "count_baseline_s",
+        "one GROUP BY count of the candidates (s)",
+        "",
+    ),
     ("dry_run_s", "cycle --dry-run of the fleet (s)", ""),
     ("dry_run_ratio", "dry run / GROUP BY count", "<= 1.5"),
     ("run_failed_cycles", "run: failed cycles", "0"),
-    ("run_reports_s", "run: every report made after the second (s)", ""),
+    (
+        "run_reports_s",
+        "run: every report made after the second (s)",
+        "",
+    ),
     ("run_ratio", "run / one cycle of the fleet", "<= 2"),
-    ("run_page_p99_ms", "run: report page p99 during the run (ms)", "< 200"),
-    ("run_healthz_max_ms", "run: slowest /healthz during the run (ms)", ""),
-    ("first_cycle_s", "first cycle: reports and their mail (s)", ""),
+    (
+        "run_page_p99_ms",
+        "run: report page p99 during the run (ms)",
+        "< 200",
+    ),
+    (
+        "run_healthz_max_ms",
+        "run: slowest /healthz during the run (ms)",
+        "",
+    ),
+    (
+        "first_cycle_s",
+        "first cycle: reports and their mail (s)",
+        "",
+    ),
     ("idle_night_s", "idle night (s)", ""),
-    ("idle_ratio", "idle night / one pass (GROUP BY count)", "<= 2"),
+    (
+        "idle_ratio",
+        "idle night / one pass (GROUP BY count)",
+        "<= 2",
+    ),
     ("apply_s", "apply of every report (s)", ""),
-    ("apply_baseline_s", "set-based anonymise + delete for the fleet (s)", ""),
+    (
+        "apply_baseline_s",
+        "set-based anonymise + delete for the fleet (s)",
+        "",
+    ),
     ("apply_ratio", "apply rate / set-based rate", ">= 0.5"),
 ];
 
@@ -51,9 +79,7 @@ pub fn venue_expression(backend: Backend, per: u64) -> String {
 /// the idle night are held against (the same exclusions as retentiond's selection on this
 /// data: created before the cutoff, no order since, not on legal hold).
 fn count_by_venue(cutoff: DateTime<Utc>) -> Query {
-    let mut q = Query::new(
-        "SELECT c.venue_id, COUNT(*) FROM customers c WHERE c.created_at < ",
-    );
+    let mut q = Query::new("SELECT c.venue_id, COUNT(*) FROM customers c WHERE c.created_at < ");
     q.bind(cutoff)
         .push(" AND c.legal_hold = ")
         .bind(false)
@@ -122,7 +148,11 @@ fn strategies() -> String {
 }
 
 /// Runs the whole fleet as one `cycle` command does; returns the seconds and every outcome.
-async fn cycle_of_fleet(svc: &Service, at: DateTime<Utc>, dry_run: bool) -> (f64, Vec<retentiond::fleet::VenueRun>) {
+async fn cycle_of_fleet(
+    svc: &Service,
+    at: DateTime<Utc>,
+    dry_run: bool,
+) -> (f64, Vec<retentiond::fleet::VenueRun>) {
     let options = RunOptions {
         dry_run,
         retry_for: std::time::Duration::from_secs(60),
@@ -134,7 +164,9 @@ async fn cycle_of_fleet(svc: &Service, at: DateTime<Utc>, dry_run: bool) -> (f64
         .await;
     if !dry_run {
         let mailer = retentiond::mail::Mailer::from_config(&svc.config.mail).unwrap();
-        retentiond::mail::deliver_due(svc, &mailer, at).await.unwrap();
+        retentiond::mail::deliver_due(svc, &mailer, at)
+            .await
+            .unwrap();
     }
     let seconds = started.elapsed().as_secs_f64();
     for r in &runs {
@@ -157,7 +189,12 @@ fn failed_cycles(metrics: &str) -> f64 {
 /// `retentiond run` on the fleet, every venue on one second: seconds from that second until
 /// every venue has its report, the failed cycles, and the report page's and `/healthz`'s
 /// latencies meanwhile.
-async fn run_daemon(svc: &Service, config_path: &Path, venues: u64, figures: &mut serde_json::Map<String, Value>) {
+async fn run_daemon(
+    svc: &Service,
+    config_path: &Path,
+    venues: u64,
+    figures: &mut serde_json::Map<String, Value>,
+) {
     let second = retentiond::Clock::default().now() + Duration::seconds(4);
     let text = std::fs::read_to_string(config_path).unwrap().replace(
         "cron = \"0 0 3 1 1 *\"",
@@ -207,7 +244,11 @@ async fn run_daemon(svc: &Service, config_path: &Path, venues: u64, figures: &mu
         }
         if let Some(token) = &token {
             let started = Instant::now();
-            let page = client.get(format!("{base}/r/{token}")).send().await.unwrap();
+            let page = client
+                .get(format!("{base}/r/{token}"))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(page.status(), 200);
             page.bytes().await.unwrap();
             pages.push(started.elapsed().as_secs_f64() * 1000.0);
@@ -215,26 +256,54 @@ async fn run_daemon(svc: &Service, config_path: &Path, venues: u64, figures: &mu
         if made >= venues {
             break;
         }
-        assert!(Instant::now() < deadline, "run made only {made} of {venues} reports");
+        assert!(
+            Instant::now() < deadline,
+            "run made only {made} of {venues} reports"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let made_s = (Utc::now() - second).num_milliseconds() as f64 / 1000.0;
-    let metrics = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     let _ = child.wait();
     pages.sort_by(|a, b| a.partial_cmp(b).unwrap());
     health.sort_by(|a, b| a.partial_cmp(b).unwrap());
     figures.insert("run_reports_s".into(), json!(made_s));
     figures.insert("run_failed_cycles".into(), json!(failed_cycles(&metrics)));
     figures.insert("run_pages_read".into(), json!(pages.len()));
-    figures.insert("run_page_p99_ms".into(), json!(if pages.is_empty() { f64::NAN } else { percentile(&pages, 0.99) }));
-    figures.insert("run_healthz_max_ms".into(), json!(health.last().copied().unwrap_or(f64::NAN)));
+    figures.insert(
+        "run_page_p99_ms".into(),
+        json!(if pages.is_empty() {
+            f64::NAN
+        } else {
+            percentile(&pages, 0.99)
+        }),
+    );
+    figures.insert(
+        "run_healthz_max_ms".into(),
+        json!(health.last().copied().unwrap_or(f64::NAN)),
+    );
 }
 
 /// The set-based equivalent of applying every report, on a fresh copy of the same data: the
 /// anonymise venues' candidates scrubbed and the delete venues' deleted with their orders moved
 /// to an Unknown Customer per venue, in one committed transaction.
-async fn apply_baseline(backend: Backend, shape: Shape, customers: u64, cutoff: DateTime<Utc>) -> (f64, f64) {
+async fn apply_baseline(
+    backend: Backend,
+    shape: Shape,
+    customers: u64,
+    cutoff: DateTime<Utc>,
+) -> (f64, f64) {
     let fresh = open(backend).await;
     generate(&fresh, customers, shape).await;
     let db = &fresh.db;
@@ -248,7 +317,11 @@ async fn apply_baseline(backend: Backend, shape: Shape, customers: u64, cutoff: 
         ));
         q.bind(cutoff).push(" AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = c.id AND o.placed_at >= ").bind(cutoff).push(")");
         db.execute(&q).await.unwrap();
-        db.execute(&Query::new(&format!("CREATE UNIQUE INDEX {table}_id ON {table} (id)"))).await.unwrap();
+        db.execute(&Query::new(&format!(
+            "CREATE UNIQUE INDEX {table}_id ON {table} (id)"
+        )))
+        .await
+        .unwrap();
     }
     let count = db
         .fetch_one(&Query::new("SELECT (SELECT COUNT(*) FROM bench_anonymise_ids) + (SELECT COUNT(*) FROM bench_delete_ids)"))
@@ -316,13 +389,21 @@ async fn drop_bench(backend: Backend) {
         Backend::Sqlite => return,
     };
     if std::env::var_os("RETENTIOND_BENCH_KEEP").is_none() {
-        on_server(&std::env::var(server_variable(backend).unwrap()).unwrap(), &[drop]).await;
+        on_server(
+            &std::env::var(server_variable(backend).unwrap()).unwrap(),
+            &[drop],
+        )
+        .await;
     }
 }
 
 /// Every figure of one fleet size on one backend.
 pub async fn run_fleet(backend: Backend, options: &Options, venues: u64) -> Value {
-    let per = if options.smoke { SMOKE_PER_VENUE } else { PER_VENUE };
+    let per = if options.smoke {
+        SMOKE_PER_VENUE
+    } else {
+        PER_VENUE
+    };
     let shape = Shape::Fleet { per_venue: per };
     let customers = venues * per;
     let mut figures = serde_json::Map::new();
@@ -335,18 +416,27 @@ pub async fn run_fleet(backend: Backend, options: &Options, venues: u64) -> Valu
     retentiond::migrate::run(&bench.db, at()).await.unwrap();
     let venues_dir = bench.dir.path().join("venues.d");
     write_venue_files(&venues_dir, venues);
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let config_path = bench.dir.path().join("fleet.toml");
     std::fs::write(&config_path, fleet_config(&bench.url, port, &venues_dir)).unwrap();
     let config = config::load(&config_path).unwrap();
-    let db = Db::connect_sized(&bench.url, config.max_connections).await.unwrap();
+    let db = Db::connect_sized(&bench.url, config.max_connections)
+        .await
+        .unwrap();
     let svc = Service::new(db, config);
     let now = retentiond::Clock::default().now();
     let cutoff = policy::cutoff(now, chrono_tz::UTC, "3 years".parse().unwrap());
 
     // The plain pass: one GROUP BY count of every venue's candidates (median of three).
     let q = count_by_venue(cutoff);
-    figures.insert("count_baseline_plan".into(), json!(explain(&svc.db, &q).await));
+    figures.insert(
+        "count_baseline_plan".into(),
+        json!(explain(&svc.db, &q).await),
+    );
     let mut times = Vec::new();
     let mut candidates = 0;
     for _ in 0..3 {
@@ -371,7 +461,10 @@ pub async fn run_fleet(backend: Backend, options: &Options, venues: u64) -> Valu
             _ => 0,
         })
         .sum();
-    assert_eq!(would as i64, candidates, "the dry run counts what the GROUP BY counts");
+    assert_eq!(
+        would as i64, candidates,
+        "the dry run counts what the GROUP BY counts"
+    );
     figures.insert("dry_run_s".into(), json!(dry_s));
     figures.insert("dry_run_ratio".into(), json!(dry_s / one_pass));
 
@@ -381,21 +474,35 @@ pub async fn run_fleet(backend: Backend, options: &Options, venues: u64) -> Valu
     // The first cycle of the fleet (the run's reports cancelled first, so the same candidates
     // make new reports), then an idle night, then the apply of every report.
     svc.db
-        .execute(&Query::new("UPDATE retention_reports SET state = 'cancelled'"))
+        .execute(&Query::new(
+            "UPDATE retention_reports SET state = 'cancelled'",
+        ))
         .await
         .unwrap();
     let day = |n: i64| now + Duration::days(n);
     let (first_s, _) = cycle_of_fleet(&svc, day(2), false).await;
     figures.insert("first_cycle_s".into(), json!(first_s));
-    figures.insert("run_ratio".into(), json!(figures["run_reports_s"].as_f64().unwrap() / first_s));
+    figures.insert(
+        "run_ratio".into(),
+        json!(figures["run_reports_s"].as_f64().unwrap() / first_s),
+    );
     let (idle_s, _) = cycle_of_fleet(&svc, day(3), false).await;
     figures.insert("idle_night_s".into(), json!(idle_s));
     figures.insert("idle_ratio".into(), json!(idle_s / one_pass));
-    for report in reports::list(&svc.db, None, &[ReportState::Pending]).await.unwrap() {
-        decide(&svc.db, report.id, Actor::Operator("bench"), Decision::Approve { confirm: None }, day(3))
-            .await
-            .unwrap()
-            .unwrap();
+    for report in reports::list(&svc.db, None, &[ReportState::Pending])
+        .await
+        .unwrap()
+    {
+        decide(
+            &svc.db,
+            report.id,
+            Actor::Operator("bench"),
+            Decision::Approve { confirm: None },
+            day(3),
+        )
+        .await
+        .unwrap()
+        .unwrap();
     }
     let (apply_s, applied) = cycle_of_fleet(&svc, day(4), false).await;
     let processed: u64 = applied
@@ -421,12 +528,27 @@ pub async fn run_fleet(backend: Backend, options: &Options, venues: u64) -> Valu
 
 /// Prints one backend's fleet figures, size by size, with goals and misses, then the growth.
 pub fn print_fleet(backend: Backend, by_size: &[(u64, Value)]) {
-    println!("\n{} fleet: {}", backend.name(), by_size.iter().map(|(v, _)| format!("{v} venues")).collect::<Vec<_>>().join(", "));
+    println!(
+        "\n{} fleet: {}",
+        backend.name(),
+        by_size
+            .iter()
+            .map(|(v, _)| format!("{v} venues"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     for (key, label, goal) in FLEET_ROWS {
         let mut line = format!("{label:<52}");
         for (_, figures) in by_size {
-            let value = figures.get(*key).and_then(Value::as_f64).unwrap_or(f64::NAN);
-            let mark = if meets(goal, value) == Some(false) { " MISSED" } else { "" };
+            let value = figures
+                .get(*key)
+                .and_then(Value::as_f64)
+                .unwrap_or(f64::NAN);
+            let mark = if meets(goal, value) == Some(false) {
+                " MISSED"
+            } else {
+                ""
+            };
             line.push_str(&format!("{:>16}", format!("{value:.3}{mark}")));
         }
         println!("{line}  {goal}");
@@ -434,9 +556,18 @@ pub fn print_fleet(backend: Backend, by_size: &[(u64, Value)]) {
     if let (Some((small, first)), Some((large, last))) = (by_size.first(), by_size.last()) {
         if small != large {
             for (key, goal) in FLEET_GROWTH {
-                let growth = last[*key].as_f64().unwrap_or(f64::NAN) / first[*key].as_f64().unwrap_or(f64::NAN);
-                let mark = if meets(goal, growth) == Some(false) { " MISSED" } else { "" };
-                println!("{:<52}{:>16}  {goal}", format!("growth of {key}, {small} to {large} venues"), format!("x{growth:.2}{mark}"));
+                let growth = last[*key].as_f64().unwrap_or(f64::NAN)
+                    / first[*key].as_f64().unwrap_or(f64::NAN);
+                let mark = if meets(goal, growth) == Some(false) {
+                    " MISSED"
+                } else {
+                    ""
+                };
+                println!(
+                    "{:<52}{:>16}  {goal}",
+                    format!("growth of {key}, {small} to {large} venues"),
+                    format!("x{growth:.2}{mark}")
+                );
             }
         }
     }
@@ -446,7 +577,15 @@ pub fn print_fleet(backend: Backend, by_size: &[(u64, Value)]) {
 pub fn fleet_missed(figures: &Value) -> Vec<&'static str> {
     FLEET_ROWS
         .iter()
-        .filter(|(key, _, goal)| meets(goal, figures.get(*key).and_then(Value::as_f64).unwrap_or(f64::NAN)) == Some(false))
+        .filter(|(key, _, goal)| {
+            meets(
+                goal,
+                figures
+                    .get(*key)
+                    .and_then(Value::as_f64)
+                    .unwrap_or(f64::NAN),
+            ) == Some(false)
+        })
         .map(|(key, _, _)| *key)
         .collect()
 }

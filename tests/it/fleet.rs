@@ -26,10 +26,11 @@ async fn fill_fleet(db: &TestDb) {
              SELECT n, (n - 1) DIV {PER_VENUE} + 1, 'Fleet', 'Person', CONCAT('fleet', n, '@example.org'), 'LS1 4AP', "
         ));
     }
-    q.bind(crate::common::t("2019-01-01 00:00:00")).push(&format!(
-        " FROM {} ORDER BY n",
-        crate::common::series((VENUES * PER_VENUE) as u32)
-    ));
+    q.bind(crate::common::t("2019-01-01 00:00:00"))
+        .push(&format!(
+            " FROM {} ORDER BY n",
+            crate::common::series((VENUES * PER_VENUE) as u32)
+        ));
     db.db.execute(&q).await.unwrap();
     let recent = chrono::Utc::now() - chrono::Duration::days(30);
     let last_digit = match db.backend() {
@@ -74,7 +75,11 @@ async fn every_venue_of_a_fleet_on_one_second_gets_its_report(db: TestDb) {
     let venues_dir = db.dir.path().join("venues.d");
     std::fs::create_dir_all(&venues_dir).unwrap();
     for id in 1..=VENUES {
-        std::fs::write(venues_dir.join(format!("venue-{id:04}.toml")), venue_file(id)).unwrap();
+        std::fs::write(
+            venues_dir.join(format!("venue-{id:04}.toml")),
+            venue_file(id),
+        )
+        .unwrap();
     }
     let port = crate::common::free_port();
     // Every venue on the same second: each 15 s, so the first run comes soon after start.
@@ -84,8 +89,11 @@ async fn every_venue_of_a_fleet_on_one_second_gets_its_report(db: TestDb) {
     );
     let config = db.write_config_with_file_mail(&extra);
     let text = std::fs::read_to_string(&config).unwrap();
-    let text = format!("venues_dir = \"{}\"\n{text}", venues_dir.display())
-        .replacen("[mail]\n", "[mail]\nops = \"ops@vendor.example\"\n", 1);
+    let text = format!("venues_dir = \"{}\"\n{text}", venues_dir.display()).replacen(
+        "[mail]\n",
+        "[mail]\nops = \"ops@vendor.example\"\n",
+        1,
+    );
     std::fs::write(&config, text).unwrap();
     let outbox = db.dir.path().join("outbox");
     let checked = retentiond(&config, &["check"]);
@@ -150,13 +158,23 @@ async fn every_venue_of_a_fleet_on_one_second_gets_its_report(db: TestDb) {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        assert!(stopped.elapsed() < Duration::from_secs(60), "no exit after SIGTERM");
+        assert!(
+            stopped.elapsed() < Duration::from_secs(60),
+            "no exit after SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
 
     assert_eq!(status.code(), Some(0));
-    assert_eq!(page_status, Some(200), "a report page answered during the run");
-    assert!(health_checks > 0 && slowest_health < Duration::from_secs(5), "slowest /healthz {slowest_health:?}");
+    assert_eq!(
+        page_status,
+        Some(200),
+        "a report page answered during the run"
+    );
+    assert!(
+        health_checks > 0 && slowest_health < Duration::from_secs(5),
+        "slowest /healthz {slowest_health:?}"
+    );
     let failed: Vec<&str> = metrics
         .lines()
         .filter(|l| l.starts_with("retentiond_cycles_total") && l.contains("result=\"failed\""))
@@ -169,7 +187,11 @@ async fn every_venue_of_a_fleet_on_one_second_gets_its_report(db: TestDb) {
     assert_eq!(ok as i64, VENUES, "every venue's cycle counted ok");
     assert!(metrics.contains("retentiond_cycles_waiting"), "{metrics}");
     assert_eq!(
-        count(&db, "SELECT COUNT(*) FROM retention_outbox WHERE kind = 'failure_alert'").await,
+        count(
+            &db,
+            "SELECT COUNT(*) FROM retention_outbox WHERE kind = 'failure_alert'"
+        )
+        .await,
         0
     );
     assert_eq!(
@@ -178,7 +200,11 @@ async fn every_venue_of_a_fleet_on_one_second_gets_its_report(db: TestDb) {
         "each report holds its venue's 3 idle customers"
     );
     assert_eq!(
-        count(&db, "SELECT COUNT(DISTINCT venue_id) FROM retention_reports WHERE customer_count = 3").await,
+        count(
+            &db,
+            "SELECT COUNT(DISTINCT venue_id) FROM retention_reports WHERE customer_count = 3"
+        )
+        .await,
         VENUES
     );
 }
@@ -198,8 +224,16 @@ fn venues_dir_files_are_read_in_name_order_after_the_main_file() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("venues.d")).unwrap();
     write(&dir.path().join("venues.d"), "b.toml", &venue_file(3));
-    write(&dir.path().join("venues.d"), "a.toml", &(venue_file(2) + &venue_file(4)));
-    write(&dir.path().join("venues.d"), "notes.txt", "not a venue file");
+    write(
+        &dir.path().join("venues.d"),
+        "a.toml",
+        &(venue_file(2) + &venue_file(4)),
+    );
+    write(
+        &dir.path().join("venues.d"),
+        "notes.txt",
+        "not a venue file",
+    );
     let main = write(
         dir.path(),
         "main.toml",
@@ -240,7 +274,10 @@ fn a_venue_id_in_two_files_names_both() {
         &format!("venues_dir = \"venues.d\"\n{MAIN}"),
         &[("a.toml", &venue_file(7)), ("b.toml", &venue_file(7))],
     );
-    assert!(e.contains("b.toml: venues[0].id: venue id 7 appears more than once"), "{e}");
+    assert!(
+        e.contains("b.toml: venues[0].id: venue id 7 appears more than once"),
+        "{e}"
+    );
     assert!(e.contains("a.toml venues[0]"), "{e}");
 }
 
@@ -266,7 +303,10 @@ fn a_venues_dir_that_does_not_exist_is_named() {
         &format!("venues_dir = \"nowhere.d\"\n{MAIN}{}", venue_file(1)),
         &[],
     );
-    assert!(e.contains("main.toml: venues_dir: cannot read the folder"), "{e}");
+    assert!(
+        e.contains("main.toml: venues_dir: cannot read the folder"),
+        "{e}"
+    );
     assert!(e.contains("nowhere.d"), "{e}");
 }
 
@@ -288,7 +328,10 @@ fn more_cycles_than_the_pool_allows_is_refused_naming_both_keys() {
         ),
         &[],
     );
-    assert!(ok.contains("schedule.retry_for"), "4 cycles fit in 10 connections: {ok}");
+    assert!(
+        ok.contains("schedule.retry_for"),
+        "4 cycles fit in 10 connections: {ok}"
+    );
 }
 
 #[test]
