@@ -648,25 +648,11 @@ fn validate(
     raw: RawConfig,
     origins: Vec<VenueOrigin>,
 ) -> Result<Config, ConfigError> {
-    let err = |key: &str, message: String| ConfigError {
-        file: file.clone(),
-        key: key.to_string(),
-        message,
-    };
-    let ident = |key: &str, name: &str| Ident::new(name).map_err(|e| err(key, e.to_string()));
-    let period = |key: &str, value: &str| {
-        value
-            .parse::<CalendarPeriod>()
-            .map_err(|e| err(key, e.to_string()))
-    };
-    let tz = |key: &str, value: &str| {
-        value.parse::<Tz>().map_err(|_| {
-            err(
-                key,
-                format!("expected an IANA time zone such as \"Europe/London\", got {value:?}"),
-            )
-        })
-    };
+    let main = Blame { file: &file };
+    let err = |key: &str, message: String| main.err(key, message);
+    let ident = |key: &str, name: &str| main.ident(key, name);
+    let period = |key: &str, value: &str| main.period(key, value);
+    let tz = |key: &str, value: &str| main.tz(key, value);
 
     let url = raw.database.url.trim();
     if !(url.starts_with("sqlite:")
@@ -752,11 +738,7 @@ fn validate(
         raw.http.link_requests_per_second,
     )?;
     let schedule_tz = tz("schedule.timezone", &raw.schedule.timezone)?;
-    let cron = |key: &str, expr: &str| {
-        cron::Schedule::from_str(expr).map(|_| expr.to_string()).map_err(|_| {
-            err(key, format!("expected a cron expression with seconds, such as \"0 0 2 * * *\" (sec min hour day month weekday), got {expr:?}"))
-        })
-    };
+    let cron = |key: &str, expr: &str| main.cron(key, expr);
     let schedule_cron = cron("schedule.cron", &raw.schedule.cron)?;
     let (max_connections, max_concurrent_cycles) = pool_limits(
         url.starts_with("sqlite:"),
@@ -897,26 +879,12 @@ fn validate(
         let i = origin.index;
         let key = |field: &str| format!("venues[{i}].{field}");
         // Errors name the file the venue was written in (the main file or one of venues_dir).
-        let err = |key: &str, message: String| ConfigError {
-            file: origin.file.clone(),
-            key: key.to_string(),
-            message,
-        };
-        let period = |key: &str, value: &str| {
-            value
-                .parse::<CalendarPeriod>()
-                .map_err(|e| err(key, e.to_string()))
-        };
-        let tz = |key: &str, value: &str| {
-            value.parse::<Tz>().map_err(|_| {
-                err(
-                    key,
-                    format!("expected an IANA time zone such as \"Europe/London\", got {value:?}"),
-                )
-            })
-        };
-        let cron = |key: &str, expr: &str| cron(key, expr).map_err(|e| err(key, e.message));
-        let ident = |key: &str, name: &str| Ident::new(name).map_err(|e| err(key, e.to_string()));
+        let blame = Blame { file: &origin.file };
+        let err = |key: &str, message: String| blame.err(key, message);
+        let period = |key: &str, value: &str| blame.period(key, value);
+        let tz = |key: &str, value: &str| blame.tz(key, value);
+        let cron = |key: &str, expr: &str| blame.cron(key, expr);
+        let ident = |key: &str, name: &str| blame.ident(key, name);
         if let Some(first) = seen.get(&v.id) {
             return Err(err(
                 &key("id"),
@@ -1064,6 +1032,49 @@ fn validate(
         log_format,
         venues,
     })
+}
+
+/// The file a value was read from, and the typed readings of values that blame it: the main
+/// file, or the `venues_dir` file a venue came from.
+struct Blame<'a> {
+    file: &'a str,
+}
+
+impl Blame<'_> {
+    fn err(&self, key: &str, message: String) -> ConfigError {
+        ConfigError {
+            file: self.file.to_string(),
+            key: key.to_string(),
+            message,
+        }
+    }
+
+    fn ident(&self, key: &str, name: &str) -> Result<Ident, ConfigError> {
+        Ident::new(name).map_err(|e| self.err(key, e.to_string()))
+    }
+
+    fn period(&self, key: &str, value: &str) -> Result<CalendarPeriod, ConfigError> {
+        value
+            .parse::<CalendarPeriod>()
+            .map_err(|e| self.err(key, e.to_string()))
+    }
+
+    fn tz(&self, key: &str, value: &str) -> Result<Tz, ConfigError> {
+        value.parse::<Tz>().map_err(|_| {
+            self.err(
+                key,
+                format!("expected an IANA time zone such as \"Europe/London\", got {value:?}"),
+            )
+        })
+    }
+
+    fn cron(&self, key: &str, expr: &str) -> Result<String, ConfigError> {
+        cron::Schedule::from_str(expr)
+            .map(|_| expr.to_string())
+            .map_err(|_| {
+                self.err(key, format!("expected a cron expression with seconds, such as \"0 0 2 * * *\" (sec min hour day month weekday), got {expr:?}"))
+            })
+    }
 }
 
 /// Connections the daemon keeps out of the cycles' reach, for the report pages, `/healthz`

@@ -123,21 +123,7 @@ async fn sigterm_stops_the_daemon_with_exit_code_0() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "no exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = crate::common::sigterm_and_wait(&mut child, Duration::from_secs(30)).await;
 
     assert_eq!(status.code(), Some(0));
 }

@@ -149,21 +149,7 @@ async fn every_venue_of_a_fleet_on_one_second_gets_its_report(db: TestDb) {
         .text()
         .await
         .unwrap();
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let stopped = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            stopped.elapsed() < Duration::from_secs(60),
-            "no exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = crate::common::sigterm_and_wait(&mut child, Duration::from_secs(60)).await;
 
     assert_eq!(status.code(), Some(0));
     assert_eq!(

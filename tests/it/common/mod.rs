@@ -839,3 +839,22 @@ pub async fn operator_approves(db: &Db, id: i64, at: DateTime<Utc>) {
     .unwrap()
     .unwrap();
 }
+
+/// Sends SIGTERM to a `retentiond run` (or `demo`) and waits for it to exit, at most `limit`.
+pub async fn sigterm_and_wait(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> std::process::ExitStatus {
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(started.elapsed() < limit, "no exit after SIGTERM");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
