@@ -1,8 +1,9 @@
 //! A vendor's fleet (SPEC 11): many venues in one database on one schedule second, driven
 //! through the `retentiond run` binary on every backend: every venue gets its report and its
-//! approval request, no cycle fails, and the pages and `/healthz` answer while the run goes on.
+//! approval request over SMTP, no cycle fails, and the pages and `/healthz` answer while the run goes on.
 //! Also the fleet's configuration: `venues_dir`, and the limits checked against each other.
 
+use crate::common::smtp::SmtpSink;
 use crate::common::{output_text, retentiond, TestDb};
 use retentiond::db::Query;
 use std::path::Path;
@@ -62,13 +63,6 @@ async fn count(db: &TestDb, sql: &str) -> i64 {
         .unwrap()
 }
 
-/// The first approval link written to the file outbox, if any yet.
-fn first_link(outbox: &Path) -> Option<String> {
-    retentiond::demo::links_in_outbox(outbox)
-        .ok()
-        .and_then(|links| links.into_iter().next())
-}
-
 async fn every_venue_of_a_fleet_on_one_second_gets_its_report(db: TestDb) {
     db.migrate().await;
     fill_fleet(&db).await;
@@ -87,15 +81,18 @@ async fn every_venue_of_a_fleet_on_one_second_gets_its_report(db: TestDb) {
         "[http]\nbind = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
          [schedule]\ncron = \"*/15 * * * * *\"\ntimezone = \"UTC\"\n"
     );
-    let config = db.write_config_with_file_mail(&extra);
+    let smtp = SmtpSink::start().await;
+    let config = db.write_config(&extra);
     let text = std::fs::read_to_string(&config).unwrap();
     let text = format!("venues_dir = \"{}\"\n{text}", venues_dir.display()).replacen(
         "[mail]\n",
-        "[mail]\nops = \"ops@vendor.example\"\n",
+        &format!(
+            "[mail]\nsmtp_url = \"{}\"\nops = \"ops@vendor.example\"\n",
+            smtp.url()
+        ),
         1,
     );
     std::fs::write(&config, text).unwrap();
-    let outbox = db.dir.path().join("outbox");
     let checked = retentiond(&config, &["check"]);
     assert!(checked.status.success(), "{}", output_text(&checked));
 
@@ -120,18 +117,24 @@ async fn every_venue_of_a_fleet_on_one_second_gets_its_report(db: TestDb) {
         assert_eq!(health.status(), 200, "/healthz during the run");
         health_checks += 1;
         slowest_health = slowest_health.max(started.elapsed());
+        let requests: Vec<_> = smtp
+            .mails()
+            .into_iter()
+            .filter(|m| m.subject().starts_with("Approval needed"))
+            .collect();
         if page_status.is_none() {
-            if let Some(link) = first_link(&outbox) {
+            if let Some(link) = requests.first().and_then(|m| m.link()) {
                 let page = client.get(&link).send().await.unwrap();
                 page_status = Some(page.status().as_u16());
             }
         }
         let reports = count(&db, "SELECT COUNT(*) FROM retention_reports").await;
-        let requested = count(
-            &db,
-            "SELECT COUNT(DISTINCT venue_id) FROM retention_outbox WHERE kind = 'approval_request' AND sent_at IS NOT NULL",
-        )
-        .await;
+        // Each venue has one approver: one request over SMTP to each of them.
+        let requested = requests
+            .iter()
+            .flat_map(|m| m.to.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len() as i64;
         if reports == VENUES && requested == VENUES {
             break;
         }
@@ -172,13 +175,12 @@ async fn every_venue_of_a_fleet_on_one_second_gets_its_report(db: TestDb) {
         .count();
     assert_eq!(ok as i64, VENUES, "every venue's cycle counted ok");
     assert!(metrics.contains("retentiond_cycles_waiting"), "{metrics}");
-    assert_eq!(
-        count(
-            &db,
-            "SELECT COUNT(*) FROM retention_outbox WHERE kind = 'failure_alert'"
-        )
-        .await,
-        0
+    assert!(
+        !smtp
+            .mails()
+            .iter()
+            .any(|m| m.subject().starts_with("ALERT")),
+        "no failure or brake alert"
     );
     assert_eq!(
         count(&db, "SELECT COUNT(*) FROM retention_report_items").await,
