@@ -198,13 +198,15 @@ async fn cycle_locked(
     run.ensure_fit(svc).await?;
     run.ensure_all_classified(svc, venue).await?;
 
-    for report in reports::in_states(
-        &svc.db,
-        venue.id,
-        &[ReportState::Applying, ReportState::Approved],
-    )
-    .await?
-    {
+    // A fleet's dry run found this venue without an open report in its one read of them all.
+    let counted_for_dry_run = dry_run && run.dry_run_counts(venue.id).is_some();
+    let to_apply = if counted_for_dry_run {
+        Vec::new()
+    } else {
+        let states = [ReportState::Applying, ReportState::Approved];
+        reports::in_states(&svc.db, venue.id, &states).await?
+    };
+    for report in to_apply {
         if dry_run {
             let (would_process, would_skip) = apply::preview(svc, venue, &report, at).await?;
             result.previews.push(ApplyPreview {
@@ -239,17 +241,42 @@ async fn cycle_locked(
         result.expired = expired;
         result.reminded = reminded;
     }
-    result.selection = Some(select(svc, venue, at, result.cutoff, dry_run).await?);
+    result.selection = Some(select(svc, run, venue, at, result.cutoff, dry_run).await?);
     Ok(())
+}
+
+/// What a dry run says of `candidates` out of the venue's `customers`.
+fn dry_run_selection(venue: &VenueConfig, candidates: u64, customers: u64) -> Selection {
+    if candidates == 0 {
+        Selection::NoCandidates
+    } else if policy::brake_engaged(candidates, customers, venue.max_share) {
+        Selection::Brake {
+            candidates,
+            customers,
+            max_share: venue.max_share,
+        }
+    } else {
+        Selection::WouldCreate {
+            customers: candidates,
+        }
+    }
 }
 
 async fn select(
     svc: &Service,
+    run: &RunContext,
     venue: &VenueConfig,
     at: DateTime<Utc>,
     cutoff: DateTime<Utc>,
     dry_run: bool,
 ) -> Result<Selection> {
+    if dry_run {
+        // A fleet's dry run counted every venue that would select at once, judged on the same
+        // read of the open reports.
+        if let Some((candidates, customers)) = run.dry_run_counts(venue.id) {
+            return Ok(dry_run_selection(venue, candidates, customers));
+        }
+    }
     let open = reports::in_states(
         &svc.db,
         venue.id,
@@ -296,24 +323,9 @@ async fn select(
             };
             (candidates, customers)
         };
-        if candidates == 0 {
-            return Ok(Selection::NoCandidates);
-        }
         // A count stopped at `clearing` decides the brake as the whole count would: short of
         // it the count is whole, and at it the brake is off.
-        return Ok(
-            if policy::brake_engaged(candidates, customers, venue.max_share) {
-                Selection::Brake {
-                    candidates,
-                    customers,
-                    max_share: venue.max_share,
-                }
-            } else {
-                Selection::WouldCreate {
-                    customers: candidates,
-                }
-            },
-        );
+        return Ok(dry_run_selection(venue, candidates, customers));
     }
 
     let customers = selection::count_customers(&svc.db, &svc.config.schema, venue.id).await?;

@@ -11,6 +11,7 @@ use crate::check;
 use crate::config::VenueConfig;
 use crate::cycle::{self, VenueCycle};
 use crate::introspect::ColumnInfo;
+use crate::selection::Scope;
 use crate::{mail, policy, Service};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
@@ -39,6 +40,8 @@ pub struct RunContext {
     columns: OnceCell<BTreeMap<String, Vec<ColumnInfo>>>,
     open: OnceCell<OpenReports>,
     forgotten: OnceCell<()>,
+    /// A fleet's dry run: each venue's candidates and customers, counted for all at once.
+    dry_counts: OnceCell<HashMap<i64, (u64, u64)>>,
     applied: AtomicBool,
 }
 
@@ -100,6 +103,59 @@ impl RunContext {
             svc.config.approval.remind_after,
             at,
         ))
+    }
+
+    /// Counts, for a dry run of `venues`, the candidates and customers of every venue that would
+    /// select (no open report, `report_interval` passed) in a few statements for them all
+    /// ([`crate::selection::count_by_venue`]), so that the dry run of a fleet costs about one
+    /// pass over its customers. The venues' cycles then read their counts from here.
+    pub async fn count_for_dry_run(
+        &self,
+        svc: &Service,
+        venues: &[VenueConfig],
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let (open, last) = self
+            .open
+            .get_or_try_init(|| crate::reports::open_by_venue(&svc.db))
+            .await?;
+        let selecting: Vec<&VenueConfig> = venues
+            .iter()
+            .filter(|v| {
+                policy::may_create_report(
+                    open.get(&v.id)
+                        .and_then(|r| r.first())
+                        .map(|r| (r.id, r.state)),
+                    last.get(&v.id).copied(),
+                    v.report_interval,
+                    at,
+                )
+                .is_ok()
+            })
+            .collect();
+        let Some(first) = selecting.first() else {
+            return Ok(());
+        };
+        let backend = svc.db.backend();
+        let exclusions = Scope::new(&svc.config, backend, first, at)
+            .without_empty(&svc.db)
+            .await?
+            .exclusions;
+        let scopes: Vec<Scope> = selecting
+            .iter()
+            .map(|v| Scope {
+                exclusions,
+                ..Scope::new(&svc.config, backend, v, at)
+            })
+            .collect();
+        let counts = crate::selection::count_by_venue(&svc.db, &scopes).await?;
+        let _ = self.dry_counts.set(counts);
+        Ok(())
+    }
+
+    /// A venue's candidates and customers from [`RunContext::count_for_dry_run`], if counted.
+    pub fn dry_run_counts(&self, venue_id: i64) -> Option<(u64, u64)> {
+        self.dry_counts.get()?.get(&venue_id).copied()
     }
 
     /// Old reasons and expired links erased for every venue, once per run.
@@ -220,6 +276,12 @@ impl Fleet {
         options: RunOptions,
     ) -> Vec<VenueRun> {
         let run = RunContext::new();
+        if options.dry_run && venues.len() > 1 {
+            if let Err(e) = run.count_for_dry_run(&self.svc, venues, at).await {
+                // Each venue's cycle then counts its own, as a single venue's dry run does.
+                warn!(error = %format!("{e:#}"), "the fleet's dry-run count failed; venues count one by one");
+            }
+        }
         let mut tasks = Vec::with_capacity(venues.len());
         // Slots are handed out here, in the order given, so that the queue is fair (and one
         // slot runs the venues in exactly that order); a retry queues again for a slot.

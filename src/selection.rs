@@ -7,7 +7,7 @@ use crate::config::{SchemaConfig, VenueConfig};
 use crate::db::{Backend, Db, Ident, Query, Row, Tx};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// The policy of one venue as of one cycle.
 #[derive(Debug, Clone, Copy)]
@@ -92,15 +92,30 @@ impl Scope<'_> {
 
     /// Appends the candidate predicate for the customers table aliased `c`.
     pub fn push_filter(&self, q: &mut Query) {
+        let unknown: Vec<i64> = self.venue.unknown_customer_id.into_iter().collect();
+        self.push_filter_of(q, &[self.venue.id], &unknown);
+    }
+
+    /// The candidate predicate for the customers of any of `venues`, which share this scope's
+    /// cutoff, leaving out the customers `unknown` (their Unknown Customer records; an id
+    /// belongs to one venue, so leaving out every venue's is exact).
+    fn push_filter_of(&self, q: &mut Query, venues: &[i64], unknown: &[i64]) {
         let s = self.schema;
         let id = s.customer_id.q();
         // The venue first: SQLite tests the terms of a scan in the order written, and the venue
         // column comes before the creation time in most rows (0.27 s against 0.34 s for the
         // same count at 1,000,000 customers).
         if let Some(venue) = &s.customer_venue {
-            q.push(&format!("c.{} = ", venue.q()))
-                .bind(self.venue.id)
-                .push(" AND ");
+            match venues {
+                [one] => {
+                    q.push(&format!("c.{} = ", venue.q())).bind(*one);
+                }
+                many => {
+                    q.push(&format!("c.{}", venue.q()));
+                    self.backend.push_in_ids(q, many);
+                }
+            }
+            q.push(" AND ");
         }
         q.push(&format!("c.{} < ", s.customer_created_at.q()))
             .bind(self.cutoff);
@@ -125,8 +140,16 @@ impl Scope<'_> {
                 self.backend.cast_int(&format!("c.{}", hold.q()))
             ));
         }
-        if let Some(unknown) = self.venue.unknown_customer_id {
-            q.push(&format!(" AND c.{id} <> ")).bind(unknown);
+        match unknown {
+            [] => {}
+            [one] => {
+                q.push(&format!(" AND c.{id} <> ")).bind(*one);
+            }
+            many => {
+                q.push(&format!(" AND NOT (c.{id}"));
+                self.backend.push_in_ids(q, many);
+                q.push(")");
+            }
         }
         if self.exclusions.unknown_customers {
             q.push(&format!(
@@ -146,6 +169,60 @@ impl Scope<'_> {
             .push(")");
         }
     }
+}
+
+/// The candidates and all the customers of each of `venues`, counted per venue in two
+/// statements for them all: a fleet's dry run (SPEC 11), instead of two for each venue. The
+/// venues are grouped by cutoff (their time zone and `inactive_for`), so venues that share a
+/// policy share a statement. `scopes`: each venue's scope, all with the same exclusions.
+pub async fn count_by_venue<'a>(db: &Db, scopes: &[Scope<'a>]) -> Result<HashMap<i64, (u64, u64)>> {
+    let mut counts: HashMap<i64, (u64, u64)> = HashMap::new();
+    let mut groups: BTreeMap<DateTime<Utc>, Vec<&Scope<'a>>> = BTreeMap::new();
+    for scope in scopes {
+        groups.entry(scope.cutoff).or_default().push(scope);
+    }
+    let Some(first) = scopes.first() else {
+        return Ok(counts);
+    };
+    let schema = first.schema;
+    let Some(venue_column) = &schema.customer_venue else {
+        // A database of one venue: its own count.
+        let (candidates, customers) = (
+            count_candidates(db, first).await?,
+            count_customers(db, schema, first.venue.id).await?,
+        );
+        counts.insert(first.venue.id, (candidates, customers));
+        return Ok(counts);
+    };
+    for group in groups.values() {
+        let venues: Vec<i64> = group.iter().map(|s| s.venue.id).collect();
+        let unknown: Vec<i64> = group
+            .iter()
+            .filter_map(|s| s.venue.unknown_customer_id)
+            .collect();
+        let mut q = Query::new(&format!("SELECT c.{}, COUNT(*)", venue_column.q()));
+        q.push(&format!(" FROM {} c WHERE ", schema.customers.q()));
+        group[0].push_filter_of(&mut q, &venues, &unknown);
+        q.push(&format!(" GROUP BY c.{}", venue_column.q()));
+        for row in db.fetch_all(&q).await? {
+            counts.entry(row.i64(0)?).or_default().0 = row.i64(1)? as u64;
+        }
+        for venue in &venues {
+            counts.entry(*venue).or_default();
+        }
+    }
+    let venues: Vec<i64> = scopes.iter().map(|s| s.venue.id).collect();
+    let mut q = Query::new(&format!(
+        "SELECT c.{v}, COUNT(*) FROM {} c WHERE c.{v}",
+        schema.customers.q(),
+        v = venue_column.q()
+    ));
+    first.backend.push_in_ids(&mut q, &venues);
+    q.push(&format!(" GROUP BY c.{}", venue_column.q()));
+    for row in db.fetch_all(&q).await? {
+        counts.entry(row.i64(0)?).or_default().1 = row.i64(1)? as u64;
+    }
+    Ok(counts)
 }
 
 /// The latest order time of the customer whose id is the SQL expression `customer`.

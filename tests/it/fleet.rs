@@ -197,7 +197,87 @@ async fn every_venue_of_a_fleet_on_one_second_gets_its_report(db: TestDb) {
     );
 }
 
-on_both_backends!(every_venue_of_a_fleet_on_one_second_gets_its_report);
+/// A fleet's dry run counts all its venues in a few statements; what it says of each venue
+/// must be what that venue's own dry run says, whatever its policy.
+async fn a_fleet_dry_run_says_of_each_venue_what_its_own_dry_run_says(db: TestDb) {
+    db.migrate().await;
+    fill_fleet(&db).await;
+    // Venue 6's idle customer 57 is on legal hold; venue 4 keeps its orders on customer 37.
+    db.set_legal_hold(57).await;
+    let venues = [
+        crate::common::delete_venue(1, "3 years", ""),
+        crate::common::anonymise_venue(2, "3 years", ""),
+        crate::common::delete_venue(3, "1 year", ""),
+        crate::common::delete_venue(4, "3 years", "unknown_customer_id = 37"),
+        crate::common::delete_venue(5, "3 years", "").replace("max_share = 1.0", "max_share = 0.2"),
+        crate::common::delete_venue(6, "2 years", ""),
+        crate::common::anonymise_venue(7, "3 years", ""),
+        crate::common::delete_venue(8, "3 years", ""),
+    ]
+    .concat();
+    let svc = db.service(&venues).await;
+    let now = retentiond::Clock::default().now();
+    // Venue 7 already has a pending report.
+    crate::common::cycle(&svc, 7, &now.format("%Y-%m-%d %H:%M:%S").to_string()).await;
+    let dry = retentiond::fleet::RunOptions {
+        dry_run: true,
+        retry_for: Duration::ZERO,
+        first_backoff: Duration::from_millis(10),
+    };
+
+    let fleet = retentiond::fleet::Fleet::new(svc.clone())
+        .run(&svc.config.venues, now, dry)
+        .await;
+
+    let mut said = Vec::new();
+    for run in &fleet {
+        let retentiond::fleet::VenueOutcome::Done(together) = &run.outcome else {
+            panic!("venue {}: {:?}", run.venue.id, run.outcome)
+        };
+        let alone = retentiond::cycle::run_venue_cycle(&svc, &run.venue, now, true)
+            .await
+            .unwrap();
+        let (together, alone) = (
+            format!("{:?}", together.selection),
+            format!("{:?}", alone.selection),
+        );
+        assert_eq!(together, alone, "venue {}", run.venue.id);
+        said.push(together);
+    }
+    assert!(said[0].contains("WouldCreate { customers: 3 }"), "{said:?}");
+    assert!(
+        said[3].contains("WouldCreate { customers: 2 }"),
+        "the Unknown Customer: {said:?}"
+    );
+    assert!(said[4].contains("Brake"), "{said:?}");
+    assert!(
+        said[5].contains("WouldCreate { customers: 2 }"),
+        "the legal hold: {said:?}"
+    );
+    assert!(said[6].contains("OpenReport"), "{said:?}");
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM retention_reports").await,
+        1,
+        "nothing made"
+    );
+    // The counts the fleet's venues read: every selecting venue in a few statements.
+    let run = retentiond::fleet::RunContext::new();
+    run.count_for_dry_run(&svc, &svc.config.venues, now)
+        .await
+        .unwrap();
+    assert_eq!(run.dry_run_counts(4), Some((2, 10)));
+    assert_eq!(run.dry_run_counts(6), Some((2, 10)));
+    assert_eq!(
+        run.dry_run_counts(7),
+        None,
+        "a venue with an open report selects nothing"
+    );
+}
+
+on_both_backends!(
+    every_venue_of_a_fleet_on_one_second_gets_its_report,
+    a_fleet_dry_run_says_of_each_venue_what_its_own_dry_run_says
+);
 
 fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
     let path = dir.join(name);
