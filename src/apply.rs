@@ -7,8 +7,9 @@ use crate::audit::{self, Event, EventKind};
 use crate::config::VenueConfig;
 use crate::db::{DeadlinePassed, Ident, Query, Tx};
 use crate::erase::{Eraser, LinkedKeys};
+use crate::fleet::RunContext;
 use crate::journal::{Journal, Line as JournalLine};
-use crate::policy::{self, Action, Outcome, ReportState};
+use crate::policy::{Action, Outcome, ReportState};
 use crate::reports::{self, Report};
 use crate::selection::Scope;
 use crate::{mail, Service};
@@ -45,6 +46,7 @@ impl ApplySummary {
 /// Applies `report` (approved, or applying after an interrupted run) as of `at`.
 pub async fn apply_report(
     svc: &Service,
+    run: &RunContext,
     venue: &VenueConfig,
     report: &Report,
     at: DateTime<Utc>,
@@ -134,7 +136,10 @@ pub async fn apply_report(
     // every customer is processed however slow.
     let deadline_after =
         Duration::from_millis(u64::from(svc.config.max_transaction_ms) * 2 * 9 / 10);
-    let mut sizer = policy::BatchSizer::new(svc.config.batch_size, svc.config.max_transaction_ms);
+    // What the run's earlier reports of this action taught the sizer (a fleet applies hundreds
+    // of small reports: each starting again at the first batch's 50 customers cost a batch more
+    // each); a single report starts from scratch.
+    let mut sizer = run.batch_sizer(svc, report.action);
     // Start from a checkpointed log, so no earlier writer's pages land in one of our commits.
     checkpoint(svc, report.id).await;
     let mut last_checkpoint = Instant::now();
@@ -239,6 +244,7 @@ pub async fn apply_report(
             "batch applied"
         );
     }
+    run.keep_batch_sizer(report.action, sizer);
     Ok(ApplySummary {
         report_id: report.id,
         action: report.action,

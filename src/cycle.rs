@@ -216,7 +216,7 @@ async fn cycle_locked(
             });
             continue;
         }
-        let summary = apply::apply_report(svc, venue, &report, at)
+        let summary = apply::apply_report(svc, run, venue, &report, at)
             .await
             .with_context(|| format!("venue {}: applying report {}", venue.id, report.id))?;
         info!(

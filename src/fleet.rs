@@ -40,6 +40,8 @@ pub struct RunContext {
     columns: OnceCell<BTreeMap<String, Vec<ColumnInfo>>>,
     open: OnceCell<OpenReports>,
     forgotten: OnceCell<()>,
+    /// The apply batch sizers of the run's reports, by action, carried from report to report.
+    sizers: Mutex<BTreeMap<policy::Action, policy::BatchSizer>>,
     /// A fleet's dry run: each venue's candidates and customers, counted for all at once.
     dry_counts: OnceCell<HashMap<i64, (u64, u64)>>,
     applied: AtomicBool,
@@ -164,6 +166,24 @@ impl RunContext {
             .get_or_try_init(|| crate::lifecycle::forget_old_details(svc, at))
             .await?;
         Ok(())
+    }
+
+    /// The batch sizer for the run's next report of `action`: what its earlier reports of that
+    /// action learnt of the cost per customer, or a new one.
+    pub fn batch_sizer(&self, svc: &Service, action: policy::Action) -> policy::BatchSizer {
+        self.sizers
+            .lock()
+            .expect("sizers")
+            .get(&action)
+            .cloned()
+            .unwrap_or_else(|| {
+                policy::BatchSizer::new(svc.config.batch_size, svc.config.max_transaction_ms)
+            })
+    }
+
+    /// Keeps what a finished apply's sizer learnt, for the run's next report of `action`.
+    pub fn keep_batch_sizer(&self, action: policy::Action, sizer: policy::BatchSizer) {
+        self.sizers.lock().expect("sizers").insert(action, sizer);
     }
 
     /// Notes that a report was applied in this run, so the files are scrubbed after it.
@@ -743,6 +763,36 @@ pub(crate) mod tests {
             alerts[0].contains("- venue 4 (V4): no such table"),
             "{}",
             alerts[0]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_runs_next_report_starts_from_what_its_last_apply_learnt() {
+        let svc = service_with_venues(1, "").await;
+        let run = RunContext::new();
+        let fresh = run.batch_sizer(&svc, policy::Action::Delete);
+        assert_eq!(fresh.next(), 50, "a run's first report starts small");
+        let mut learnt = fresh.clone();
+        // Customers cost 0.1 ms each: the sizer grows (at most doubling a batch).
+        learnt.observe(50, 5);
+        learnt.observe(100, 10);
+        assert!(learnt.next() > 100);
+        run.keep_batch_sizer(policy::Action::Delete, learnt.clone());
+
+        assert_eq!(
+            run.batch_sizer(&svc, policy::Action::Delete).next(),
+            learnt.next()
+        );
+        assert_eq!(
+            run.batch_sizer(&svc, policy::Action::Anonymise).next(),
+            50,
+            "another action learns on its own"
+        );
+        assert_eq!(
+            RunContext::new()
+                .batch_sizer(&svc, policy::Action::Delete)
+                .next(),
+            50
         );
     }
 
