@@ -329,5 +329,9 @@ async fn select(
     }
 
     let customers = selection::count_customers(&svc.db, &svc.config.schema, venue.id).await?;
-    lifecycle::create_report(svc, venue, &scope, customers, at).await
+    let made = lifecycle::create_report(svc, venue, &scope, customers, at).await?;
+    if matches!(made, Selection::Created { .. }) {
+        run.note_report_made();
+    }
+    Ok(made)
 }

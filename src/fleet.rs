@@ -40,6 +40,7 @@ pub struct RunContext {
     columns: OnceCell<BTreeMap<String, Vec<ColumnInfo>>>,
     open: OnceCell<OpenReports>,
     forgotten: OnceCell<()>,
+    reports_made: AtomicBool,
     /// The apply batch sizers of the run's reports, by action, carried from report to report.
     sizers: Mutex<BTreeMap<policy::Action, policy::BatchSizer>>,
     /// A fleet's dry run: each venue's candidates and customers, counted for all at once.
@@ -191,13 +192,23 @@ impl RunContext {
         self.applied.store(true, Ordering::SeqCst);
     }
 
-    /// What happens once after the run's last cycle: when a report was applied, removed values
+    /// What happens once after the run's last cycle: when reports were made, the planner's
+    /// statistics of their items are refreshed; when a report was applied, removed values
     /// are scrubbed from the database files (SQLite's write-ahead log truncated, PostgreSQL's
     /// touched tables vacuumed), once for the run rather than once per report (SPEC 11).
     pub async fn finish(&self, svc: &Service) {
+        if self.reports_made.swap(false, Ordering::SeqCst) {
+            crate::reports::refresh_item_statistics(&svc.db).await;
+        }
         if self.applied.swap(false, Ordering::SeqCst) {
             crate::apply::scrub_files(svc).await;
         }
+    }
+
+    /// Notes that a report was made in this run, so the planner's statistics of the report
+    /// items are refreshed after it.
+    pub fn note_report_made(&self) {
+        self.reports_made.store(true, Ordering::SeqCst);
     }
 }
 

@@ -197,7 +197,6 @@ pub async fn create_report(
     )
     .await?;
     tx.commit().await?;
-    reports::refresh_item_statistics(&svc.db, venue.id).await;
     if candidates * 2 > customers {
         warn!(
             venue.id = venue.id,

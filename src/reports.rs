@@ -471,13 +471,14 @@ pub async fn search_window_end(
     })
 }
 
-/// Refreshes the planner's statistics of the report items after a report adds many at once.
-/// Until autovacuum gets to it, the planner takes a fresh report for a few rows and sorts the
-/// whole report for each apply batch (90 ms at 300,000 items instead of under 1 ms). A failure
-/// only costs speed, so it is logged and not raised.
-pub async fn refresh_item_statistics(db: &Db, venue_id: i64) {
+/// Refreshes the planner's statistics of the report items after a run added reports. Until
+/// autovacuum gets to it, the planner takes a fresh report for a few rows and sorts the whole
+/// report for each apply batch (90 ms at 300,000 items instead of under 1 ms). Once per run,
+/// not per report: each ANALYZE samples the whole table, so one per report made a fleet's
+/// first night grow with reports times items. A failure only costs speed, so it is logged.
+pub async fn refresh_item_statistics(db: &Db) {
     if let Err(e) = db.refresh_statistics("retention_report_items").await {
-        tracing::warn!(venue.id = venue_id, error = %e, "cannot refresh the statistics of retention_report_items");
+        tracing::warn!(error = %e, "cannot refresh the statistics of retention_report_items");
     }
 }
 
