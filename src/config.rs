@@ -59,6 +59,8 @@ pub struct HttpConfig {
     /// Report-link requests a client may make at once, then per second (429 beyond).
     pub link_requests_burst: u32,
     pub link_requests_per_second: u32,
+    /// Connections the server holds open at most (slow clients cannot hold it all).
+    pub max_connections: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -315,6 +317,7 @@ struct RawHttp {
     trusted_proxies: Vec<String>,
     link_requests_burst: i64,
     link_requests_per_second: i64,
+    max_connections: i64,
 }
 impl Default for RawHttp {
     fn default() -> Self {
@@ -324,6 +327,7 @@ impl Default for RawHttp {
             trusted_proxies: vec![],
             link_requests_burst: 60,
             link_requests_per_second: 1,
+            max_connections: 512,
         }
     }
 }
@@ -737,6 +741,7 @@ fn validate(
         "http.link_requests_per_second",
         raw.http.link_requests_per_second,
     )?;
+    let http_connections = rate("http.max_connections", raw.http.max_connections)?;
     let schedule_tz = tz("schedule.timezone", &raw.schedule.timezone)?;
     let cron = |key: &str, expr: &str| main.cron(key, expr);
     let schedule_cron = cron("schedule.cron", &raw.schedule.cron)?;
@@ -1002,6 +1007,7 @@ fn validate(
             trusted_proxies,
             link_requests_burst,
             link_requests_per_second,
+            max_connections: http_connections,
         },
         mail: MailConfig {
             from: raw.mail.from,

@@ -5,6 +5,7 @@
 mod pages;
 pub use pages::{PAGE_SIZE, SEARCH_WINDOW};
 mod rate_limit;
+mod server;
 
 pub use rate_limit::RateLimiter;
 
@@ -35,12 +36,8 @@ pub async fn serve(
     svc: Service,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router(svc).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let max_connections = svc.config.http.max_connections;
+    server::serve(listener, router(svc), max_connections, shutdown).await
 }
 
 tokio::task_local! {
@@ -104,12 +101,15 @@ fn router(svc: Service) -> Router {
 
 /// The client a request comes from: the peer, or, when the peer is a trusted proxy, the last
 /// address in `X-Forwarded-For` that is not itself a trusted proxy (the one the nearest
-/// trusted proxy saw). An untrusted peer's header is ignored: anyone can write one.
+/// trusted proxy saw). An untrusted peer's header is ignored: anyone can write one. An
+/// IPv4-mapped IPv6 address (`::ffff:127.0.0.1`, how a server bound to `[::]` sees an IPv4
+/// peer) is taken as the IPv4 address it carries, for the trusted networks and the client alike.
 pub fn client_address(
     peer: std::net::IpAddr,
     forwarded_for: Option<&str>,
     trusted: &[ipnet::IpNet],
 ) -> std::net::IpAddr {
+    let peer = peer.to_canonical();
     let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
         return peer;
@@ -119,8 +119,34 @@ pub fn client_address(
         .flat_map(|header| header.split(','))
         .rev()
         .filter_map(|part| part.trim().parse::<std::net::IpAddr>().ok())
+        .map(|ip| ip.to_canonical())
         .find(|ip| !is_trusted(ip))
         .unwrap_or(peer)
+}
+
+#[cfg(test)]
+mod client_address_tests {
+    use super::client_address;
+
+    #[test]
+    fn an_ipv4_mapped_proxy_is_recognised_and_its_clients_told_apart() {
+        let trusted: Vec<ipnet::IpNet> = vec!["127.0.0.1/32".parse().unwrap()];
+        let mapped_proxy: std::net::IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert_eq!(
+            client_address(mapped_proxy, Some("203.0.113.7"), &trusted),
+            "203.0.113.7".parse::<std::net::IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_address(mapped_proxy, Some("::ffff:198.51.100.2"), &trusted),
+            "198.51.100.2".parse::<std::net::IpAddr>().unwrap()
+        );
+        let stranger: std::net::IpAddr = "::ffff:192.0.2.9".parse().unwrap();
+        assert_eq!(
+            client_address(stranger, Some("203.0.113.7"), &trusted),
+            "192.0.2.9".parse::<std::net::IpAddr>().unwrap(),
+            "an untrusted peer's header is ignored"
+        );
+    }
 }
 
 async fn rate_limited(

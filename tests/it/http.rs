@@ -197,3 +197,115 @@ async fn a_public_url_with_a_path_prefix_works_for_links_forms_and_stylesheet() 
         "error pages follow the prefix too"
     );
 }
+
+/// Opens `n` connections that each send a request line and then one header line a second, as
+/// a slow client holding a server would.
+async fn slow_clients(port: u16, n: usize) -> Vec<tokio::task::JoinHandle<std::time::Duration>> {
+    (0..n)
+        .map(|_| {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let started = std::time::Instant::now();
+                let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await
+                else {
+                    return started.elapsed();
+                };
+                let _ = stream
+                    .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                    .await;
+                let mut buf = [0u8; 256];
+                for i in 0..60 {
+                    // A closed connection reads 0 bytes (or an error, or the server's answer).
+                    tokio::select! {
+                        read = stream.read(&mut buf) => {
+                            let _ = read;
+                            return started.elapsed();
+                        }
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    }
+                    if stream
+                        .write_all(format!("X-Slow-{i}: 1\r\n").as_bytes())
+                        .await
+                        .is_err()
+                    {
+                        return started.elapsed();
+                    }
+                }
+                started.elapsed()
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_and_cannot_hold_the_server() {
+    let db = TestDb::sqlite().await;
+    db.migrate().await;
+    let port = free_port();
+    let config = db.write_config(
+        &(delete_venue(1, "3 years", "") + &http(port, "", 60, "") + "max_connections = 40\n"),
+    );
+    let daemon = run(&config, port).await;
+
+    // 60 slow clients against a limit of 40 connections: 20 are closed at once, the others
+    // when their headers have not arrived within the header timeout.
+    let clients = slow_clients(port, 60).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut held = Vec::new();
+    for client in clients {
+        held.push(client.await.unwrap());
+    }
+    let answered_after = reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+        .await
+        .unwrap()
+        .status();
+
+    held.sort();
+    let refused = held.iter().filter(|d| d.as_secs_f64() < 1.0).count();
+    assert!(
+        refused >= 20,
+        "the connection limit closed the extra ones at once: {held:?}"
+    );
+    let kept_open = held.iter().filter(|d| d.as_secs() >= 3).count();
+    assert!(
+        kept_open >= 30,
+        "the connections within the limit were served until their time ran out: {held:?}"
+    );
+    assert!(
+        held.last().unwrap().as_secs() < 10,
+        "every slow client was cut off within the header timeout: {held:?}"
+    );
+    assert_eq!(answered_after, 200, "the server serves again");
+    drop(daemon);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_does_not_wait_for_a_half_sent_request() {
+    let db = TestDb::sqlite().await;
+    db.migrate().await;
+    let port = free_port();
+    let config = db.write_config(&(delete_venue(1, "3 years", "") + &http(port, "", 60, "")));
+    let mut daemon = run(&config, port).await;
+    use tokio::io::AsyncWriteExt;
+    let mut half = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    half.write_all(
+        b"POST /r/abc/approve HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nconfirm=",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    let started = std::time::Instant::now();
+    let status =
+        crate::common::sigterm_and_wait(&mut daemon.0, std::time::Duration::from_secs(20)).await;
+
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        started.elapsed().as_secs() < 12,
+        "stopped within the drain, not held by the client: {:?}",
+        started.elapsed()
+    );
+    drop(half);
+}
