@@ -45,8 +45,9 @@ pub enum Decision<'a> {
 /// Who takes a decision.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Actor<'a> {
-    /// An approver, through the link emailed to them.
-    Approver(&'a str),
+    /// An approver, through the link emailed to them, and the venue's approvers as configured
+    /// now: only their approvals count (SPEC 4), so one given by a removed approver does not.
+    Approver(&'a str, &'a [String]),
     /// An operator on the command line (`reports ...`); the name given with `--by`, if any.
     Operator(&'a str),
 }
@@ -55,7 +56,7 @@ impl Actor<'_> {
     /// How the actor is named in the ledger and in `retention_decisions`.
     pub fn ledger_name(&self) -> String {
         match self {
-            Actor::Approver(address) => address.to_string(),
+            Actor::Approver(address, _) => address.to_string(),
             Actor::Operator(name) if name.trim().is_empty() => "operator".into(),
             Actor::Operator(name) => format!("operator:{}", name.trim()),
         }
@@ -63,7 +64,7 @@ impl Actor<'_> {
 
     fn via(&self) -> &'static str {
         match self {
-            Actor::Approver(_) => "link",
+            Actor::Approver(..) => "link",
             Actor::Operator(_) => "operator",
         }
     }
@@ -257,7 +258,7 @@ async fn record(
         .bind(match actor {
             Actor::Operator(name) if !name.trim().is_empty() => name.trim(),
             Actor::Operator(_) => "operator",
-            Actor::Approver(address) => address,
+            Actor::Approver(address, _) => address,
         })
         .push(", ")
         .bind(actor.via())
@@ -280,7 +281,7 @@ async fn approve(
     confirm: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Result<Taken, DecisionError>> {
-    let Actor::Approver(approver) = *actor else {
+    let Actor::Approver(approver, approvers) = *actor else {
         reports::transition(tx, report, ReportState::Approved, now, None).await?;
         record(tx, report, actor, "approve", now).await?;
         return Ok(Ok(Taken {
@@ -312,7 +313,7 @@ async fn approve(
         }));
     }
     record(tx, report, actor, "approve", now).await?;
-    let approvals = approvals_counting(tx, report).await?;
+    let approvals = approvals_counting(tx, report, Some(approvers)).await?;
     let complete = approvals >= report.approvals_required;
     if complete {
         reports::transition(tx, report, ReportState::Approved, now, None).await?;
@@ -338,14 +339,32 @@ async fn approve(
     }))
 }
 
-/// Distinct approvers whose approval counts: given for the kept list as it is now.
-async fn approvals_counting(tx: &mut Tx, report: &Report) -> Result<i64> {
+/// Distinct approvers who approved the kept list as it is now: all of them (`None`), or those
+/// among the venue's `approvers` as configured now, whose approvals count.
+async fn approvals_counting(
+    tx: &mut Tx,
+    report: &Report,
+    approvers: Option<&[String]>,
+) -> Result<i64> {
     let mut q = Query::new(
         "SELECT COUNT(DISTINCT lower(decided_by)) FROM retention_decisions WHERE report_id = ",
     );
     q.bind(report.id)
         .push(" AND decision = 'approve' AND kept_version = ")
         .bind(report.kept_version);
+    if let Some(approvers) = approvers {
+        if approvers.is_empty() {
+            return Ok(0);
+        }
+        q.push(" AND lower(decided_by) IN (");
+        for (i, approver) in approvers.iter().enumerate() {
+            if i > 0 {
+                q.push(", ");
+            }
+            q.bind(approver.trim().to_lowercase());
+        }
+        q.push(")");
+    }
     tx.fetch_one(&q).await?.i64(0)
 }
 
@@ -442,7 +461,7 @@ async fn set_kept(
             detail: String::new(),
         }));
     }
-    change.withdrawn = approvals_counting(tx, report).await?;
+    change.withdrawn = approvals_counting(tx, report, None).await?;
     change.kept += if keep.is_some() {
         changed as i64
     } else {
@@ -512,7 +531,8 @@ mod tests {
         let now = Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap();
         let live = now + chrono::Duration::days(1);
         let lapsed = now - chrono::Duration::days(1);
-        let approver = Actor::Approver("a@venue.example");
+        let approvers = ["a@venue.example".to_string()];
+        let approver = Actor::Approver("a@venue.example", &approvers);
         let operator = Actor::Operator("sam");
         let approve = Decision::Approve { confirm: None };
         let cancel = Decision::Cancel { reason: "moved" };
@@ -553,7 +573,10 @@ mod tests {
     fn operators_are_named_as_operators_in_the_ledger() {
         assert_eq!(Actor::Operator(" sam ").ledger_name(), "operator:sam");
         assert_eq!(Actor::Operator("").ledger_name(), "operator");
-        assert_eq!(Actor::Approver("A@x.example").ledger_name(), "A@x.example");
+        assert_eq!(
+            Actor::Approver("A@x.example", &[]).ledger_name(),
+            "A@x.example"
+        );
         assert_eq!(trimmed(Some("  ")), None);
         assert_eq!(
             trimmed(Some(&"x".repeat(3000))).unwrap().len(),

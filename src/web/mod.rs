@@ -437,10 +437,15 @@ async fn decide_through_link(
     decision: Decision<'_>,
 ) -> Result<Response, WebError> {
     let (report, approver) = valid(svc, token).await?;
+    let approvers = svc
+        .config
+        .venue(report.venue_id)
+        .map(|v| v.approvers.clone())
+        .unwrap_or_default();
     let outcome = decision::decide(
         &svc.db,
         report.id,
-        Actor::Approver(&approver),
+        Actor::Approver(&approver, &approvers),
         decision,
         svc.clock.now(),
     )

@@ -89,6 +89,8 @@ struct ReportPage<'a> {
     customers_line: String,
     to_approve: i64,
     approvals: usize,
+    /// Approvers whose approval no longer counts: they are no longer the venue's approvers.
+    no_longer_counting: String,
     withdrawn: bool,
     removed: String,
     kept_fields: String,
@@ -319,12 +321,16 @@ pub async fn report(
             }
         }
     }
-    let approvals = match view.approvals {
-        Some(n) => n as usize,
-        None => crate::approval::approvers_so_far(&svc.db, report.id)
-            .await?
-            .len(),
+    // Only approvals by the venue's approvers as configured now count (SPEC 4); the others
+    // are named, so the remaining approvers know an approval stopped counting.
+    let given = match view.approvals {
+        Some(0) => Vec::new(),
+        _ => crate::approval::approvers_so_far(&svc.db, report.id).await?,
     };
+    let (counting, no_longer_counting): (Vec<String>, Vec<String>) = given
+        .into_iter()
+        .partition(|a| venue.is_some_and(|v| v.has_approver(a)));
+    let approvals = counting.len();
     // Only a change of the kept list withdraws approvals: no query while nothing was kept.
     let withdrawn = decidable
         && report.kept_version > 0
@@ -345,6 +351,7 @@ pub async fn report(
         customers_line,
         to_approve: report.to_approve(),
         approvals,
+        no_longer_counting: no_longer_counting.join(", "),
         withdrawn,
         removed: removed.join(", "),
         kept_fields: kept_fields.join(", "),

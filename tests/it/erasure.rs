@@ -273,7 +273,10 @@ async fn reasons_stay_out_of_the_ledger_and_are_erased_later(db: TestDb) {
     decide(
         &svc.db,
         report_id,
-        Actor::Approver("boxoffice@venue1.example"),
+        Actor::Approver(
+            "boxoffice@venue1.example",
+            &svc.config.venue(1).unwrap().approvers,
+        ),
         Decision::Reject {
             reason: Some(reason),
         },

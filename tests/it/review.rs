@@ -347,6 +347,47 @@ async fn a_removed_approver_gets_403_and_decides_nothing(db: TestDb) {
     assert_eq!(boss_page, 200, "Boxoffice@ and boxoffice@ are one person");
 }
 
+async fn a_removed_approvers_approval_stops_counting(db: TestDb) {
+    db.migrate().await;
+    idle_customers(&db, 2).await;
+    let app = App::start(&db, 2, "").await;
+    let (dpo, boss) = (app.link("dpo"), app.link("boxoffice"));
+    let (approved, _) = app
+        .post(&format!("{dpo}/approve"), &[("confirm", "2")])
+        .await;
+    assert_eq!(approved, 200);
+    // dpo@ leaves; cfo@ joins, so two approvals are still needed and possible.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let venues = delete_venue(2, "3 years", "").replace(
+        r#"approvers = ["boxoffice@venue2.example"]"#,
+        r#"approvers = ["boxoffice@venue2.example", "cfo@venue2.example"]"#,
+    );
+    let overrides = [
+        ("RETENTIOND__HTTP__PUBLIC_URL", base.clone()),
+        ("RETENTIOND__APPROVAL__REQUIRED", "2".to_string()),
+    ];
+    let svc = Service::new(db.db.clone(), db.config_with_env(&venues, &overrides));
+    tokio::spawn(web::serve(listener, svc, std::future::pending()));
+    let boss = boss.replace(boss.split("/r/").next().unwrap(), &base);
+
+    let (status, page) = app
+        .post(&format!("{boss}/approve"), &[("confirm", "2")])
+        .await;
+
+    assert_eq!(status, 200);
+    assert_eq!(
+        app.state().await,
+        ReportState::Pending,
+        "the removed approver's approval does not make the second"
+    );
+    assert!(page.contains("(1 of 2 approvals)"), "{page}");
+    assert!(
+        page.contains("An approval given by dpo@venue2.example no longer counts"),
+        "{page}"
+    );
+}
+
 /// 4,500 idle customers of venue 2 named Bulk Person, then Nina Needle with `email`, the last
 /// of them; returns her id.
 async fn bulk_then_one_needle(db: &TestDb, email: &str) -> i64 {
@@ -496,4 +537,5 @@ on_both_backends!(
     hostile_keep_input_changes_nothing,
     csv_cells_a_spreadsheet_would_run_are_escaped,
     a_removed_approver_gets_403_and_decides_nothing,
+    a_removed_approvers_approval_stops_counting,
 );
