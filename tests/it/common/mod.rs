@@ -121,7 +121,12 @@ impl TestDb {
                 for suffix in ["-wal", "-shm"] {
                     let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
                 }
-                std::fs::copy(backup, &path).unwrap();
+                // Into a new file renamed over the old: a connection of the closed pool that
+                // is still finishing holds its locks on the old file, and a copy into that
+                // same file left the reopened pool waiting on them (seen once under load).
+                let incoming = path.with_extension("restoring");
+                std::fs::copy(backup, &incoming).unwrap();
+                std::fs::rename(&incoming, &path).unwrap();
             }
             Some(database) if backend == Backend::Mysql => {
                 let sql = format!("DROP DATABASE {database}; CREATE DATABASE {database}; USE {database}; SOURCE {};", backup.display());
