@@ -80,6 +80,11 @@ fn build(q: &Query) -> sqlx::query::Query<'_, Sqlite, sqlx::sqlite::SqliteArgume
     query
 }
 
+/// `bytes` as text, with any sequence that is not UTF-8 replaced by U+FFFD.
+fn lossy_text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
 fn decode(row: &SqliteRow) -> Result<Row> {
     let mut values = Vec::with_capacity(row.columns().len());
     for i in 0..row.columns().len() {
@@ -95,7 +100,11 @@ fn decode(row: &SqliteRow) -> Result<Row> {
             }
             "REAL" | "NUMERIC" => Value::Float(row.try_get_unchecked::<f64, _>(i)?),
             "BLOB" => Value::Text(hex::encode(row.try_get_unchecked::<Vec<u8>, _>(i)?)),
-            _ => Value::Text(row.try_get_unchecked::<String, _>(i)?),
+            // Personal text is shown as it can be read: bytes that are not UTF-8 (SQLite stores
+            // whatever it is given) become U+FFFD for display and CSV, instead of failing the
+            // whole page. Nothing read is written back: apply and replay change the stored
+            // bytes in SQL.
+            _ => Value::Text(lossy_text(row.try_get_unchecked::<Vec<u8>, _>(i)?)),
         };
         values.push(value);
     }

@@ -388,6 +388,57 @@ async fn a_removed_approvers_approval_stops_counting(db: TestDb) {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_with_bytes_that_are_not_utf8_is_shown_and_erased() {
+    let db = TestDb::sqlite().await;
+    db.migrate().await;
+    let ids = idle_customers(&db, 2).await;
+    // SQLite keeps whatever bytes it is given: "Ja\xFFne".
+    db.db
+        .execute(&Query::new(&format!(
+            "UPDATE customers SET first_name = CAST(X'4A61FF6E65' AS TEXT) WHERE id = {}",
+            ids[0]
+        )))
+        .await
+        .unwrap();
+    let app = App::start(&db, 1, "").await;
+    let link = app.link("boxoffice");
+
+    let (page, html) = app.get(&link).await;
+    let (csv_status, csv) = app.get(&format!("{link}/report.csv")).await;
+    let (approved, _) = app
+        .post(&format!("{link}/approve"), &[("confirm", "2")])
+        .await;
+
+    assert_eq!(page, 200);
+    assert!(
+        html.contains("Ja\u{FFFD}ne"),
+        "shown with a replacement character"
+    );
+    assert_eq!(csv_status, 200);
+    assert!(csv.contains("Ja\u{FFFD}ne"), "{csv}");
+    assert_eq!(approved, 200);
+    assert_eq!(app.state().await, ReportState::Approved);
+    let venue = app.svc.config.venue(2).unwrap().clone();
+    retentiond::cycle::run_venue_cycle(
+        &app.svc,
+        &venue,
+        app.now + chrono::Duration::days(1),
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        db.count(&format!(
+            "SELECT COUNT(*) FROM customers WHERE id = {}",
+            ids[0]
+        ))
+        .await,
+        0,
+        "the customer with the unreadable name was deleted with the others"
+    );
+}
+
 /// 4,500 idle customers of venue 2 named Bulk Person, then Nina Needle with `email`, the last
 /// of them; returns her id.
 async fn bulk_then_one_needle(db: &TestDb, email: &str) -> i64 {
