@@ -31,10 +31,14 @@ pub fn propose(column: &ColumnInfo, sample: &[String]) -> (String, &'static str)
     });
     let textual = column.is_textual();
     // Where times are kept as text (SQLite), its declared type or its values say whether it is one.
+    let looks_like_time = |v: &str| {
+        crate::db::parse_time_text(v).is_ok()
+            || chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").is_ok()
+    };
     let temporal = if column.kind.time_as_text {
         column.data_type.contains("date")
             || column.data_type.contains("time")
-            || (!sample.is_empty() && sample.iter().all(|v| crate::db::parse_time_text(v).is_ok()))
+            || (!sample.is_empty() && sample.iter().all(|v| looks_like_time(v)))
     } else {
         column.is_temporal()
     };
@@ -44,7 +48,15 @@ pub fn propose(column: &ColumnInfo, sample: &[String]) -> (String, &'static str)
         return ("year".into(), "a date of birth: only the year is kept");
     }
     if textual && (has(&["email", "e_mail", "mail"]) || emails > 0.8) {
-        return ("hash".into(), "email addresses: replaced by a keyed hash");
+        return (
+            "hash".into(),
+            "email addresses: replaced by a keyed hash (needs secrets.hash_key)",
+        );
+    }
+    // A date or time is kept before any guess from its digits: "2027-03-14" has a phone
+    // number's digits, and redacting a performance date destroys it.
+    if temporal {
+        return ("keep".into(), "a date or time: kept");
     }
     if has(&["phone", "mobile", "tel", "fax"]) || (textual && phones > 0.8) {
         return (
@@ -145,4 +157,58 @@ pub async fn suggest(db: &Db, config: &Config) -> Result<Vec<String>> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::TypeKind;
+
+    fn column(name: &str, data_type: &str, kind: TypeKind) -> ColumnInfo {
+        ColumnInfo {
+            name: name.into(),
+            data_type: data_type.into(),
+            not_null: false,
+            has_default: false,
+            primary_key: false,
+            kind,
+        }
+    }
+
+    fn sqlite_text() -> TypeKind {
+        TypeKind {
+            textual: true,
+            time_as_text: true,
+            ..TypeKind::default()
+        }
+    }
+
+    #[test]
+    fn a_date_is_kept_not_taken_for_a_phone_number() {
+        let dates = vec!["2027-03-14".to_string(), "2026-12-01".to_string()];
+        let declared = column("performance_date", "date", sqlite_text());
+        assert_eq!(propose(&declared, &dates).0, "keep");
+        let undeclared = column("performance_on", "text", sqlite_text());
+        assert_eq!(propose(&undeclared, &dates).0, "keep");
+        let times = vec!["2026-12-01 19:30:00".to_string()];
+        assert_eq!(propose(&undeclared, &times).0, "keep");
+    }
+
+    #[test]
+    fn phone_numbers_and_birth_dates_are_still_found() {
+        let phones = vec!["07700 900123".to_string(), "+44 20 7946 0958".to_string()];
+        assert_eq!(
+            propose(&column("contact", "text", sqlite_text()), &phones).0,
+            "null"
+        );
+        let births = vec!["1980-05-17".to_string()];
+        assert_eq!(
+            propose(&column("date_of_birth", "date", sqlite_text()), &births).0,
+            "year"
+        );
+        let emails = vec!["a@b.example".to_string()];
+        let (strategy, why) = propose(&column("contact_email", "text", sqlite_text()), &emails);
+        assert_eq!(strategy, "hash");
+        assert!(why.contains("secrets.hash_key"), "{why}");
+    }
 }
