@@ -247,7 +247,17 @@ async fn execute(command: Command, config: Config) -> Result<ExitCode> {
         Command::Run => crate::daemon::cycles_pool_size(&config),
         _ => config.max_connections,
     };
-    let db = Db::connect_sized(config.database_url.expose_secret(), pool).await?;
+    let url = config.database_url.expose_secret();
+    if !matches!(command, Command::Migrate) {
+        if let Some(path) = crate::db::missing_sqlite_file(url) {
+            anyhow::bail!(
+                "cannot open the SQLite database {}: no such file (is database.url in {} right? `migrate` creates a new one)",
+                path.display(),
+                config.file
+            );
+        }
+    }
+    let db = Db::connect_sized(url, pool).await?;
     let mut svc = Service::new(db, config);
     if matches!(command, Command::Cycle { .. } | Command::Replay { .. }) {
         // A person at a terminal sees a progress bar for an apply or a replay.

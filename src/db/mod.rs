@@ -11,7 +11,7 @@ mod sqlite;
 mod sqlite_hash;
 
 pub use ident::{Ident, IdentError};
-pub use sqlite::{daemon_lock_path, try_lock_file};
+pub use sqlite::{daemon_lock_path, missing_file as missing_sqlite_file, try_lock_file};
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};

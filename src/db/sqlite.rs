@@ -148,6 +148,22 @@ pub fn database_path(pool: &SqlitePool) -> std::path::PathBuf {
 }
 
 /// The lock file of the daemon of the database at `db_path`.
+/// The file of a `sqlite://` URL when it does not exist: a command other than `migrate` then
+/// refuses instead of creating an empty database (a mistyped path would otherwise look like a
+/// database with nothing in it).
+/// (A folder that does not exist is left to [`connect`], which names it.)
+pub fn missing_file(url: &str) -> Option<std::path::PathBuf> {
+    if !url.starts_with("sqlite:") {
+        return None;
+    }
+    let options = SqliteConnectOptions::from_str(url).ok()?;
+    let path = options.get_filename();
+    let folder_exists = path
+        .parent()
+        .is_none_or(|f| f.as_os_str().is_empty() || f.is_dir());
+    (path.as_os_str() != ":memory:" && folder_exists && !path.exists()).then(|| path.to_path_buf())
+}
+
 pub fn daemon_lock_path(db_path: &std::path::Path) -> std::path::PathBuf {
     db_path.with_extension("retentiond.lock")
 }

@@ -489,3 +489,35 @@ async fn prepare_kill_fixture(db: &TestDb, n: u32, venues: &str) -> (i64, retent
     crate::common::operator_approves(&svc.db, report_id, t("2026-06-15 12:00:00")).await;
     (report_id, svc)
 }
+
+#[test]
+fn a_mistyped_sqlite_path_is_refused_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("custmers.db");
+    let config = dir.path().join("retentiond.toml");
+    std::fs::write(
+        &config,
+        crate::common::config_toml(
+            &format!("sqlite://{}", missing.display()),
+            &crate::common::delete_venue(1, "3 years", ""),
+        ),
+    )
+    .unwrap();
+
+    for command in [&["check"][..], &["cycle"], &["reports", "list"], &["audit"]] {
+        let out = crate::common::retentiond(&config, command);
+        assert_eq!(out.status.code(), Some(1), "{command:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!(
+                "cannot open the SQLite database {}: no such file",
+                missing.display()
+            )),
+            "{command:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(!missing.exists(), "no empty database was made");
+    let migrate = crate::common::retentiond(&config, &["migrate"]);
+    assert!(migrate.status.success(), "{}", stderr(&migrate));
+    assert!(missing.exists(), "migrate creates it");
+}
