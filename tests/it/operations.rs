@@ -454,3 +454,47 @@ action = "anonymise"
     let check = retentiond(&config, &["check"]);
     assert_eq!(check.status.code(), Some(0), "{}", text(&check));
 }
+
+/// `deploy/` as written: the image copies everything `cargo build` reads (the manifest names
+/// the benchmark target), the build context leaves out `target/`, the start command hands the
+/// process over to retentiond so `docker stop` reaches it, and the health check uses a shell
+/// that has `/dev/tcp`. (No Docker engine runs here; these are what broke the build and stop.)
+#[test]
+fn the_deploy_files_copy_what_the_build_reads_and_stop_gracefully() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dockerfile = std::fs::read_to_string(root.join("deploy/Dockerfile")).unwrap();
+    for folder in ["src", "migrations", "templates", "config", "benches"] {
+        assert!(
+            dockerfile.contains(&format!("COPY {folder} {folder}")),
+            "the image copies {folder}/"
+        );
+    }
+    let cmd = dockerfile.lines().find(|l| l.starts_with("CMD")).unwrap();
+    assert!(cmd.contains("exec retentiond run"), "{cmd}");
+    let health = dockerfile
+        .lines()
+        .find(|l| l.starts_with("HEALTHCHECK"))
+        .unwrap();
+    assert!(
+        health.contains("/bin/bash") && health.contains("/healthz"),
+        "{health}"
+    );
+    let ignored = std::fs::read_to_string(root.join(".dockerignore")).unwrap();
+    assert!(ignored.lines().any(|l| l.trim() == "target"));
+    let compose = std::fs::read_to_string(root.join("deploy/compose.yaml")).unwrap();
+    assert!(compose.contains("RETENTIOND__JOURNAL__PATH") && compose.contains("retentiond-state:"));
+    assert!(
+        !compose.contains("change-me"),
+        "no placeholder key that passes validation"
+    );
+    for unit in [
+        "deploy/retentiond.service",
+        "deploy/retentiond-cycle.service",
+    ] {
+        let text = std::fs::read_to_string(root.join(unit)).unwrap();
+        assert!(
+            text.contains("WorkingDirectory=/var/lib/retentiond"),
+            "{unit}"
+        );
+    }
+}
