@@ -69,6 +69,60 @@ pub struct UnclassifiedColumns {
     pub columns: String,
 }
 
+/// The time columns selection compares (customers' created-at and activity columns, orders'
+/// placed-at) checked by type and, where the backend keeps times as text (SQLite), by a sample
+/// of their values: text such as "02/12/2022" or a Unix time in a text column would be compared
+/// wrongly with the cutoff. Values are never printed.
+pub async fn time_column_problems(db: &Db, config: &Config) -> Result<Vec<String>> {
+    let s = &config.schema;
+    let mut temporal = vec![
+        (
+            "schema.customer_created_at",
+            &s.customers,
+            &s.customer_created_at,
+        ),
+        ("schema.order_placed_at", &s.orders, &s.order_placed_at),
+    ];
+    temporal.extend(
+        s.customer_activity
+            .iter()
+            .map(|c| ("schema.customer_activity", &s.customers, c)),
+    );
+    let mut problems = Vec::new();
+    let mut columns_of: BTreeMap<&str, Vec<ColumnInfo>> = BTreeMap::new();
+    for (key, table, col) in temporal {
+        if !columns_of.contains_key(table.name()) {
+            let found = introspect::columns(db, table).await?.unwrap_or_default();
+            columns_of.insert(table.name(), found);
+        }
+        let Some(info) = columns_of[table.name()]
+            .iter()
+            .find(|c| c.name == col.name())
+        else {
+            continue; // a missing column is named by `check` elsewhere
+        };
+        if !info.is_temporal() {
+            problems.push(format!(
+                "{key}: column {table}.{col} has type {}, expected a date or timestamp",
+                info.data_type
+            ));
+        } else if info.kind.time_as_text {
+            let sample = crate::suggest::sample(db, table, col.name()).await?;
+            let unreadable = sample
+                .iter()
+                .filter(|v| crate::db::parse_time_text(v).is_err())
+                .count();
+            if unreadable > 0 {
+                problems.push(format!(
+                    "{key}: column {table}.{col} holds times retentiond cannot read ({unreadable} of {} sampled values); expected UTC text as YYYY-MM-DD HH:MM:SS",
+                    sample.len()
+                ));
+            }
+        }
+    }
+    Ok(problems)
+}
+
 /// The customer tables retentiond writes to: customers, orders and every linked table.
 fn customer_tables(config: &Config) -> Vec<&Ident> {
     let s = &config.schema;
@@ -108,6 +162,10 @@ async fn one_venue_problem(db: &Db, config: &Config) -> Result<Option<String>> {
 pub async fn ensure_fit(db: &Db, config: &Config) -> Result<()> {
     if let Some(problem) = one_venue_problem(db, config).await? {
         anyhow::bail!("{problem}; no customer was touched");
+    }
+    // A time column read wrongly selects the wrong customers: only the brake would stop it.
+    if let Some(problem) = time_column_problems(db, config).await?.into_iter().next() {
+        anyhow::bail!("{}: {problem}; no customer was touched", config.file);
     }
     if let Some(problem) = db.unfit(&customer_tables(config)).await?.into_iter().next() {
         anyhow::bail!("{problem}; no customer was touched");
@@ -261,29 +319,9 @@ pub async fn run(db: &Db, config: &Config) -> Result<CheckReport> {
                 .push(format!("{key}: column {table}.{col} does not exist"));
         }
     }
-    let mut temporal = vec![
-        (
-            "schema.customer_created_at",
-            &s.customers,
-            &s.customer_created_at,
-        ),
-        ("schema.order_placed_at", &s.orders, &s.order_placed_at),
-    ];
-    temporal.extend(
-        s.customer_activity
-            .iter()
-            .map(|c| ("schema.customer_activity", &s.customers, c)),
-    );
-    for (key, table, col) in temporal {
-        if let Some(info) = column(table, col) {
-            if !info.is_temporal() {
-                report.problems.push(format!(
-                    "{key}: column {table}.{col} has type {}, expected a date or timestamp",
-                    info.data_type
-                ));
-            }
-        }
-    }
+    report
+        .problems
+        .extend(time_column_problems(db, config).await?);
     if let Some(hold) = &s.legal_hold {
         if let Some(info) = column(&s.customers, hold) {
             if !info.is_flag() {

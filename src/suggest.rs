@@ -80,7 +80,8 @@ pub fn propose(column: &ColumnInfo, sample: &[String]) -> (String, &'static str)
     (remove(), "free text (names, addresses, notes): removed")
 }
 
-async fn sample(db: &Db, table: &Ident, column: &str) -> Result<Vec<String>> {
+/// Up to [`SAMPLE`] values of `table.column` that are not NULL, as text.
+pub(crate) async fn sample(db: &Db, table: &Ident, column: &str) -> Result<Vec<String>> {
     let column = Ident::new(column)?;
     let mut q = Query::new(&format!(
         "SELECT {text} FROM {t} WHERE {c} IS NOT NULL LIMIT ",

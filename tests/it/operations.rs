@@ -498,3 +498,38 @@ fn the_deploy_files_copy_what_the_build_reads_and_stop_gracefully() {
         );
     }
 }
+
+/// Times written as "02/12/2022" in a SQLite text column compare wrongly with the cutoff:
+/// `check` names the column, and a cycle refuses before any report is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn times_retentiond_cannot_read_are_named_and_stop_the_cycle() {
+    let db = crate::common::TestDb::sqlite().await;
+    db.migrate().await;
+    for i in 1..=5 {
+        db.db
+            .execute(&retentiond::db::Query::new(&format!(
+                "INSERT INTO customers (venue_id, first_name, created_at) VALUES (1, 'P{i}', '02/12/2022')"
+            )))
+            .await
+            .unwrap();
+    }
+    let config = db.write_config(&crate::common::delete_venue(1, "3 years", ""));
+
+    let check = crate::common::retentiond(&config, &["check"]);
+    let cycle = crate::common::retentiond(&config, &["cycle"]);
+
+    let check_text = crate::common::output_text(&check);
+    assert_eq!(check.status.code(), Some(1), "{check_text}");
+    assert!(
+        check_text.contains("schema.customer_created_at: column customers.created_at holds times retentiond cannot read (5 of 5 sampled values)"),
+        "{check_text}"
+    );
+    assert!(
+        !check_text.contains("02/12/2022"),
+        "values are never printed"
+    );
+    let cycle_text = crate::common::output_text(&cycle);
+    assert_ne!(cycle.status.code(), Some(0), "{cycle_text}");
+    assert!(cycle_text.contains("cannot read"), "{cycle_text}");
+    assert_eq!(db.count("SELECT COUNT(*) FROM retention_reports").await, 0);
+}
