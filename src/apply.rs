@@ -53,7 +53,7 @@ pub async fn apply_report(
 ) -> Result<ApplySummary> {
     // The journal must be writable before any customer is touched; catching up also adds what
     // a crash between a commit and its journal lines left out.
-    let journal = Journal::from_config(&svc.config);
+    let journal = Journal::open(svc).await?;
     if let Some(journal) = &journal {
         let added = journal.catch_up(&svc.db, None).await?;
         if added > 0 {
@@ -140,9 +140,11 @@ pub async fn apply_report(
     // of small reports: each starting again at the first batch's 50 customers cost a batch more
     // each); a single report starts from scratch.
     let mut sizer = run.batch_sizer(svc, report.action);
-    // Start from a checkpointed log, so no earlier writer's pages land in one of our commits.
-    checkpoint(svc, report.id).await;
-    let mut last_checkpoint = Instant::now();
+    // Start from a checkpointed log, so no earlier writer's pages land in one of our commits
+    // (unless the run's previous report just did it).
+    if run.checkpoint_due(CHECKPOINT_EVERY) {
+        checkpoint(svc, report.id).await;
+    }
     loop {
         if svc.shutdown.is_cancelled() {
             svc.progress.finish();
@@ -210,7 +212,7 @@ pub async fn apply_report(
         tx.commit().await?;
         let commit_ms = before_commit.elapsed().as_millis() as u64;
         if let Some(journal) = &journal {
-            journal.append(&journal_lines(venue, report, &batch, at))?;
+            journal.append(journal_lines(venue, report, &batch, at))?;
         }
         let duration_ms = started.elapsed().as_millis() as u64;
         after_id = *ids.last().expect("a batch is never empty");
@@ -225,9 +227,8 @@ pub async fn apply_report(
             metrics::counter!("retentiond_customers_total", "outcome" => outcome.as_str())
                 .increment(n);
         }
-        if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+        if run.checkpoint_due(CHECKPOINT_EVERY) {
             checkpoint(svc, report.id).await;
-            last_checkpoint = Instant::now();
         }
         svc.progress.advance(ids.len() as u64);
         // One line a batch is hundreds for a large report: debug, with the progress bar and
@@ -377,6 +378,8 @@ fn journal_lines(
                 action: report.action.as_str().to_string(),
                 outcome: outcome.as_str().to_string(),
                 at,
+                database: None,
+                mac: None,
             })
         })
         .collect()

@@ -95,6 +95,10 @@ pub enum Command {
         /// Only print what would be erased again; change nothing
         #[arg(long)]
         dry_run: bool,
+        /// Accept lines written before journal lines were signed (an older retentiond's
+        /// journal); printed as a warning
+        #[arg(long)]
+        accept_unsigned: bool,
     },
 }
 
@@ -305,7 +309,17 @@ async fn execute(command: Command, config: Config) -> Result<ExitCode> {
         }
         Command::Reports(cmd) => run_reports(&svc, cmd).await?,
         Command::Audit { venue, json } => run_audit(&svc, venue, json).await?,
-        Command::Replay { journal, dry_run } => run_replay(&svc, &journal, dry_run).await?,
+        Command::Replay {
+            journal,
+            dry_run,
+            accept_unsigned,
+        } => {
+            let options = crate::replay::ReplayOptions {
+                dry_run,
+                accept_unsigned,
+            };
+            run_replay(&svc, &journal, options).await?
+        }
     };
     svc.db.close().await;
     Ok(code)
@@ -654,9 +668,14 @@ async fn operator_decides(
     }
 }
 
-async fn run_replay(svc: &Service, journal: &std::path::Path, dry_run: bool) -> Result<ExitCode> {
+async fn run_replay(
+    svc: &Service,
+    journal: &std::path::Path,
+    options: crate::replay::ReplayOptions,
+) -> Result<ExitCode> {
     migrate::ensure_current(&svc.db).await?;
-    let summary = match crate::replay::run(svc, journal, dry_run, now()).await {
+    let dry_run = options.dry_run;
+    let summary = match crate::replay::run(svc, journal, options, now()).await {
         Ok(summary) => summary,
         Err(e) if e.downcast_ref::<check::UnclassifiedColumns>().is_some() => {
             eprintln!("retentiond: {e:#}");
@@ -664,6 +683,13 @@ async fn run_replay(svc: &Service, journal: &std::path::Path, dry_run: bool) -> 
         }
         Err(e) => return Err(e),
     };
+    if summary.unsigned_accepted > 0 {
+        eprintln!(
+            "retentiond: warning: {}: {} unsigned lines (written before journal lines were signed) accepted with --accept-unsigned; their origin was not verified",
+            journal.display(),
+            summary.unsigned_accepted
+        );
+    }
     let verb = if dry_run {
         "would erase again"
     } else {

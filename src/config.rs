@@ -816,6 +816,12 @@ fn validate(
         }
         Some(p) => Some(PathBuf::from(p)),
     };
+    if journal_path.is_some() && hash_key.is_none() {
+        return Err(err(
+            "journal.path",
+            "the erasure journal signs its lines with a key derived from secrets.hash_key (or RETENTIOND__SECRETS__HASH_KEY); set it".into(),
+        ));
+    }
 
     let s = raw.schema;
     let references = validate_references(&s.references, hash_key.is_some(), &err)?;

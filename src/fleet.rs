@@ -46,6 +46,8 @@ pub struct RunContext {
     /// A fleet's dry run: each venue's candidates and customers, counted for all at once.
     dry_counts: OnceCell<HashMap<i64, (u64, u64)>>,
     applied: AtomicBool,
+    /// When apply last checkpointed SQLite's write-ahead log in this run.
+    last_checkpoint: Mutex<Option<std::time::Instant>>,
 }
 
 /// Every venue's open reports and the time of its last report, read once per run.
@@ -185,6 +187,18 @@ impl RunContext {
     /// Keeps what a finished apply's sizer learnt, for the run's next report of `action`.
     pub fn keep_batch_sizer(&self, action: policy::Action, sizer: policy::BatchSizer) {
         self.sizers.lock().expect("sizers").insert(action, sizer);
+    }
+
+    /// Whether apply should checkpoint the write-ahead log now: when the run has not done so
+    /// for `every`. A fleet's reports follow each other within milliseconds, and one
+    /// checkpoint per report cost as much as the report's own batch (SQLite, 250 venues).
+    pub fn checkpoint_due(&self, every: std::time::Duration) -> bool {
+        let mut last = self.last_checkpoint.lock().expect("checkpoint time");
+        let due = last.is_none_or(|t| t.elapsed() >= every);
+        if due {
+            *last = Some(std::time::Instant::now());
+        }
+        due
     }
 
     /// Notes that a report was applied in this run, so the files are scrubbed after it.

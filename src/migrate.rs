@@ -97,6 +97,15 @@ const MIGRATIONS: &[Migration] = &[
             mysql: include_str!("../migrations/mysql/0009_fleet.sql"),
         },
     },
+    Migration {
+        version: 10,
+        name: "identity",
+        sql: Spelled {
+            sqlite: include_str!("../migrations/sqlite/0010_identity.sql"),
+            postgres: include_str!("../migrations/postgres/0010_identity.sql"),
+            mysql: include_str!("../migrations/mysql/0010_identity.sql"),
+        },
+    },
 ];
 
 /// The schema version this build expects.
@@ -150,7 +159,28 @@ async fn run_locked(db: &Db, at: DateTime<Utc>) -> Result<Vec<String>> {
         tx.commit().await?;
         applied.push(format!("{:04}_{}", migration.version, migration.name));
     }
+    let mut tx = db.begin().await?;
+    let count = Query::new("SELECT COUNT(*) FROM retention_identity");
+    if tx.fetch_one(&count).await?.i64(0)? == 0 {
+        let mut q =
+            Query::new("INSERT INTO retention_identity (singleton, database_id) VALUES (1, ");
+        q.bind(crate::approval::new_token()?[..32].to_string())
+            .push(")");
+        tx.execute(&q).await?;
+    }
+    tx.commit().await?;
     Ok(applied)
+}
+
+/// The database's identity (SPEC 9): written once by `migrate`, kept by a restored backup,
+/// another in another database.
+pub async fn database_identity(db: &Db) -> Result<String> {
+    ensure_current(db).await?;
+    let q = Query::new("SELECT database_id FROM retention_identity WHERE singleton = 1");
+    match db.fetch_optional(&q).await? {
+        Some(row) => row.text(0),
+        None => bail!("the database has no retentiond identity: run `retentiond migrate`"),
+    }
 }
 
 /// The applied schema version, 0 when `migrate` never ran.

@@ -320,7 +320,11 @@ impl BatchSizer {
             .copied()
             .fold(LEAST_ROOM, f64::max);
         let fitting = (f64::from(self.target_ms) / (per_customer * room)).floor() as u64;
-        let ceiling = u64::from(size).saturating_mul(2).min(u64::from(self.max));
+        // At most double what was asked for: a batch cut short because its report ran out of
+        // customers says nothing against the size asked for (a fleet's reports each end in a
+        // short batch, which otherwise held every next report's first batch at twice it).
+        let asked = size.max(self.next);
+        let ceiling = u64::from(asked).saturating_mul(2).min(u64::from(self.max));
         self.next = fitting.clamp(1, ceiling.max(1)) as u32;
     }
 
@@ -709,6 +713,21 @@ mod tests {
             5,
             "a small maximum is used at once"
         );
+    }
+
+    #[test]
+    fn a_batch_cut_short_by_its_report_does_not_hold_the_next_report_small() {
+        let mut sizer = super::BatchSizer::new(1_000, 100);
+        sizer.observe(50, 5); // 0.1 ms a customer: 100 next
+        assert_eq!(sizer.next(), 100);
+        sizer.observe(25, 3); // the report had 25 left; as fast as before
+        assert_eq!(
+            sizer.next(),
+            200,
+            "doubles what was asked for, not the 25 the report had left"
+        );
+        sizer.observe(10, 50); // short and slow: the cost still shrinks the next batch
+        assert!(sizer.next() < 200, "got {}", sizer.next());
     }
 
     #[test]

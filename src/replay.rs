@@ -9,7 +9,7 @@ use crate::erase::{self, Eraser, LinkedKeys};
 use crate::journal;
 use crate::policy::Action;
 use crate::Service;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,28 +28,43 @@ pub struct ReplaySummary {
     pub already_gone: u64,
     /// Still there but already anonymised (or now of another venue): left alone.
     pub already_erased: u64,
+    /// Lines without a signature, accepted with `--accept-unsigned`.
+    pub unsigned_accepted: u64,
     pub dry_run: bool,
 }
 
 /// One venue's erasures of one report and action.
 type Group = (i64, Action, i64);
 
-/// Replays the journal at `path` as of `at`.
+/// How a replay runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReplayOptions {
+    /// Count only; change nothing.
+    pub dry_run: bool,
+    /// Accept lines written before journal lines were signed (`--accept-unsigned`).
+    pub accept_unsigned: bool,
+}
+
+/// Replays the journal at `path` as of `at`. Every line is checked before anything changes:
+/// its signature and database, its venue and that venue's action, that its customer is not an
+/// Unknown Customer, and that the ledger, where it knows the line's report, tells the same.
 pub async fn run(
     svc: &Service,
     path: &Path,
-    dry_run: bool,
+    options: ReplayOptions,
     at: DateTime<Utc>,
 ) -> Result<ReplaySummary> {
+    let dry_run = options.dry_run;
     let lines = journal::read_all(path)?;
     let mut summary = ReplaySummary {
         lines: lines.len() as u64,
         dry_run,
         ..ReplaySummary::default()
     };
+    summary.unsigned_accepted = verify_lines(svc, path, &lines, options.accept_unsigned).await?;
     let mut groups: BTreeMap<Group, BTreeSet<i64>> = BTreeMap::new();
     let mut seen = BTreeSet::new();
-    for line in &lines {
+    for (_, line) in &lines {
         let action = if line.action == "delete" {
             Action::Delete
         } else {
@@ -63,29 +78,15 @@ pub async fn run(
         }
     }
     summary.customers = seen.len() as u64;
-    // Everything is checked before anything is changed.
-    for (venue_id, action, _) in groups.keys() {
-        let venue = svc.config.venue(*venue_id).with_context(|| {
-            format!(
-                "{}: venue {venue_id} is in the journal but not in {}; nothing was replayed",
-                path.display(),
-                svc.config.file
-            )
-        })?;
-        if *action == Action::Anonymise && venue.action != Action::Anonymise {
-            bail!(
-                "{}: venue {venue_id} is now configured to {}, so its anonymisations cannot be replayed with its anonymise table; nothing was replayed",
-                path.display(),
-                venue.action.as_str()
-            );
-        }
-        crate::check::ensure_fit(&svc.db, &svc.config).await?;
+    let venues: BTreeSet<i64> = groups.keys().map(|(v, _, _)| *v).collect();
+    crate::check::ensure_fit(&svc.db, &svc.config).await?;
+    for venue_id in &venues {
+        let venue = svc.config.venue(*venue_id).expect("verified");
         crate::check::ensure_all_classified(&svc.db, &svc.config, venue).await?;
     }
     let keys = LinkedKeys::load(&svc.db, &svc.config.schema).await?;
     svc.progress
         .start(format!("replay of {}", path.display()), summary.customers);
-    let venues: BTreeSet<i64> = groups.keys().map(|(v, _, _)| *v).collect();
     for venue_id in venues {
         let venue = svc.config.venue(venue_id).expect("checked above");
         let Some(lock) = svc.db.try_lock_venue(venue_id).await? else {
@@ -141,6 +142,139 @@ pub async fn run(
         crate::apply::scrub_files(svc).await;
     }
     Ok(summary)
+}
+
+/// Checks every line before anything is replayed; the first that fails is named by its line
+/// number with the reason, and nothing is replayed. Returns how many unsigned lines were
+/// accepted.
+async fn verify_lines(
+    svc: &Service,
+    path: &Path,
+    lines: &[(usize, journal::Line)],
+    accept_unsigned: bool,
+) -> Result<u64> {
+    let signer = journal::signer(svc).await?;
+    let ledger = Ledger::read(svc, lines).await?;
+    let mut unsigned = 0;
+    for (number, line) in lines {
+        let refuse = |reason: String| {
+            anyhow::anyhow!(
+                "{}:{number}: {reason}; nothing was replayed",
+                path.display()
+            )
+        };
+        match signer.verify(line) {
+            Ok(()) => {}
+            Err(journal::Unsigned::Old) if accept_unsigned => unsigned += 1,
+            Err(journal::Unsigned::Old) => return Err(refuse(
+                "the line is not signed (written before retentiond signed its journal lines, or by hand); if this journal is the one retentiond wrote, replay with --accept-unsigned".into(),
+            )),
+            Err(journal::Unsigned::BadMac) => return Err(refuse(
+                "the line's signature does not verify: it was changed or written by hand, or signed with another secrets.hash_key".into(),
+            )),
+            Err(journal::Unsigned::OtherDatabase(theirs)) => return Err(refuse(format!(
+                "the line was written for another database (identity {theirs}; this database is {})",
+                signer.database()
+            ))),
+        }
+        let venue = svc.config.venue(line.venue_id).ok_or_else(|| {
+            refuse(format!(
+                "venue {} is in the journal but not in {}",
+                line.venue_id, svc.config.file
+            ))
+        })?;
+        if line.action != venue.action.as_str() {
+            return Err(refuse(format!(
+                "the line says {} but venue {} is configured to {}",
+                line.action,
+                venue.id,
+                venue.action.as_str()
+            )));
+        }
+        if venue.unknown_customer_id == Some(line.customer_id)
+            || ledger.unknown.contains(&(line.venue_id, line.customer_id))
+        {
+            return Err(refuse(format!(
+                "customer {} is venue {}'s Unknown Customer, which is never erased",
+                line.customer_id, line.venue_id
+            )));
+        }
+        if let Some((venue_id, action)) = ledger.reports.get(&line.report_id) {
+            if *venue_id != line.venue_id || *action != line.action {
+                return Err(refuse(format!(
+                    "the ledger has report {} as a {action} report of venue {venue_id}, the line says {} of venue {}",
+                    line.report_id, line.action, line.venue_id
+                )));
+            }
+            match ledger.items.get(&(line.report_id, line.customer_id)) {
+                None => {
+                    return Err(refuse(format!(
+                        "the ledger has no customer {} on report {}",
+                        line.customer_id, line.report_id
+                    )))
+                }
+                Some(Some(outcome)) if *outcome != line.outcome => {
+                    return Err(refuse(format!(
+                        "the ledger has customer {} of report {} as {outcome}, the line says {}",
+                        line.customer_id, line.report_id, line.outcome
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(unsigned)
+}
+
+/// What the ledger knows of a journal's reports and customers.
+struct Ledger {
+    /// Report id to venue and action.
+    reports: BTreeMap<i64, (i64, String)>,
+    /// (report, customer) to its recorded outcome, if any.
+    items: std::collections::HashMap<(i64, i64), Option<String>>,
+    /// (venue, customer) of every Unknown Customer retentiond made.
+    unknown: std::collections::HashSet<(i64, i64)>,
+}
+
+impl Ledger {
+    async fn read(svc: &Service, lines: &[(usize, journal::Line)]) -> Result<Ledger> {
+        let report_ids: Vec<i64> = lines
+            .iter()
+            .map(|(_, l)| l.report_id)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let backend = svc.db.backend();
+        let mut reports = BTreeMap::new();
+        let mut items = std::collections::HashMap::new();
+        for chunk in report_ids.chunks(1000) {
+            let mut q = Query::new("SELECT id, venue_id, action FROM retention_reports WHERE id");
+            backend.push_in_ids(&mut q, chunk);
+            for row in svc.db.fetch_all(&q).await? {
+                reports.insert(row.i64(0)?, (row.i64(1)?, row.text(2)?));
+            }
+            let mut q = Query::new(
+                "SELECT report_id, customer_id, outcome FROM retention_report_items WHERE report_id",
+            );
+            backend.push_in_ids(&mut q, chunk);
+            for row in svc.db.fetch_all(&q).await? {
+                items.insert((row.i64(0)?, row.i64(1)?), row.opt_text(2)?);
+            }
+        }
+        let q = Query::new("SELECT venue_id, customer_id FROM retention_unknown_customers");
+        let unknown = svc
+            .db
+            .fetch_all(&q)
+            .await?
+            .iter()
+            .map(|r| Ok((r.i64(0)?, r.i64(1)?)))
+            .collect::<Result<_>>()?;
+        Ok(Ledger {
+            reports,
+            items,
+            unknown,
+        })
+    }
 }
 
 /// One batch in one transaction: erase the customers still there and not yet erased, and

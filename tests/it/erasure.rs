@@ -460,6 +460,8 @@ async fn replay_after_restore_erases_again_and_twice_changes_nothing(db: TestDb)
             "action",
             "at",
             "customer_id",
+            "database",
+            "mac",
             "outcome",
             "report_id",
             "venue_id"
@@ -586,12 +588,213 @@ async fn sigkill_during_replay_then_rerun_ends_the_same(db: TestDb) {
     );
 }
 
+/// Writes `lines` (JSON values) as a journal file named `name` beside `beside`.
+fn journal_file(beside: &Path, name: &str, lines: &[serde_json::Value]) -> std::path::PathBuf {
+    let path = beside.with_file_name(name);
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `line` as an older retentiond wrote it: no database, no MAC.
+fn unsigned(mut line: serde_json::Value) -> serde_json::Value {
+    let map = line.as_object_mut().unwrap();
+    map.remove("database");
+    map.remove("mac");
+    line
+}
+
+/// A replay of `journal` (with `extra` arguments) that must be refused with `reason` on line
+/// `number`, changing nothing.
+async fn assert_refused(
+    db: &TestDb,
+    config: &Path,
+    journal: &Path,
+    extra: &[&str],
+    number: usize,
+    reason: &str,
+) {
+    let before = all_customer_data(db).await;
+    let mut args = vec!["replay", journal.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let replay = retentiond(config, &args);
+    assert_eq!(replay.status.code(), Some(1), "{}", text(&replay));
+    let name = journal.file_name().unwrap().to_str().unwrap();
+    let expected = format!("{name}:{number}: {reason}");
+    assert!(
+        text(&replay).contains(&expected) && text(&replay).contains("nothing was replayed"),
+        "expected {expected:?} in: {}",
+        text(&replay)
+    );
+    assert_eq!(all_customer_data(db).await, before, "nothing replayed");
+}
+
+async fn replay_refuses_forged_changed_foreign_or_misapplied_lines(db: TestDb) {
+    db.migrate().await;
+    let journal = db.dir.path().join("erasures.jsonl");
+    erasure_fixture(&db, 2).await;
+    let config = file_mail_config(&db, &journal_venues(&journal, ""));
+    let backup = db.backup("before.backup").await;
+    approve_and_apply(&config);
+    let signed = journal_lines(&journal);
+    assert_eq!(signed.len(), 4);
+    let anonymised = signed
+        .iter()
+        .find(|l| l["action"] == "anonymise")
+        .unwrap()
+        .clone();
+    let deleted = signed
+        .iter()
+        .find(|l| l["action"] == "delete")
+        .unwrap()
+        .clone();
+
+    // What the ledger of this database knows is checked, signed or not.
+    let mut other_venue = unsigned(deleted.clone());
+    other_venue["report_id"] = anonymised["report_id"].clone();
+    let path = journal_file(
+        &journal,
+        "other-report.jsonl",
+        &[signed[0].clone(), other_venue],
+    );
+    assert_refused(
+        &db,
+        &config,
+        &path,
+        &["--accept-unsigned"],
+        2,
+        "the ledger has report 1 as a anonymise report of venue 1, the line says delete of venue 2",
+    )
+    .await;
+    let mut not_on_report = unsigned(anonymised.clone());
+    not_on_report["customer_id"] = 9001.into();
+    let path = journal_file(&journal, "not-on-report.jsonl", &[not_on_report]);
+    assert_refused(
+        &db,
+        &config,
+        &path,
+        &["--accept-unsigned"],
+        1,
+        "the ledger has no customer 9001 on report 1",
+    )
+    .await;
+
+    // Last week's backup, which knows none of these reports.
+    let db = db.restore(&backup).await;
+    let restored = all_customer_data(&db).await;
+
+    // One field changed by hand: the active customer 9001 put in the place of an erased one.
+    let mut changed = signed.clone();
+    changed[1]["customer_id"] = 9001.into();
+    let path = journal_file(&journal, "changed.jsonl", &changed);
+    assert_refused(
+        &db,
+        &config,
+        &path,
+        &[],
+        2,
+        "the line's signature does not verify",
+    )
+    .await;
+
+    // A line written by hand, unsigned, on an unknown report.
+    let mut forged = unsigned(anonymised.clone());
+    forged["report_id"] = 77.into();
+    forged["customer_id"] = 9001.into();
+    let mut with_forged = signed.clone();
+    with_forged.push(forged.clone());
+    let path = journal_file(&journal, "forged.jsonl", &with_forged);
+    assert_refused(&db, &config, &path, &[], 5, "the line is not signed").await;
+
+    // Accepted as unsigned, a line must still fit its venue: a delete at an anonymise venue.
+    let mut wrong_action = unsigned(deleted.clone());
+    wrong_action["venue_id"] = 1.into();
+    wrong_action["customer_id"] = 1000.into();
+    let path = journal_file(&journal, "wrong-action.jsonl", &[wrong_action]);
+    assert_refused(
+        &db,
+        &config,
+        &path,
+        &["--accept-unsigned"],
+        1,
+        "the line says delete but venue 2 is configured to anonymise"
+            .replace("venue 2", "venue 1")
+            .as_str(),
+    )
+    .await;
+
+    // The venue's Unknown Customer is never erased, even on a schema without foreign keys.
+    let mut q = Query::new("INSERT INTO retention_unknown_customers (venue_id, customer_id, created_at) VALUES (2, 9002, ");
+    q.bind(t(AT)).push(")");
+    db.db.execute(&q).await.unwrap();
+    let mut unknown = unsigned(deleted.clone());
+    unknown["customer_id"] = 9002.into();
+    let path = journal_file(&journal, "unknown.jsonl", &[unknown]);
+    assert_refused(
+        &db,
+        &config,
+        &path,
+        &["--accept-unsigned"],
+        1,
+        "customer 9002 is venue 2's Unknown Customer",
+    )
+    .await;
+    db.db
+        .execute(&Query::new("DELETE FROM retention_unknown_customers"))
+        .await
+        .unwrap();
+    assert_eq!(all_customer_data(&db).await, restored);
+
+    // The same journal against another database (same customer ids, another identity).
+    let other = db.sibling().await;
+    other.migrate().await;
+    erasure_fixture(&other, 2).await;
+    let other_config = file_mail_config(&other, &journal_venues(&journal, ""));
+    let identity = other
+        .db
+        .fetch_one(&Query::new("SELECT database_id FROM retention_identity"))
+        .await
+        .unwrap()
+        .text(0)
+        .unwrap();
+    assert_ne!(Some(identity.as_str()), signed[0]["database"].as_str());
+    assert_refused(
+        &other,
+        &other_config,
+        &journal,
+        &[],
+        1,
+        "the line was written for another database",
+    )
+    .await;
+
+    // A journal of an older retentiond, accepted on request with a warning.
+    let old: Vec<_> = signed.iter().cloned().map(unsigned).collect();
+    let path = journal_file(&journal, "old.jsonl", &old);
+    let replay = retentiond(
+        &config,
+        &["replay", path.to_str().unwrap(), "--accept-unsigned"],
+    );
+    assert!(replay.status.success(), "{}", text(&replay));
+    assert!(
+        text(&replay).contains("warning") && text(&replay).contains("4 unsigned lines"),
+        "{}",
+        text(&replay)
+    );
+    assert!(
+        text(&replay).contains("erased again 4 (2 deleted, 2 anonymised)"),
+        "{}",
+        text(&replay)
+    );
+}
+
 on_both_backends!(
     anonymise_scrubs_linked_tables_and_deletes_notes,
     delete_scrubs_reassigned_orders_and_their_addresses,
     rows_via_a_deleted_parent_are_deleted_first,
     reasons_stay_out_of_the_ledger_and_are_erased_later,
     replay_after_restore_erases_again_and_twice_changes_nothing,
+    replay_refuses_forged_changed_foreign_or_misapplied_lines,
     sigkill_during_replay_then_rerun_ends_the_same,
 );
 

@@ -96,6 +96,15 @@ impl TestDb {
     /// Restores a backup taken by [`TestDb::backup`] over this database, as an operator would
     /// (the service stopped): SQLite copies the file back; PostgreSQL drops the schema and runs
     /// `pg_restore`. Returns the database reopened.
+    /// Another fresh database on the same backend, with the reference schema.
+    pub async fn sibling(&self) -> TestDb {
+        match self.backend() {
+            Backend::Sqlite => TestDb::sqlite().await,
+            Backend::Postgres => TestDb::postgres().await.expect("configured"),
+            Backend::Mysql => TestDb::mysql().await.expect("configured"),
+        }
+    }
+
     pub async fn restore(self, backup: &std::path::Path) -> TestDb {
         let backend = self.backend();
         if self.schema.is_none() {
