@@ -228,7 +228,13 @@ pub async fn run(cli: Cli) -> ExitCode {
         };
     }
     let path = config::resolve_path(cli.config.as_deref());
-    let config = match config::load(&path) {
+    let suggesting = matches!(cli.command, Command::Check { suggest: true });
+    let loaded = if suggesting {
+        config::load_for_suggest(&path)
+    } else {
+        config::load(&path)
+    };
+    let config = match loaded {
         Ok(config) => config,
         Err(e) => {
             eprintln!("retentiond: {e}");

@@ -240,6 +240,9 @@ pub struct VenueConfig {
     pub unknown_customer_id: Option<i64>,
     /// Column -> strategy, for anonymise venues; empty for delete venues.
     pub anonymise: Vec<(Ident, Strategy)>,
+    /// Whether the venue's `[venues.anonymise]` table is written (only `check --suggest` loads
+    /// an anonymise venue without one).
+    pub anonymise_written: bool,
 }
 
 impl Config {
@@ -263,6 +266,10 @@ impl VenueConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    /// Set for `check --suggest`, whose proposal fills the anonymise tables: an anonymise venue
+    /// may then have none yet.
+    #[serde(skip)]
+    suggesting: bool,
     database: RawDatabase,
     #[serde(default)]
     http: RawHttp,
@@ -511,6 +518,23 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// As [`load`], with the environment given explicitly (tests).
 pub fn load_with_env(path: &Path, env: BTreeMap<String, String>) -> Result<Config, ConfigError> {
+    load_inner(path, env, false)
+}
+
+/// As [`load`], for `check --suggest`: an anonymise venue without a `[venues.anonymise]` table
+/// yet is taken as classifying no column, so that the proposal can fill it.
+pub fn load_for_suggest(path: &Path) -> Result<Config, ConfigError> {
+    let env: BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("RETENTIOND__"))
+        .collect();
+    load_inner(path, env, true)
+}
+
+fn load_inner(
+    path: &Path,
+    env: BTreeMap<String, String>,
+    suggesting: bool,
+) -> Result<Config, ConfigError> {
     let file = path.display().to_string();
     let err = |key: &str, message: String| ConfigError {
         file: file.clone(),
@@ -531,8 +555,50 @@ pub fn load_with_env(path: &Path, env: BTreeMap<String, String>) -> Result<Confi
         .and_then(|c| c.try_deserialize())
         .map_err(|e| describe_load_error(&file, e))
         .map_err(|e| blame_environment(e, &env_keys))?;
+    raw.suggesting = suggesting;
     let origins = venue_origins(path, &file, &mut raw)?;
+    resolve_relative_paths(path.parent().unwrap_or(Path::new("")), &mut raw);
     validate(file.clone(), raw, origins).map_err(|e| blame_environment(e, &env_keys))
+}
+
+/// Relative paths (a SQLite database, `mail.dir`, `journal.path`; `venues_dir` is read the
+/// same way) are read from the configuration file's folder, not from wherever the command
+/// was started: a service and an operator's shell then reach the same files.
+fn resolve_relative_paths(base: &Path, raw: &mut RawConfig) {
+    if base.as_os_str().is_empty() {
+        return; // the file is in the working directory: relative paths already mean its folder
+    }
+    let resolve = |p: &str| -> String {
+        if p.trim().is_empty() || Path::new(p).is_absolute() {
+            p.to_string()
+        } else {
+            base.join(p).display().to_string()
+        }
+    };
+    raw.database.url = resolve_sqlite_url(&raw.database.url, base);
+    raw.mail.dir = resolve(&raw.mail.dir);
+    if let Some(journal) = raw.journal.path.as_mut() {
+        *journal = resolve(journal);
+    }
+}
+
+/// `url` with a relative SQLite file path joined to `base`; any other URL as it is.
+pub fn resolve_sqlite_url(url: &str, base: &Path) -> String {
+    let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
+        return url.to_string();
+    };
+    let (file, query) = match rest.split_once('?') {
+        Some((file, query)) => (file, Some(query)),
+        None => (rest, None),
+    };
+    if file.is_empty() || file.starts_with(':') || Path::new(file).is_absolute() {
+        return url.to_string();
+    }
+    let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+    format!("sqlite://{}{query}", base.join(file).display())
 }
 
 /// Where a venue was written: its file and its index among that file's `[[venues]]`, so that
@@ -946,7 +1012,9 @@ fn validate(
                 format!("expected a share greater than 0 and at most 1, got {max_share}"),
             ));
         }
+        let anonymise_written = v.anonymise.is_some();
         let anonymise = match (action, v.anonymise) {
+            (Action::Anonymise, None) if raw.suggesting => Vec::new(),
             (Action::Anonymise, None) => {
                 return Err(err(&key("anonymise"), "an anonymise venue needs a [venues.anonymise] table classifying every customers column".into()))
             }
@@ -999,6 +1067,7 @@ fn validate(
             },
             unknown_customer_id: v.unknown_customer_id,
             anonymise,
+            anonymise_written,
         });
     }
 
@@ -1308,6 +1377,32 @@ fn check_address(address: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("expected an email address, got {address:?}"))
+    }
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::resolve_sqlite_url;
+    use std::path::Path;
+
+    #[test]
+    fn a_relative_sqlite_file_is_read_from_the_configuration_folder() {
+        let base = Path::new("/etc/retentiond");
+        for (url, expected) in [
+            (
+                "sqlite://data/retention.db",
+                "sqlite:///etc/retentiond/data/retention.db",
+            ),
+            (
+                "sqlite:data.db?mode=rwc",
+                "sqlite:///etc/retentiond/data.db?mode=rwc",
+            ),
+            ("sqlite:///var/lib/r.db", "sqlite:///var/lib/r.db"),
+            ("sqlite::memory:", "sqlite::memory:"),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+        ] {
+            assert_eq!(resolve_sqlite_url(url, base), expected, "{url}");
+        }
     }
 }
 

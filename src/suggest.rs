@@ -129,10 +129,18 @@ pub async fn suggest(db: &Db, config: &Config) -> Result<Vec<String>> {
         }
         let unclassified = unclassified_columns(config, venue, &customers);
         if !unclassified.is_empty() {
-            out.push(format!(
-                "# add under [venues.anonymise] of venues[{i}] ({}):",
-                venue.name
-            ));
+            if !venue.anonymise_written {
+                out.push(format!(
+                    "# add to venues[{i}] ({}), after its other keys:",
+                    venue.name
+                ));
+                out.push("[venues.anonymise]".into());
+            } else {
+                out.push(format!(
+                    "# add under [venues.anonymise] of venues[{i}] ({}):",
+                    venue.name
+                ));
+            }
             out.extend(lines(db, &s.customers, &customers, &unclassified).await?);
         }
     }
@@ -155,6 +163,59 @@ pub async fn suggest(db: &Db, config: &Config) -> Result<Vec<String>> {
                 r.table
             ));
             out.extend(lines(db, &r.table, &columns, &unclassified).await?);
+        }
+    }
+    out.extend(unlisted_references(db, config).await?);
+    Ok(out)
+}
+
+/// Paste-ready `[[schema.references]]` entries for the foreign keys into the customers table,
+/// or into a linked table whose rows are deleted, that the configuration does not list (a
+/// delete would otherwise fail on them). What happens to their rows is the operator's choice:
+/// the proposal names both options and picks the one that loses nothing by surprise.
+async fn unlisted_references(db: &Db, config: &Config) -> Result<Vec<String>> {
+    let s = &config.schema;
+    let mut out = Vec::new();
+    let listed = |t: &str, c: &str| {
+        s.references
+            .iter()
+            .any(|r| r.table.name() == t && r.column.name() == c)
+    };
+    if introspect::columns(db, &s.customers).await?.is_some() {
+        for (table, column) in introspect::foreign_keys_to(db, &s.customers).await? {
+            if table == s.customers.name() || listed(&table, &column) {
+                continue;
+            }
+            out.push(format!(
+                "# add to [schema]: foreign key {table}.{column} points at {} but is not listed",
+                s.customers
+            ));
+            out.push("[[schema.references]]".into());
+            out.push(format!("table = \"{table}\""));
+            out.push(format!("column = \"{column}\""));
+            out.push("on_delete = \"delete\"       # its rows go with the customer (on anonymise too); or \"reassign\" to keep them on the Unknown Customer, classifying its columns".into());
+        }
+    }
+    for r in s.references.iter().filter(|r| r.via.is_none()) {
+        if introspect::columns(db, &r.table).await?.is_none() {
+            continue;
+        }
+        for (table, column) in introspect::foreign_keys_to(db, &r.table).await? {
+            if table == r.table.name() || listed(&table, &column) {
+                continue;
+            }
+            out.push(format!(
+                "# add to [schema]: foreign key {table}.{column} points at {} but is not listed",
+                r.table
+            ));
+            out.push("[[schema.references]]".into());
+            out.push(format!("table = \"{table}\""));
+            out.push(format!("column = \"{column}\""));
+            out.push(format!("via = \"{}\"", r.table.name()));
+            out.push(format!(
+                "via_key = \"id\"            # the {} column that {table}.{column} holds",
+                r.table.name()
+            ));
         }
     }
     Ok(out)

@@ -521,3 +521,63 @@ fn a_mistyped_sqlite_path_is_refused_and_creates_nothing() {
     assert!(migrate.status.success(), "{}", stderr(&migrate));
     assert!(missing.exists(), "migrate creates it");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relative_paths_are_read_from_the_configuration_folder_not_the_working_directory() {
+    let db = TestDb::sqlite().await;
+    db.migrate().await;
+    db.customer(1, "2019-01-01 00:00:00").await;
+    // The configuration lives in etc/, beside its database; the command starts elsewhere.
+    let etc = db.dir.path().join("etc");
+    std::fs::create_dir(&etc).unwrap();
+    let text = config_toml(
+        "sqlite://../customers.db",
+        &anonymise_venue(1, "3 years", ""),
+    )
+    .replacen(
+        "[mail]\n",
+        "[mail]\ntransport = \"file\"\ndir = \"outbox\"\n",
+        1,
+    ) + "\n[journal]\npath = \"erasures.jsonl\"\n";
+    let config = etc.join("retentiond.toml");
+    std::fs::write(&config, text).unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+
+    let cycle = Command::new(env!("CARGO_BIN_EXE_retentiond"))
+        .current_dir(elsewhere.path())
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "cycle",
+            "--at",
+            "2026-06-15T12:00:00Z",
+        ])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+
+    assert!(
+        cycle.status.success(),
+        "{}{}",
+        stdout(&cycle),
+        stderr(&cycle)
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM retention_reports").await,
+        1,
+        "the report was made in the database beside the configuration"
+    );
+    assert!(
+        std::fs::read_dir(etc.join("outbox")).unwrap().count() > 0,
+        "mail written to etc/outbox"
+    );
+    assert!(
+        etc.join("erasures.jsonl").exists(),
+        "the journal is etc/erasures.jsonl"
+    );
+    assert_eq!(
+        std::fs::read_dir(elsewhere.path()).unwrap().count(),
+        0,
+        "nothing written where the command started"
+    );
+}

@@ -362,6 +362,106 @@ async fn check_suggest_proposes_strategies_that_make_check_pass() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_suggest_fills_a_missing_anonymise_table_and_lists_unlisted_foreign_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("club.db").display());
+    let db = retentiond::db::Db::connect(&url).await.unwrap();
+    db.execute_script(
+        "CREATE TABLE members (member_no INTEGER PRIMARY KEY, club INTEGER NOT NULL, joined TEXT NOT NULL,
+           mail TEXT, mobile TEXT);
+         CREATE TABLE purchases (id INTEGER PRIMARY KEY, member_no INTEGER NOT NULL REFERENCES members(member_no),
+           bought_at TEXT NOT NULL, amount INTEGER NOT NULL);
+         CREATE INDEX purchases_member ON purchases (member_no, bought_at);
+         CREATE TABLE tickets (id INTEGER PRIMARY KEY, holder INTEGER REFERENCES members(member_no), seat TEXT);
+         CREATE INDEX tickets_holder ON tickets (holder);
+         CREATE INDEX members_club ON members (club);
+         INSERT INTO members VALUES (1, 7, '2019-01-01 00:00:00', 'pat@example.org', '07700 900123');
+         INSERT INTO purchases VALUES (1, 1, '2020-01-01 00:00:00', 1500);
+         INSERT INTO tickets VALUES (1, 1, 'B12');",
+    )
+    .await
+    .unwrap();
+    db.close().await;
+    let config = dir.path().join("club.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[database]
+url = "{url}"
+[mail]
+transport = "file"
+dir = "{}"
+[secrets]
+hash_key = "{}"
+[schema]
+customers = "members"
+customer_id = "member_no"
+customer_venue = "club"
+customer_created_at = "joined"
+orders = "purchases"
+order_customer = "member_no"
+order_placed_at = "bought_at"
+display_name = ["mail"]
+display_email = "mail"
+[[schema.references]]
+table = "purchases"
+column = "member_no"
+on_delete = "reassign"
+[schema.references.columns]
+amount = "keep"
+bought_at = "keep"
+[[venues]]
+id = 7
+name = "Jazz Club"
+approvers = ["door@jazz.example"]
+inactive_for = "3 years"
+action = "anonymise"
+"#,
+            dir.path().join("outbox").display(),
+            crate::common::HASH_KEY
+        ),
+    )
+    .unwrap();
+    let refused = retentiond(&config, &["check"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("[venues.anonymise]"),
+        "{}",
+        text(&refused)
+    );
+
+    let suggest = retentiond(&config, &["check", "--suggest"]);
+
+    let proposal = text(&suggest);
+    for line in [
+        "[venues.anonymise]",
+        "mail = \"hash\"",
+        "mobile = \"null\"",
+        "[[schema.references]]",
+        "table = \"tickets\"",
+        "column = \"holder\"",
+    ] {
+        assert!(
+            proposal.lines().any(|l| l.trim_start().starts_with(line)),
+            "{line} in {proposal}"
+        );
+    }
+    assert!(!proposal.contains("pat@example.org"), "{proposal}");
+    // Pasted as printed, at the end of the file (after the venue), it makes check pass.
+    let pasted: String = proposal
+        .lines()
+        .filter(|l| l.starts_with('[') || l.contains(" = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let original = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, original + &pasted).unwrap();
+    let migrate = retentiond(&config, &["migrate"]);
+    assert!(migrate.status.success(), "{}\n{pasted}", text(&migrate));
+    let check = retentiond(&config, &["check"]);
+    assert_eq!(check.status.code(), Some(0), "{}\n{pasted}", text(&check));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_suggest_works_on_a_schema_with_other_names() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("club.db").display());
