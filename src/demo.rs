@@ -46,21 +46,20 @@ impl Synthetic {
     }
 }
 
-fn demo_config(dir: &Path, hash_key: &str) -> String {
-    let d = dir.display();
+fn demo_config(_dir: &Path, hash_key: &str) -> String {
     let schema_toml = crate::reference::SCHEMA_TOML;
     let anonymise_toml = crate::reference::ANONYMISE_TOML;
     format!(
         r#"# Written by `retentiond demo`: the demo's own configuration.
 [database]
-url = "sqlite://{d}/retention.db"
+url = "sqlite://retention.db"   # relative paths are read from this file's folder
 [http]
 bind = "127.0.0.1:8080"
 public_url = "http://127.0.0.1:8080"
 [mail]
 from = "Data Retention <retention@demo.example>"
 transport = "file"
-dir = "{d}/outbox"
+dir = "outbox"
 ops = "ops@demo.example"
 [schedule]
 cron = "0 * * * * *"            # every minute, so an approval is applied within a minute
@@ -72,7 +71,7 @@ remind_after = "7 days"
 [secrets]
 hash_key = "{hash_key}"
 [journal]
-path = "{d}/erasures.jsonl"      # the erasure journal: `retentiond replay` after a restore
+path = "erasures.jsonl"      # the erasure journal: `retentiond replay` after a restore
 {schema_toml}
 [[venues]]
 id = 1
