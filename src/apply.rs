@@ -64,40 +64,7 @@ pub async fn apply_report(
             );
         }
     }
-    if report.state == ReportState::Approved {
-        let mut tx = svc.db.begin().await?;
-        reports::transition(&mut tx, report, ReportState::Applying, at, None).await?;
-        // Customers an approver kept out are never touched by this report: their outcome is
-        // recorded now, with the transition, so no batch ever reads them.
-        let mut kept =
-            Query::new("UPDATE retention_report_items SET outcome = 'kept', processed_at = ");
-        kept.bind(at)
-            .push(" WHERE report_id = ")
-            .bind(report.id)
-            .push(" AND kept_at IS NOT NULL AND outcome IS NULL");
-        let kept = tx.execute(&kept).await?;
-        if kept > 0 {
-            metrics::counter!("retentiond_customers_total", "outcome" => Outcome::Kept.as_str())
-                .increment(kept);
-        }
-        audit::record(
-            &mut tx,
-            &Event {
-                at,
-                venue_id: venue.id,
-                report_id: Some(report.id),
-                event: EventKind::ApplyStarted,
-                actor: "retentiond".into(),
-                detail: format!(
-                    "{} of {} customers",
-                    report.action.as_str(),
-                    report.customer_count
-                ),
-            },
-        )
-        .await?;
-        tx.commit().await?;
-    } else if report.state != ReportState::Applying {
+    if report.state != ReportState::Approved && report.state != ReportState::Applying {
         bail!(
             "report {} is {}, only an approved report can be applied",
             report.id,
@@ -116,11 +83,24 @@ pub async fn apply_report(
 
     let scope = Scope::new(&svc.config, svc.db.backend(), venue, at);
     let keys = LinkedKeys::load(&svc.db, &svc.config.schema).await?;
-    let mut left = Query::new(
-        "SELECT COUNT(*) FROM retention_report_items WHERE outcome IS NULL AND report_id = ",
-    );
-    left.bind(report.id);
-    let left = svc.db.fetch_one(&left).await?.i64(0)? as u64;
+    // An approved report's items are all still to do (those kept out are counted as they are
+    // recorded); an interrupted one's are counted.
+    let left = if report.state == ReportState::Approved {
+        report.customer_count.max(0) as u64
+    } else {
+        let mut left = Query::new(
+            "SELECT COUNT(*) FROM retention_report_items WHERE outcome IS NULL AND report_id = ",
+        );
+        left.bind(report.id);
+        svc.db.fetch_one(&left).await?.i64(0)? as u64
+    };
+    // Until the transaction that marks the report applying commits, every batch's transaction
+    // starts by doing so (a batch rolled back at its deadline rolls that back too).
+    let mut to_start = report.state == ReportState::Approved;
+    let applying = Report {
+        state: ReportState::Applying,
+        ..report.clone()
+    };
     svc.progress.start(
         format!("report {} ({})", report.id, report.action.as_str()),
         left,
@@ -166,11 +146,20 @@ pub async fn apply_report(
         let started = Instant::now();
         let mut tx = svc.db.begin().await?;
         let begin_ms = started.elapsed().as_millis() as u64;
-        let ids = next_batch(&mut tx, report.id, after_id, sizer.next()).await?;
+        let kept = if to_start {
+            start(&mut tx, venue, report, at).await?
+        } else {
+            0
+        };
+        let asked = sizer.next();
+        let ids = next_batch(&mut tx, report.id, after_id, asked).await?;
         let next_ms = started.elapsed().as_millis() as u64 - begin_ms;
         if ids.is_empty() {
-            finish(&mut tx, venue, report, at).await?;
+            if !finish_if_done(&mut tx, venue, &applying, at).await? {
+                bail!("report {}: customers without an outcome were not found by the batch that looked for them", report.id);
+            }
             tx.commit().await?;
+            note_kept(kept);
             if let Some(journal) = &journal {
                 journal.catch_up(&svc.db, Some(report.id)).await?;
             }
@@ -208,11 +197,20 @@ pub async fn apply_report(
                 )
             })?,
         };
+        // A batch shorter than asked was the report's last: it is finished in the same
+        // transaction (one commit less per report; a fleet applies hundreds of small ones).
+        let finished_here =
+            (ids.len() as u32) < asked && finish_if_done(&mut tx, venue, &applying, at).await?;
         let before_commit = Instant::now();
         tx.commit().await?;
         let commit_ms = before_commit.elapsed().as_millis() as u64;
+        to_start = false;
+        note_kept(kept);
         if let Some(journal) = &journal {
             journal.append(journal_lines(venue, report, &batch, at))?;
+            if finished_here {
+                journal.catch_up(&svc.db, Some(report.id)).await?;
+            }
         }
         let duration_ms = started.elapsed().as_millis() as u64;
         after_id = *ids.last().expect("a batch is never empty");
@@ -231,6 +229,10 @@ pub async fn apply_report(
             checkpoint(svc, report.id).await;
         }
         svc.progress.advance(ids.len() as u64);
+        if finished_here {
+            svc.progress.finish();
+            break;
+        }
         // One line a batch is hundreds for a large report: debug, with the progress bar and
         // the summary for people.
         tracing::debug!(
@@ -255,6 +257,42 @@ pub async fn apply_report(
         longest_batch_ms,
         batches_given_up,
     })
+}
+
+/// Marks an approved report applying, with the customers an approver kept out recorded as kept
+/// (so no batch ever reads them) and the ledger's `apply_started`: inside the report's first
+/// batch's transaction, so a report of one batch costs one transaction, not three.
+async fn start(
+    tx: &mut Tx,
+    venue: &VenueConfig,
+    report: &Report,
+    at: DateTime<Utc>,
+) -> Result<u64> {
+    reports::transition(tx, report, ReportState::Applying, at, None).await?;
+    let mut kept =
+        Query::new("UPDATE retention_report_items SET outcome = 'kept', processed_at = ");
+    kept.bind(at)
+        .push(" WHERE report_id = ")
+        .bind(report.id)
+        .push(" AND kept_at IS NOT NULL AND outcome IS NULL");
+    let kept = tx.execute(&kept).await?;
+    audit::record(
+        tx,
+        &Event {
+            at,
+            venue_id: venue.id,
+            report_id: Some(report.id),
+            event: EventKind::ApplyStarted,
+            actor: "retentiond".into(),
+            detail: format!(
+                "{} of {} customers",
+                report.action.as_str(),
+                report.customer_count
+            ),
+        },
+    )
+    .await?;
+    Ok(kept)
 }
 
 /// How often apply checkpoints SQLite's write-ahead log between batches: a checkpoint after
@@ -323,28 +361,34 @@ async fn next_batch(tx: &mut Tx, report_id: i64, after_id: i64, size: u32) -> Re
     tx.fetch_all(&q).await?.iter().map(|r| r.i64(0)).collect()
 }
 
-/// Marks the report applied once every customer has an outcome, with the ledger entry.
+fn note_kept(kept: u64) {
+    if kept > 0 {
+        metrics::counter!("retentiond_customers_total", "outcome" => Outcome::Kept.as_str())
+            .increment(kept);
+    }
+}
+
+/// Marks the applying `report` applied, with the ledger entry, when every customer has an
+/// outcome; false (and nothing changed) while some have none.
 /// The approvers' confirmation is queued in the same transaction, so exactly one is sent.
-async fn finish(
+async fn finish_if_done(
     tx: &mut Tx,
     venue: &VenueConfig,
     report: &Report,
     at: DateTime<Utc>,
-) -> Result<()> {
-    let current = reports::get_in(tx, report.id)
-        .await?
-        .context("report vanished")?;
-    reports::transition(tx, &current, ReportState::Applied, at, None).await?;
+) -> Result<bool> {
     let mut q =
         Query::new("SELECT outcome, COUNT(*) FROM retention_report_items WHERE report_id = ");
     q.bind(report.id).push(" GROUP BY outcome ORDER BY outcome");
-    let detail = tx
-        .fetch_all(&q)
-        .await?
-        .iter()
-        .map(|r| Ok(format!("{} {}", r.text(0)?, r.i64(1)?)))
-        .collect::<Result<Vec<_>>>()?
-        .join(", ");
+    let mut parts = Vec::new();
+    for row in tx.fetch_all(&q).await? {
+        match row.opt_text(0)? {
+            Some(outcome) => parts.push(format!("{outcome} {}", row.i64(1)?)),
+            None => return Ok(false),
+        }
+    }
+    reports::transition(tx, report, ReportState::Applied, at, None).await?;
+    let detail = parts.join(", ");
     mail::queue_to_approvers(tx, venue, mail::Kind::Applied, report.id, at, |_| true).await?;
     audit::record(
         tx,
@@ -357,7 +401,8 @@ async fn finish(
             detail,
         },
     )
-    .await
+    .await?;
+    Ok(true)
 }
 
 /// The journal lines of a committed batch: its erased customers.
