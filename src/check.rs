@@ -77,16 +77,26 @@ pub async fn time_column_problems(db: &Db, config: &Config) -> Result<Vec<String
     let s = &config.schema;
     let mut temporal = vec![
         (
-            "schema.customer_created_at",
+            "schema.customer_created_at".to_string(),
             &s.customers,
             &s.customer_created_at,
         ),
-        ("schema.order_placed_at", &s.orders, &s.order_placed_at),
+        (
+            "schema.order_placed_at".to_string(),
+            &s.orders,
+            &s.order_placed_at,
+        ),
     ];
     temporal.extend(
         s.customer_activity
             .iter()
-            .map(|c| ("schema.customer_activity", &s.customers, c)),
+            .map(|c| ("schema.customer_activity".to_string(), &s.customers, c)),
+    );
+    temporal.extend(
+        s.activity
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (format!("schema.activity[{i}].at"), &a.table, &a.at)),
     );
     let mut problems = Vec::new();
     let mut columns_of: BTreeMap<&str, Vec<ColumnInfo>> = BTreeMap::new();
@@ -293,6 +303,16 @@ pub async fn run(db: &Db, config: &Config) -> Result<CheckReport> {
     for r in &s.references {
         wanted.push(("schema.references", &r.table, &r.column));
     }
+    let activity_keys: Vec<[String; 3]> = (0..s.activity.len())
+        .map(|i| ["column", "at", "via_key"].map(|k| format!("schema.activity[{i}].{k}")))
+        .collect();
+    for (a, [column_key, at_key, via_key]) in s.activity.iter().zip(&activity_keys) {
+        wanted.push((column_key, &a.table, &a.column));
+        wanted.push((at_key, &a.table, &a.at));
+        if let Some(via) = &a.via {
+            wanted.push((via_key, &via.table, &via.key));
+        }
+    }
     for (key, table, _) in &wanted {
         if !tables.contains_key(table.name()) {
             let cols = introspect::columns(db, table).await?;
@@ -403,6 +423,18 @@ pub async fn run(db: &Db, config: &Config) -> Result<CheckReport> {
                     s.customers
                 ));
             }
+        }
+    }
+    for (i, a) in s.activity.iter().enumerate() {
+        if !tables.get(a.table.name()).is_some_and(Option::is_some) {
+            continue;
+        }
+        let leading = introspect::index_leading_columns(db, &a.table).await?;
+        if !leading.iter().any(|c| c == a.column.name()) {
+            report.warnings.push(format!(
+                "schema.activity[{i}]: no index on {}({}, {}); every idle customer's selection will scan {}",
+                a.table, a.column, a.at, a.table
+            ));
         }
     }
     for (i, r) in s.references.iter().enumerate() {

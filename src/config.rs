@@ -156,6 +156,28 @@ impl Reference {
     }
 }
 
+/// A table whose times count as a customer's activity (`[[schema.activity]]`, SPEC 12), as
+/// orders do: a customer with a row whose time is at or after the cutoff (a future one
+/// included: next season's performance, a membership still running) is not inactive.
+#[derive(Debug, Clone)]
+pub struct ActivitySource {
+    pub table: Ident,
+    /// The column holding the customer id (or, with `via`, the parent row's key).
+    pub column: Ident,
+    /// The time or date column that counts.
+    pub at: Ident,
+    pub via: Option<ActivityVia>,
+}
+
+/// The parent of a `via` activity table: the orders table or a `[[schema.references]]` table,
+/// the key the activity column holds, and the parent's column holding the customer id.
+#[derive(Debug, Clone)]
+pub struct ActivityVia {
+    pub table: Ident,
+    pub key: Ident,
+    pub customer: Ident,
+}
+
 /// How the customer database is laid out; every name is a validated identifier.
 #[derive(Debug, Clone)]
 pub struct SchemaConfig {
@@ -167,6 +189,8 @@ pub struct SchemaConfig {
     pub customer_created_at: Ident,
     pub legal_hold: Option<Ident>,
     pub customer_activity: Vec<Ident>,
+    /// Tables whose times count as activity besides orders (`[[schema.activity]]`).
+    pub activity: Vec<ActivitySource>,
     pub orders: Ident,
     pub order_customer: Ident,
     pub order_placed_at: Ident,
@@ -415,6 +439,7 @@ struct RawSchema {
     customer_created_at: String,
     legal_hold: Option<String>,
     customer_activity: Vec<String>,
+    activity: Vec<RawActivity>,
     orders: String,
     order_customer: String,
     order_placed_at: String,
@@ -432,6 +457,7 @@ impl Default for RawSchema {
             customer_created_at: "created_at".into(),
             legal_hold: None,
             customer_activity: vec![],
+            activity: vec![],
             orders: "orders".into(),
             order_customer: "customer_id".into(),
             order_placed_at: "placed_at".into(),
@@ -441,6 +467,16 @@ impl Default for RawSchema {
             labels: BTreeMap::new(),
         }
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawActivity {
+    table: String,
+    column: String,
+    at: String,
+    via: Option<String>,
+    via_key: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -891,6 +927,9 @@ fn validate(
 
     let s = raw.schema;
     let references = validate_references(&s.references, hash_key.is_some(), &err)?;
+    let orders = ident("schema.orders", &s.orders)?;
+    let order_customer = ident("schema.order_customer", &s.order_customer)?;
+    let activity = validate_activity(&s.activity, &orders, &order_customer, &references, &err)?;
     let schema = SchemaConfig {
         customers: ident("schema.customers", &s.customers)?,
         customer_id: ident("schema.customer_id", &s.customer_id)?,
@@ -913,8 +952,9 @@ fn validate(
             .enumerate()
             .map(|(i, n)| ident(&format!("schema.customer_activity[{i}]"), n))
             .collect::<Result<_, _>>()?,
-        orders: ident("schema.orders", &s.orders)?,
-        order_customer: ident("schema.order_customer", &s.order_customer)?,
+        activity,
+        orders,
+        order_customer,
         order_placed_at: ident("schema.order_placed_at", &s.order_placed_at)?,
         references,
         display_name: s
@@ -1245,6 +1285,62 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 
 /// The shortest `secrets.hash_key` accepted: a keyed hash is only as strong as its key.
 pub const MIN_HASH_KEY_BYTES: usize = 32;
+
+/// `[[schema.activity]]`: names, and each `via` parent found among the orders table and the
+/// `[[schema.references]]` tables without `via` (whose customer column it takes).
+fn validate_activity(
+    raw: &[RawActivity],
+    orders: &Ident,
+    order_customer: &Ident,
+    references: &[Reference],
+    err: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<Vec<ActivitySource>, ConfigError> {
+    let mut sources = Vec::new();
+    for (i, a) in raw.iter().enumerate() {
+        let key = |k: &str| format!("schema.activity[{i}].{k}");
+        let ident = |k: &str, name: &str| Ident::new(name).map_err(|e| err(&key(k), e.to_string()));
+        let table = ident("table", &a.table)?;
+        let via = match &a.via {
+            None => {
+                if a.via_key.is_some() {
+                    return Err(err(&key("via_key"), "via_key needs via".into()));
+                }
+                None
+            }
+            Some(parent) => {
+                let parent = ident("via", parent)?;
+                let customer = if &parent == orders {
+                    order_customer.clone()
+                } else {
+                    match references
+                        .iter()
+                        .find(|r| r.table == parent && r.via.is_none())
+                    {
+                        Some(r) => r.column.clone(),
+                        None => {
+                            return Err(err(
+                                &key("via"),
+                                format!("expected the orders table ({orders}) or the table of a [[schema.references]] entry without via, got {:?}", parent.name()),
+                            ))
+                        }
+                    }
+                };
+                Some(ActivityVia {
+                    table: parent,
+                    key: ident("via_key", a.via_key.as_deref().unwrap_or("id"))?,
+                    customer,
+                })
+            }
+        };
+        sources.push(ActivitySource {
+            column: ident("column", &a.column)?,
+            at: ident("at", &a.at)?,
+            table,
+            via,
+        });
+    }
+    Ok(sources)
+}
 
 /// `[[schema.references]]`: fates, `via` parents and the column strategies of staying tables.
 fn validate_references(

@@ -36,6 +36,7 @@ pub mod search;
 pub mod selection;
 pub mod suggest;
 pub mod web;
+pub mod wording;
 
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;

@@ -584,7 +584,7 @@ fn customers_query(
     // Frozen with the item; reports made before migration 5 look it up.
     select.push(format!(
         "COALESCE(i.last_order_at, {})",
-        crate::selection::last_order_of(schema, "i.customer_id")
+        crate::selection::last_activity_of(backend, schema, "i.customer_id")
     ));
     select.extend(
         schema

@@ -3,7 +3,7 @@
 //! for the re-check at apply time. Orders are tested with `NOT EXISTS`, which uses the
 //! `(customer, placed_at)` index; no customer is loaded into memory.
 
-use crate::config::{SchemaConfig, VenueConfig};
+use crate::config::{ActivitySource, SchemaConfig, VenueConfig};
 use crate::db::{Backend, Db, Ident, Query, Row, Tx};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
@@ -127,6 +127,10 @@ impl Scope<'_> {
         ))
         .bind(self.cutoff)
         .push(")");
+        for (n, source) in s.activity.iter().enumerate() {
+            push_no_activity_since(q, source, n, &format!("c.{id}"));
+            q.bind(self.cutoff).push(")");
+        }
         for column in &s.customer_activity {
             let col = column.q();
             q.push(&format!(" AND (c.{col} IS NULL OR c.{col} < "))
@@ -225,14 +229,53 @@ pub async fn count_by_venue<'a>(db: &Db, scopes: &[Scope<'a>]) -> Result<HashMap
     Ok(counts)
 }
 
-/// The latest order time of the customer whose id is the SQL expression `customer`.
-pub fn last_order_of(schema: &SchemaConfig, customer: &str) -> String {
-    format!(
+/// Appends ` AND NOT EXISTS (<a row of source for the customer> AND <its time> >= ` (the caller
+/// binds the cutoff and closes the parenthesis). `n` numbers the aliases of this source.
+fn push_no_activity_since(q: &mut Query, source: &ActivitySource, n: usize, customer: &str) {
+    q.push(" AND NOT EXISTS (");
+    q.push(&activity_rows(source, n, customer));
+    q.push(&format!(" AND act{n}.{} >= ", source.at.q()));
+}
+
+/// `SELECT 1 FROM <source> act{n} [JOIN <via parent> actp{n}] WHERE <row belongs to customer>`.
+fn activity_rows(source: &ActivitySource, n: usize, customer: &str) -> String {
+    let table = source.table.q();
+    let column = source.column.q();
+    match &source.via {
+        None => format!("SELECT 1 FROM {table} act{n} WHERE act{n}.{column} = {customer}"),
+        Some(via) => format!(
+            "SELECT 1 FROM {parent} actp{n} JOIN {table} act{n} ON act{n}.{column} = actp{n}.{key} WHERE actp{n}.{cust} = {customer}",
+            parent = via.table.q(),
+            key = via.key.q(),
+            cust = via.customer.q()
+        ),
+    }
+}
+
+/// The latest activity time of the customer whose id is the SQL expression `customer`: its
+/// latest order, or the latest time in any `[[schema.activity]]` table (a future one
+/// included), NULL when there is none.
+pub fn last_activity_of(backend: Backend, schema: &SchemaConfig, customer: &str) -> String {
+    let last_order = format!(
         "(SELECT MAX(o.{placed}) FROM {orders} o WHERE o.{cust} = {customer})",
         placed = schema.order_placed_at.q(),
         orders = schema.orders.q(),
         cust = schema.order_customer.q()
-    )
+    );
+    if schema.activity.is_empty() {
+        return last_order;
+    }
+    let mut latest = vec![backend.as_timestamp(&last_order)];
+    for (n, source) in schema.activity.iter().enumerate() {
+        let rows = activity_rows(source, n, customer);
+        let max = rows.replacen(
+            "SELECT 1 ",
+            &format!("SELECT MAX(act{n}.{}) ", source.at.q()),
+            1,
+        );
+        latest.push(backend.as_timestamp(&format!("({max})")));
+    }
+    backend.greatest_not_null(&latest)
 }
 
 /// Appends ` AND <prefix>venue = venue_id` where the customers table names each customer's
@@ -322,7 +365,11 @@ pub async fn freeze_into_report(tx: &mut Tx, scope: &Scope<'_>, report_id: i64) 
     q.bind(report_id).push(&format!(
         ", c.{id}, {last}",
         id = scope.schema.customer_id.q(),
-        last = last_order_of(scope.schema, &format!("c.{}", scope.schema.customer_id.q()))
+        last = last_activity_of(
+            scope.backend,
+            scope.schema,
+            &format!("c.{}", scope.schema.customer_id.q())
+        )
     ));
     scope.push_from_candidates(&mut q);
     tx.execute(&q).await

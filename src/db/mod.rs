@@ -195,6 +195,40 @@ impl Backend {
         }
     }
 
+    /// The time or date `expr` as a timestamp, so that times and dates of several tables
+    /// compare and store as one type (PostgreSQL and SQLite compare them as they are).
+    pub fn as_timestamp(self, expr: &str) -> String {
+        match self {
+            Backend::Sqlite | Backend::Postgres => expr.to_string(),
+            Backend::Mysql => format!("CAST({expr} AS DATETIME(6))"),
+        }
+    }
+
+    /// The greatest of `exprs` that are not NULL; NULL when all are. PostgreSQL's `GREATEST`
+    /// leaves NULLs out; MySQL's `GREATEST` and SQLite's `MAX` return NULL if any argument is,
+    /// so each argument is coalesced with the others in turn.
+    pub fn greatest_not_null(self, exprs: &[String]) -> String {
+        if let [one] = exprs {
+            return one.clone();
+        }
+        let function = match self {
+            Backend::Postgres => return format!("GREATEST({})", exprs.join(", ")),
+            Backend::Mysql => "GREATEST",
+            Backend::Sqlite => "MAX",
+        };
+        let rotations: Vec<String> = (0..exprs.len())
+            .map(|i| {
+                let turn: Vec<&str> = exprs[i..]
+                    .iter()
+                    .chain(&exprs[..i])
+                    .map(String::as_str)
+                    .collect();
+                format!("COALESCE({})", turn.join(", "))
+            })
+            .collect();
+        format!("{function}({})", rotations.join(", "))
+    }
+
     /// `expr` as an integer: one spelling for BOOLEAN and 0/1 INTEGER flag columns.
     pub fn cast_int(self, expr: &str) -> String {
         match self {

@@ -76,7 +76,8 @@ pub fn skip_reason(outcome: Outcome) -> &'static str {
 }
 
 fn action_phrase(svc: &Service, report: &Report) -> String {
-    let linked = crate::erase::linked_tables_in_words(&svc.config.schema, report.action).join(" ");
+    let linked =
+        crate::wording::linked_tables_in_words(&svc.config.schema, report.action).join(" ");
     match report.action {
         Action::Delete => format!("delete the customers. {linked}"),
         Action::Anonymise => format!(

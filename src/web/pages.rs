@@ -190,7 +190,7 @@ pub async fn report(
             )),
         }
     }
-    let references = crate::erase::linked_tables_in_words(schema, report.action).join(" ");
+    let references = crate::wording::linked_tables_in_words(schema, report.action).join(" ");
     let shows_customers = report.state.shows_customers();
     let decidable = report.state == crate::policy::ReportState::Pending;
     // The page number travels in the link, so no page needs to count the rows before it.

@@ -76,7 +76,23 @@ fn refusals_name_the_key() {
             "postcode = \"prefix:4\"\nemail = \"null\"",
         );
     let delete = config_toml("sqlite://file.db", &delete_venue(2, "3 years", ""));
+    let activity = |via: &str| {
+        config_toml(
+            "sqlite://file.db",
+            &format!("[[schema.activity]]\ntable = \"tickets\"\ncolumn = \"order_id\"\nat = \"performance_at\"\n{via}\n{}", delete_venue(2, "3 years", "")),
+        )
+    };
+    assert!(load(&activity("via = \"orders\""), &[]).is_ok());
     let cases = [
+        (activity("via = \"invoices\""), "schema.activity[0].via"),
+        (
+            activity("via_key = \"order_id\""),
+            "schema.activity[0].via_key",
+        ),
+        (
+            activity("").replace("\"tickets\"", "\"tickets; DROP TABLE x\""),
+            "schema.activity[0].table",
+        ),
         (two_venues, "venues[1].id"),
         (no_key_for_customers, "venues[0].anonymise.email"),
         (no_key, "schema.references[0].columns.billing_email"),

@@ -633,3 +633,40 @@ async fn times_retentiond_cannot_read_are_named_and_stop_the_cycle() {
     assert!(cycle_text.contains("cannot read"), "{cycle_text}");
     assert_eq!(db.count("SELECT COUNT(*) FROM retention_reports").await, 0);
 }
+
+/// `check` names an activity table that does not exist and an activity time column of the
+/// wrong type, and warns about an activity table without an index on its reference column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_activity_tables_that_do_not_fit() {
+    let db = TestDb::sqlite().await;
+    db.migrate().await;
+    db.db
+        .execute(&Query::new(
+            "CREATE TABLE memberships (id INTEGER PRIMARY KEY, customer_id INTEGER NOT NULL, expires_at INTEGER NOT NULL)",
+        ))
+        .await
+        .unwrap();
+    let activity = "[[schema.activity]]\ntable = \"tickets\"\ncolumn = \"order_id\"\nvia = \"orders\"\nat = \"performance_at\"\n\
+                    [[schema.activity]]\ntable = \"memberships\"\ncolumn = \"customer_id\"\nat = \"expires_at\"\n";
+    let config =
+        db.write_config_with_file_mail(&(activity.to_string() + &delete_venue(2, "3 years", "")));
+
+    let check = retentiond(&config, &["check"]);
+
+    let out = text(&check);
+    assert_eq!(check.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("schema.activity[0].column: table tickets does not exist"),
+        "{out}"
+    );
+    assert!(
+        out.contains("schema.activity[1].at: column memberships.expires_at has type integer, expected a date or timestamp"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "warning: schema.activity[1]: no index on memberships(customer_id, expires_at)"
+        ),
+        "{out}"
+    );
+}

@@ -204,6 +204,127 @@ impl TestDb {
     }
 }
 
+/// `[[schema.activity]]` of the tests: tickets keyed by order (a performance time) and
+/// memberships keyed by customer (an expiry date).
+const ACTIVITY_TABLES: &str = r#"
+[[schema.activity]]
+table = "tickets"
+column = "order_id"
+via = "orders"
+at = "performance_at"
+[[schema.activity]]
+table = "memberships"
+column = "customer_id"
+at = "expires_at"
+"#;
+
+impl TestDb {
+    async fn create_activity_tables(&self) {
+        let (key, time) = match self.backend() {
+            retentiond::db::Backend::Sqlite => ("INTEGER PRIMARY KEY", "TEXT"),
+            retentiond::db::Backend::Postgres => ("BIGSERIAL PRIMARY KEY", "TIMESTAMPTZ"),
+            retentiond::db::Backend::Mysql => ("BIGINT AUTO_INCREMENT PRIMARY KEY", "DATETIME(6)"),
+        };
+        for sql in [
+            format!("CREATE TABLE tickets (id {key}, order_id BIGINT NOT NULL, performance_at {time} NOT NULL)"),
+            "CREATE INDEX tickets_order ON tickets (order_id)".to_string(),
+            format!("CREATE TABLE memberships (id {key}, customer_id BIGINT NOT NULL, expires_at DATE NOT NULL)"),
+        ] {
+            self.db.execute(&Query::new(&sql)).await.unwrap();
+        }
+    }
+
+    async fn ticket(&self, order: i64, performance_at: &str) {
+        let mut q = Query::new("INSERT INTO tickets (order_id, performance_at) VALUES (");
+        q.bind(order).push(", ").bind(t(performance_at)).push(")");
+        self.db.execute(&q).await.unwrap();
+    }
+
+    async fn membership(&self, customer: i64, expires: chrono::NaiveDate) {
+        let mut q = Query::new("INSERT INTO memberships (customer_id, expires_at) VALUES (");
+        q.bind(customer)
+            .push(", ")
+            .bind(retentiond::db::Value::Date(expires))
+            .push(")");
+        self.db.execute(&q).await.unwrap();
+    }
+}
+
+/// A ticket for a performance after the cutoff (next spring's, bought four years ago) and a
+/// membership running past it keep a customer; old ones do not. The report's last activity is
+/// the latest of orders and every activity table, and the re-check at apply honours activity
+/// that appeared after the report was made.
+async fn activity_tables_count_as_activity(db: TestDb) {
+    db.migrate().await;
+    db.create_activity_tables().await;
+    let date = |y, m, d| chrono::NaiveDate::from_ymd_opt(y, m, d).unwrap();
+    let svc = db
+        .service(&(ACTIVITY_TABLES.to_string() + &anonymise_venue(1, "3 years", "")))
+        .await;
+    let season_ticket = db.customer(1, "2020-01-01 00:00:00").await;
+    let order = db.order(season_ticket, "2022-05-01 10:00:00").await;
+    db.ticket(order, "2027-03-20 19:30:00").await;
+    let member = db.customer(1, "2020-01-01 00:00:00").await;
+    db.membership(member, date(2027, 1, 31)).await;
+    let lapsed_member = db.customer(1, "2020-01-01 00:00:00").await;
+    db.order(lapsed_member, "2020-06-01 10:00:00").await;
+    db.membership(lapsed_member, date(2021, 6, 30)).await;
+    let old_ticket = db.customer(1, "2020-01-01 00:00:00").await;
+    let order = db.order(old_ticket, "2020-02-01 10:00:00").await;
+    db.ticket(order, "2020-04-01 19:30:00").await;
+    let turns_active = db.customer(1, "2020-01-01 00:00:00").await;
+
+    assert_eq!(
+        candidates(&svc, 1, AT).await,
+        vec![lapsed_member, old_ticket, turns_active]
+    );
+
+    let report_id = crate::common::approved_report(&svc, 1).await;
+    let shown = retentiond::reports::customers_with_ids(
+        &svc.db,
+        &svc.config.schema,
+        report_id,
+        &[lapsed_member, old_ticket, turns_active],
+    )
+    .await
+    .unwrap();
+    let last: Vec<Option<chrono::NaiveDate>> = shown
+        .iter()
+        .map(|c| c.last_activity.map(|t| t.date_naive()))
+        .collect();
+    assert_eq!(
+        last,
+        vec![Some(date(2021, 6, 30)), Some(date(2020, 4, 1)), None],
+        "the latest of orders, tickets and memberships"
+    );
+
+    // Between report and apply, the last one buys a ticket for a future performance.
+    let order = db.order(turns_active, "2019-01-01 10:00:00").await;
+    db.ticket(order, "2026-09-01 19:30:00").await;
+    crate::common::cycle(&svc, 1, crate::common::NEXT_DAY).await;
+    let outcome = |id: i64| {
+        let db = &db;
+        async move {
+            db.count(&format!(
+                "SELECT COUNT(*) FROM retention_report_items WHERE customer_id = {id} AND outcome = 'skipped_active'"
+            ))
+            .await
+        }
+    };
+    assert_eq!(
+        outcome(turns_active).await,
+        1,
+        "re-checked as active at apply"
+    );
+    assert_eq!(
+        db.count(&format!(
+            "SELECT COUNT(*) FROM retention_report_items WHERE report_id = {report_id} AND outcome = 'anonymised'"
+        ))
+        .await,
+        2
+    );
+}
+
 on_both_backends!(
     cutoff_boundaries_are_exact,
     legal_hold_and_other_venues_are_excluded,
@@ -212,4 +333,5 @@ on_both_backends!(
     month_end_cutoff_clamps_to_last_day_of_february,
     cutoff_across_dst_uses_local_midnight,
     activity_columns_count_as_activity,
+    activity_tables_count_as_activity,
 );
