@@ -377,18 +377,32 @@ async fn finish_if_done(
     report: &Report,
     at: DateTime<Utc>,
 ) -> Result<bool> {
-    let mut q =
-        Query::new("SELECT outcome, COUNT(*) FROM retention_report_items WHERE report_id = ");
-    q.bind(report.id).push(" GROUP BY outcome ORDER BY outcome");
-    let mut parts = Vec::new();
+    let mut q = Query::new(
+        "SELECT outcome, held_by, COUNT(*) FROM retention_report_items WHERE report_id = ",
+    );
+    q.bind(report.id)
+        .push(" GROUP BY outcome, held_by ORDER BY outcome, held_by");
+    let mut by_outcome: BTreeMap<String, i64> = BTreeMap::new();
+    let mut holds: Vec<(String, u64)> = Vec::new();
     for row in tx.fetch_all(&q).await? {
-        match row.opt_text(0)? {
-            Some(outcome) => parts.push(format!("{outcome} {}", row.i64(1)?)),
-            None => return Ok(false),
+        let Some(outcome) = row.opt_text(0)? else {
+            return Ok(false);
+        };
+        let n = row.i64(2)?;
+        *by_outcome.entry(outcome).or_default() += n;
+        if let Some(hold) = row.opt_text(1)? {
+            holds.push((hold, n as u64));
         }
     }
+    let parts: Vec<String> = by_outcome
+        .iter()
+        .map(|(outcome, n)| format!("{outcome} {n}"))
+        .collect();
     reports::transition(tx, report, ReportState::Applied, at, None).await?;
-    let detail = parts.join(", ");
+    let mut detail = parts.join(", ");
+    if !holds.is_empty() {
+        detail.push_str(&format!(" (held: {})", reports::holds_in_words(&holds)));
+    }
     mail::queue_to_approvers(tx, venue, mail::Kind::Applied, report.id, at, |_| true).await?;
     audit::record(
         tx,
@@ -465,9 +479,13 @@ async fn apply_batch(
         .collect();
 
     let mut outcomes: BTreeMap<Outcome, Vec<i64>> = BTreeMap::new();
+    let mut held_by: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     if !skipped.is_empty() {
-        for (id, outcome) in classify_skipped(tx, scope, &skipped).await? {
+        for (id, outcome, hold) in classify_skipped(tx, scope, &skipped).await? {
             outcomes.entry(outcome).or_default().push(id);
+            if let Some(hold) = hold {
+                held_by.entry(hold).or_default().push(id);
+            }
         }
     }
     let phase = Instant::now();
@@ -506,6 +524,15 @@ async fn apply_batch(
             bail!("recorded {updated} outcomes for {} customers; another process is applying this report", ids.len());
         }
     }
+    for (hold, ids) in &held_by {
+        let mut q = Query::new("UPDATE retention_report_items SET held_by = ");
+        q.bind(hold.as_str())
+            .push(" WHERE report_id = ")
+            .bind(report.id)
+            .push(" AND customer_id");
+        backend.push_in_ids(&mut q, ids);
+        tx.execute(&q).await?;
+    }
     tracing::debug!(
         report.id = report.id,
         recheck_ms,
@@ -516,18 +543,15 @@ async fn apply_batch(
     Ok(outcomes)
 }
 
-/// Why each of `ids` is no longer a candidate.
+/// Why each of `ids` is no longer a candidate, and for one under a hold, the hold's name.
 async fn classify_skipped(
     tx: &mut Tx,
     scope: &Scope<'_>,
     ids: &[i64],
-) -> Result<Vec<(i64, Outcome)>> {
+) -> Result<Vec<(i64, Outcome, Option<String>)>> {
     let s = scope.schema;
-    let hold = s.legal_hold.as_ref().map_or("0".to_string(), |h| {
-        format!("COALESCE({}, 0)", tx.backend().cast_int(&h.q()))
-    });
     let mut q = Query::new(&format!(
-        "SELECT {id}, {venue}, {hold} FROM {customers} WHERE {id}",
+        "SELECT {id}, {venue} FROM {customers} WHERE {id}",
         id = s.customer_id.q(),
         // A database of one venue: every customer is this venue's.
         venue = s
@@ -539,19 +563,27 @@ async fn classify_skipped(
     tx.backend().push_in_ids(&mut q, ids);
     let mut found = BTreeMap::new();
     for row in tx.fetch_all(&q).await? {
-        found.insert(
-            row.i64(0)?,
-            (row.i64(1)? == scope.venue.id, row.i64(2)? != 0),
-        );
+        found.insert(row.i64(0)?, row.i64(1)? == scope.venue.id);
     }
+    let of_venue: Vec<i64> = found
+        .iter()
+        .filter(|(_, same)| **same)
+        .map(|(id, _)| *id)
+        .collect();
+    let mut held = if of_venue.is_empty() {
+        Default::default()
+    } else {
+        scope.holding(tx, &of_venue).await?
+    };
     Ok(ids
         .iter()
         .map(|id| {
+            let hold = held.remove(id);
             let outcome = match found.get(id) {
                 None => Outcome::for_skipped(false, false, false),
-                Some(&(same_venue, on_hold)) => Outcome::for_skipped(true, same_venue, on_hold),
+                Some(&same_venue) => Outcome::for_skipped(true, same_venue, hold.is_some()),
             };
-            (*id, outcome)
+            (*id, outcome, hold)
         })
         .collect())
 }

@@ -133,6 +133,31 @@ pub async fn time_column_problems(db: &Db, config: &Config) -> Result<Vec<String
     Ok(problems)
 }
 
+/// What a column of `info`'s type should be compared with, when `value` does not suit it.
+fn literal_misfit(value: &crate::holds::Literal, info: &ColumnInfo) -> Option<&'static str> {
+    use crate::holds::Literal;
+    let numeric = info.is_integer()
+        || ["numeric", "decimal", "real", "float", "double", "money"]
+            .iter()
+            .any(|t| info.data_type.contains(t));
+    let fits = match value {
+        Literal::None => true,
+        Literal::Int(_) | Literal::Float(_) => numeric,
+        Literal::Text(_) => info.is_textual() || info.is_temporal(),
+        Literal::Bool(_) => info.is_flag(),
+    };
+    if fits {
+        return None;
+    }
+    Some(if info.is_flag() {
+        "true or false"
+    } else if numeric {
+        "a number"
+    } else {
+        "'text'"
+    })
+}
+
 /// The customer tables retentiond writes to: customers, orders and every linked table.
 fn customer_tables(config: &Config) -> Vec<&Ident> {
     let s = &config.schema;
@@ -313,6 +338,28 @@ pub async fn run(db: &Db, config: &Config) -> Result<CheckReport> {
             wanted.push((via_key, &via.table, &via.key));
         }
     }
+    // Holds (the legal hold's column is checked as schema.legal_hold above).
+    let holds: Vec<(usize, &crate::holds::Hold)> = s
+        .holds
+        .iter()
+        .filter(|h| h.name != crate::config::LEGAL_HOLD || s.legal_hold.is_none())
+        .enumerate()
+        .collect();
+    let hold_keys: Vec<[String; 3]> = holds
+        .iter()
+        .map(|(i, _)| ["column", "when", "after"].map(|k| format!("schema.holds[{i}].{k}")))
+        .collect();
+    for ((_, hold), [column_key, when_key, after_key]) in holds.iter().zip(&hold_keys) {
+        if let Some(column) = &hold.column {
+            wanted.push((column_key, &hold.table, column));
+        }
+        for condition in &hold.when {
+            wanted.push((when_key, &hold.table, &condition.column));
+        }
+        if let Some((after, _)) = &hold.until {
+            wanted.push((after_key, &hold.table, after));
+        }
+    }
     for (key, table, _) in &wanted {
         if !tables.contains_key(table.name()) {
             let cols = introspect::columns(db, table).await?;
@@ -342,6 +389,32 @@ pub async fn run(db: &Db, config: &Config) -> Result<CheckReport> {
     report
         .problems
         .extend(time_column_problems(db, config).await?);
+    for ((_, hold), [_, when_key, after_key]) in holds.iter().zip(&hold_keys) {
+        for condition in &hold.when {
+            let Some(info) = column(&hold.table, &condition.column) else {
+                continue;
+            };
+            if let Some(expected) = literal_misfit(&condition.value, &info) {
+                report.problems.push(format!(
+                    "{when_key}: \"{condition}\" compares column {}.{} of type {} with {}; expected {expected}",
+                    hold.table,
+                    condition.column,
+                    info.data_type,
+                    condition.value.kind()
+                ));
+            }
+        }
+        if let Some((after, _)) = &hold.until {
+            if let Some(info) = column(&hold.table, after) {
+                if !info.is_temporal() {
+                    report.problems.push(format!(
+                        "{after_key}: column {}.{after} has type {}, expected a date or timestamp",
+                        hold.table, info.data_type
+                    ));
+                }
+            }
+        }
+    }
     if let Some(hold) = &s.legal_hold {
         if let Some(info) = column(&s.customers, hold) {
             if !info.is_flag() {
@@ -423,6 +496,19 @@ pub async fn run(db: &Db, config: &Config) -> Result<CheckReport> {
                     s.customers
                 ));
             }
+        }
+    }
+    for (i, hold) in &holds {
+        let Some(column) = &hold.column else { continue };
+        if !tables.get(hold.table.name()).is_some_and(Option::is_some) {
+            continue;
+        }
+        let leading = introspect::index_leading_columns(db, &hold.table).await?;
+        if !leading.iter().any(|c| c == column.name()) {
+            report.warnings.push(format!(
+                "schema.holds[{i}]: no index on {}({column}); every idle customer's selection will scan {}",
+                hold.table, hold.table
+            ));
         }
     }
     for (i, a) in s.activity.iter().enumerate() {

@@ -525,6 +525,9 @@ fn print_cycle(name: &str, r: &VenueCycle) {
         ),
         None => {}
     }
+    if let Some(held) = r.held_back.as_ref().and_then(|h| h.in_words()) {
+        out!("  {held}");
+    }
 }
 
 async fn run_reports(svc: &Service, cmd: ReportsCommand) -> Result<ExitCode> {

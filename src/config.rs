@@ -191,6 +191,9 @@ pub struct SchemaConfig {
     pub customer_activity: Vec<Ident>,
     /// Tables whose times count as activity besides orders (`[[schema.activity]]`).
     pub activity: Vec<ActivitySource>,
+    /// What protects a customer from every action (`[[schema.holds]]`), the legal-hold column
+    /// first, as the hold "legal hold".
+    pub holds: Vec<crate::holds::Hold>,
     pub orders: Ident,
     pub order_customer: Ident,
     pub order_placed_at: Ident,
@@ -440,6 +443,7 @@ struct RawSchema {
     legal_hold: Option<String>,
     customer_activity: Vec<String>,
     activity: Vec<RawActivity>,
+    holds: Vec<RawHold>,
     orders: String,
     order_customer: String,
     order_placed_at: String,
@@ -458,6 +462,7 @@ impl Default for RawSchema {
             legal_hold: None,
             customer_activity: vec![],
             activity: vec![],
+            holds: vec![],
             orders: "orders".into(),
             order_customer: "customer_id".into(),
             order_placed_at: "placed_at".into(),
@@ -467,6 +472,18 @@ impl Default for RawSchema {
             labels: BTreeMap::new(),
         }
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHold {
+    name: String,
+    table: String,
+    column: Option<String>,
+    when: Option<String>,
+    after: Option<String>,
+    #[serde(rename = "for")]
+    for_period: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -930,8 +947,15 @@ fn validate(
     let orders = ident("schema.orders", &s.orders)?;
     let order_customer = ident("schema.order_customer", &s.order_customer)?;
     let activity = validate_activity(&s.activity, &orders, &order_customer, &references, &err)?;
+    let customers = ident("schema.customers", &s.customers)?;
+    let legal_hold = s
+        .legal_hold
+        .as_deref()
+        .map(|n| ident("schema.legal_hold", n))
+        .transpose()?;
+    let holds = validate_holds(&s.holds, &customers, legal_hold.as_ref(), &err)?;
     let schema = SchemaConfig {
-        customers: ident("schema.customers", &s.customers)?,
+        customers,
         customer_id: ident("schema.customer_id", &s.customer_id)?,
         // Left out with one venue, the database holds only that venue's customers; with
         // several, it names the column `venue_id` as it always has.
@@ -941,11 +965,8 @@ fn validate(
             (None, _) => Some(ident("schema.customer_venue", "venue_id")?),
         },
         customer_created_at: ident("schema.customer_created_at", &s.customer_created_at)?,
-        legal_hold: s
-            .legal_hold
-            .as_deref()
-            .map(|n| ident("schema.legal_hold", n))
-            .transpose()?,
+        legal_hold,
+        holds,
         customer_activity: s
             .customer_activity
             .iter()
@@ -1285,6 +1306,93 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 
 /// The shortest `secrets.hash_key` accepted: a keyed hash is only as strong as its key.
 pub const MIN_HASH_KEY_BYTES: usize = 32;
+
+/// The name of the hold the legal-hold column makes (SPEC 12).
+pub const LEGAL_HOLD: &str = "legal hold";
+
+/// `[[schema.holds]]`, after the legal-hold column's hold: names unique, `when` parsed,
+/// `after` and `for` together, a column naming the customer on any table but the customers.
+fn validate_holds(
+    raw: &[RawHold],
+    customers: &Ident,
+    legal_hold: Option<&Ident>,
+    err: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<Vec<crate::holds::Hold>, ConfigError> {
+    use crate::holds::{Comparison, Condition, Hold, Literal};
+    let mut holds: Vec<Hold> = legal_hold
+        .map(|column| Hold {
+            name: LEGAL_HOLD.to_string(),
+            table: customers.clone(),
+            column: None,
+            when: vec![Condition {
+                column: column.clone(),
+                op: Comparison::Eq,
+                value: Literal::Bool(true),
+            }],
+            until: None,
+        })
+        .into_iter()
+        .collect();
+    for (i, h) in raw.iter().enumerate() {
+        let key = |k: &str| format!("schema.holds[{i}].{k}");
+        let ident = |k: &str, name: &str| Ident::new(name).map_err(|e| err(&key(k), e.to_string()));
+        let name = h.name.trim();
+        if name.is_empty() {
+            return Err(err(
+                &key("name"),
+                "expected words such as \"Gift Aid declaration\", got an empty text".into(),
+            ));
+        }
+        if holds
+            .iter()
+            .any(|other| other.name.eq_ignore_ascii_case(name))
+        {
+            return Err(err(&key("name"), format!("{name:?} names another hold already (\"{LEGAL_HOLD}\" is schema.legal_hold's); expected a name of its own")));
+        }
+        let table = ident("table", &h.table)?;
+        let column = match (&h.column, &table == customers) {
+            (Some(_), true) => return Err(err(&key("column"), format!("a hold on the customers table ({customers}) is its own customer; leave out column"))),
+            (None, true) => None,
+            (Some(c), false) => Some(ident("column", c)?),
+            (None, false) => return Err(err(&key("column"), format!("expected the column of {table} holding the customer id"))),
+        };
+        let when = match &h.when {
+            Some(text) => crate::holds::parse_when(text).map_err(|e| err(&key("when"), e))?,
+            None => Vec::new(),
+        };
+        let until = match (&h.after, &h.for_period) {
+            (Some(after), Some(period)) => Some((
+                ident("after", after)?,
+                period
+                    .parse::<CalendarPeriod>()
+                    .map_err(|e| err(&key("for"), e.to_string()))?,
+            )),
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(err(
+                    &key("for"),
+                    "for needs after: the time column the period runs from".into(),
+                ))
+            }
+            (Some(_), None) => return Err(err(
+                &key("after"),
+                "after needs for: the period the hold lasts from that time, such as \"6 years\""
+                    .into(),
+            )),
+        };
+        if column.is_none() && when.is_empty() && until.is_none() {
+            return Err(err(&key("when"), "a hold on the customers table without when or after would hold every customer; expected a condition such as \"balance_pence != 0\"".into()));
+        }
+        holds.push(Hold {
+            name: name.to_string(),
+            table,
+            column,
+            when,
+            until,
+        });
+    }
+    Ok(holds)
+}
 
 /// `[[schema.activity]]`: names, and each `via` parent found among the orders table and the
 /// `[[schema.references]]` tables without `via` (whose customer column it takes).

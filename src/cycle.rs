@@ -84,6 +84,10 @@ pub struct VenueCycle {
     /// Pending reports whose approvers were reminded in this cycle.
     pub reminded: Vec<i64>,
     pub selection: Option<Selection>,
+    /// What the holds kept back of the venue's otherwise-idle customers, when the cycle
+    /// selected (a dry run, or a report made): SPEC 12.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_back: Option<selection::HeldBack>,
 }
 
 /// Runs one cycle of `venue` as of `at`, under the venue's cross-instance lock, as a run of
@@ -149,6 +153,7 @@ async fn locked_cycle(
         expired: vec![],
         reminded: vec![],
         selection: None,
+        held_back: None,
     };
     if !dry_run {
         run.forget_old_details(svc, at).await?;
@@ -241,7 +246,9 @@ async fn cycle_locked(
         result.expired = expired;
         result.reminded = reminded;
     }
-    result.selection = Some(select(svc, run, venue, at, result.cutoff, dry_run).await?);
+    let (selection, held_back) = select(svc, run, venue, at, result.cutoff, dry_run).await?;
+    result.selection = Some(selection);
+    result.held_back = held_back;
     Ok(())
 }
 
@@ -269,12 +276,15 @@ async fn select(
     at: DateTime<Utc>,
     cutoff: DateTime<Utc>,
     dry_run: bool,
-) -> Result<Selection> {
+) -> Result<(Selection, Option<selection::HeldBack>)> {
     if dry_run {
         // A fleet's dry run counted every venue that would select at once, judged on the same
         // read of the open reports.
         if let Some((candidates, customers)) = run.dry_run_counts(venue.id) {
-            return Ok(dry_run_selection(venue, candidates, customers));
+            return Ok((
+                dry_run_selection(venue, candidates, customers),
+                run.dry_run_held_back(venue.id),
+            ));
         }
     }
     let open = reports::in_states(
@@ -294,7 +304,7 @@ async fn select(
         venue.report_interval,
         at,
     ) {
-        return Ok(reason.into());
+        return Ok((reason.into(), None));
     }
     let scope = Scope::new(&svc.config, svc.db.backend(), venue, at)
         .without_empty(&svc.db)
@@ -325,13 +335,17 @@ async fn select(
         };
         // A count stopped at `clearing` decides the brake as the whole count would: short of
         // it the count is whole, and at it the brake is off.
-        return Ok(dry_run_selection(venue, candidates, customers));
+        let held_back = scope.held_back(&svc.db).await?;
+        return Ok((
+            dry_run_selection(venue, candidates, customers),
+            Some(held_back),
+        ));
     }
 
     let customers = selection::count_customers(&svc.db, &svc.config.schema, venue.id).await?;
-    let made = lifecycle::create_report(svc, venue, &scope, customers, at).await?;
+    let (made, held_back) = lifecycle::create_report(svc, venue, &scope, customers, at).await?;
     if matches!(made, Selection::Created { .. }) {
         run.note_report_made();
     }
-    Ok(made)
+    Ok((made, held_back))
 }

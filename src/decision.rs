@@ -523,6 +523,8 @@ mod tests {
             kept_version: 0,
             venue_customers: None,
             activity_years: None,
+            held_back: Default::default(),
+            rule: Default::default(),
         }
     }
 

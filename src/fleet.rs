@@ -45,6 +45,8 @@ pub struct RunContext {
     sizers: Mutex<BTreeMap<policy::Action, policy::BatchSizer>>,
     /// A fleet's dry run: each venue's candidates and customers, counted for all at once.
     dry_counts: OnceCell<HashMap<i64, (u64, u64)>>,
+    /// A fleet's dry run: what the holds keep back of each venue, counted for all at once.
+    dry_held: OnceCell<HashMap<i64, crate::selection::HeldBack>>,
     applied: AtomicBool,
     /// When apply last checkpointed SQLite's write-ahead log in this run.
     last_checkpoint: Mutex<Option<std::time::Instant>>,
@@ -154,13 +156,22 @@ impl RunContext {
             })
             .collect();
         let counts = crate::selection::count_by_venue(&svc.db, &scopes).await?;
+        let held = crate::selection::held_back_by_venue(&svc.db, &scopes).await?;
         let _ = self.dry_counts.set(counts);
+        let _ = self.dry_held.set(held);
         Ok(())
     }
 
     /// A venue's candidates and customers from [`RunContext::count_for_dry_run`], if counted.
     pub fn dry_run_counts(&self, venue_id: i64) -> Option<(u64, u64)> {
         self.dry_counts.get()?.get(&venue_id).copied()
+    }
+
+    /// What the holds keep back of a venue, from [`RunContext::count_for_dry_run`]: `None` if
+    /// not counted there; nobody when the venue had no customers held.
+    pub fn dry_run_held_back(&self, venue_id: i64) -> Option<crate::selection::HeldBack> {
+        let held = self.dry_held.get()?;
+        Some(held.get(&venue_id).cloned().unwrap_or_default())
     }
 
     /// Old reasons and expired links erased for every venue, once per run.
@@ -653,6 +664,7 @@ pub(crate) mod tests {
             expired: vec![],
             reminded: vec![],
             selection: None,
+            held_back: None,
         }
     }
 

@@ -18,6 +18,7 @@ pub mod decision;
 pub mod demo;
 pub mod erase;
 pub mod fleet;
+pub mod holds;
 pub mod introspect;
 pub mod journal;
 pub mod lifecycle;

@@ -104,7 +104,7 @@ pub async fn create_report(
     scope: &Scope<'_>,
     customers: u64,
     at: DateTime<Utc>,
-) -> Result<Selection> {
+) -> Result<(Selection, Option<crate::selection::HeldBack>)> {
     let cutoff = scope.cutoff;
     let mut tx = svc.db.begin().await?;
     let report_id = reports::insert(
@@ -121,13 +121,14 @@ pub async fn create_report(
             approvals_required: svc.config.approval.required,
             created_at: at,
             expires_at: svc.config.approval.link_valid_for.after(at),
+            rule: reports::Rule::Customers,
         },
     )
     .await?;
     let candidates = selection::freeze_into_report(&mut tx, scope, report_id).await?;
     if candidates == 0 {
         drop(tx); // rolled back: no report without candidates
-        return Ok(Selection::NoCandidates);
+        return Ok((Selection::NoCandidates, None));
     }
     if policy::brake_engaged(candidates, customers, venue.max_share) {
         drop(tx);
@@ -158,13 +159,18 @@ pub async fn create_report(
         );
         mail::queue_ops_alert(svc, &mut tx, mail::Kind::BrakeAlert, venue.id, &alert, at).await?;
         tx.commit().await?;
-        return Ok(Selection::Brake {
-            candidates,
-            customers,
-            max_share: venue.max_share,
-        });
+        return Ok((
+            Selection::Brake {
+                candidates,
+                customers,
+                max_share: venue.max_share,
+            },
+            None,
+        ));
     }
     reports::set_customer_count(&mut tx, report_id, candidates, customers).await?;
+    let held_back = scope.held_back_in(&mut tx).await?;
+    reports::set_held_back(&mut tx, report_id, &held_back).await?;
     reports::record_activity_years(&mut tx, report_id).await?;
     if let Some(key) = &svc.config.hash_key {
         crate::search::index_report(
@@ -183,7 +189,13 @@ pub async fn create_report(
             report_id: Some(report_id),
             event: EventKind::ReportCreated,
             actor: "retentiond".into(),
-            detail: format!("{candidates} customers, cutoff {}", cutoff.to_rfc3339()),
+            detail: match held_back.in_words() {
+                Some(held) => format!(
+                    "{candidates} customers, cutoff {}; {held}",
+                    cutoff.to_rfc3339()
+                ),
+                None => format!("{candidates} customers, cutoff {}", cutoff.to_rfc3339()),
+            },
         },
     )
     .await?;
@@ -212,8 +224,11 @@ pub async fn create_report(
         candidates,
         "report created"
     );
-    Ok(Selection::Created {
-        report_id,
-        customers: candidates,
-    })
+    Ok((
+        Selection::Created {
+            report_id,
+            customers: candidates,
+        },
+        Some(held_back),
+    ))
 }

@@ -106,6 +106,15 @@ const MIGRATIONS: &[Migration] = &[
             mysql: include_str!("../migrations/mysql/0010_identity.sql"),
         },
     },
+    Migration {
+        version: 11,
+        name: "holds",
+        sql: Spelled {
+            sqlite: include_str!("../migrations/sqlite/0011_holds.sql"),
+            postgres: include_str!("../migrations/postgres/0011_holds.sql"),
+            mysql: include_str!("../migrations/mysql/0011_holds.sql"),
+        },
+    },
 ];
 
 /// The schema version this build expects.

@@ -442,7 +442,8 @@ pub enum Outcome {
     Anonymised,
     /// Ordered or was otherwise active since the cutoff of the apply cycle.
     SkippedActive,
-    SkippedLegalHold,
+    /// Under a hold (SPEC 12; the item names which).
+    SkippedHeld,
     /// No longer in the database.
     SkippedGone,
     /// Moved to another venue, or became the Unknown Customer or anonymised by other means.
@@ -456,7 +457,7 @@ impl Outcome {
         Outcome::Deleted,
         Outcome::Anonymised,
         Outcome::SkippedActive,
-        Outcome::SkippedLegalHold,
+        Outcome::SkippedHeld,
         Outcome::SkippedGone,
         Outcome::SkippedIneligible,
         Outcome::Kept,
@@ -467,7 +468,7 @@ impl Outcome {
             Outcome::Deleted => "deleted",
             Outcome::Anonymised => "anonymised",
             Outcome::SkippedActive => "skipped_active",
-            Outcome::SkippedLegalHold => "skipped_legal_hold",
+            Outcome::SkippedHeld => "skipped_held",
             Outcome::SkippedGone => "skipped_gone",
             Outcome::SkippedIneligible => "skipped_ineligible",
             Outcome::Kept => "kept",
@@ -483,7 +484,7 @@ impl Outcome {
         match (exists, same_venue, on_hold) {
             (false, _, _) => Outcome::SkippedGone,
             (true, false, _) => Outcome::SkippedIneligible,
-            (true, true, true) => Outcome::SkippedLegalHold,
+            (true, true, true) => Outcome::SkippedHeld,
             (true, true, false) => Outcome::SkippedActive,
         }
     }
@@ -492,6 +493,10 @@ impl Outcome {
 impl FromStr for Outcome {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "skipped_legal_hold" {
+            // Before holds (migration 11 renames them), the legal hold's own outcome.
+            return Ok(Outcome::SkippedHeld);
+        }
         Outcome::ALL
             .into_iter()
             .find(|o| o.as_str() == s)

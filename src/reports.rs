@@ -32,6 +32,40 @@ pub struct Report {
     pub venue_customers: Option<i64>,
     /// The report's customers by year of last order, frozen with it: `[[year or null, count]]`.
     pub activity_years: Option<String>,
+    /// What each hold kept back of the venue's otherwise-idle customers when it was made.
+    pub held_back: crate::selection::HeldBack,
+    /// The rule the report follows: the venue's customers or its prospects (SPEC 12).
+    pub rule: Rule,
+}
+
+/// Which of a venue's rules a report follows (SPEC 12): its policy for customers, or
+/// `[venues.prospects]` for those who never ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    #[default]
+    Customers,
+    Prospects,
+}
+
+impl Rule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::Customers => "customers",
+            Rule::Prospects => "prospects",
+        }
+    }
+}
+
+impl std::str::FromStr for Rule {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "customers" => Ok(Rule::Customers),
+            "prospects" => Ok(Rule::Prospects),
+            other => Err(format!("unknown report rule {other:?}")),
+        }
+    }
 }
 
 impl Report {
@@ -43,11 +77,11 @@ impl Report {
 
 const COLUMNS: &str =
     "id, venue_id, action, policy, cutoff, state, customer_count, approvals_required, \
-                       created_at, expires_at, decided_at, applied_at, state_reason, kept_count, kept_version, venue_customers, activity_years";
+                       created_at, expires_at, decided_at, applied_at, state_reason, kept_count, kept_version, venue_customers, activity_years, held_back, rule";
 
 impl Report {
     /// How many columns [`Report::from_row`] reads; a query may select more after them.
-    pub(crate) const COLUMN_COUNT: usize = 17;
+    pub(crate) const COLUMN_COUNT: usize = 19;
 
     /// The report's columns qualified with `alias`, in the order [`Report::from_row`] reads.
     pub(crate) fn columns_of(alias: &str) -> String {
@@ -77,6 +111,14 @@ impl Report {
             kept_version: r.i64(14)?,
             venue_customers: r.opt_i64(15)?,
             activity_years: r.opt_text(16)?,
+            held_back: r
+                .opt_text(17)?
+                .and_then(|j| serde_json::from_str(&j).ok())
+                .unwrap_or_default(),
+            rule: match r.opt_text(18)? {
+                Some(rule) => rule.parse().map_err(anyhow::Error::msg)?,
+                None => Rule::Customers,
+            },
         })
     }
 }
@@ -90,13 +132,14 @@ pub struct NewReport<'a> {
     pub approvals_required: u32,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    pub rule: Rule,
 }
 
 /// Inserts a pending report with a zero count and returns its id.
 pub async fn insert(tx: &mut Tx, new: &NewReport<'_>) -> Result<i64> {
     let mut q = Query::new(
         "INSERT INTO retention_reports (venue_id, action, policy, cutoff, state, customer_count, \
-         approvals_required, created_at, expires_at) VALUES (",
+         approvals_required, created_at, expires_at, rule) VALUES (",
     );
     q.bind(new.venue_id)
         .push(", ")
@@ -113,8 +156,46 @@ pub async fn insert(tx: &mut Tx, new: &NewReport<'_>) -> Result<i64> {
         .bind(new.created_at)
         .push(", ")
         .bind(new.expires_at)
+        .push(", ")
+        .bind(new.rule.as_str())
         .push(")");
     tx.insert_returning_id(&q, "id").await
+}
+
+/// The report's customers skipped at apply because a hold held them, by hold.
+pub async fn held_counts(db: &Db, report_id: i64) -> Result<Vec<(String, u64)>> {
+    let mut q = Query::new(
+        "SELECT held_by, COUNT(*) FROM retention_report_items WHERE held_by IS NOT NULL AND report_id = ",
+    );
+    q.bind(report_id).push(" GROUP BY held_by ORDER BY held_by");
+    db.fetch_all(&q)
+        .await?
+        .iter()
+        .map(|r| Ok((r.text(0)?, r.i64(1)? as u64)))
+        .collect()
+}
+
+/// "Gift Aid declaration 2, legal hold 1".
+pub fn holds_in_words(holds: &[(String, u64)]) -> String {
+    holds
+        .iter()
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Records what the holds kept back when the report was made.
+pub async fn set_held_back(
+    tx: &mut Tx,
+    report_id: i64,
+    held: &crate::selection::HeldBack,
+) -> Result<()> {
+    let mut q = Query::new("UPDATE retention_reports SET held_back = ");
+    q.bind(serde_json::to_string(held)?)
+        .push(" WHERE id = ")
+        .bind(report_id);
+    tx.execute(&q).await?;
+    Ok(())
 }
 
 /// Freezes the report's customers by year of last order (for the page's chart), once, so no

@@ -5,6 +5,7 @@
 
 use crate::config::{ActivitySource, SchemaConfig, VenueConfig};
 use crate::db::{Backend, Db, Ident, Query, Row, Tx};
+use crate::holds::{Condition, Literal};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -17,6 +18,8 @@ pub struct Scope<'a> {
     pub schema: &'a SchemaConfig,
     pub venue: &'a VenueConfig,
     pub cutoff: DateTime<Utc>,
+    /// The cycle's time: a hold with a period (`after` + `for`) holds until it has passed.
+    pub at: DateTime<Utc>,
     /// Customers an approver kept out of a report after this instant are not candidates
     /// (`approval.keep_for` before the cycle).
     pub kept_since: DateTime<Utc>,
@@ -58,6 +61,7 @@ impl<'a> Scope<'a> {
             schema: &config.schema,
             venue,
             cutoff: crate::policy::cutoff(at, venue.timezone, venue.inactive_for),
+            at,
             kept_since: config.approval.keep_for.before(at),
             exclusions: Exclusions::ALL,
         }
@@ -93,13 +97,13 @@ impl Scope<'_> {
     /// Appends the candidate predicate for the customers table aliased `c`.
     pub fn push_filter(&self, q: &mut Query) {
         let unknown: Vec<i64> = self.venue.unknown_customer_id.into_iter().collect();
-        self.push_filter_of(q, &[self.venue.id], &unknown);
+        self.push_filter_of(q, &[self.venue.id], &unknown, true);
     }
 
     /// The candidate predicate for the customers of any of `venues`, which share this scope's
     /// cutoff, leaving out the customers `unknown` (their Unknown Customer records; an id
     /// belongs to one venue, so leaving out every venue's is exact).
-    fn push_filter_of(&self, q: &mut Query, venues: &[i64], unknown: &[i64]) {
+    fn push_filter_of(&self, q: &mut Query, venues: &[i64], unknown: &[i64], with_holds: bool) {
         let s = self.schema;
         let id = s.customer_id.q();
         // The venue first: SQLite tests the terms of a scan in the order written, and the venue
@@ -137,12 +141,18 @@ impl Scope<'_> {
                 .bind(self.cutoff)
                 .push(")");
         }
-        if let Some(hold) = &s.legal_hold {
-            // The cast makes one spelling work for BOOLEAN and 0/1 INTEGER columns.
-            q.push(&format!(
-                " AND COALESCE({}, 0) = 0",
-                self.backend.cast_int(&format!("c.{}", hold.q()))
-            ));
+        if with_holds {
+            for n in 0..s.holds.len() {
+                if s.holds[n].column.is_none() {
+                    // A condition on a NULL value is NULL: not held.
+                    q.push(" AND CASE WHEN ");
+                    self.push_held(q, n);
+                    q.push(" THEN 1 ELSE 0 END = 0");
+                } else {
+                    q.push(" AND NOT ");
+                    self.push_held(q, n);
+                }
+            }
         }
         match unknown {
             [] => {}
@@ -175,15 +185,211 @@ impl Scope<'_> {
     }
 }
 
+impl Scope<'_> {
+    /// The time after which hold `n`'s `after` column still protects: its period before the
+    /// cycle, from the venue's local midnight (a day early rather than late); `None` without
+    /// a period.
+    pub fn hold_since(&self, n: usize) -> Option<DateTime<Utc>> {
+        self.schema.holds[n]
+            .until
+            .as_ref()
+            .map(|(_, period)| crate::policy::cutoff(self.at, self.venue.timezone, *period))
+    }
+
+    /// Appends a condition true when hold `n` holds the customer `c` (for a hold on the
+    /// customers table, NULL where a compared value is NULL).
+    fn push_held(&self, q: &mut Query, n: usize) {
+        let s = self.schema;
+        let hold = &s.holds[n];
+        let alias = match &hold.column {
+            None => "c".to_string(),
+            Some(column) => {
+                q.push(&format!(
+                    "EXISTS (SELECT 1 FROM {} h{n} WHERE h{n}.{} = c.{}",
+                    hold.table.q(),
+                    column.q(),
+                    s.customer_id.q()
+                ));
+                format!("h{n}")
+            }
+        };
+        let mut first = hold.column.is_none();
+        let mut and = |q: &mut Query| {
+            q.push(if first { "(" } else { " AND " });
+            first = false;
+        };
+        for condition in &hold.when {
+            and(q);
+            push_condition(q, self.backend, &alias, condition);
+        }
+        if let (Some((after, _)), Some(since)) = (&hold.until, self.hold_since(n)) {
+            and(q);
+            q.push(&format!("{alias}.{} > ", after.q())).bind(since);
+        }
+        q.push(")");
+    }
+
+    /// The venue's customers that would be candidates but for the holds, and of them how
+    /// many each hold keeps back (a customer under two holds counts in both), and under any.
+    pub async fn held_back(&self, db: &Db) -> Result<HeldBack> {
+        if self.schema.holds.is_empty() {
+            return Ok(HeldBack::default());
+        }
+        let unknown: Vec<i64> = self.venue.unknown_customer_id.into_iter().collect();
+        let q = self.held_back_query(&[self.venue.id], &unknown, false);
+        HeldBack::from_row(self.schema, &db.fetch_one(&q).await?, 0)
+    }
+
+    /// [`Scope::held_back`] inside `tx` (the report's own, as it is made).
+    pub async fn held_back_in(&self, tx: &mut Tx) -> Result<HeldBack> {
+        if self.schema.holds.is_empty() {
+            return Ok(HeldBack::default());
+        }
+        let unknown: Vec<i64> = self.venue.unknown_customer_id.into_iter().collect();
+        let q = self.held_back_query(&[self.venue.id], &unknown, false);
+        HeldBack::from_row(self.schema, &tx.fetch_one(&q).await?, 0)
+    }
+
+    /// `SELECT [venue,] <per hold>, <any hold> FROM customers c WHERE <candidate but for holds>`
+    /// for the customers of `venues` (grouped by venue with `by_venue`).
+    fn held_back_query(&self, venues: &[i64], unknown: &[i64], by_venue: bool) -> Query {
+        let holds = &self.schema.holds;
+        let mut q = Query::new("SELECT ");
+        let venue_column = self.schema.customer_venue.as_ref().filter(|_| by_venue);
+        if let Some(v) = venue_column {
+            q.push(&format!("c.{}, ", v.q()));
+        }
+        for n in 0..holds.len() {
+            q.push("SUM(CASE WHEN ");
+            self.push_held(&mut q, n);
+            q.push(" THEN 1 ELSE 0 END), ");
+        }
+        q.push("SUM(CASE WHEN ");
+        for n in 0..holds.len() {
+            if n > 0 {
+                q.push(" OR ");
+            }
+            self.push_held(&mut q, n);
+        }
+        q.push(&format!(
+            " THEN 1 ELSE 0 END) FROM {} c WHERE ",
+            self.schema.customers.q()
+        ));
+        self.push_filter_of(&mut q, venues, unknown, false);
+        if let Some(v) = venue_column {
+            q.push(&format!(" GROUP BY c.{}", v.q()));
+        }
+        q
+    }
+
+    /// Of `ids`, the name of the first hold (in configuration order) holding each one held.
+    pub async fn holding(&self, tx: &mut Tx, ids: &[i64]) -> Result<HashMap<i64, String>> {
+        let mut found = HashMap::new();
+        let id = self.schema.customer_id.q();
+        for (n, hold) in self.schema.holds.iter().enumerate() {
+            let mut q = Query::new(&format!(
+                "SELECT c.{id} FROM {} c WHERE c.{id}",
+                self.schema.customers.q()
+            ));
+            self.backend.push_in_ids(&mut q, ids);
+            q.push(" AND ");
+            self.push_held(&mut q, n);
+            for row in tx.fetch_all(&q).await? {
+                found
+                    .entry(row.i64(0)?)
+                    .or_insert_with(|| hold.name.clone());
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// What the holds keep back of a venue's otherwise-idle customers (SPEC 12).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HeldBack {
+    /// Customers under any hold.
+    pub total: u64,
+    /// Per hold, in configuration order.
+    pub by_hold: Vec<(String, u64)>,
+}
+
+impl HeldBack {
+    /// Read from `row` from column `first`: one count per hold, then the count under any.
+    fn from_row(schema: &SchemaConfig, row: &Row, first: usize) -> Result<HeldBack> {
+        let holds = &schema.holds;
+        let count =
+            |i: usize| -> Result<u64> { Ok(row.opt_i64(first + i)?.unwrap_or(0).max(0) as u64) };
+        Ok(HeldBack {
+            total: count(holds.len())?,
+            by_hold: holds
+                .iter()
+                .enumerate()
+                .map(|(n, h)| Ok((h.name.clone(), count(n)?)))
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    /// "312 kept back: Gift Aid declaration 300, account balance 12", or `None` when no hold
+    /// keeps anyone back.
+    pub fn in_words(&self) -> Option<String> {
+        if self.total == 0 {
+            return None;
+        }
+        let parts: Vec<String> = self
+            .by_hold
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect();
+        Some(format!("{} kept back: {}", self.total, parts.join(", ")))
+    }
+}
+
+/// `alias.column OP $value`; a boolean value compares the column as 0/1, so that BOOLEAN and
+/// 0/1 INTEGER columns are one spelling.
+fn push_condition(q: &mut Query, backend: Backend, alias: &str, condition: &Condition) {
+    let column = format!("{alias}.{}", condition.column.q());
+    match &condition.value {
+        Literal::None => {
+            q.push(&format!("{column} {}", condition.op.sql()));
+        }
+        Literal::Bool(b) => {
+            q.push(&format!(
+                "{} {} ",
+                backend.cast_int(&column),
+                condition.op.sql()
+            ))
+            .bind(i64::from(*b));
+        }
+        Literal::Int(i) => {
+            q.push(&format!("{column} {} ", condition.op.sql()))
+                .bind(*i);
+        }
+        Literal::Float(f) => {
+            q.push(&format!("{column} {} ", condition.op.sql()))
+                .bind(crate::db::Value::Float(*f));
+        }
+        Literal::Text(t) => {
+            q.push(&format!("{column} {} ", condition.op.sql()))
+                .bind(t.as_str());
+        }
+    }
+}
+
 /// The candidates and all the customers of each of `venues`, counted per venue in two
 /// statements for them all: a fleet's dry run (SPEC 11), instead of two for each venue. The
 /// venues are grouped by cutoff (their time zone and `inactive_for`), so venues that share a
 /// policy share a statement. `scopes`: each venue's scope, all with the same exclusions.
 pub async fn count_by_venue<'a>(db: &Db, scopes: &[Scope<'a>]) -> Result<HashMap<i64, (u64, u64)>> {
     let mut counts: HashMap<i64, (u64, u64)> = HashMap::new();
-    let mut groups: BTreeMap<DateTime<Utc>, Vec<&Scope<'a>>> = BTreeMap::new();
+    // Venues share a statement when they share the cutoff and every hold's period start.
+    type Key = (DateTime<Utc>, Vec<Option<DateTime<Utc>>>);
+    let mut groups: BTreeMap<Key, Vec<&Scope<'a>>> = BTreeMap::new();
     for scope in scopes {
-        groups.entry(scope.cutoff).or_default().push(scope);
+        let since = (0..scope.schema.holds.len())
+            .map(|n| scope.hold_since(n))
+            .collect();
+        groups.entry((scope.cutoff, since)).or_default().push(scope);
     }
     let Some(first) = scopes.first() else {
         return Ok(counts);
@@ -206,7 +412,7 @@ pub async fn count_by_venue<'a>(db: &Db, scopes: &[Scope<'a>]) -> Result<HashMap
             .collect();
         let mut q = Query::new(&format!("SELECT c.{}, COUNT(*)", venue_column.q()));
         q.push(&format!(" FROM {} c WHERE ", schema.customers.q()));
-        group[0].push_filter_of(&mut q, &venues, &unknown);
+        group[0].push_filter_of(&mut q, &venues, &unknown, true);
         q.push(&format!(" GROUP BY c.{}", venue_column.q()));
         for row in db.fetch_all(&q).await? {
             counts.entry(row.i64(0)?).or_default().0 = row.i64(1)? as u64;
@@ -250,6 +456,42 @@ fn activity_rows(source: &ActivitySource, n: usize, customer: &str) -> String {
             cust = via.customer.q()
         ),
     }
+}
+
+/// What the holds keep back of each of `venues` (see [`Scope::held_back`]), in one statement
+/// per shared cutoff, as [`count_by_venue`] counts them: a fleet's dry run.
+pub async fn held_back_by_venue(db: &Db, scopes: &[Scope<'_>]) -> Result<HashMap<i64, HeldBack>> {
+    let mut held = HashMap::new();
+    let Some(first) = scopes.first() else {
+        return Ok(held);
+    };
+    if first.schema.holds.is_empty() {
+        return Ok(held);
+    }
+    if first.schema.customer_venue.is_none() {
+        held.insert(first.venue.id, first.held_back(db).await?);
+        return Ok(held);
+    }
+    type Key = (DateTime<Utc>, Vec<Option<DateTime<Utc>>>);
+    let mut groups: BTreeMap<Key, Vec<&Scope<'_>>> = BTreeMap::new();
+    for scope in scopes {
+        let since = (0..scope.schema.holds.len())
+            .map(|n| scope.hold_since(n))
+            .collect();
+        groups.entry((scope.cutoff, since)).or_default().push(scope);
+    }
+    for group in groups.values() {
+        let venues: Vec<i64> = group.iter().map(|s| s.venue.id).collect();
+        let unknown: Vec<i64> = group
+            .iter()
+            .filter_map(|s| s.venue.unknown_customer_id)
+            .collect();
+        let q = group[0].held_back_query(&venues, &unknown, true);
+        for row in db.fetch_all(&q).await? {
+            held.insert(row.i64(0)?, HeldBack::from_row(first.schema, &row, 1)?);
+        }
+    }
+    Ok(held)
 }
 
 /// The latest activity time of the customer whose id is the SQL expression `customer`: its

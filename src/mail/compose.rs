@@ -47,6 +47,8 @@ struct View {
     done_verb: &'static str,
     skipped: u64,
     skip_lines: Vec<String>,
+    /// What the holds kept back when the report was made ("" when nobody).
+    held_back: String,
     detail: String,
 }
 
@@ -65,7 +67,7 @@ struct HtmlMail<'a> {
 pub fn skip_reason(outcome: Outcome) -> &'static str {
     match outcome {
         Outcome::SkippedActive => "active again since the report was made",
-        Outcome::SkippedLegalHold => "placed on legal hold",
+        Outcome::SkippedHeld => "under a hold",
         Outcome::SkippedGone => "no longer in the database",
         Outcome::SkippedIneligible => {
             "no longer covered by the policy (moved venue or already anonymised)"
@@ -137,11 +139,13 @@ pub async fn compose(
         done_verb: "",
         skipped: 0,
         skip_lines: vec![],
+        held_back: String::new(),
         detail: queued.detail.clone().unwrap_or_default(),
     };
     let mut token = None;
     match (queued.kind, &report) {
         (Kind::ApprovalRequest | Kind::Reminder, Some(report)) => {
+            view.held_back = report.held_back.in_words().unwrap_or_default();
             if report.state != ReportState::Pending || report.expires_at <= now {
                 return Ok(Composed::Obsolete(format!(
                     "not sent: report is {}",
@@ -174,8 +178,17 @@ pub async fn compose(
         }
         (Kind::Applied, Some(report)) => {
             let counts = reports::outcome_counts(&svc.db, report.id).await?;
+            let holds = reports::held_counts(&svc.db, report.id).await?;
             for (outcome, n) in &counts {
                 match outcome {
+                    Some(o @ Outcome::SkippedHeld) if !holds.is_empty() => {
+                        view.skipped += n;
+                        view.skip_lines.push(format!(
+                            "{n} {} ({})",
+                            skip_reason(*o),
+                            reports::holds_in_words(&holds)
+                        ));
+                    }
                     Some(o) if o.is_skip() => {
                         view.skipped += n;
                         view.skip_lines.push(format!("{n} {}", skip_reason(*o)));

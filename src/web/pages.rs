@@ -87,6 +87,8 @@ struct ReportPage<'a> {
     created: String,
     expires: String,
     customers_line: String,
+    /// What the holds kept back when the report was made (SPEC 12).
+    held_back: Option<String>,
     to_approve: i64,
     approvals: usize,
     /// Approvers whose approval no longer counts: they are no longer the venue's approvers.
@@ -310,10 +312,16 @@ pub async fn report(
             ));
         }
         if report.state == crate::policy::ReportState::Applied {
+            let holds = reports::held_counts(&svc.db, report.id).await?;
             for (outcome, n) in reports::outcome_counts(&svc.db, report.id).await? {
                 let words = match outcome {
                     Some(crate::policy::Outcome::Deleted) => "deleted".to_string(),
                     Some(crate::policy::Outcome::Anonymised) => "anonymised".to_string(),
+                    Some(o @ crate::policy::Outcome::SkippedHeld) if !holds.is_empty() => format!(
+                        "left untouched: {} ({})",
+                        crate::mail::compose::skip_reason(o),
+                        reports::holds_in_words(&holds)
+                    ),
                     Some(o) => format!("left untouched: {}", crate::mail::compose::skip_reason(o)),
                     None => "not processed".to_string(),
                 };
@@ -349,6 +357,7 @@ pub async fn report(
         created: local(report.created_at),
         expires: local(report.expires_at),
         customers_line,
+        held_back: report.held_back.in_words(),
         to_approve: report.to_approve(),
         approvals,
         no_longer_counting: no_longer_counting.join(", "),

@@ -221,7 +221,7 @@ async fn apply_skips_customers_who_became_active_held_or_gone(db: TestDb) {
     let counts = &result.applied[0].counts;
     assert_eq!(counts.get(&Outcome::Deleted), Some(&1));
     assert_eq!(counts.get(&Outcome::SkippedActive), Some(&1));
-    assert_eq!(counts.get(&Outcome::SkippedLegalHold), Some(&1));
+    assert_eq!(counts.get(&Outcome::SkippedHeld), Some(&1));
     assert_eq!(counts.get(&Outcome::SkippedGone), Some(&1));
     assert!(db.customer_row(still_idle).await.is_none());
     assert_eq!(

@@ -83,7 +83,24 @@ fn refusals_name_the_key() {
         )
     };
     assert!(load(&activity("via = \"orders\""), &[]).is_ok());
+    let hold = |body: &str| {
+        config_toml(
+            "sqlite://file.db",
+            &format!(
+                "[[schema.holds]]\nname = \"Gift Aid declaration\"\n{body}\n{}",
+                delete_venue(2, "3 years", "")
+            ),
+        )
+    };
+    assert!(load(&hold("table = \"gift_aid\"\ncolumn = \"customer_id\"\nafter = \"declared_at\"\nfor = \"6 years\""), &[]).is_ok());
     let cases = [
+        (hold("table = \"gift_aid\"\ncolumn = \"customer_id\"\nfor = \"6 years\""), "schema.holds[0].for"),
+        (hold("table = \"gift_aid\"\ncolumn = \"customer_id\"\nafter = \"declared_at\"\nfor = \"six years\""), "schema.holds[0].for"),
+        (hold("table = \"customers\"\nwhen = \"balance_pence != 0 or 1 = 1\""), "schema.holds[0].when"),
+        (hold("table = \"customers\"\ncolumn = \"id\"\nwhen = \"balance_pence != 0\""), "schema.holds[0].column"),
+        (hold("table = \"customers\""), "schema.holds[0].when"),
+        (hold("table = \"gift_aid\""), "schema.holds[0].column"),
+        (hold("table = \"customers\"\nwhen = \"x = 1\"\n[[schema.holds]]\nname = \"gift aid declaration\"\ntable = \"customers\"\nwhen = \"y = 1\""), "schema.holds[1].name"),
         (activity("via = \"invoices\""), "schema.activity[0].via"),
         (
             activity("via_key = \"order_id\""),

@@ -14,6 +14,7 @@ mod daemon;
 mod erasure;
 mod faults;
 mod fleet;
+mod holds;
 mod http;
 mod instances;
 mod mysql_shop;

@@ -647,7 +647,8 @@ async fn check_names_activity_tables_that_do_not_fit() {
         .await
         .unwrap();
     let activity = "[[schema.activity]]\ntable = \"tickets\"\ncolumn = \"order_id\"\nvia = \"orders\"\nat = \"performance_at\"\n\
-                    [[schema.activity]]\ntable = \"memberships\"\ncolumn = \"customer_id\"\nat = \"expires_at\"\n";
+                    [[schema.activity]]\ntable = \"memberships\"\ncolumn = \"customer_id\"\nat = \"expires_at\"\n\
+                    [[schema.holds]]\nname = \"odd\"\ntable = \"customers\"\nwhen = \"email > 5 and nothing_here is null\"\n";
     let config =
         db.write_config_with_file_mail(&(activity.to_string() + &delete_venue(2, "3 years", "")));
 
