@@ -87,6 +87,21 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What each inactivity period would select for a venue now, what its holds keep back, and its customers by year of last activity; changes nothing
+    Whatif {
+        /// The venue (its id in the configuration)
+        #[arg(long, value_name = "ID")]
+        venue: i64,
+        /// As if the time were this: a date (local midnight in the venue's zone) or an RFC 3339 time
+        #[arg(long, value_parser = parse_at, value_name = "DATE|RFC3339")]
+        at: Option<At>,
+        /// The periods to compare, comma-separated (default: 1, 2, 3, 4, 5, 7 and 10 years)
+        #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_period)]
+        periods: Vec<crate::policy::CalendarPeriod>,
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
     /// Apply the erasures of an erasure journal again, after a database was restored from a backup
     Replay {
         /// The erasure journal (journal.path) written before the backup was restored
@@ -202,6 +217,12 @@ fn parse_state(s: &str) -> Result<ReportState, String> {
     })
 }
 
+fn parse_period(s: &str) -> Result<crate::policy::CalendarPeriod, String> {
+    s.trim()
+        .parse::<crate::policy::CalendarPeriod>()
+        .map_err(|e| e.to_string())
+}
+
 fn parse_at(s: &str) -> Result<At, String> {
     if let Ok(date) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         return Ok(At::Date(date));
@@ -315,6 +336,12 @@ async fn execute(command: Command, config: Config) -> Result<ExitCode> {
         }
         Command::Reports(cmd) => run_reports(&svc, cmd).await?,
         Command::Audit { venue, json } => run_audit(&svc, venue, json).await?,
+        Command::Whatif {
+            venue,
+            at,
+            periods,
+            json,
+        } => run_whatif(&svc, venue, at, periods, json).await?,
         Command::Replay {
             journal,
             dry_run,
@@ -716,6 +743,46 @@ async fn run_replay(
         summary.already_erased,
         if dry_run { " [dry run: nothing changed]" } else { "" }
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_whatif(
+    svc: &Service,
+    venue_id: i64,
+    at: Option<At>,
+    periods: Vec<crate::policy::CalendarPeriod>,
+    json: bool,
+) -> Result<ExitCode> {
+    let Some(venue) = svc.config.venue(venue_id) else {
+        anyhow::bail!(
+            "venue {venue_id} is not in {}; configured venues: {}",
+            svc.config.file,
+            svc.config
+                .venues
+                .iter()
+                .map(|v| v.id.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
+    let at = at.map_or_else(now, |at| at.resolve(venue.timezone));
+    let periods = if periods.is_empty() {
+        crate::whatif::DEFAULT_PERIODS
+            .iter()
+            .map(|p| p.parse().expect("the default periods parse"))
+            .collect()
+    } else {
+        periods
+    };
+    migrate::ensure_current(&svc.db).await?;
+    let figures = crate::whatif::whatif(svc, venue, at, &periods).await?;
+    if json {
+        out!("{}", serde_json::to_string_pretty(&figures)?);
+    } else {
+        for line in crate::whatif::in_lines(&figures, &venue.name) {
+            out!("{line}");
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

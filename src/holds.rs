@@ -157,10 +157,12 @@ pub fn parse_when(text: &str) -> Result<Vec<Condition>, String> {
                 };
                 (op, value, 3)
             }
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "expected a comparison (= != < <= > >= or is [not] null) after {:?}, in {text:?}",
                 column.name()
-            )),
+            ))
+            }
         };
         conditions.push(Condition { column, op, value });
         i += used;

@@ -37,6 +37,7 @@ pub mod search;
 pub mod selection;
 pub mod suggest;
 pub mod web;
+pub mod whatif;
 pub mod wording;
 
 use std::sync::Arc;

@@ -581,3 +581,65 @@ async fn relative_paths_are_read_from_the_configuration_folder_not_the_working_d
         "nothing written where the command started"
     );
 }
+
+/// `whatif` (SPEC 12) prints, for each period, the candidates, their share and what the holds
+/// keep back, and the customers by year of last activity; it changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whatif_compares_periods_and_changes_nothing() {
+    let db = TestDb::sqlite().await;
+    db.migrate().await;
+    let recent = db.customer(1, "2019-01-01 00:00:00").await;
+    db.order(recent, "2025-09-01 10:00:00").await;
+    let lapsed = db.customer(1, "2019-01-01 00:00:00").await;
+    db.order(lapsed, "2022-03-01 10:00:00").await;
+    let _never = db.customer(1, "2019-01-01 00:00:00").await;
+    let held = db.customer_with(1, "2019-01-01 00:00:00", 990, true).await;
+    db.order(held, "2021-03-01 10:00:00").await;
+    let config = db.write_config(&anonymise_venue(1, "3 years", ""));
+
+    let out = retentiond(
+        &config,
+        &[
+            "whatif",
+            "--venue",
+            "1",
+            "--at",
+            "2026-06-15",
+            "--periods",
+            "6 months,3 years",
+            "--json",
+        ],
+    );
+
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(json["customers"], 4);
+    let periods = json["periods"].as_array().unwrap();
+    assert_eq!(periods[0]["inactive_for"], "6 months");
+    assert_eq!(
+        periods[0]["candidates"], 3,
+        "September 2025 is before mid-December 2025"
+    );
+    assert_eq!(
+        periods[1]["candidates"], 2,
+        "the lapsed (March 2022) and the never-active"
+    );
+    assert_eq!(periods[1]["held_back"]["total"], 1);
+    assert_eq!(periods[1]["held_back"]["by_hold"][0][0], "legal hold");
+    assert_eq!(
+        json["by_year"],
+        serde_json::json!([[null, 1], [2021, 1], [2022, 1], [2025, 1]])
+    );
+    let text = retentiond(&config, &["whatif", "--venue", "1", "--at", "2026-06-15"]);
+    let text = stdout(&text);
+    assert!(text.contains("10 years"), "{text}");
+    assert!(text.contains("1 kept back: legal hold 1"), "{text}");
+    assert_eq!(db.count("SELECT COUNT(*) FROM retention_reports").await, 0);
+    let unknown = retentiond(&config, &["whatif", "--venue", "9"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        stderr(&unknown).contains("venue 9 is not in"),
+        "{}",
+        stderr(&unknown)
+    );
+}
