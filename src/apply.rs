@@ -71,17 +71,19 @@ pub async fn apply_report(
             report.state
         );
     }
-    if report.action != venue.action {
+    let configured = venue.rule(report.rule).1;
+    if report.action != configured {
         bail!(
-            "report {} was made for {} but venue {} is now configured to {}; cancel it",
+            "report {} was made for {} but venue {} is now configured to {} (its {} rule); cancel it",
             report.id,
             report.action.as_str(),
             venue.id,
-            venue.action.as_str()
+            configured.as_str(),
+            report.rule.as_str()
         );
     }
 
-    let scope = Scope::new(&svc.config, svc.db.backend(), venue, at);
+    let scope = Scope::for_rule(&svc.config, svc.db.backend(), venue, at, report.rule);
     let keys = LinkedKeys::load(&svc.db, &svc.config.schema).await?;
     // An approved report's items are all still to do (those kept out are counted as they are
     // recorded); an interrupted one's are counted.
@@ -595,7 +597,7 @@ pub async fn preview(
     report: &Report,
     at: DateTime<Utc>,
 ) -> Result<(u64, u64)> {
-    let scope = Scope::new(&svc.config, svc.db.backend(), venue, at);
+    let scope = Scope::for_rule(&svc.config, svc.db.backend(), venue, at, report.rule);
     let mut tx = svc.db.begin().await?;
     let mut q = Query::new("SELECT customer_id FROM retention_report_items WHERE report_id = ");
     q.bind(report.id).push(" AND outcome IS NULL");

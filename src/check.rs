@@ -245,10 +245,23 @@ pub fn unclassified(
     venue: &VenueConfig,
     columns: &BTreeMap<String, Vec<ColumnInfo>>,
 ) -> Option<UnclassifiedColumns> {
+    venue
+        .actions()
+        .into_iter()
+        .find_map(|action| unclassified_for(config, venue, action, columns))
+}
+
+/// [`unclassified`] for one of the venue's actions.
+fn unclassified_for(
+    config: &Config,
+    venue: &VenueConfig,
+    action: Action,
+    columns: &BTreeMap<String, Vec<ColumnInfo>>,
+) -> Option<UnclassifiedColumns> {
     let refuse = |key: String, table: &Ident, found: Vec<String>| UnclassifiedColumns {
         file: config.file.clone(),
         key,
-        action: venue.action.as_str(),
+        action: action.as_str(),
         venue_id: venue.id,
         columns: found
             .iter()
@@ -257,7 +270,7 @@ pub fn unclassified(
             .join(", "),
     };
     let of = |table: &Ident| columns.get(table.name()).map_or(&[][..], |c| c.as_slice());
-    if venue.action == Action::Anonymise {
+    if action == Action::Anonymise {
         let found = unclassified_columns(config, venue, of(&config.schema.customers));
         if !found.is_empty() {
             return Some(refuse(
@@ -268,7 +281,7 @@ pub fn unclassified(
         }
     }
     for (i, r) in config.schema.references.iter().enumerate() {
-        if !r.rows_stay(venue.action) {
+        if !r.rows_stay(action) {
             continue;
         }
         let found = unclassified_reference_columns(r, of(&r.table));
@@ -440,7 +453,10 @@ pub async fn run(db: &Db, config: &Config) -> Result<CheckReport> {
                 ));
             }
         }
-        let any_delete = config.venues.iter().any(|v| v.action == Action::Delete);
+        let any_delete = config
+            .venues
+            .iter()
+            .any(|v| v.actions().contains(&Action::Delete));
         if any_delete
             && !s.references.iter().any(|r| {
                 r.table == s.orders
@@ -551,7 +567,7 @@ async fn check_linked_tables(
     report: &mut CheckReport,
 ) -> Result<()> {
     let s = &config.schema;
-    let mut actions: Vec<Action> = config.venues.iter().map(|v| v.action).collect();
+    let mut actions: Vec<Action> = config.venues.iter().flat_map(|v| v.actions()).collect();
     actions.sort_by_key(|a| a.as_str());
     actions.dedup();
     for (i, r) in s.references.iter().enumerate() {
@@ -645,7 +661,7 @@ async fn check_unknown_customer_can_be_created(
 ) -> Result<()> {
     let s = &config.schema;
     for (i, venue) in config.venues.iter().enumerate() {
-        if venue.action != Action::Delete || venue.unknown_customer_id.is_some() {
+        if !venue.actions().contains(&Action::Delete) || venue.unknown_customer_id.is_some() {
             continue;
         }
         let mut remembered = crate::db::Query::new(
@@ -717,7 +733,7 @@ async fn check_venue(
     report: &mut CheckReport,
 ) -> Result<()> {
     let s = &config.schema;
-    if venue.action == Action::Anonymise {
+    if venue.actions().contains(&Action::Anonymise) {
         let unclassified = unclassified_columns(config, venue, columns);
         if !unclassified.is_empty() {
             report.problems.push(format!(

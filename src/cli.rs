@@ -495,6 +495,23 @@ fn outcome_phrase(counts: &std::collections::BTreeMap<Outcome, u64>) -> String {
     }
 }
 
+/// What one rule's selection decided, in a line after `prefix`.
+fn print_selection(prefix: &str, selection: &Option<Selection>) {
+    match selection {
+        Some(Selection::Created { report_id, customers }) => out!("  {prefix}created report {report_id}: {customers} customers, pending approval"),
+        Some(Selection::WouldCreate { customers }) => out!("  {prefix}would create a report of {customers} customers"),
+        Some(Selection::NoCandidates) => out!("  {prefix}no customers fall under the policy"),
+        Some(Selection::OpenReport { report_id, state }) => out!("  {prefix}no new report: report {report_id} is {state}"),
+        Some(Selection::TooSoon { next_allowed_at, .. }) => {
+            out!("  {prefix}no new report before {} (report_interval)", next_allowed_at.to_rfc3339())
+        }
+        Some(Selection::Brake { candidates, customers, max_share }) => out!(
+            "  {prefix}BRAKE: {candidates} of {customers} customers selected (more than max_share {max_share}); no report made, check inactive_for"
+        ),
+        None => {}
+    }
+}
+
 fn print_cycle(name: &str, r: &VenueCycle) {
     let mode = if r.dry_run {
         " [dry run: nothing changed]"
@@ -539,18 +556,9 @@ fn print_cycle(name: &str, r: &VenueCycle) {
             p.would_skip
         );
     }
-    match &r.selection {
-        Some(Selection::Created { report_id, customers }) => out!("  created report {report_id}: {customers} customers, pending approval"),
-        Some(Selection::WouldCreate { customers }) => out!("  would create a report of {customers} customers"),
-        Some(Selection::NoCandidates) => out!("  no customers fall under the policy"),
-        Some(Selection::OpenReport { report_id, state }) => out!("  no new report: report {report_id} is {state}"),
-        Some(Selection::TooSoon { next_allowed_at, .. }) => {
-            out!("  no new report before {} (report_interval)", next_allowed_at.to_rfc3339())
-        }
-        Some(Selection::Brake { candidates, customers, max_share }) => out!(
-            "  BRAKE: {candidates} of {customers} customers selected (more than max_share {max_share}); no report made, check inactive_for"
-        ),
-        None => {}
+    print_selection("", &r.selection);
+    if r.prospects.is_some() {
+        print_selection("prospects: ", &r.prospects);
     }
     if let Some(held) = r.held_back.as_ref().and_then(|h| h.in_words()) {
         out!("  {held}");

@@ -270,6 +270,16 @@ pub struct VenueConfig {
     /// Whether the venue's `[venues.anonymise]` table is written (only `check --suggest` loads
     /// an anonymise venue without one).
     pub anonymise_written: bool,
+    /// `[venues.prospects]`: the policy for customers who never ordered (SPEC 12); without it
+    /// they follow the venue's own.
+    pub prospects: Option<ProspectRule>,
+}
+
+/// The policy of a venue's prospects: customers with no order at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProspectRule {
+    pub inactive_for: CalendarPeriod,
+    pub action: Action,
 }
 
 impl Config {
@@ -279,6 +289,34 @@ impl Config {
 }
 
 impl VenueConfig {
+    /// The period and action of one of the venue's rules.
+    pub fn rule(&self, rule: crate::reports::Rule) -> (CalendarPeriod, Action) {
+        match (rule, self.prospects) {
+            (crate::reports::Rule::Prospects, Some(p)) => (p.inactive_for, p.action),
+            _ => (self.inactive_for, self.action),
+        }
+    }
+
+    /// The venue's rules: its customers', and its prospects' when `[venues.prospects]` is set.
+    pub fn rules(&self) -> Vec<crate::reports::Rule> {
+        let mut rules = vec![crate::reports::Rule::Customers];
+        if self.prospects.is_some() {
+            rules.push(crate::reports::Rule::Prospects);
+        }
+        rules
+    }
+
+    /// Every action the venue's rules take.
+    pub fn actions(&self) -> Vec<Action> {
+        let mut actions = vec![self.action];
+        if let Some(p) = self.prospects {
+            if p.action != self.action {
+                actions.push(p.action);
+            }
+        }
+        actions
+    }
+
     /// Whether `address` is one of the venue's approvers (compared without case).
     pub fn has_approver(&self, address: &str) -> bool {
         let address = address.trim().to_lowercase();
@@ -552,6 +590,14 @@ struct RawVenue {
     cron: Option<String>,
     unknown_customer_id: Option<i64>,
     anonymise: Option<BTreeMap<String, String>>,
+    prospects: Option<RawProspects>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProspects {
+    inactive_for: String,
+    action: Option<String>,
 }
 
 /// Which file to read: `--config`, else `RETENTIOND_CONFIG`, else [`DEFAULT_PATH`].
@@ -1073,17 +1119,36 @@ fn validate(
                 format!("expected a share greater than 0 and at most 1, got {max_share}"),
             ));
         }
+        let prospects = match &v.prospects {
+            None => None,
+            Some(p) => Some(ProspectRule {
+                inactive_for: period(&key("prospects.inactive_for"), &p.inactive_for)?,
+                action: match &p.action {
+                    Some(a) => a.parse().map_err(|m| err(&key("prospects.action"), m))?,
+                    None => action,
+                },
+            }),
+        };
+        let prospects_action = prospects.map(|p| p.action);
+        if prospects_action == Some(Action::Anonymise)
+            && action == Action::Delete
+            && v.anonymise.is_none()
+        {
+            return Err(err(&key("prospects.action"), "anonymising the venue's prospects needs a [venues.anonymise] table classifying every customers column; expected \"delete\" or that table".into()));
+        }
+        let anonymises = action == Action::Anonymise || prospects_action == Some(Action::Anonymise);
+        let deletes = action == Action::Delete || prospects_action == Some(Action::Delete);
         let anonymise_written = v.anonymise.is_some();
-        let anonymise = match (action, v.anonymise) {
-            (Action::Anonymise, None) if raw.suggesting => Vec::new(),
-            (Action::Anonymise, None) => {
+        let anonymise = match (anonymises, v.anonymise) {
+            (true, None) if raw.suggesting => Vec::new(),
+            (true, None) => {
                 return Err(err(&key("anonymise"), "an anonymise venue needs a [venues.anonymise] table classifying every customers column".into()))
             }
-            (Action::Delete, Some(_)) => {
-                return Err(err(&key("anonymise"), "only an anonymise venue takes an anonymise table".into()))
+            (false, Some(_)) => {
+                return Err(err(&key("anonymise"), "only an anonymise venue (or one whose prospects are anonymised) takes an anonymise table".into()))
             }
-            (Action::Delete, None) => Vec::new(),
-            (Action::Anonymise, Some(map)) => {
+            (false, None) => Vec::new(),
+            (true, Some(map)) => {
                 let structural: Vec<&str> = schema.structural_columns().iter().map(|c| c.name()).collect();
                 let mut columns = Vec::new();
                 for (column, strategy) in map {
@@ -1101,7 +1166,7 @@ fn validate(
                 columns
             }
         };
-        if v.unknown_customer_id.is_some() && action != Action::Delete {
+        if v.unknown_customer_id.is_some() && !deletes {
             return Err(err(
                 &key("unknown_customer_id"),
                 "only a delete venue has an Unknown Customer record".into(),
@@ -1129,6 +1194,7 @@ fn validate(
             unknown_customer_id: v.unknown_customer_id,
             anonymise,
             anonymise_written,
+            prospects,
         });
     }
 

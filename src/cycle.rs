@@ -8,7 +8,7 @@ use crate::config::VenueConfig;
 use crate::fleet::RunContext;
 use crate::lifecycle;
 use crate::policy::{self, ReportState};
-use crate::reports;
+use crate::reports::{self, Rule};
 use crate::selection::{self, Scope};
 use crate::Service;
 use anyhow::{Context, Result};
@@ -88,6 +88,9 @@ pub struct VenueCycle {
     /// selected (a dry run, or a report made): SPEC 12.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held_back: Option<selection::HeldBack>,
+    /// With `[venues.prospects]`, what the prospects rule's selection decided (SPEC 12).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prospects: Option<Selection>,
 }
 
 /// Runs one cycle of `venue` as of `at`, under the venue's cross-instance lock, as a run of
@@ -154,6 +157,7 @@ async fn locked_cycle(
         reminded: vec![],
         selection: None,
         held_back: None,
+        prospects: None,
     };
     if !dry_run {
         run.forget_old_details(svc, at).await?;
@@ -246,9 +250,15 @@ async fn cycle_locked(
         result.expired = expired;
         result.reminded = reminded;
     }
-    let (selection, held_back) = select(svc, run, venue, at, result.cutoff, dry_run).await?;
+    let (selection, held_back) =
+        select(svc, run, venue, Rule::Customers, at, result.cutoff, dry_run).await?;
     result.selection = Some(selection);
     result.held_back = held_back;
+    if venue.prospects.is_some() {
+        let cutoff = policy::cutoff(at, venue.timezone, venue.rule(Rule::Prospects).0);
+        let (selection, _) = select(svc, run, venue, Rule::Prospects, at, cutoff, dry_run).await?;
+        result.prospects = Some(selection);
+    }
     Ok(())
 }
 
@@ -273,6 +283,7 @@ async fn select(
     svc: &Service,
     run: &RunContext,
     venue: &VenueConfig,
+    rule: Rule,
     at: DateTime<Utc>,
     cutoff: DateTime<Utc>,
     dry_run: bool,
@@ -287,7 +298,7 @@ async fn select(
             ));
         }
     }
-    let open = reports::in_states(
+    let open: Vec<reports::Report> = reports::in_states(
         &svc.db,
         venue.id,
         &[
@@ -296,8 +307,14 @@ async fn select(
             ReportState::Applying,
         ],
     )
-    .await?;
-    let last = reports::last_created_at(&svc.db, venue.id).await?;
+    .await?
+    .into_iter()
+    .filter(|r| r.rule == rule)
+    .collect();
+    let last = match venue.prospects {
+        None => reports::last_created_at(&svc.db, venue.id).await?,
+        Some(_) => reports::last_created_of_rule(&svc.db, venue.id, rule).await?,
+    };
     if let Err(reason) = policy::may_create_report(
         open.first().map(|r| (r.id, r.state)),
         last,
@@ -306,7 +323,7 @@ async fn select(
     ) {
         return Ok((reason.into(), None));
     }
-    let scope = Scope::new(&svc.config, svc.db.backend(), venue, at)
+    let scope = Scope::for_rule(&svc.config, svc.db.backend(), venue, at, rule)
         .without_empty(&svc.db)
         .await?;
     debug_assert_eq!(scope.cutoff, cutoff);

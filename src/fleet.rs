@@ -99,6 +99,10 @@ impl RunContext {
         venue: &VenueConfig,
         at: DateTime<Utc>,
     ) -> Result<Option<policy::NoNewReport>> {
+        if venue.prospects.is_some() {
+            // Two rules, each with its own open report and interval: the venue's cycle judges.
+            return Ok(None);
+        }
         let (open, last) = self
             .open
             .get_or_try_init(|| crate::reports::open_by_venue(&svc.db))
@@ -128,6 +132,8 @@ impl RunContext {
             .await?;
         let selecting: Vec<&VenueConfig> = venues
             .iter()
+            // A venue with prospects selects by two rules: it counts its own.
+            .filter(|v| v.prospects.is_none())
             .filter(|v| {
                 policy::may_create_report(
                     open.get(&v.id)
@@ -665,6 +671,7 @@ pub(crate) mod tests {
             reminded: vec![],
             selection: None,
             held_back: None,
+            prospects: None,
         }
     }
 

@@ -111,17 +111,24 @@ pub async fn create_report(
         &mut tx,
         &NewReport {
             venue_id: venue.id,
-            action: venue.action,
-            policy: &format!(
-                "{} after {} inactive",
-                venue.action.as_str(),
-                venue.inactive_for
-            ),
+            action: venue.rule(scope.rule).1,
+            policy: &match scope.rule {
+                reports::Rule::Customers => format!(
+                    "{} after {} inactive",
+                    venue.action.as_str(),
+                    venue.inactive_for
+                ),
+                reports::Rule::Prospects => format!(
+                    "prospects (customers who never ordered): {} after {} inactive",
+                    venue.rule(scope.rule).1.as_str(),
+                    venue.rule(scope.rule).0
+                ),
+            },
             cutoff,
             approvals_required: svc.config.approval.required,
             created_at: at,
             expires_at: svc.config.approval.link_valid_for.after(at),
-            rule: reports::Rule::Customers,
+            rule: scope.rule,
         },
     )
     .await?;

@@ -183,12 +183,17 @@ async fn verify_lines(
                 line.venue_id, svc.config.file
             ))
         })?;
-        if line.action != venue.action.as_str() {
+        if !venue.actions().iter().any(|a| a.as_str() == line.action) {
             return Err(refuse(format!(
                 "the line says {} but venue {} is configured to {}",
                 line.action,
                 venue.id,
-                venue.action.as_str()
+                venue
+                    .actions()
+                    .iter()
+                    .map(|a| a.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" and ")
             )));
         }
         if venue.unknown_customer_id == Some(line.customer_id)

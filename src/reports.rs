@@ -374,6 +374,20 @@ pub async fn last_created_at(db: &Db, venue_id: i64) -> Result<Option<DateTime<U
     db.fetch_one(&q).await?.opt_time(0)
 }
 
+/// When the venue's last report of `rule` was made (reports made before rules count as the
+/// customers rule's).
+pub async fn last_created_of_rule(
+    db: &Db,
+    venue_id: i64,
+    rule: Rule,
+) -> Result<Option<DateTime<Utc>>> {
+    let mut q = Query::new("SELECT MAX(created_at) FROM retention_reports WHERE venue_id = ");
+    q.bind(venue_id)
+        .push(" AND COALESCE(rule, 'customers') = ")
+        .bind(rule.as_str());
+    db.fetch_one(&q).await?.opt_time(0)
+}
+
 /// Moves a report from `from` to `to` if it is still in `from`; fails (changing nothing) when
 /// another decision got there first or the transition is not allowed.
 pub async fn transition(

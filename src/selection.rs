@@ -6,6 +6,7 @@
 use crate::config::{ActivitySource, SchemaConfig, VenueConfig};
 use crate::db::{Backend, Db, Ident, Query, Row, Tx};
 use crate::holds::{Condition, Literal};
+use crate::reports::Rule;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -25,6 +26,9 @@ pub struct Scope<'a> {
     pub kept_since: DateTime<Utc>,
     /// Which of retentiond's own tables the predicate consults.
     pub exclusions: Exclusions,
+    /// Which of the venue's rules (SPEC 12): with `[venues.prospects]`, the customers rule
+    /// takes those who ever ordered and the prospects rule those who never did.
+    pub rule: Rule,
 }
 
 /// The tables of retentiond's own that can take a customer out of the selection: Unknown
@@ -56,14 +60,26 @@ impl<'a> Scope<'a> {
         venue: &'a VenueConfig,
         at: DateTime<Utc>,
     ) -> Scope<'a> {
+        Scope::for_rule(config, backend, venue, at, Rule::Customers)
+    }
+
+    /// The policy of one of `venue`'s rules as of the cycle at `at`.
+    pub fn for_rule(
+        config: &'a crate::config::Config,
+        backend: Backend,
+        venue: &'a VenueConfig,
+        at: DateTime<Utc>,
+        rule: Rule,
+    ) -> Scope<'a> {
         Scope {
             backend,
             schema: &config.schema,
             venue,
-            cutoff: crate::policy::cutoff(at, venue.timezone, venue.inactive_for),
+            cutoff: crate::policy::cutoff(at, venue.timezone, venue.rule(rule).0),
             at,
             kept_since: config.approval.keep_for.before(at),
             exclusions: Exclusions::ALL,
+            rule,
         }
     }
 
@@ -131,6 +147,18 @@ impl Scope<'_> {
         ))
         .bind(self.cutoff)
         .push(")");
+        if self.venue.prospects.is_some() {
+            // Prospects never ordered; the customers rule takes the others.
+            q.push(match self.rule {
+                Rule::Customers => " AND EXISTS",
+                Rule::Prospects => " AND NOT EXISTS",
+            });
+            q.push(&format!(
+                " (SELECT 1 FROM {} ever WHERE ever.{} = c.{id})",
+                s.orders.q(),
+                s.order_customer.q()
+            ));
+        }
         for (n, source) in s.activity.iter().enumerate() {
             push_no_activity_since(q, source, n, &format!("c.{id}"));
             q.bind(self.cutoff).push(")");

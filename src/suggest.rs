@@ -124,7 +124,7 @@ pub async fn suggest(db: &Db, config: &Config) -> Result<Vec<String>> {
         .await?
         .unwrap_or_default();
     for (i, venue) in config.venues.iter().enumerate() {
-        if venue.action != Action::Anonymise {
+        if !venue.actions().contains(&Action::Anonymise) {
             continue;
         }
         let unclassified = unclassified_columns(config, venue, &customers);
@@ -148,7 +148,7 @@ pub async fn suggest(db: &Db, config: &Config) -> Result<Vec<String>> {
         let actions: Vec<&str> = config
             .venues
             .iter()
-            .map(|v| v.action)
+            .flat_map(|v| v.actions())
             .filter(|a| r.rows_stay(*a))
             .map(|a| a.as_str())
             .collect();

@@ -93,6 +93,13 @@ fn refusals_name_the_key() {
         )
     };
     assert!(load(&hold("table = \"gift_aid\"\ncolumn = \"customer_id\"\nafter = \"declared_at\"\nfor = \"6 years\""), &[]).is_ok());
+    let prospects = |body: &str| {
+        config_toml(
+            "sqlite://file.db",
+            &delete_venue(2, "3 years", &format!("[venues.prospects]\n{body}")),
+        )
+    };
+    assert!(load(&prospects("inactive_for = \"1 year\""), &[]).is_ok());
     let cases = [
         (hold("table = \"gift_aid\"\ncolumn = \"customer_id\"\nfor = \"6 years\""), "schema.holds[0].for"),
         (hold("table = \"gift_aid\"\ncolumn = \"customer_id\"\nafter = \"declared_at\"\nfor = \"six years\""), "schema.holds[0].for"),
@@ -101,6 +108,18 @@ fn refusals_name_the_key() {
         (hold("table = \"customers\""), "schema.holds[0].when"),
         (hold("table = \"gift_aid\""), "schema.holds[0].column"),
         (hold("table = \"customers\"\nwhen = \"x = 1\"\n[[schema.holds]]\nname = \"gift aid declaration\"\ntable = \"customers\"\nwhen = \"y = 1\""), "schema.holds[1].name"),
+        (
+            prospects("inactive_for = \"1 year\"\naction = \"anonymise\""),
+            "venues[0].prospects.action",
+        ),
+        (
+            prospects("inactive_for = \"a year\""),
+            "venues[0].prospects.inactive_for",
+        ),
+        (
+            prospects("inactive_for = \"1 year\"\naction = \"shred\""),
+            "venues[0].prospects.action",
+        ),
         (activity("via = \"invoices\""), "schema.activity[0].via"),
         (
             activity("via_key = \"order_id\""),

@@ -20,6 +20,7 @@ mod instances;
 mod mysql_shop;
 mod operations;
 mod properties;
+mod prospects;
 mod review;
 mod selection;
 mod walkthrough;

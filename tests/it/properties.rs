@@ -97,7 +97,7 @@ fn selection_matches_model(db: TestDb) {
                 }
                 ids.push(id);
             }
-            let scope = Scope { backend: db.db.backend(), schema: &cfg.schema, venue: &venue, cutoff, at: cutoff, kept_since: cutoff, exclusions: retentiond::selection::Exclusions::ALL };
+            let scope = Scope { backend: db.db.backend(), schema: &cfg.schema, venue: &venue, cutoff, at: cutoff, kept_since: cutoff, exclusions: retentiond::selection::Exclusions::ALL, rule: Default::default() };
             (ids, selection::candidate_ids(&db.db, &scope).await.unwrap())
         }));
         let (ids, selected) = found;
