@@ -49,6 +49,7 @@ impl Synthetic {
 fn demo_config(_dir: &Path, hash_key: &str) -> String {
     let schema_toml = crate::reference::SCHEMA_TOML;
     let anonymise_toml = crate::reference::ANONYMISE_TOML;
+    let activity_toml = crate::reference::ACTIVITY_TOML;
     format!(
         r#"# Written by `retentiond demo`: the demo's own configuration.
 [database]
@@ -73,6 +74,7 @@ hash_key = "{hash_key}"
 [journal]
 path = "erasures.jsonl"      # the erasure journal: `retentiond replay` after a restore
 {schema_toml}
+{activity_toml}
 [[venues]]
 id = 1
 name = "The Grand Theatre"
@@ -80,6 +82,9 @@ approvers = ["boxoffice@grand.example"]
 inactive_for = "3 years"
 action = "anonymise"
 report_interval = "1 day"
+[venues.prospects]             # customers who never ordered: deleted after a year
+inactive_for = "1 year"
+action = "delete"
 {anonymise_toml}
 [[venues]]
 id = 2
@@ -188,6 +193,36 @@ async fn seed(db: &Db, customers: u32, now: DateTime<Utc>) -> Result<()> {
            SELECT id, 'Prefers an aisle seat; call ' || first_name || ' on ' || phone FROM customers WHERE id % 7 = 0;",
     )
     .await?;
+    // What else keeps a customer (SPEC 12): tickets (some for performances still to come on
+    // orders placed long ago), memberships running and lapsed, Gift Aid declarations of five
+    // and of seven years ago, and a few balances on account.
+    let mut q = Query::new(
+        "INSERT INTO tickets (order_id, performance_at, seat) SELECT id, CASE WHEN customer_id % 37 = 0 THEN ",
+    );
+    q.bind(now + Duration::days(120)).push(
+        " ELSE placed_at END, 'Row ' || (id % 20) FROM orders WHERE id % 3 = 0 OR customer_id % 37 = 0",
+    );
+    tx.execute(&q).await?;
+    let mut q = Query::new(
+        "INSERT INTO memberships (customer_id, level, expires_at) SELECT id, 'Friend', CASE WHEN id % 2 = 0 THEN ",
+    );
+    q.bind(Value::Date((now + Duration::days(200)).date_naive()))
+        .push(" ELSE ")
+        .bind(Value::Date((now - Duration::days(4 * 365)).date_naive()))
+        .push(" END FROM customers WHERE id % 23 = 0");
+    tx.execute(&q).await?;
+    let mut q = Query::new(
+        "INSERT INTO gift_aid_declarations (customer_id, declared_at) SELECT id, CASE WHEN id % 17 = 0 THEN ",
+    );
+    q.bind(Value::Date((now - Duration::days(5 * 365)).date_naive()))
+        .push(" ELSE ")
+        .bind(Value::Date((now - Duration::days(7 * 365)).date_naive()))
+        .push(" END FROM customers WHERE id % 17 = 0 OR id % 19 = 0");
+    tx.execute(&q).await?;
+    tx.execute(&Query::new(
+        "UPDATE customers SET balance_pence = 1500 WHERE id % 41 = 0",
+    ))
+    .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -259,6 +294,17 @@ pub async fn run(dir: &Path) -> Result<()> {
                 "demo: {} ({}): {}",
                 venue.name,
                 venue.action.as_str(),
+                serde_json::to_string(selection)?
+            );
+        }
+        if let Some(held) = result.held_back.as_ref().and_then(|h| h.in_words()) {
+            println!("demo: {}: {held}", venue.name);
+        }
+        if let (Some(selection), Some(rule)) = (&result.prospects, venue.prospects) {
+            println!(
+                "demo: {} prospects, never ordered ({}): {}",
+                venue.name,
+                rule.action.as_str(),
                 serde_json::to_string(selection)?
             );
         }

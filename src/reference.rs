@@ -16,6 +16,10 @@ pub fn sql(backend: Backend) -> &'static str {
 /// schema keys take their defaults, which are the reference names.
 pub const SCHEMA_TOML: &str = include_str!("../config/reference-schema/schema.toml");
 
+/// `[[schema.activity]]` and `[[schema.holds]]` for the reference schema's tickets,
+/// memberships, Gift Aid declarations and balances (SPEC 12): the demo uses them.
+pub const ACTIVITY_TOML: &str = include_str!("../config/reference-schema/activity.toml");
+
 /// A `[venues.anonymise]` table classifying every reference customers column (names and contact
 /// removed, email hashed, postcode district and birth year kept), for the demo and benchmark.
 pub const ANONYMISE_TOML: &str = include_str!("../config/reference-schema/anonymise.toml");

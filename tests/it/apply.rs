@@ -431,7 +431,7 @@ async fn failed_batch_rolls_back_and_the_report_resumes(db: TestDb) {
     // A table that references customers but is not in schema.references blocks the delete of
     // one customer in the second batch.
     db.db
-        .execute(&Query::new("CREATE TABLE tickets (id INTEGER PRIMARY KEY, customer_id BIGINT NOT NULL REFERENCES customers(id))"))
+        .execute(&Query::new("CREATE TABLE lockers (id INTEGER PRIMARY KEY, customer_id BIGINT NOT NULL REFERENCES customers(id))"))
         .await
         .unwrap();
     db.migrate().await;
@@ -446,7 +446,7 @@ async fn failed_batch_rolls_back_and_the_report_resumes(db: TestDb) {
     }
     db.db
         .execute(&Query::new(&format!(
-            "INSERT INTO tickets (id, customer_id) VALUES (1, {})",
+            "INSERT INTO lockers (id, customer_id) VALUES (1, {})",
             ids[7]
         )))
         .await
@@ -482,7 +482,7 @@ async fn failed_batch_rolls_back_and_the_report_resumes(db: TestDb) {
     );
 
     db.db
-        .execute(&Query::new("DELETE FROM tickets"))
+        .execute(&Query::new("DELETE FROM lockers"))
         .await
         .unwrap();
     let resumed = run_venue_cycle(&svc, &venue, t("2026-06-17 12:00:00"), false)

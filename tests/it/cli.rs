@@ -154,7 +154,7 @@ async fn check_names_missing_tables_columns_unlisted_foreign_keys_and_not_null_c
     db.db.execute_script(drop_index).await.unwrap();
     db.db
         .execute(&Query::new(
-            "CREATE TABLE tickets (id BIGINT PRIMARY KEY, holder BIGINT, FOREIGN KEY (holder) REFERENCES customers(id))",
+            "CREATE TABLE lockers (id BIGINT PRIMARY KEY, holder BIGINT, FOREIGN KEY (holder) REFERENCES customers(id))",
         ))
         .await
         .unwrap();
@@ -170,7 +170,7 @@ async fn check_names_missing_tables_columns_unlisted_foreign_keys_and_not_null_c
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("table vouchers does not exist"), "{text}");
-    assert!(text.contains("foreign key tickets.holder"), "{text}");
+    assert!(text.contains("foreign key lockers.holder"), "{text}");
     assert!(
         text.contains(
             "venues[1].anonymise.marketing_opt_in: column customers.marketing_opt_in is NOT NULL"

@@ -21,21 +21,6 @@ when = "balance_pence != 0"
 "#;
 
 impl TestDb {
-    async fn create_hold_tables(&self) {
-        let (key, big) = match self.backend() {
-            retentiond::db::Backend::Sqlite => ("INTEGER PRIMARY KEY", "INTEGER"),
-            retentiond::db::Backend::Postgres => ("BIGSERIAL PRIMARY KEY", "BIGINT"),
-            retentiond::db::Backend::Mysql => ("BIGINT AUTO_INCREMENT PRIMARY KEY", "BIGINT"),
-        };
-        for sql in [
-            format!("ALTER TABLE customers ADD COLUMN balance_pence {big}"),
-            format!("CREATE TABLE gift_aid_declarations (id {key}, customer_id BIGINT NOT NULL, declared_at DATE NOT NULL)"),
-            "CREATE INDEX gift_aid_customer ON gift_aid_declarations (customer_id)".to_string(),
-        ] {
-            self.db.execute(&Query::new(&sql)).await.unwrap();
-        }
-    }
-
     async fn declaration(&self, customer: i64, declared: &str) {
         let mut q =
             Query::new("INSERT INTO gift_aid_declarations (customer_id, declared_at) VALUES (");
@@ -47,6 +32,7 @@ impl TestDb {
     }
 
     async fn balance(&self, customer: i64, pence: Option<i64>) {
+        // NOT NULL in the reference schema: None tests a NULL where a schema allows one.
         let mut q = Query::new("UPDATE customers SET balance_pence = ");
         q.bind(pence).push(" WHERE id = ").bind(customer);
         self.db.execute(&q).await.unwrap();
@@ -55,15 +41,8 @@ impl TestDb {
 
 async fn holds_keep_customers_back_and_are_counted(db: TestDb) {
     db.migrate().await;
-    db.create_hold_tables().await;
     let svc = db
-        .service(
-            &(HOLDS.to_string()
-                + &anonymise_venue(1, "3 years", "").replace(
-                    "marketing_opt_in = \"keep\"",
-                    "marketing_opt_in = \"keep\"\nbalance_pence = \"keep\"",
-                )),
-        )
+        .service(&(HOLDS.to_string() + &anonymise_venue(1, "3 years", "")))
         .await;
     let old = "2020-01-01 00:00:00";
     let declared_5_years_ago = db.customer(1, old).await;
@@ -77,7 +56,6 @@ async fn holds_keep_customers_back_and_are_counted(db: TestDb) {
     let settled = db.customer(1, old).await;
     db.balance(settled, Some(0)).await;
     let no_balance = db.customer(1, old).await;
-    db.balance(no_balance, None).await;
     let legal = db.customer_with(1, old, 990, true).await;
     let declares_later = db.customer(1, old).await;
     db.balance(declares_later, Some(0)).await;

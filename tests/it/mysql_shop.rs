@@ -117,7 +117,7 @@ timezone = "Europe/London"
 
 async fn woocommerce_database_of_one_store_is_kept_in_line(db: TestDb) {
     db.db
-        .execute_script("DROP TABLE customer_notes, order_addresses, orders, customers")
+        .execute_script("DROP TABLE tickets, memberships, gift_aid_declarations, customer_notes, order_addresses, orders, customers")
         .await
         .unwrap();
     db.db.execute_script(WOOCOMMERCE).await.unwrap();
@@ -199,7 +199,7 @@ async fn woocommerce_database_of_one_store_is_kept_in_line(db: TestDb) {
 /// privileges to erase: `check` names each (exit 1) and no cycle touches a customer.
 async fn tables_without_transactions_and_missing_privileges_are_refused(db: TestDb) {
     db.db
-        .execute_script("DROP TABLE customer_notes, order_addresses, orders; ALTER TABLE customers ENGINE = MyISAM")
+        .execute_script("DROP TABLE tickets, memberships, gift_aid_declarations, customer_notes, order_addresses, orders; ALTER TABLE customers ENGINE = MyISAM")
         .await
         .unwrap();
     // The linked tables again, without foreign keys (InnoDB cannot refer to a MyISAM table).

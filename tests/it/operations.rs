@@ -642,12 +642,12 @@ async fn check_names_activity_tables_that_do_not_fit() {
     db.migrate().await;
     db.db
         .execute(&Query::new(
-            "CREATE TABLE memberships (id INTEGER PRIMARY KEY, customer_id INTEGER NOT NULL, expires_at INTEGER NOT NULL)",
+            "CREATE TABLE subscriptions (id INTEGER PRIMARY KEY, customer_id INTEGER NOT NULL, expires_at INTEGER NOT NULL)",
         ))
         .await
         .unwrap();
-    let activity = "[[schema.activity]]\ntable = \"tickets\"\ncolumn = \"order_id\"\nvia = \"orders\"\nat = \"performance_at\"\n\
-                    [[schema.activity]]\ntable = \"memberships\"\ncolumn = \"customer_id\"\nat = \"expires_at\"\n\
+    let activity = "[[schema.activity]]\ntable = \"box_tickets\"\ncolumn = \"order_id\"\nvia = \"orders\"\nat = \"performance_at\"\n\
+                    [[schema.activity]]\ntable = \"subscriptions\"\ncolumn = \"customer_id\"\nat = \"expires_at\"\n\
                     [[schema.holds]]\nname = \"odd\"\ntable = \"customers\"\nwhen = \"email > 5 and nothing_here is null\"\n";
     let config =
         db.write_config_with_file_mail(&(activity.to_string() + &delete_venue(2, "3 years", "")));
@@ -657,16 +657,16 @@ async fn check_names_activity_tables_that_do_not_fit() {
     let out = text(&check);
     assert_eq!(check.status.code(), Some(1), "{out}");
     assert!(
-        out.contains("schema.activity[0].column: table tickets does not exist"),
+        out.contains("schema.activity[0].column: table box_tickets does not exist"),
         "{out}"
     );
     assert!(
-        out.contains("schema.activity[1].at: column memberships.expires_at has type integer, expected a date or timestamp"),
+        out.contains("schema.activity[1].at: column subscriptions.expires_at has type integer, expected a date or timestamp"),
         "{out}"
     );
     assert!(
         out.contains(
-            "warning: schema.activity[1]: no index on memberships(customer_id, expires_at)"
+            "warning: schema.activity[1]: no index on subscriptions(customer_id, expires_at)"
         ),
         "{out}"
     );

@@ -772,6 +772,7 @@ postcode = "prefix:4"
 country = "keep"
 date_of_birth = "year"
 marketing_opt_in = "keep"
+balance_pence = "keep"
 "#
     )
 }
