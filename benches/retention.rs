@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
+#[path = "retention/activity.rs"]
+mod activity;
 #[path = "retention/fleet.rs"]
 mod fleet;
 
@@ -63,6 +65,8 @@ struct Options {
     smoke: bool,
     /// `--generate-only`: load the data, write the configuration, keep both and stop.
     generate_only: bool,
+    /// `--selection-only`: the selection figures (with activity and holds too), then stop.
+    selection_only: bool,
 }
 
 fn options() -> Options {
@@ -127,6 +131,7 @@ fn options() -> Options {
         json,
         smoke,
         generate_only: args.iter().any(|a| a == "--generate-only"),
+        selection_only: args.iter().any(|a| a == "--selection-only"),
     }
 }
 
@@ -868,6 +873,13 @@ async fn run_backend(backend: Backend, options: &Options, customers: u64) -> Val
     figures.insert("selection_s".into(), json!(ours));
     figures.insert("selection_baseline_s".into(), json!(baseline));
     figures.insert("selection_ratio".into(), json!(ours / baseline));
+    activity::measure(&bench, &config_path, cutoff, &mut figures).await;
+    if options.selection_only {
+        svc.db.close().await;
+        bench.db.close().await;
+        drop_unless_kept(backend).await;
+        return Value::Object(figures);
+    }
 
     // The dry run as an operator runs it (`retentiond cycle --venue 1 --dry-run`, a process of
     // its own: configuration, connection, checks, the brake's count and the selection) against
@@ -1246,8 +1258,13 @@ async fn run_backend(backend: Backend, options: &Options, customers: u64) -> Val
         json!(summary.batches_given_up),
     );
     bench.db.close().await;
+    drop_unless_kept(backend).await;
+    Value::Object(figures)
+}
+
+/// A full-size schema holds gigabytes: dropped unless asked to keep it for inspection.
+async fn drop_unless_kept(backend: Backend) {
     if std::env::var_os("RETENTIOND_BENCH_KEEP").is_none() {
-        // A full-size schema holds gigabytes: drop it unless asked to keep it for inspection.
         let drop = match backend {
             Backend::Postgres => format!("DROP SCHEMA {} CASCADE", bench_schema()),
             Backend::Mysql => format!("DROP DATABASE {}", bench_schema()),
@@ -1257,7 +1274,6 @@ async fn run_backend(backend: Backend, options: &Options, customers: u64) -> Val
             on_server(&std::env::var(variable).unwrap(), &[drop]).await;
         }
     }
-    Value::Object(figures)
 }
 
 /// An operator approves report `id` on the venue's behalf (`reports approve`).
@@ -1407,6 +1423,21 @@ const ROWS: &[(&str, &str, &str)] = &[
     ("selection_s", "selection, retentiond (s)", ""),
     ("selection_baseline_s", "selection, bare NOT EXISTS (s)", ""),
     ("selection_ratio", "selection ratio", "<= 1.2"),
+    (
+        "activity_selection_s",
+        "selection with 2 activity tables and 2 holds (s)",
+        "",
+    ),
+    (
+        "activity_selection_baseline_s",
+        "the same by hand, NOT EXISTS (s)",
+        "",
+    ),
+    (
+        "activity_selection_ratio",
+        "selection ratio, activity and holds",
+        "<= 1.2",
+    ),
     (
         "selection_all_checks_s",
         "selection, all exclusion tables consulted (s)",

@@ -172,10 +172,13 @@ impl Scope<'_> {
         if with_holds {
             for n in 0..s.holds.len() {
                 if s.holds[n].column.is_none() {
-                    // A condition on a NULL value is NULL: not held.
-                    q.push(" AND CASE WHEN ");
+                    // A condition on a NULL value is NULL: not held. (`IS NOT TRUE` rather
+                    // than a CASE: PostgreSQL estimates it from the column's statistics, and
+                    // with a CASE it took 1 customer in 200 for candidates and read the
+                    // activity tables once per customer, 28 times the hand-written count.)
+                    q.push(" AND ");
                     self.push_held(q, n);
-                    q.push(" THEN 1 ELSE 0 END = 0");
+                    q.push(" IS NOT TRUE");
                 } else {
                     q.push(" AND NOT ");
                     self.push_held(q, n);
