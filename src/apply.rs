@@ -577,11 +577,21 @@ async fn classify_skipped(
     } else {
         scope.holding(tx, &of_venue).await?
     };
+    // Anonymised since the report was made (on request, SPEC 13): gone, as a deleted one is.
+    let mut erased = HashSet::new();
+    if !of_venue.is_empty() {
+        let mut q = Query::new("SELECT customer_id FROM retention_anonymised WHERE customer_id");
+        tx.backend().push_in_ids(&mut q, &of_venue);
+        for row in tx.fetch_all(&q).await? {
+            erased.insert(row.i64(0)?);
+        }
+    }
     Ok(ids
         .iter()
         .map(|id| {
             let hold = held.remove(id);
             let outcome = match found.get(id) {
+                _ if erased.contains(id) => Outcome::SkippedGone,
                 None => Outcome::for_skipped(false, false, false),
                 Some(&same_venue) => Outcome::for_skipped(true, same_venue, hold.is_some()),
             };

@@ -24,10 +24,14 @@ pub enum EventKind {
     ApplyStarted,
     Applied,
     Replayed,
+    /// A customer erased on an individual request (SPEC 13), by whom.
+    ErasedOnRequest,
+    /// What retentiond would remove of a customer was exported for them (SPEC 13), by whom.
+    Exported,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 14] = [
         EventKind::ReportCreated,
         EventKind::Brake,
         EventKind::Approval,
@@ -40,6 +44,8 @@ impl EventKind {
         EventKind::ApplyStarted,
         EventKind::Applied,
         EventKind::Replayed,
+        EventKind::ErasedOnRequest,
+        EventKind::Exported,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -56,6 +62,8 @@ impl EventKind {
             EventKind::ApplyStarted => "apply_started",
             EventKind::Applied => "applied",
             EventKind::Replayed => "replayed",
+            EventKind::ErasedOnRequest => "erased_on_request",
+            EventKind::Exported => "exported",
         }
     }
 }

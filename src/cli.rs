@@ -102,6 +102,52 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Erase one customer now, on their request (linked tables included, in the ledger and the journal)
+    Erase {
+        /// The venue (its id in the configuration)
+        #[arg(long, value_name = "ID")]
+        venue: i64,
+        /// The customer's id
+        #[arg(
+            long,
+            value_name = "ID",
+            required_unless_present = "email",
+            conflicts_with = "email"
+        )]
+        customer: Option<i64>,
+        /// The customer's email address (without case; refused unless exactly one customer has it)
+        #[arg(long, value_name = "ADDRESS")]
+        email: Option<String>,
+        /// Who asks (for the ledger), e.g. "Sam, support ticket 4711"
+        #[arg(long, value_name = "NAME")]
+        by: String,
+        /// delete or anonymise (default: the venue's action)
+        #[arg(long, value_parser = parse_action)]
+        action: Option<crate::policy::Action>,
+        /// Print what would change (tables, row counts, columns; never values); change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print, as one JSON document, every value retentiond would remove or change for one customer (a subject access request)
+    Export {
+        /// The venue (its id in the configuration)
+        #[arg(long, value_name = "ID")]
+        venue: i64,
+        /// The customer's id
+        #[arg(
+            long,
+            value_name = "ID",
+            required_unless_present = "email",
+            conflicts_with = "email"
+        )]
+        customer: Option<i64>,
+        /// The customer's email address (without case)
+        #[arg(long, value_name = "ADDRESS")]
+        email: Option<String>,
+        /// Who asks (for the ledger)
+        #[arg(long, value_name = "NAME")]
+        by: String,
+    },
     /// Apply the erasures of an erasure journal again, after a database was restored from a backup
     Replay {
         /// The erasure journal (journal.path) written before the backup was restored
@@ -215,6 +261,11 @@ fn parse_state(s: &str) -> Result<ReportState, String> {
         let states: Vec<&str> = ReportState::ALL.iter().map(|s| s.as_str()).collect();
         format!("expected one of {}", states.join(", "))
     })
+}
+
+fn parse_action(s: &str) -> Result<crate::policy::Action, String> {
+    s.parse::<crate::policy::Action>()
+        .map_err(|_| format!("expected delete or anonymise, got {s:?}"))
 }
 
 fn parse_period(s: &str) -> Result<crate::policy::CalendarPeriod, String> {
@@ -342,6 +393,50 @@ async fn execute(command: Command, config: Config) -> Result<ExitCode> {
             periods,
             json,
         } => run_whatif(&svc, venue, at, periods, json).await?,
+        Command::Erase {
+            venue,
+            customer,
+            email,
+            by,
+            action,
+            dry_run,
+        } => {
+            migrate::ensure_current(&svc.db).await?;
+            let venue = configured_venue(&svc, venue)?;
+            let who = who(customer, email);
+            let plan =
+                crate::request::erase(&svc, venue, &who, &by, action, dry_run, now()).await?;
+            let verb = if dry_run { "would" } else { "did" };
+            out!(
+                "customer {} of venue {}: {} {}{}",
+                plan.customer_id,
+                plan.venue_id,
+                verb,
+                plan.action.as_str(),
+                plan.report_id
+                    .map_or_else(String::new, |r| format!(" (recorded as report {r})"))
+            );
+            for t in &plan.tables {
+                out!("  {}: {} row(s) {}", t.table, t.rows, t.what);
+            }
+            if dry_run {
+                out!("dry run: nothing was changed");
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Export {
+            venue,
+            customer,
+            email,
+            by,
+        } => {
+            migrate::ensure_current(&svc.db).await?;
+            let venue = configured_venue(&svc, venue)?;
+            let document =
+                crate::request::export(&svc, venue, &who(customer, email), &by, now()).await?;
+            out!("{}", serde_json::to_string_pretty(&document)?);
+            ExitCode::SUCCESS
+        }
         Command::Replay {
             journal,
             dry_run,
@@ -752,6 +847,30 @@ async fn run_replay(
         if dry_run { " [dry run: nothing changed]" } else { "" }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn who(customer: Option<i64>, email: Option<String>) -> crate::request::Who {
+    match (customer, email) {
+        (Some(id), _) => crate::request::Who::Id(id),
+        (None, Some(address)) => crate::request::Who::Email(address),
+        (None, None) => unreachable!("clap requires --customer or --email"),
+    }
+}
+
+/// The venue `id` of the configuration, or an error naming the configured ones.
+fn configured_venue(svc: &Service, id: i64) -> Result<&crate::config::VenueConfig> {
+    svc.config.venue(id).with_context(|| {
+        format!(
+            "venue {id} is not in {}; configured venues: {}",
+            svc.config.file,
+            svc.config
+                .venues
+                .iter()
+                .map(|v| v.id.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })
 }
 
 async fn run_whatif(

@@ -31,6 +31,7 @@ pub mod progress;
 pub mod reference;
 pub mod replay;
 pub mod reports;
+pub mod request;
 pub mod review;
 pub mod scheduler;
 pub mod search;

@@ -113,7 +113,7 @@ pub async fn create_report(
             venue_id: venue.id,
             action: venue.rule(scope.rule).1,
             policy: &match scope.rule {
-                reports::Rule::Customers => format!(
+                reports::Rule::Customers | reports::Rule::Request => format!(
                     "{} after {} inactive",
                     venue.action.as_str(),
                     venue.inactive_for

@@ -46,6 +46,8 @@ pub enum Rule {
     #[default]
     Customers,
     Prospects,
+    /// One person's erasure on request (SPEC 13): applied when made, one item.
+    Request,
 }
 
 impl Rule {
@@ -53,6 +55,7 @@ impl Rule {
         match self {
             Rule::Customers => "customers",
             Rule::Prospects => "prospects",
+            Rule::Request => "request",
         }
     }
 }
@@ -63,6 +66,7 @@ impl std::str::FromStr for Rule {
         match s {
             "customers" => Ok(Rule::Customers),
             "prospects" => Ok(Rule::Prospects),
+            "request" => Ok(Rule::Request),
             other => Err(format!("unknown report rule {other:?}")),
         }
     }
@@ -370,8 +374,71 @@ pub async fn in_states(db: &Db, venue_id: i64, states: &[ReportState]) -> Result
 /// When the venue's most recent report was created.
 pub async fn last_created_at(db: &Db, venue_id: i64) -> Result<Option<DateTime<Utc>>> {
     let mut q = Query::new("SELECT MAX(created_at) FROM retention_reports WHERE venue_id = ");
-    q.bind(venue_id);
+    q.bind(venue_id).push(NOT_A_REQUEST);
     db.fetch_one(&q).await?.opt_time(0)
+}
+
+/// Leaves out the reports that record an erasure on request: they are no policy's report, so
+/// they never start a venue's `report_interval`.
+const NOT_A_REQUEST: &str = " AND (rule IS NULL OR rule <> 'request')";
+
+/// Inserts the report that records one erasure on request (SPEC 13): applied at `at`, one
+/// customer, decided by `by`.
+pub async fn insert_request(
+    tx: &mut Tx,
+    venue_id: i64,
+    action: Action,
+    by: &str,
+    at: DateTime<Utc>,
+) -> Result<i64> {
+    let mut q = Query::new(
+        "INSERT INTO retention_reports (venue_id, action, policy, cutoff, state, customer_count, \
+         approvals_required, created_at, expires_at, decided_at, applied_at, rule) VALUES (",
+    );
+    q.bind(venue_id)
+        .push(", ")
+        .bind(action.as_str())
+        .push(", ")
+        .bind(format!("{} on request, by {}", action.as_str(), by.trim()))
+        .push(", ")
+        .bind(at)
+        .push(", ")
+        .bind(ReportState::Applied.as_str())
+        .push(", 1, 0, ")
+        .bind(at)
+        .push(", ")
+        .bind(at)
+        .push(", ")
+        .bind(at)
+        .push(", ")
+        .bind(at)
+        .push(", ")
+        .bind(Rule::Request.as_str())
+        .push(")");
+    tx.insert_returning_id(&q, "id").await
+}
+
+/// The one item of a request's report, with its outcome.
+pub async fn insert_request_item(
+    tx: &mut Tx,
+    report_id: i64,
+    customer_id: i64,
+    outcome: Outcome,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    let mut q = Query::new(
+        "INSERT INTO retention_report_items (report_id, customer_id, outcome, processed_at) VALUES (",
+    );
+    q.bind(report_id)
+        .push(", ")
+        .bind(customer_id)
+        .push(", ")
+        .bind(outcome.as_str())
+        .push(", ")
+        .bind(at)
+        .push(")");
+    tx.execute(&q).await?;
+    Ok(())
 }
 
 /// When the venue's last report of `rule` was made (reports made before rules count as the
@@ -491,7 +558,7 @@ pub async fn open_by_venue(
     }
     let last = db
         .fetch_all(&Query::new(
-            "SELECT venue_id, MAX(created_at) FROM retention_reports GROUP BY venue_id",
+            &format!("SELECT venue_id, MAX(created_at) FROM retention_reports WHERE 1 = 1{NOT_A_REQUEST} GROUP BY venue_id"),
         ))
         .await?
         .iter()

@@ -150,7 +150,7 @@ impl Scope<'_> {
         if self.venue.prospects.is_some() {
             // Prospects never ordered; the customers rule takes the others.
             q.push(match self.rule {
-                Rule::Customers => " AND EXISTS",
+                Rule::Customers | Rule::Request => " AND EXISTS",
                 Rule::Prospects => " AND NOT EXISTS",
             });
             q.push(&format!(

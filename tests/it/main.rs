@@ -21,6 +21,7 @@ mod mysql_shop;
 mod operations;
 mod properties;
 mod prospects;
+mod requests;
 mod review;
 mod selection;
 mod walkthrough;
