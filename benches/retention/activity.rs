@@ -149,6 +149,14 @@ async fn analyze(db: &Db, tables: &[&str]) {
             .execute_script(&format!("ANALYZE TABLE {}", tables.join(", ")))
             .await
             .unwrap(),
-        Backend::Sqlite => db.execute_script("ANALYZE").await.unwrap(),
+        // Only these tables: a whole-database ANALYZE reads every index of the 10,000,000
+        // orders again (minutes at 1,000,000 customers).
+        Backend::Sqlite => {
+            for table in tables {
+                db.execute(&Query::new(&format!("ANALYZE {table}")))
+                    .await
+                    .unwrap();
+            }
+        }
     }
 }
