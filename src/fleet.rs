@@ -161,8 +161,15 @@ impl RunContext {
                 ..Scope::new(&svc.config, backend, v, at)
             })
             .collect();
-        let counts = crate::selection::count_by_venue(&svc.db, &scopes).await?;
-        let held = crate::selection::held_back_by_venue(&svc.db, &scopes).await?;
+        let counted = crate::selection::dry_run_by_venue(&svc.db, &scopes).await?;
+        let counts = counted
+            .iter()
+            .map(|(venue, (candidates, customers, _))| (*venue, (*candidates, *customers)))
+            .collect();
+        let held = counted
+            .into_iter()
+            .map(|(venue, (_, _, held))| (venue, held))
+            .collect();
         let _ = self.dry_counts.set(counts);
         let _ = self.dry_held.set(held);
         Ok(())
