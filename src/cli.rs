@@ -104,23 +104,8 @@ pub enum Command {
     },
     /// Erase one customer now, on their request (linked tables included, in the ledger and the journal)
     Erase {
-        /// The venue (its id in the configuration)
-        #[arg(long, value_name = "ID")]
-        venue: i64,
-        /// The customer's id
-        #[arg(
-            long,
-            value_name = "ID",
-            required_unless_present = "email",
-            conflicts_with = "email"
-        )]
-        customer: Option<i64>,
-        /// The customer's email address (without case; refused unless exactly one customer has it)
-        #[arg(long, value_name = "ADDRESS")]
-        email: Option<String>,
-        /// Who asks (for the ledger), e.g. "Sam, support ticket 4711"
-        #[arg(long, value_name = "NAME")]
-        by: String,
+        #[command(flatten)]
+        person: PersonArgs,
         /// delete or anonymise (default: the venue's action)
         #[arg(long, value_parser = parse_action)]
         action: Option<crate::policy::Action>,
@@ -130,23 +115,8 @@ pub enum Command {
     },
     /// Print, as one JSON document, every value retentiond would remove or change for one customer (a subject access request)
     Export {
-        /// The venue (its id in the configuration)
-        #[arg(long, value_name = "ID")]
-        venue: i64,
-        /// The customer's id
-        #[arg(
-            long,
-            value_name = "ID",
-            required_unless_present = "email",
-            conflicts_with = "email"
-        )]
-        customer: Option<i64>,
-        /// The customer's email address (without case)
-        #[arg(long, value_name = "ADDRESS")]
-        email: Option<String>,
-        /// Who asks (for the ledger)
-        #[arg(long, value_name = "NAME")]
-        by: String,
+        #[command(flatten)]
+        person: PersonArgs,
     },
     /// Apply the erasures of an erasure journal again, after a database was restored from a backup
     Replay {
@@ -161,6 +131,28 @@ pub enum Command {
         #[arg(long)]
         accept_unsigned: bool,
     },
+}
+
+/// Who a request of SPEC 13 is about, and who asks.
+#[derive(clap::Args, Debug)]
+pub struct PersonArgs {
+    /// The venue (its id in the configuration)
+    #[arg(long, value_name = "ID")]
+    venue: i64,
+    /// The customer's id
+    #[arg(
+        long,
+        value_name = "ID",
+        required_unless_present = "email",
+        conflicts_with = "email"
+    )]
+    customer: Option<i64>,
+    /// The customer's email address (without case; refused unless exactly one customer has it)
+    #[arg(long, value_name = "ADDRESS")]
+    email: Option<String>,
+    /// Who asks (for the ledger), e.g. "Sam, support ticket 4711"
+    #[arg(long, value_name = "NAME")]
+    by: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -394,16 +386,13 @@ async fn execute(command: Command, config: Config) -> Result<ExitCode> {
             json,
         } => run_whatif(&svc, venue, at, periods, json).await?,
         Command::Erase {
-            venue,
-            customer,
-            email,
-            by,
+            person,
             action,
             dry_run,
         } => {
             migrate::ensure_current(&svc.db).await?;
-            let venue = configured_venue(&svc, venue)?;
-            let who = who(customer, email);
+            let venue = configured_venue(&svc, person.venue)?;
+            let (who, by) = who(person);
             let plan =
                 crate::request::erase(&svc, venue, &who, &by, action, dry_run, now()).await?;
             let verb = if dry_run { "would" } else { "did" };
@@ -424,16 +413,11 @@ async fn execute(command: Command, config: Config) -> Result<ExitCode> {
             }
             ExitCode::SUCCESS
         }
-        Command::Export {
-            venue,
-            customer,
-            email,
-            by,
-        } => {
+        Command::Export { person } => {
             migrate::ensure_current(&svc.db).await?;
-            let venue = configured_venue(&svc, venue)?;
-            let document =
-                crate::request::export(&svc, venue, &who(customer, email), &by, now()).await?;
+            let venue = configured_venue(&svc, person.venue)?;
+            let (who, by) = who(person);
+            let document = crate::request::export(&svc, venue, &who, &by, now()).await?;
             out!("{}", serde_json::to_string_pretty(&document)?);
             ExitCode::SUCCESS
         }
@@ -849,12 +833,14 @@ async fn run_replay(
     Ok(ExitCode::SUCCESS)
 }
 
-fn who(customer: Option<i64>, email: Option<String>) -> crate::request::Who {
-    match (customer, email) {
+/// The customer a request names, and who asks.
+fn who(person: PersonArgs) -> (crate::request::Who, String) {
+    let who = match (person.customer, person.email) {
         (Some(id), _) => crate::request::Who::Id(id),
         (None, Some(address)) => crate::request::Who::Email(address),
         (None, None) => unreachable!("clap requires --customer or --email"),
-    }
+    };
+    (who, person.by)
 }
 
 /// The venue `id` of the configuration, or an error naming the configured ones.

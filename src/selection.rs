@@ -423,6 +423,21 @@ pub async fn count_by_venue<'a>(db: &Db, scopes: &[Scope<'a>]) -> Result<HashMap
     count_by_venue_of(db, scopes, true).await
 }
 
+/// `scopes` grouped so that venues sharing the cutoff and every hold's period start share a
+/// statement.
+fn sharing_a_statement<'s, 'a>(
+    scopes: &'s [Scope<'a>],
+) -> BTreeMap<(DateTime<Utc>, Vec<Option<DateTime<Utc>>>), Vec<&'s Scope<'a>>> {
+    let mut groups: BTreeMap<_, Vec<&Scope<'a>>> = BTreeMap::new();
+    for scope in scopes {
+        let since = (0..scope.schema.holds.len())
+            .map(|n| scope.hold_since(n))
+            .collect();
+        groups.entry((scope.cutoff, since)).or_default().push(scope);
+    }
+    groups
+}
+
 /// [`count_by_venue`]; the candidates left at 0 unless `candidates` (another statement counts
 /// them).
 async fn count_by_venue_of<'a>(
@@ -431,15 +446,7 @@ async fn count_by_venue_of<'a>(
     candidates: bool,
 ) -> Result<HashMap<i64, (u64, u64)>> {
     let mut counts: HashMap<i64, (u64, u64)> = HashMap::new();
-    // Venues share a statement when they share the cutoff and every hold's period start.
-    type Key = (DateTime<Utc>, Vec<Option<DateTime<Utc>>>);
-    let mut groups: BTreeMap<Key, Vec<&Scope<'a>>> = BTreeMap::new();
-    for scope in scopes {
-        let since = (0..scope.schema.holds.len())
-            .map(|n| scope.hold_since(n))
-            .collect();
-        groups.entry((scope.cutoff, since)).or_default().push(scope);
-    }
+    let groups = sharing_a_statement(scopes);
     let Some(first) = scopes.first() else {
         return Ok(counts);
     };
@@ -554,14 +561,7 @@ async fn held_back_by_venue(
     if first.schema.customer_venue.is_none() {
         return Ok(held);
     }
-    type Key = (DateTime<Utc>, Vec<Option<DateTime<Utc>>>);
-    let mut groups: BTreeMap<Key, Vec<&Scope<'_>>> = BTreeMap::new();
-    for scope in scopes {
-        let since = (0..scope.schema.holds.len())
-            .map(|n| scope.hold_since(n))
-            .collect();
-        groups.entry((scope.cutoff, since)).or_default().push(scope);
-    }
+    let groups = sharing_a_statement(scopes);
     for group in groups.values() {
         let venues: Vec<i64> = group.iter().map(|s| s.venue.id).collect();
         let unknown: Vec<i64> = group
