@@ -866,18 +866,7 @@ async fn run_whatif(
     periods: Vec<crate::policy::CalendarPeriod>,
     json: bool,
 ) -> Result<ExitCode> {
-    let Some(venue) = svc.config.venue(venue_id) else {
-        anyhow::bail!(
-            "venue {venue_id} is not in {}; configured venues: {}",
-            svc.config.file,
-            svc.config
-                .venues
-                .iter()
-                .map(|v| v.id.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    };
+    let venue = configured_venue(svc, venue_id)?;
     let at = at.map_or_else(now, |at| at.resolve(venue.timezone));
     let periods = if periods.is_empty() {
         crate::whatif::DEFAULT_PERIODS

@@ -7,6 +7,14 @@
 use super::*;
 use retentiond::db::Value as Bound;
 
+/// The tables this measurement fills and empties, analysed after each.
+const TABLES: [&str; 4] = [
+    "customers",
+    "tickets",
+    "memberships",
+    "gift_aid_declarations",
+];
+
 pub async fn measure(
     bench: &Bench,
     config_path: &Path,
@@ -44,16 +52,7 @@ pub async fn measure(
     ))
     .await
     .unwrap();
-    analyze(
-        db,
-        &[
-            "customers",
-            "tickets",
-            "memberships",
-            "gift_aid_declarations",
-        ],
-    )
-    .await;
+    analyze(db, &TABLES).await;
     figures.insert(
         "activity_generate_s".into(),
         json!(started.elapsed().as_secs_f64()),
@@ -124,16 +123,7 @@ pub async fn measure(
     )
     .await
     .unwrap();
-    analyze(
-        db,
-        &[
-            "customers",
-            "tickets",
-            "memberships",
-            "gift_aid_declarations",
-        ],
-    )
-    .await;
+    analyze(db, &TABLES).await;
 }
 
 async fn analyze(db: &Db, tables: &[&str]) {

@@ -799,7 +799,7 @@ on_both_backends!(
 );
 
 /// Whether `needle` occurs anywhere in the file at `path` (missing file: no).
-fn file_contains(path: &Path, needle: &str) -> bool {
+pub(crate) fn file_contains(path: &Path, needle: &str) -> bool {
     let Ok(bytes) = std::fs::read(path) else {
         return false;
     };

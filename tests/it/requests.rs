@@ -353,3 +353,48 @@ on_both_backends!(
     export_holds_what_the_database_holds,
     a_report_skips_a_customer_erased_on_request,
 );
+
+/// An erasure on request leaves no removed value in SQLite's database file or its log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_files_hold_no_value_erased_on_request() {
+    let db = TestDb::sqlite().await;
+    db.migrate().await;
+    let journal = db.dir.path().join("erasures.jsonl");
+    let config = request_config(&db, &journal);
+    let id = db.customer_with(2, "2025-01-01 00:00:00", 777, false).await;
+    db.order(id, "2025-06-01 10:00:00").await;
+    let kept = db.customer_with(2, "2025-01-01 00:00:00", 778, false).await;
+    let files = [db.sqlite_path(), db.dir.path().join("customers.db-wal")];
+    db.db.checkpoint_wal().await.unwrap();
+    let present = |value: &str| {
+        files
+            .iter()
+            .any(|f| crate::erasure::file_contains(f, value))
+    };
+    assert!(
+        present("ann777@example.org"),
+        "the search finds the value before"
+    );
+
+    let out = retentiond(
+        &config,
+        &[
+            "erase",
+            "--venue",
+            "2",
+            "--customer",
+            &id.to_string(),
+            "--by",
+            "Sam",
+        ],
+    );
+
+    assert!(out.status.success(), "{}", text(&out));
+    for value in ["ann777@example.org", "Smith777", "777 High Street"] {
+        assert!(!present(value), "{value:?} is still in the files");
+    }
+    assert!(
+        present("ann778@example.org"),
+        "customer {kept} stays readable"
+    );
+}
