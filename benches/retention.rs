@@ -65,7 +65,8 @@ struct Options {
     smoke: bool,
     /// `--generate-only`: load the data, write the configuration, keep both and stop.
     generate_only: bool,
-    /// `--selection-only`: the selection figures (with activity and holds too), then stop.
+    /// `--selection-only`: the selection figures (with activity and holds too; a fleet: its
+    /// count and dry run), then stop.
     selection_only: bool,
 }
 

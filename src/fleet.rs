@@ -116,6 +116,23 @@ impl RunContext {
         ))
     }
 
+    /// Whether `venue`'s cycle at `at` is answered from what the run has read for all its
+    /// venues, with no statement of its own: a dry run's venue counted by
+    /// [`RunContext::count_for_dry_run`], or a venue with nothing to do
+    /// ([`RunContext::nothing_to_do`]). A read that fails says no: the cycle meets it again.
+    pub async fn answers_from_its_reads(
+        &self,
+        svc: &Service,
+        venue: &VenueConfig,
+        at: DateTime<Utc>,
+        dry_run: bool,
+    ) -> bool {
+        if dry_run && self.dry_run_counts(venue.id).is_some() {
+            return true;
+        }
+        matches!(self.nothing_to_do(svc, venue, at).await, Ok(Some(_)))
+    }
+
     /// Counts, for a dry run of `venues`, the candidates and customers of every venue that would
     /// select (no open report, `report_interval` passed) in a few statements for them all
     /// ([`crate::selection::count_by_venue`]), so that the dry run of a fleet costs about one
@@ -373,10 +390,44 @@ impl Fleet {
             metrics::gauge!("retentiond_cycles_waiting").decrement(1.0);
             let Some(slot) = slot else {
                 self.running.lock().expect("running set").remove(&venue.id);
-                tasks.push(Some(tokio::spawn(async { (VenueOutcome::Stopped, 0) })));
+                tasks.push(Some(Turn::Ended(VenueOutcome::Stopped)));
                 continue;
             };
-            tasks.push(Some(tokio::spawn(attempt(
+            if run
+                .answers_from_its_reads(&self.svc, venue, at, options.dry_run)
+                .await
+            {
+                // Nothing for the cycle to read or write of its own: it is answered here, as
+                // a task of its own would have cost two wake-ups across threads (64 of a fleet
+                // dry run's 230 ms at 1,000 venues on SQLite, more than its own work).
+                let started = Instant::now();
+                let first = try_once(
+                    &self.svc,
+                    &run,
+                    slot,
+                    &self.cycle,
+                    venue,
+                    at,
+                    options.dry_run,
+                )
+                .await;
+                if let Try::Done(result) = first {
+                    tasks.push(Some(Turn::Ended(VenueOutcome::Done(Box::new(result)))));
+                } else {
+                    tasks.push(Some(Turn::Spawned(tokio::spawn(until_done(
+                        self.svc.clone(),
+                        run.clone(),
+                        self.slots.clone(),
+                        self.cycle.clone(),
+                        venue.clone(),
+                        options,
+                        started,
+                        first,
+                    )))));
+                }
+                continue;
+            }
+            tasks.push(Some(Turn::Spawned(tokio::spawn(attempt(
                 self.svc.clone(),
                 run.clone(),
                 self.slots.clone(),
@@ -385,13 +436,17 @@ impl Fleet {
                 venue.clone(),
                 at,
                 options,
-            ))));
+            )))));
         }
         let mut results = Vec::with_capacity(venues.len());
         for (venue, task) in venues.iter().zip(tasks) {
             let (outcome, attempts) = match task {
                 None => (VenueOutcome::StillRunning, 0),
-                Some(task) => {
+                Some(Turn::Ended(outcome)) => {
+                    self.running.lock().expect("running set").remove(&venue.id);
+                    (outcome, 1)
+                }
+                Some(Turn::Spawned(task)) => {
                     let joined = task.await;
                     self.running.lock().expect("running set").remove(&venue.id);
                     joined.unwrap_or_else(|e| {
@@ -423,8 +478,51 @@ impl Fleet {
     }
 }
 
-/// One venue's part of a run: waits for a slot, runs the cycle, and retries a passing failure
-/// after a back-off (holding no slot while it waits) until `retry_for` has passed.
+/// A venue's turn in a run: answered in the run's own task, or a task of its own.
+enum Turn {
+    Ended(VenueOutcome),
+    Spawned(tokio::task::JoinHandle<(VenueOutcome, u32)>),
+}
+
+/// How one try of a venue's cycle ended.
+enum Try {
+    Done(VenueCycle),
+    Failed(anyhow::Error),
+    Panicked(String),
+}
+
+/// One try of `venue`'s cycle on `slot`, which is given back when it ends.
+async fn try_once(
+    svc: &Service,
+    run: &Arc<RunContext>,
+    slot: OwnedSemaphorePermit,
+    cycle: &CycleFn,
+    venue: &VenueConfig,
+    at: DateTime<Utc>,
+    dry_run: bool,
+) -> Try {
+    metrics::gauge!("retentiond_cycles_running").increment(1.0);
+    let outcome =
+        std::panic::AssertUnwindSafe(cycle(svc.clone(), run.clone(), venue.clone(), at, dry_run))
+            .catch_unwind()
+            .await;
+    metrics::gauge!("retentiond_cycles_running").decrement(1.0);
+    drop(slot);
+    match outcome {
+        Ok(Ok(result)) => Try::Done(result),
+        Ok(Err(e)) => Try::Failed(e),
+        // Whatever the cycle held, its lock included, was dropped with it.
+        Err(panic) => Try::Panicked(
+            panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into()),
+        ),
+    }
+}
+
+/// One venue's part of a run: runs the cycle on `first_slot`, then [`until_done`].
 #[allow(clippy::too_many_arguments)]
 async fn attempt(
     svc: Service,
@@ -437,50 +535,32 @@ async fn attempt(
     options: RunOptions,
 ) -> (VenueOutcome, u32) {
     let started = Instant::now();
+    let first = try_once(&svc, &run, first_slot, &cycle, &venue, at, options.dry_run).await;
+    until_done(svc, run, slots, cycle, venue, options, started, first).await
+}
+
+/// After a venue's first try (begun at `started`): a passing failure is retried after a
+/// back-off (holding no slot while it waits) until `retry_for` has passed; how it ended, and
+/// after how many tries.
+#[allow(clippy::too_many_arguments)]
+async fn until_done(
+    svc: Service,
+    run: Arc<RunContext>,
+    slots: Arc<Semaphore>,
+    cycle: CycleFn,
+    venue: VenueConfig,
+    options: RunOptions,
+    started: Instant,
+    first: Try,
+) -> (VenueOutcome, u32) {
     let mut backoff = options.first_backoff;
-    let mut attempts = 0;
-    let mut first_slot = Some(first_slot);
+    let mut attempts = 1;
+    let mut last = first;
     loop {
-        let slot = match first_slot.take() {
-            Some(slot) => slot,
-            None => {
-                metrics::gauge!("retentiond_cycles_waiting").increment(1.0);
-                let slot = tokio::select! {
-                    slot = slots.clone().acquire_owned() => slot.ok(),
-                    _ = svc.shutdown.cancelled() => None,
-                };
-                metrics::gauge!("retentiond_cycles_waiting").decrement(1.0);
-                match slot {
-                    Some(slot) => slot,
-                    None => return (VenueOutcome::Stopped, attempts),
-                }
-            }
-        };
-        attempts += 1;
-        // A retry is a cycle of its own time: its cutoff, report time and link expiry.
-        let cycle_at = if attempts == 1 { at } else { svc.clock.now() };
-        metrics::gauge!("retentiond_cycles_running").increment(1.0);
-        let outcome = std::panic::AssertUnwindSafe(cycle(
-            svc.clone(),
-            run.clone(),
-            venue.clone(),
-            cycle_at,
-            options.dry_run,
-        ))
-        .catch_unwind()
-        .await;
-        metrics::gauge!("retentiond_cycles_running").decrement(1.0);
-        drop(slot);
-        let error = match outcome {
-            Ok(Ok(result)) => return (VenueOutcome::Done(Box::new(result)), attempts),
-            Ok(Err(e)) => e,
-            Err(panic) => {
-                // Whatever the cycle held, its lock included, was dropped with it.
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
+        let error = match last {
+            Try::Done(result) => return (VenueOutcome::Done(Box::new(result)), attempts),
+            Try::Failed(e) => e,
+            Try::Panicked(what) => {
                 error!(venue.id = venue.id, panic = %what, "venue cycle panicked; the schedule goes on");
                 metrics::counter!("retentiond_cycles_total", "venue" => venue.id.to_string(), "result" => "failed").increment(1);
                 return (
@@ -510,11 +590,31 @@ async fn attempt(
             _ = tokio::time::sleep(backoff) => false,
             _ = svc.shutdown.cancelled() => true,
         };
-        metrics::gauge!("retentiond_cycles_waiting").decrement(1.0);
         if stopped {
+            metrics::gauge!("retentiond_cycles_waiting").decrement(1.0);
             return (VenueOutcome::Failed(error), attempts);
         }
         backoff = (backoff * 2).min(LONGEST_BACKOFF);
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.ok(),
+            _ = svc.shutdown.cancelled() => None,
+        };
+        metrics::gauge!("retentiond_cycles_waiting").decrement(1.0);
+        let Some(slot) = slot else {
+            return (VenueOutcome::Stopped, attempts);
+        };
+        attempts += 1;
+        // A retry is a cycle of its own time: its cutoff, report time and link expiry.
+        last = try_once(
+            &svc,
+            &run,
+            slot,
+            &cycle,
+            &venue,
+            svc.clock.now(),
+            options.dry_run,
+        )
+        .await;
     }
 }
 

@@ -460,22 +460,48 @@ async fn count_by_venue_of<'a>(
         counts.insert(first.venue.id, (candidates, customers));
         return Ok(counts);
     };
+    // SQLite tests each customer's orders in a subquery of its own however the count is
+    // written, so there the candidates and all customers are counted in the same scan (a
+    // second statement for the customers made its dry run of 1,000 venues 1.9 times one
+    // GROUP BY count); elsewhere a second, index-only count is cheaper than turning the
+    // anti-join into a subquery per customer.
+    let in_one_scan = candidates && first.backend.selects_row_by_row();
     for group in groups.values().filter(|_| candidates) {
         let venues: Vec<i64> = group.iter().map(|s| s.venue.id).collect();
         let unknown: Vec<i64> = group
             .iter()
             .filter_map(|s| s.venue.unknown_customer_id)
             .collect();
-        let mut q = Query::new(&format!("SELECT c.{}, COUNT(*)", venue_column.q()));
-        q.push(&format!(" FROM {} c WHERE ", schema.customers.q()));
-        group[0].push_filter_of(&mut q, &venues, &unknown, true);
-        q.push(&format!(" GROUP BY c.{}", venue_column.q()));
+        let v = venue_column.q();
+        let mut q = if in_one_scan {
+            let mut q = Query::new(&format!("SELECT c.{v}, COUNT(CASE WHEN "));
+            group[0].push_filter_of(&mut q, &venues, &unknown, true);
+            q.push(&format!(
+                " THEN 1 END), COUNT(*) FROM {} c WHERE c.{v}",
+                schema.customers.q()
+            ));
+            first.backend.push_in_ids(&mut q, &venues);
+            q
+        } else {
+            let mut q = Query::new(&format!("SELECT c.{v}, COUNT(*)"));
+            q.push(&format!(" FROM {} c WHERE ", schema.customers.q()));
+            group[0].push_filter_of(&mut q, &venues, &unknown, true);
+            q
+        };
+        q.push(&format!(" GROUP BY c.{v}"));
         for row in db.fetch_all(&q).await? {
-            counts.entry(row.i64(0)?).or_default().0 = row.i64(1)? as u64;
+            let counted = counts.entry(row.i64(0)?).or_default();
+            counted.0 = row.i64(1)? as u64;
+            if in_one_scan {
+                counted.1 = row.i64(2)? as u64;
+            }
         }
         for venue in &venues {
             counts.entry(*venue).or_default();
         }
+    }
+    if in_one_scan {
+        return Ok(counts);
     }
     let venues: Vec<i64> = scopes.iter().map(|s| s.venue.id).collect();
     let mut q = Query::new(&format!(

@@ -467,6 +467,12 @@ pub async fn run_fleet(backend: Backend, options: &Options, venues: u64) -> Valu
     );
     figures.insert("dry_run_s".into(), json!(dry_s));
     figures.insert("dry_run_ratio".into(), json!(dry_s / one_pass));
+    if options.selection_only {
+        svc.db.close().await;
+        bench.db.close().await;
+        drop_bench(backend).await;
+        return Value::Object(figures);
+    }
 
     // `run`: every venue on one second, through the binary.
     run_daemon(&svc, &config_path, venues, &mut figures).await;
