@@ -115,6 +115,15 @@ const MIGRATIONS: &[Migration] = &[
             mysql: include_str!("../migrations/mysql/0011_holds.sql"),
         },
     },
+    Migration {
+        version: 12,
+        name: "kept reports",
+        sql: Spelled {
+            sqlite: include_str!("../migrations/sqlite/0012_kept_reports.sql"),
+            postgres: include_str!("../migrations/postgres/0012_kept_reports.sql"),
+            mysql: include_str!("../migrations/mysql/0012_kept_reports.sql"),
+        },
+    },
 ];
 
 /// The schema version this build expects.
