@@ -1371,11 +1371,9 @@ fn baseline_settings(backend: Backend) -> Vec<String> {
 const BENCH_HASH_KEY: &str = "benchmark-hash-key-0123456789-abcdef";
 
 /// The keyed hash of `column` in a baseline: the very SQL apply hashes with in its UPDATEs (the
-/// same work); `upper()` would stand in on a backend that hashed in Rust.
+/// same work).
 fn baseline_hash(backend: Backend, column: &str) -> String {
-    backend
-        .keyed_hash_sql(BENCH_HASH_KEY.as_bytes(), column, &mut |v| format!("'{v}'"))
-        .unwrap_or_else(|| format!("upper({column})"))
+    backend.keyed_hash_sql(BENCH_HASH_KEY.as_bytes(), column, &mut |v| format!("'{v}'"))
 }
 
 /// The reference strategies of the order addresses, set-based.

@@ -5,8 +5,8 @@
 
 use crate::audit::{self, Event, EventKind};
 use crate::config::VenueConfig;
-use crate::db::{DeadlinePassed, Ident, Query, Tx};
-use crate::erase::{Eraser, LinkedKeys};
+use crate::db::{DeadlinePassed, Query, Tx};
+use crate::erase::Eraser;
 use crate::fleet::RunContext;
 use crate::journal::{Journal, Line as JournalLine};
 use crate::policy::{Action, Outcome, ReportState};
@@ -84,7 +84,6 @@ pub async fn apply_report(
     }
 
     let scope = Scope::for_rule(&svc.config, svc.db.backend(), venue, at, report.rule);
-    let keys = LinkedKeys::load(&svc.db, &svc.config.schema).await?;
     // An approved report's items are all still to do (those kept out are counted as they are
     // recorded); an interrupted one's are counted.
     let left = if report.state == ReportState::Approved {
@@ -173,7 +172,7 @@ pub async fn apply_report(
         if ids.len() > 1 {
             tx.set_deadline(started + deadline_after);
         }
-        let batch = match apply_batch(svc, &mut tx, &scope, &keys, report, &ids, at).await {
+        let batch = match apply_batch(svc, &mut tx, &scope, report, &ids, at).await {
             Err(e) if e.downcast_ref::<DeadlinePassed>().is_some() => {
                 drop(tx);
                 let duration_ms = started.elapsed().as_millis() as u64;
@@ -452,22 +451,12 @@ async fn apply_batch(
     svc: &Service,
     tx: &mut Tx,
     scope: &Scope<'_>,
-    keys: &LinkedKeys,
     report: &Report,
     ids: &[i64],
     at: DateTime<Utc>,
 ) -> Result<BTreeMap<Outcome, Vec<i64>>> {
     let phase = Instant::now();
-    // An anonymise batch carries the columns to hash through the re-check, reading each row once.
-    // (Not needed where the database hashes in the UPDATE itself.)
-    let carry: Vec<&Ident> = match report.action {
-        Action::Anonymise if !tx.backend().hashes_in_sql() => {
-            crate::erase::hashed_columns(scope.venue)
-        }
-        Action::Anonymise | Action::Delete => Vec::new(),
-    };
-    let still = crate::selection::recheck(tx, scope, ids, &carry).await?;
-    let eligible_set: HashSet<i64> = still.iter().map(|r| r.i64(0)).collect::<Result<_>>()?;
+    let eligible_set: HashSet<i64> = crate::selection::still_candidates(tx, scope, ids).await?;
     let recheck_ms = phase.elapsed().as_millis() as u64;
     let eligible: Vec<i64> = ids
         .iter()
@@ -492,14 +481,10 @@ async fn apply_batch(
     }
     let phase = Instant::now();
     if !eligible.is_empty() {
-        let eraser = Eraser::new(svc, scope.venue, keys);
+        let eraser = Eraser::new(svc, scope.venue);
         match report.action {
             Action::Delete => eraser.delete(tx, &eligible, at).await?,
-            Action::Anonymise => {
-                eraser
-                    .anonymise(tx, report.id, &eligible, &still, at)
-                    .await?
-            }
+            Action::Anonymise => eraser.anonymise(tx, report.id, &eligible, at).await?,
         }
         let done = if report.action == Action::Delete {
             Outcome::Deleted

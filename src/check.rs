@@ -614,17 +614,6 @@ async fn check_linked_tables(
                 report.problems.push(format!("{key}: {problem}"));
             }
         }
-        if r.columns.iter().any(|(_, st)| *st == Strategy::Hash)
-            && !db.backend().hashes_in_sql()
-            && crate::erase::single_integer_key(db, &r.table)
-                .await?
-                .is_none()
-        {
-            report.problems.push(format!(
-                "schema.references[{i}].columns: \"hash\" needs a single integer primary key on {}",
-                r.table
-            ));
-        }
     }
     // A table whose rows are deleted by some action: foreign keys into it must be listed.
     for r in s.references.iter().filter(|r| r.via.is_none()) {

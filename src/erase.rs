@@ -4,66 +4,19 @@
 //! both erase through here, so a replayed erasure is the same erasure.
 
 use crate::config::{OnDelete, Reference, SchemaConfig, VenueConfig};
-use crate::db::{Backend, Db, Ident, Query, Row, Tx};
-use crate::introspect;
-use crate::policy::{self, Action, Strategy};
+use crate::db::{Backend, Ident, Query, Tx};
+use crate::policy::{Action, Strategy};
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
-use std::collections::BTreeMap;
 use tracing::info;
 
-/// What an erasure needs besides the ids: the layout, the venue, the hash key and the primary
-/// keys of the linked tables whose columns are hashed.
+/// What an erasure needs besides the ids: the layout, the venue and the hash key. Keyed hashes
+/// are computed by the database inside the scrubbing statements, so no value that is about to
+/// be destroyed is ever read.
 pub struct Eraser<'a> {
     pub schema: &'a SchemaConfig,
     pub venue: &'a VenueConfig,
     pub hash_key: Option<&'a [u8]>,
-    pub keys: &'a LinkedKeys,
-}
-
-/// The integer primary key of each linked table that has a hashed column, where the backend
-/// cannot hash in SQL: keyed hashes are then computed here, and those rows are read and written
-/// back by key. Every backend hashes in SQL today, so this is empty there.
-#[derive(Debug, Default, Clone)]
-pub struct LinkedKeys(BTreeMap<String, Ident>);
-
-impl LinkedKeys {
-    /// Reads the primary keys from the live database; a hashed linked table without a single
-    /// integer primary key is a configuration problem, named.
-    pub async fn load(db: &Db, schema: &SchemaConfig) -> Result<LinkedKeys> {
-        let mut keys = BTreeMap::new();
-        if db.backend().hashes_in_sql() {
-            return Ok(LinkedKeys(keys));
-        }
-        for (i, r) in schema.references.iter().enumerate() {
-            if !r.columns.iter().any(|(_, s)| *s == Strategy::Hash)
-                || keys.contains_key(r.table.name())
-            {
-                continue;
-            }
-            let key = single_integer_key(db, &r.table).await?.with_context(|| {
-                format!("schema.references[{i}].columns: \"hash\" needs a single integer primary key on {}", r.table)
-            })?;
-            keys.insert(r.table.name().to_string(), key);
-        }
-        Ok(LinkedKeys(keys))
-    }
-
-    fn of(&self, table: &Ident) -> Result<&Ident> {
-        self.0
-            .get(table.name())
-            .with_context(|| format!("no primary key known for {table}"))
-    }
-}
-
-/// The table's primary key when it is one integer column.
-pub async fn single_integer_key(db: &Db, table: &Ident) -> Result<Option<Ident>> {
-    let columns = introspect::columns(db, table).await?.unwrap_or_default();
-    let pk: Vec<_> = columns.iter().filter(|c| c.primary_key).collect();
-    match pk.as_slice() {
-        [one] if one.is_integer() => Ok(Some(Ident::new(&one.name)?)),
-        _ => Ok(None),
-    }
 }
 
 /// Appends the test that a linked table's row belongs to the batch: its reference column is
@@ -93,29 +46,9 @@ fn strategy_set(
     }
 }
 
-/// Hashes a column of values read from the database (NULL stays NULL).
-fn hash_values(key: &[u8], values: impl Iterator<Item = Option<String>>) -> Vec<Option<String>> {
-    // Linked rows repeat the same values (an order's email on each of its addresses): each
-    // distinct value is hashed once.
-    let mut seen: std::collections::HashMap<String, String> = std::collections::HashMap::new();
-    values
-        .map(|v| {
-            v.map(|v| {
-                seen.entry(v)
-                    .or_insert_with_key(|v| policy::keyed_hash(key, v))
-                    .clone()
-            })
-        })
-        .collect()
-}
-
 impl<'a> Eraser<'a> {
     /// The eraser of `venue` with the service's layout and hash key.
-    pub fn new(
-        svc: &'a crate::Service,
-        venue: &'a VenueConfig,
-        keys: &'a LinkedKeys,
-    ) -> Eraser<'a> {
+    pub fn new(svc: &'a crate::Service, venue: &'a VenueConfig) -> Eraser<'a> {
         use secrecy::ExposeSecret;
         Eraser {
             schema: &svc.config.schema,
@@ -125,7 +58,6 @@ impl<'a> Eraser<'a> {
                 .hash_key
                 .as_ref()
                 .map(|k| k.expose_secret().as_bytes()),
-            keys,
         }
     }
 }
@@ -156,93 +88,42 @@ impl Eraser<'_> {
         for (column, strategy) in &r.columns {
             sets.extend(strategy_set(&mut q, backend, &r.table, column, strategy));
         }
-        let mut hashed: Vec<&Ident> = r
+        let hashed: Vec<&Ident> = r
             .columns
             .iter()
             .filter(|(_, s)| *s == Strategy::Hash)
             .map(|(c, _)| c)
             .collect();
         if !hashed.is_empty() {
-            if let Some(in_sql) = self.hash_in_sql(&mut q, backend, &r.table, &hashed)? {
-                sets.extend(in_sql);
-                hashed.clear();
-            }
+            sets.extend(self.hash_in_sql(&mut q, backend, &r.table, &hashed)?);
         }
-        if hashed.is_empty() && sets.is_empty() {
+        if sets.is_empty() {
             return Ok(0);
         }
         let keys = self.batch_keys(tx, r, ids).await?;
         if keys.is_empty() {
             return Ok(0);
         }
-        if hashed.is_empty() {
-            q.push(&format!(
-                "UPDATE {} SET {} WHERE ",
-                r.table.q(),
-                sets.join(", ")
-            ));
-            push_rows_of_batch(&mut q, backend, r, &keys);
-            return tx
-                .execute(&q)
-                .await
-                .with_context(|| format!("updating {}", r.table));
-        }
-        let pk = self.keys.of(&r.table)?;
-        let mut read = Query::new(&format!(
-            "SELECT {}.{}, {} FROM {} WHERE ",
+        q.push(&format!(
+            "UPDATE {} SET {} WHERE ",
             r.table.q(),
-            pk.q(),
-            hashed
-                .iter()
-                .map(|c| format!("{}.{}", r.table.q(), c.q()))
-                .collect::<Vec<_>>()
-                .join(", "),
-            r.table.q()
+            sets.join(", ")
         ));
-        push_rows_of_batch(&mut read, backend, r, &keys);
-        let rows = tx
-            .fetch_all(&read)
-            .await
-            .with_context(|| format!("reading {}", r.table))?;
-        if rows.is_empty() {
-            return Ok(0);
-        }
-        let key = self.key()?;
-        let row_ids = rows
-            .iter()
-            .map(|row| row.i64(0))
-            .collect::<Result<Vec<_>>>()?;
-        let columns: Vec<Vec<Option<String>>> = (0..hashed.len())
-            .map(|i| hash_values(key, rows.iter().map(|row| row.get(i + 1).to_text())))
-            .collect();
-        for (i, column) in hashed.iter().enumerate() {
-            sets.push(format!("{} = v.v{i}", column.q()));
-        }
-        backend.push_update_from(
-            &mut q,
-            &r.table.q(),
-            &sets.join(", "),
-            |q| backend.push_values_source(q, row_ids, columns),
-            &format!("{}.{} = v.id", r.table.q(), pk.q()),
-        );
+        push_rows_of_batch(&mut q, backend, r, &keys);
         tx.execute(&q)
             .await
             .with_context(|| format!("updating {}", r.table))
     }
 
     /// `column = hash(column)` assignments for `hashed` columns of `table`, computed by the
-    /// database in the scrubbing statement where it can (the key bound once), or `None` where
-    /// the values must be read and hashed here.
+    /// database in the scrubbing statement (the key bound once).
     fn hash_in_sql(
         &self,
         q: &mut Query,
         backend: Backend,
         table: &Ident,
         hashed: &[&Ident],
-    ) -> Result<Option<Vec<String>>> {
-        if !backend.hashes_in_sql() {
-            return Ok(None);
-        }
+    ) -> Result<Vec<String>> {
         let key = self.key()?;
         // Each key value is bound once, however many columns hash with it.
         let mut bound: std::collections::HashMap<String, String> = Default::default();
@@ -252,18 +133,14 @@ impl Eraser<'_> {
                 .or_insert_with_key(|v| q.param(v.clone()))
                 .clone()
         };
-        Ok(Some(
-            hashed
-                .iter()
-                .map(|c| {
-                    let column = format!("{}.{}", table.q(), c.q());
-                    let hash = backend
-                        .keyed_hash_sql(key, &column, &mut bind)
-                        .expect("checked above");
-                    format!("{} = {hash}", c.q())
-                })
-                .collect(),
-        ))
+        Ok(hashed
+            .iter()
+            .map(|c| {
+                let column = format!("{}.{}", table.q(), c.q());
+                let hash = backend.keyed_hash_sql(key, &column, &mut bind);
+                format!("{} = {hash}", c.q())
+            })
+            .collect())
     }
 
     /// The values of `r`'s reference column that mark the batch's rows: the customers' ids, or
@@ -375,14 +252,12 @@ impl Eraser<'_> {
     }
 
     /// Anonymise: linked rows scrubbed or deleted, then every classified customers column gets
-    /// its strategy, set-based for the whole batch. `carried` holds each customer's id and the
-    /// values of its hashed columns (in [`hashed_columns`] order), read by the caller.
+    /// its strategy, set-based for the whole batch.
     pub async fn anonymise(
         &self,
         tx: &mut Tx,
         report_id: i64,
         ids: &[i64],
-        carried: &[Row],
         at: DateTime<Utc>,
     ) -> Result<()> {
         let s = self.schema;
@@ -395,33 +270,11 @@ impl Eraser<'_> {
         for (column, strategy) in &self.venue.anonymise {
             sets.extend(strategy_set(&mut q, backend, table, column, strategy));
         }
-        let mut hashed = hashed_columns(self.venue);
+        let hashed = hashed_columns(self.venue);
         if !hashed.is_empty() {
-            if let Some(in_sql) = self.hash_in_sql(&mut q, backend, table, &hashed)? {
-                sets.extend(in_sql);
-                hashed.clear();
-            }
+            sets.extend(self.hash_in_sql(&mut q, backend, table, &hashed)?);
         }
-        if !hashed.is_empty() {
-            let key = self.key()?;
-            let row_ids = carried
-                .iter()
-                .map(|row| row.i64(0))
-                .collect::<Result<Vec<_>>>()?;
-            let columns: Vec<Vec<Option<String>>> = (0..hashed.len())
-                .map(|i| hash_values(key, carried.iter().map(|row| row.get(i + 1).to_text())))
-                .collect();
-            for (i, column) in hashed.iter().enumerate() {
-                sets.push(format!("{} = v.v{i}", column.q()));
-            }
-            backend.push_update_from(
-                &mut q,
-                &table.q(),
-                &sets.join(", "),
-                |q| backend.push_values_source(q, row_ids, columns),
-                &format!("{}.{} = v.id", table.q(), s.customer_id.q()),
-            );
-        } else if !sets.is_empty() {
+        if !sets.is_empty() {
             q.push(&format!(
                 "UPDATE {} SET {} WHERE {}",
                 table.q(),

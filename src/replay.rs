@@ -4,8 +4,8 @@
 //! is already anonymised, is counted and skipped, so a second replay changes nothing.
 
 use crate::audit::{self, Event, EventKind};
-use crate::db::{Ident, Query, Row, Tx};
-use crate::erase::{self, Eraser, LinkedKeys};
+use crate::db::{Query, Tx};
+use crate::erase::Eraser;
 use crate::journal;
 use crate::policy::Action;
 use crate::Service;
@@ -84,7 +84,6 @@ pub async fn run(
         let venue = svc.config.venue(*venue_id).expect("verified");
         crate::check::ensure_all_classified(&svc.db, &svc.config, venue).await?;
     }
-    let keys = LinkedKeys::load(&svc.db, &svc.config.schema).await?;
     svc.progress
         .start(format!("replay of {}", path.display()), summary.customers);
     for venue_id in venues {
@@ -102,7 +101,6 @@ pub async fn run(
                     replay_batch(
                         svc,
                         venue,
-                        &keys,
                         *action,
                         *report_id,
                         chunk,
@@ -288,7 +286,6 @@ impl Ledger {
 async fn replay_batch(
     svc: &Service,
     venue: &crate::config::VenueConfig,
-    keys: &LinkedKeys,
     action: Action,
     report_id: i64,
     ids: &[i64],
@@ -299,15 +296,9 @@ async fn replay_batch(
     let s = &svc.config.schema;
     let mut tx = svc.db.begin().await?;
     let backend = tx.backend();
-    let hashed: Vec<&Ident> = match action {
-        Action::Anonymise => erase::hashed_columns(venue),
-        Action::Delete => Vec::new(),
-    };
-    let mut select = vec![format!("c.{}", s.customer_id.q())];
-    select.extend(hashed.iter().map(|c| format!("c.{}", c.q())));
     let mut q = Query::new(&format!(
-        "SELECT {} FROM {} c WHERE 1 = 1",
-        select.join(", "),
+        "SELECT c.{} FROM {} c WHERE 1 = 1",
+        s.customer_id.q(),
         s.customers.q(),
     ));
     crate::selection::push_venue_filter(&mut q, s, "c.", venue.id);
@@ -318,8 +309,12 @@ async fn replay_batch(
         s.customer_id.q(),
         s.customer_id.q()
     ));
-    let carried: Vec<Row> = tx.fetch_all(&q).await?;
-    let present: Vec<i64> = carried.iter().map(|r| r.i64(0)).collect::<Result<_>>()?;
+    let present: Vec<i64> = tx
+        .fetch_all(&q)
+        .await?
+        .iter()
+        .map(|r| r.i64(0))
+        .collect::<Result<_>>()?;
     let mut exists = Query::new(&format!(
         "SELECT COUNT(*) FROM {} WHERE {}",
         s.customers.q(),
@@ -336,14 +331,10 @@ async fn replay_batch(
         }
         return Ok(()); // a dry run only counts (nothing written, no sequence value taken)
     }
-    let eraser = Eraser::new(svc, venue, keys);
+    let eraser = Eraser::new(svc, venue);
     match action {
         Action::Delete => eraser.delete(&mut tx, &present, at).await?,
-        Action::Anonymise => {
-            eraser
-                .anonymise(&mut tx, report_id, &present, &carried, at)
-                .await?
-        }
+        Action::Anonymise => eraser.anonymise(&mut tx, report_id, &present, at).await?,
     }
     record_replayed(&mut tx, venue.id, action, report_id, &present, at).await?;
     match action {

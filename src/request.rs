@@ -9,7 +9,7 @@
 use crate::audit::{self, Event, EventKind};
 use crate::config::{OnDelete, SchemaConfig, VenueConfig};
 use crate::db::{Ident, Query, Tx};
-use crate::erase::{Eraser, LinkedKeys};
+use crate::erase::Eraser;
 use crate::journal::{Journal, Line as JournalLine};
 use crate::policy::{Action, Outcome, Strategy};
 use crate::reports::Rule;
@@ -155,11 +155,10 @@ pub async fn erase(
         Action::Anonymise => Outcome::Anonymised,
     };
     crate::reports::insert_request_item(&mut tx, report_id, id, outcome, at).await?;
-    let keys = LinkedKeys::load(&svc.db, &svc.config.schema).await?;
-    let eraser = Eraser::new(svc, venue, &keys);
+    let eraser = Eraser::new(svc, venue);
     match action {
         Action::Delete => eraser.delete(&mut tx, &[id], at).await?,
-        Action::Anonymise => eraser.anonymise(&mut tx, report_id, &[id], &[], at).await?,
+        Action::Anonymise => eraser.anonymise(&mut tx, report_id, &[id], at).await?,
     }
     audit::record(
         &mut tx,

@@ -14,18 +14,18 @@
 
 use crate::config::SchemaConfig;
 use crate::db::{Backend, Db, Query, Tx};
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 /// The SQL of the term of `expr`: the first 16 hex digits (64 bits) of its keyed hash,
-/// lowercased and trimmed. `None` where the backend cannot hash in SQL.
+/// lowercased and trimmed.
 fn term_sql(
     backend: Backend,
     key: &[u8],
     expr: &str,
     bind: &mut dyn FnMut(String) -> String,
-) -> Option<String> {
-    let hashed = backend.keyed_hash_sql(key, &format!("lower(trim({expr}))"), bind)?;
-    Some(format!("substr({hashed}, 1, 16)"))
+) -> String {
+    let hashed = backend.keyed_hash_sql(key, &format!("lower(trim({expr}))"), bind);
+    format!("substr({hashed}, 1, 16)")
 }
 
 /// Writes the terms of every customer of `report_id` (its items are already frozen), in the
@@ -42,7 +42,7 @@ pub async fn index_report(
         .iter()
         .chain(schema.display_email.iter())
         .collect();
-    if columns.is_empty() || !backend.hashes_in_sql() {
+    if columns.is_empty() {
         return Ok(0);
     }
     let mut q =
@@ -55,8 +55,7 @@ pub async fn index_report(
             q.push(" UNION ");
         }
         let value = backend.cast_text(&format!("c.{}", column.q()));
-        let term = term_sql(backend, key, &value, &mut |v| q.param(v))
-            .context("the database cannot hash in SQL")?;
+        let term = term_sql(backend, key, &value, &mut |v| q.param(v));
         q.push(&format!(
             "SELECT i.customer_id, {term} AS term FROM retention_report_items i JOIN {} c ON c.{} = i.customer_id WHERE i.report_id = ",
             schema.customers.q(),
@@ -112,9 +111,6 @@ pub async fn find(
     limit: u32,
 ) -> Result<Option<Vec<i64>>> {
     let backend = db.backend();
-    if !backend.hashes_in_sql() {
-        return Ok(None);
-    }
     let (whole, words) = lookups(text);
     // The terms of the searched text, hashed by the database as the stored ones were.
     let mut q = Query::new("SELECT ");
@@ -123,8 +119,7 @@ pub async fn find(
             q.push(", ");
         }
         let placeholder = q.param(text.clone());
-        let term = term_sql(backend, key, &placeholder, &mut |v| q.param(v))
-            .context("the database cannot hash in SQL")?;
+        let term = term_sql(backend, key, &placeholder, &mut |v| q.param(v));
         q.push(&term);
     }
     let row = db.fetch_one(&q).await?;

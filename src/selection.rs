@@ -4,7 +4,7 @@
 //! `(customer, placed_at)` index; no customer is loaded into memory.
 
 use crate::config::{ActivitySource, SchemaConfig, VenueConfig};
-use crate::db::{Backend, Db, Ident, Query, Row, Tx};
+use crate::db::{Backend, Db, Query, Row, Tx};
 use crate::holds::{Condition, Literal};
 use crate::reports::Rule;
 use anyhow::Result;
@@ -732,28 +732,11 @@ pub async fn freeze_into_report(tx: &mut Tx, scope: &Scope<'_>, report_id: i64) 
 
 /// Of `ids`, those that are still candidates (the re-check before an action).
 pub async fn still_candidates(tx: &mut Tx, scope: &Scope<'_>, ids: &[i64]) -> Result<HashSet<i64>> {
-    recheck(tx, scope, ids, &[])
-        .await?
-        .iter()
-        .map(|r| r.i64(0))
-        .collect()
-}
-
-/// The re-check, returning for each of `ids` still a candidate its id followed by the values of
-/// `carry` (so an action that needs them, such as keyed hashing, reads each row once).
-pub async fn recheck(
-    tx: &mut Tx,
-    scope: &Scope<'_>,
-    ids: &[i64],
-    carry: &[&Ident],
-) -> Result<Vec<Row>> {
     let backend = tx.backend();
     let id = scope.schema.customer_id.q();
-    let mut columns = vec![format!("c.{id}")];
-    columns.extend(carry.iter().map(|c| format!("c.{}", c.q())));
-    let mut q = Query::new(&format!("SELECT {}", columns.join(", ")));
+    let mut q = Query::new(&format!("SELECT c.{id}"));
     scope.push_from_candidates(&mut q);
     q.push(&format!(" AND c.{id}"));
     backend.push_in_ids(&mut q, ids);
-    tx.fetch_all(&q).await
+    tx.fetch_all(&q).await?.iter().map(|r| r.i64(0)).collect()
 }

@@ -66,51 +66,28 @@ impl Backend {
         q.push(&sql);
     }
 
-    /// A row source aliased `v` with columns `id` and `v0..vN`, built from parallel lists bound
-    /// as parameters, for set-based updates of computed values (e.g. keyed hashes).
-    pub fn push_values_source(
-        self,
-        q: &mut Query,
-        ids: Vec<i64>,
-        columns: Vec<Vec<Option<String>>>,
-    ) {
-        let sql = match self {
-            Backend::Postgres => postgres::values_source(q, ids, columns),
-            Backend::Sqlite => {
-                let p = q.param(Value::Text(rows_as_json(&ids, &columns)));
-                sqlite::values_source(&p, columns.len())
-            }
-            Backend::Mysql => {
-                let p = q.param(Value::Text(rows_as_json(&ids, &columns)));
-                mysql::values_source(&p, columns.len())
-            }
-        };
-        q.push(&sql);
-    }
-
     /// The SQL that computes the keyed hash (`policy::keyed_hash`) of `column` with `key`,
     /// where the database can run it: SQLite through a function registered on each connection,
     /// PostgreSQL and MySQL with their built-in SHA-256 and the padded keys. `bind` binds a text
-    /// value and returns its placeholder (or a literal). `None` where values must be read,
-    /// hashed here and written back (no backend today; the read-hash-write path stays for one).
+    /// value and returns its placeholder (or a literal). Every backend hashes in SQL, so an
+    /// erasure never reads a value it is about to destroy.
     pub fn keyed_hash_sql(
         self,
         key: &[u8],
         column: &str,
         bind: &mut dyn FnMut(String) -> String,
-    ) -> Option<String> {
+    ) -> String {
         match self {
-            Backend::Sqlite => Some(sqlite::keyed_hash(
-                &bind(String::from_utf8_lossy(key).into_owned()),
-                column,
-            )),
+            Backend::Sqlite => {
+                sqlite::keyed_hash(&bind(String::from_utf8_lossy(key).into_owned()), column)
+            }
             Backend::Postgres => {
                 let (inner, outer) = crate::policy::hmac_padded_keys(key);
-                Some(postgres::keyed_hash(&bind(inner), &bind(outer), column))
+                postgres::keyed_hash(&bind(inner), &bind(outer), column)
             }
             Backend::Mysql => {
                 let (inner, outer) = crate::policy::hmac_padded_keys(key);
-                Some(mysql::keyed_hash(&bind(inner), &bind(outer), column))
+                mysql::keyed_hash(&bind(inner), &bind(outer), column)
             }
         }
     }
@@ -130,11 +107,6 @@ impl Backend {
         self == Backend::Sqlite
     }
 
-    /// Whether [`Backend::keyed_hash_sql`] works here.
-    pub fn hashes_in_sql(self) -> bool {
-        self.keyed_hash_sql(b"k", "c", &mut |v| v).is_some()
-    }
-
     /// A row source aliased `ids` with one column `id`, from a list of ids bound as one parameter.
     pub fn push_ids_source(self, q: &mut Query, ids: &[i64]) {
         let p = q.param(Value::IntList(ids.to_vec()));
@@ -143,30 +115,6 @@ impl Backend {
             Backend::Postgres => postgres::ids_source(&p),
             Backend::Mysql => mysql::ids_source(&p),
         });
-    }
-
-    /// Appends an UPDATE of `table` that joins the row source `source` (aliased `v`, pushed by
-    /// the closure) on `on` and assigns `sets` (whose placeholders are already bound).
-    pub fn push_update_from(
-        self,
-        q: &mut Query,
-        table: &str,
-        sets: &str,
-        source: impl FnOnce(&mut Query),
-        on: &str,
-    ) {
-        match self {
-            Backend::Sqlite | Backend::Postgres => {
-                q.push(&format!("UPDATE {table} SET {sets} FROM "));
-                source(q);
-                q.push(&format!(" WHERE {on}"));
-            }
-            Backend::Mysql => {
-                q.push(&format!("UPDATE {table} JOIN "));
-                source(q);
-                q.push(&format!(" ON {on} SET {sets}"));
-            }
-        }
     }
 
     /// The calendar year (UTC) of a timestamp expression, as an integer; NULL stays NULL.
@@ -250,25 +198,6 @@ impl Backend {
     }
 }
 
-/// Rows `[id, v0, v1, ...]` as one JSON array, for the backends that read a values source from
-/// JSON in a single pass.
-fn rows_as_json(ids: &[i64], columns: &[Vec<Option<String>>]) -> String {
-    let rows: Vec<serde_json::Value> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| {
-            let mut row = vec![serde_json::Value::from(*id)];
-            row.extend(columns.iter().map(|col| {
-                col[i]
-                    .clone()
-                    .map_or(serde_json::Value::Null, serde_json::Value::from)
-            }));
-            serde_json::Value::Array(row)
-        })
-        .collect();
-    serde_json::Value::Array(rows).to_string()
-}
-
 /// A column of a customer table as the database declares it.
 #[derive(Debug, Clone)]
 pub struct ColumnInfo {
@@ -327,7 +256,6 @@ pub enum Value {
     Time(DateTime<Utc>),
     Date(NaiveDate),
     IntList(Vec<i64>),
-    TextList(Vec<Option<String>>),
 }
 
 impl From<i64> for Value {
@@ -383,7 +311,6 @@ impl Value {
             Value::Time(t) => Some(t.format(sqlite::TIME_FORMAT).to_string()),
             Value::Date(d) => Some(d.to_string()),
             Value::IntList(v) => Some(format!("{v:?}")),
-            Value::TextList(v) => Some(format!("{v:?}")),
         }
     }
 
@@ -407,7 +334,7 @@ impl Value {
             Value::Text(_) => "text",
             Value::Time(_) => "a timestamp",
             Value::Date(_) => "a date",
-            Value::IntList(_) | Value::TextList(_) => "a list",
+            Value::IntList(_) => "a list",
         }
     }
 }

@@ -157,7 +157,6 @@ fn bind_all<'q>(
             Value::Time(t) => query.bind(t.naive_utc()),
             Value::Date(d) => query.bind(*d),
             Value::IntList(v) => query.bind(serde_json::to_string(v).expect("ids serialise")),
-            Value::TextList(v) => query.bind(serde_json::to_string(v).expect("texts serialise")),
         };
     }
     query
@@ -358,13 +357,6 @@ pub fn in_ids(q: &mut Query, ids: &[i64]) -> String {
     }
     let list: Vec<String> = ids.iter().map(|id| q.param(Value::Int(*id))).collect();
     format!(" IN ({})", list.join(", "))
-}
-
-/// One JSON array of rows, read by `JSON_TABLE` in a single pass.
-pub fn values_source(p: &str, columns: usize) -> String {
-    let mut cols = vec!["id BIGINT PATH '$[0]'".to_string()];
-    cols.extend((0..columns).map(|n| format!("v{n} TEXT PATH '$[{}]'", n + 1)));
-    format!("JSON_TABLE({p}, '$[*]' COLUMNS ({})) AS v", cols.join(", "))
 }
 
 pub fn ids_source(p: &str) -> String {

@@ -72,7 +72,6 @@ fn build(q: &Query) -> sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArgume
             Value::Time(t) => query.bind(*t),
             Value::Date(d) => query.bind(*d),
             Value::IntList(v) => query.bind(v.clone()),
-            Value::TextList(v) => query.bind(v.clone()),
         };
     }
     query
@@ -189,20 +188,6 @@ pub async fn advisory_unlock(mut conn: PoolConnection<Postgres>, name: &str) -> 
 
 pub fn in_ids(p: &str) -> String {
     format!(" = ANY({p})")
-}
-
-/// Parallel arrays, one per column, unnested side by side.
-pub fn values_source(q: &mut Query, ids: Vec<i64>, columns: Vec<Vec<Option<String>>>) -> String {
-    let mut args = vec![format!(
-        "CAST({} AS BIGINT[])",
-        q.param(Value::IntList(ids))
-    )];
-    let mut names = vec!["id".to_string()];
-    for (i, col) in columns.into_iter().enumerate() {
-        args.push(format!("CAST({} AS TEXT[])", q.param(Value::TextList(col))));
-        names.push(format!("v{i}"));
-    }
-    format!("unnest({}) AS v({})", args.join(", "), names.join(", "))
 }
 
 pub fn ids_source(p: &str) -> String {

@@ -74,7 +74,6 @@ fn build(q: &Query) -> sqlx::query::Query<'_, Sqlite, sqlx::sqlite::SqliteArgume
             Value::Time(t) => query.bind(t.format(TIME_FORMAT).to_string()),
             Value::Date(d) => query.bind(d.format("%Y-%m-%d").to_string()),
             Value::IntList(v) => query.bind(serde_json::to_string(v).expect("ids serialise")),
-            Value::TextList(v) => query.bind(serde_json::to_string(v).expect("texts serialise")),
         };
     }
     query
@@ -233,14 +232,6 @@ pub async fn truncate_wal(pool: &SqlitePool) -> Result<()> {
 
 pub fn in_ids(p: &str) -> String {
     format!(" IN (SELECT value FROM json_each({p}))")
-}
-
-/// One JSON array of rows, read in a single pass (joining several json_each sources on their
-/// keys would be quadratic).
-pub fn values_source(p: &str, columns: usize) -> String {
-    let mut select = vec!["json_extract(value, '$[0]') AS id".to_string()];
-    select.extend((0..columns).map(|n| format!("json_extract(value, '$[{}]') AS v{n}", n + 1)));
-    format!("(SELECT {} FROM json_each({p})) AS v", select.join(", "))
 }
 
 /// The keyed hash of `column` computed by SQLite itself (see `sqlite_hash`), `key` bound.
