@@ -62,6 +62,8 @@ def functions(path, lines):
 def imports(text, names):
     """The crate modules a file names (`use crate::x`, `crate::x::y`, `use super::...` left out)."""
     used = set()
+    # Comments name modules without importing them (doc links).
+    text = "\n".join(line.split("//")[0] for line in text.splitlines())
     for m in re.finditer(r"crate::((?:\w+::)*\w+)", text):
         parts = m.group(1).split("::")
         for n in range(len(parts), 0, -1):

@@ -7,10 +7,10 @@ use crate::audit::{self, Event, EventKind};
 use crate::config::VenueConfig;
 use crate::db::{DeadlinePassed, Query, Tx};
 use crate::erase::Eraser;
-use crate::fleet::RunContext;
 use crate::journal::{Journal, Line as JournalLine};
 use crate::policy::{Action, Outcome, ReportState};
 use crate::reports::{self, Report};
+use crate::run::RunContext;
 use crate::selection::Scope;
 use crate::{mail, Service};
 use anyhow::{bail, Context, Result};
@@ -314,27 +314,6 @@ async fn checkpoint(svc: &Service, report_id: i64) {
         ),
         Err(e) => {
             tracing::warn!(report.id = report_id, error = %e, "cannot checkpoint the write-ahead log")
-        }
-    }
-}
-
-/// Once a report is applied, its removed values must not survive in the database's files
-/// (SPEC 3). The report is applied whatever happens here, so a failure is logged, not raised;
-/// the next applied report tries again.
-pub(crate) async fn scrub_files(svc: &Service) {
-    let tables = crate::erase::touched_tables(&svc.config.schema);
-    let started = Instant::now();
-    match svc
-        .db
-        .scrub_files(&tables, svc.config.vacuum_after_apply)
-        .await
-    {
-        Ok(()) => info!(
-            duration_ms = started.elapsed().as_millis() as u64,
-            "database files scrubbed (write-ahead log truncated, or touched tables vacuumed)"
-        ),
-        Err(e) => {
-            tracing::warn!(error = %format!("{e:#}"), "cannot scrub the database files after applying")
         }
     }
 }

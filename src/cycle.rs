@@ -5,61 +5,17 @@
 
 use crate::apply::{self, ApplySummary};
 use crate::config::VenueConfig;
-use crate::fleet::RunContext;
 use crate::lifecycle;
+pub use crate::lifecycle::Selection;
 use crate::policy::{self, ReportState};
 use crate::reports::{self, Rule};
+use crate::run::RunContext;
 use crate::selection::{self, Scope};
 use crate::Service;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tracing::{info, warn};
-
-/// What the selection step of a cycle decided.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "result", rename_all = "snake_case")]
-pub enum Selection {
-    Created {
-        report_id: i64,
-        customers: u64,
-    },
-    WouldCreate {
-        customers: u64,
-    },
-    NoCandidates,
-    OpenReport {
-        report_id: i64,
-        state: ReportState,
-    },
-    TooSoon {
-        last_report_at: DateTime<Utc>,
-        next_allowed_at: DateTime<Utc>,
-    },
-    /// More than `max_share` of the venue's customers matched: no report, an alert instead.
-    Brake {
-        candidates: u64,
-        customers: u64,
-        max_share: f64,
-    },
-}
-
-impl From<policy::NoNewReport> for Selection {
-    fn from(reason: policy::NoNewReport) -> Selection {
-        match reason {
-            policy::NoNewReport::Open { report_id, state } => {
-                Selection::OpenReport { report_id, state }
-            }
-            policy::NoNewReport::TooSoon {
-                last_report_at,
-                next_allowed_at,
-            } => Selection::TooSoon {
-                last_report_at,
-                next_allowed_at,
-            },
-        }
-    }
-}
 
 /// A dry run's view of an approved report.
 #[derive(Debug, Clone, Serialize)]
@@ -107,7 +63,7 @@ pub async fn run_venue_cycle(
     if !dry_run {
         run.finish(svc).await;
         if let Err(e) = &result {
-            crate::fleet::alert_failures(svc, &[(venue, e)], at).await;
+            crate::run::alert_failures(svc, &[(venue, e)], at).await;
         }
     }
     result

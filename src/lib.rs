@@ -33,6 +33,7 @@ pub mod replay;
 pub mod reports;
 pub mod request;
 pub mod review;
+pub mod run;
 pub mod scheduler;
 pub mod search;
 pub mod selection;

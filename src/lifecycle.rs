@@ -5,7 +5,6 @@
 
 use crate::audit::{self, Event, EventKind};
 use crate::config::VenueConfig;
-use crate::cycle::Selection;
 use crate::policy::{self, ReportState};
 use crate::reports::{self, NewReport};
 use crate::selection::{self, Scope};
@@ -13,7 +12,53 @@ use crate::{mail, Service};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
+use serde::Serialize;
 use tracing::{error, info, warn};
+
+/// What the selection step of a cycle decided.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Selection {
+    Created {
+        report_id: i64,
+        customers: u64,
+    },
+    WouldCreate {
+        customers: u64,
+    },
+    NoCandidates,
+    OpenReport {
+        report_id: i64,
+        state: ReportState,
+    },
+    TooSoon {
+        last_report_at: DateTime<Utc>,
+        next_allowed_at: DateTime<Utc>,
+    },
+    /// More than `max_share` of the venue's customers matched: no report, an alert instead.
+    Brake {
+        candidates: u64,
+        customers: u64,
+        max_share: f64,
+    },
+}
+
+impl From<policy::NoNewReport> for Selection {
+    fn from(reason: policy::NoNewReport) -> Selection {
+        match reason {
+            policy::NoNewReport::Open { report_id, state } => {
+                Selection::OpenReport { report_id, state }
+            }
+            policy::NoNewReport::TooSoon {
+                last_report_at,
+                next_allowed_at,
+            } => Selection::TooSoon {
+                last_report_at,
+                next_allowed_at,
+            },
+        }
+    }
+}
 
 /// Pending reports whose links have expired become `expired` (approvers are told); those
 /// pending for longer than `approval.remind_after` get one reminder to approvers yet to approve.

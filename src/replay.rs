@@ -137,7 +137,7 @@ pub async fn run(
     }
     svc.progress.finish();
     if !dry_run && summary.deleted + summary.anonymised > 0 {
-        crate::apply::scrub_files(svc).await;
+        crate::erase::scrub_files(svc).await;
     }
     Ok(summary)
 }

@@ -175,7 +175,7 @@ pub async fn erase(
     tx.commit().await?;
     // As after a nightly apply: the removed values leave SQLite's write-ahead log and
     // PostgreSQL's dead row versions now, not at the next run.
-    crate::apply::scrub_files(svc).await;
+    crate::erase::scrub_files(svc).await;
     if let Some(journal) = &journal {
         journal.append(vec![JournalLine {
             report_id,

@@ -261,7 +261,7 @@ async fn a_fleet_dry_run_says_of_each_venue_what_its_own_dry_run_says(db: TestDb
         "nothing made"
     );
     // The counts the fleet's venues read: every selecting venue in a few statements.
-    let run = retentiond::fleet::RunContext::new();
+    let run = retentiond::run::RunContext::new();
     run.count_for_dry_run(&svc, &svc.config.venues, now)
         .await
         .unwrap();
