@@ -117,7 +117,7 @@ pub async fn time_column_problems(db: &Db, config: &Config) -> Result<Vec<String
                 info.data_type
             ));
         } else if info.kind.time_as_text {
-            let sample = crate::suggest::sample(db, table, col.name()).await?;
+            let sample = introspect::sample(db, table, col.name(), introspect::SAMPLE).await?;
             let unreadable = sample
                 .iter()
                 .filter(|v| crate::db::parse_time_text(v).is_err())

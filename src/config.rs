@@ -290,18 +290,18 @@ impl Config {
 
 impl VenueConfig {
     /// The period and action of one of the venue's rules.
-    pub fn rule(&self, rule: crate::reports::Rule) -> (CalendarPeriod, Action) {
+    pub fn rule(&self, rule: crate::policy::Rule) -> (CalendarPeriod, Action) {
         match (rule, self.prospects) {
-            (crate::reports::Rule::Prospects, Some(p)) => (p.inactive_for, p.action),
+            (crate::policy::Rule::Prospects, Some(p)) => (p.inactive_for, p.action),
             _ => (self.inactive_for, self.action),
         }
     }
 
     /// The venue's rules: its customers', and its prospects' when `[venues.prospects]` is set.
-    pub fn rules(&self) -> Vec<crate::reports::Rule> {
-        let mut rules = vec![crate::reports::Rule::Customers];
+    pub fn rules(&self) -> Vec<crate::policy::Rule> {
+        let mut rules = vec![crate::policy::Rule::Customers];
         if self.prospects.is_some() {
-            rules.push(crate::reports::Rule::Prospects);
+            rules.push(crate::policy::Rule::Prospects);
         }
         rules
     }

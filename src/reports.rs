@@ -38,39 +38,7 @@ pub struct Report {
     pub rule: Rule,
 }
 
-/// Which of a venue's rules a report follows (SPEC 12): its policy for customers, or
-/// `[venues.prospects]` for those who never ordered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Rule {
-    #[default]
-    Customers,
-    Prospects,
-    /// One person's erasure on request (SPEC 13): applied when made, one item.
-    Request,
-}
-
-impl Rule {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Rule::Customers => "customers",
-            Rule::Prospects => "prospects",
-            Rule::Request => "request",
-        }
-    }
-}
-
-impl std::str::FromStr for Rule {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "customers" => Ok(Rule::Customers),
-            "prospects" => Ok(Rule::Prospects),
-            "request" => Ok(Rule::Request),
-            other => Err(format!("unknown report rule {other:?}")),
-        }
-    }
-}
+pub use crate::policy::Rule;
 
 impl Report {
     /// The customers an approval covers: the report's, less those kept out.

@@ -6,7 +6,7 @@
 use crate::config::{ActivitySource, SchemaConfig, VenueConfig};
 use crate::db::{Backend, Db, Query, Row, Tx};
 use crate::holds::{Condition, Literal};
-use crate::reports::Rule;
+use crate::policy::Rule;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap, HashSet};

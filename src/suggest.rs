@@ -5,13 +5,10 @@
 
 use crate::check::{unclassified_columns, unclassified_reference_columns};
 use crate::config::Config;
-use crate::db::{Db, Ident, Query};
+use crate::db::{Db, Ident};
 use crate::introspect::{self, ColumnInfo};
 use crate::policy::Action;
 use anyhow::Result;
-
-/// Values sampled from each column to judge what it holds.
-const SAMPLE: i64 = 50;
 
 /// The proposed strategy of one column and the reason, in words.
 pub fn propose(column: &ColumnInfo, sample: &[String]) -> (String, &'static str) {
@@ -80,24 +77,6 @@ pub fn propose(column: &ColumnInfo, sample: &[String]) -> (String, &'static str)
     (remove(), "free text (names, addresses, notes): removed")
 }
 
-/// Up to [`SAMPLE`] values of `table.column` that are not NULL, as text.
-pub(crate) async fn sample(db: &Db, table: &Ident, column: &str) -> Result<Vec<String>> {
-    let column = Ident::new(column)?;
-    let mut q = Query::new(&format!(
-        "SELECT {text} FROM {t} WHERE {c} IS NOT NULL LIMIT ",
-        text = db.backend().cast_text(&column.q()),
-        c = column.q(),
-        t = table.q()
-    ));
-    q.bind(SAMPLE);
-    Ok(db
-        .fetch_all(&q)
-        .await?
-        .iter()
-        .filter_map(|r| r.opt_text(0).ok().flatten())
-        .collect())
-}
-
 async fn lines(
     db: &Db,
     table: &Ident,
@@ -109,7 +88,7 @@ async fn lines(
         let Some(info) = columns.iter().find(|c| &c.name == name) else {
             continue;
         };
-        let values = sample(db, table, name).await?;
+        let values = introspect::sample(db, table, name, introspect::SAMPLE).await?;
         let (strategy, why) = propose(info, &values);
         out.push(format!("{name} = \"{strategy}\"   # {why}"));
     }
