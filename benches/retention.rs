@@ -15,7 +15,7 @@ use retentiond::db::{Backend, Db, Query};
 use retentiond::decision::{decide, Actor, Decision};
 use retentiond::policy::{self, ReportState};
 use retentiond::selection::{self, Scope};
-use retentiond::{approval, reports, web, Service};
+use retentiond::{approval, reports, Service};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -238,21 +238,16 @@ fn serve_child(config_path: &Path, port: &str) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let config = config::load(config_path).unwrap();
-        let db = Db::connect(secrecy::ExposeSecret::expose_secret(&config.database_url))
-            .await
-            .unwrap();
-        let svc = Service::new(db, config);
-        let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}"))
-            .await
-            .unwrap();
+        let mut config = config::load(config_path).unwrap();
+        config.http.bind = format!("127.0.0.1:{port}");
+        let app = retentiond::app::App::build(config).await.unwrap();
         let stop = async {
             let _ = tokio::task::spawn_blocking(|| {
                 std::io::Read::read(&mut std::io::stdin(), &mut [0u8; 1])
             })
             .await;
         };
-        web::serve(listener, svc, stop).await.unwrap();
+        app.serve_pages(stop).await.unwrap();
     });
 }
 

@@ -316,11 +316,6 @@ pub async fn run(cli: Cli) -> ExitCode {
 }
 
 async fn execute(command: Command, config: Config) -> Result<ExitCode> {
-    // The daemon keeps some of database.max_connections for its pages; a command has them all.
-    let pool = match command {
-        Command::Run => crate::daemon::cycles_pool_size(&config),
-        _ => config.max_connections,
-    };
     let url = config.database_url.expose_secret();
     if !matches!(command, Command::Migrate) {
         if let Some(path) = crate::db::missing_sqlite_file(url) {
@@ -331,7 +326,14 @@ async fn execute(command: Command, config: Config) -> Result<ExitCode> {
             );
         }
     }
-    let db = Db::connect_sized(url, pool).await?;
+    if matches!(command, Command::Run) {
+        crate::app::App::build(config)
+            .await?
+            .run(crate::app::signal())
+            .await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let db = Db::connect_sized(url, config.max_connections).await?;
     let mut svc = Service::new(db, config);
     if matches!(command, Command::Cycle { .. } | Command::Replay { .. }) {
         // A person at a terminal sees a progress bar for an apply or a replay.
@@ -363,15 +365,7 @@ async fn execute(command: Command, config: Config) -> Result<ExitCode> {
             }
             run_check(&svc).await?
         }
-        Command::Run => {
-            migrate::ensure_current(&svc.db).await?;
-            let _daemon = svc.db.daemon_guard()?;
-            let listener = tokio::net::TcpListener::bind(&svc.config.http.bind)
-                .await
-                .with_context(|| format!("cannot listen on http.bind {}", svc.config.http.bind))?;
-            crate::daemon::run(svc.clone(), listener, crate::daemon::signal()).await?;
-            ExitCode::SUCCESS
-        }
+        Command::Run => unreachable!("built and run as an App above"),
         Command::Demo => unreachable!("handled before the configuration is loaded"),
         Command::Cycle { venue, at, dry_run } => {
             let at = at.map_or_else(now, |at| at.resolve(svc.config.schedule.timezone));

@@ -4,7 +4,7 @@
 //! links, and runs the daemon with a one-minute schedule.
 
 use crate::db::{Db, Query, Value};
-use crate::{config, cycle, mail, migrate, Service};
+use crate::{config, cycle, mail, migrate};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use secrecy::ExposeSecret;
@@ -265,30 +265,27 @@ pub async fn run(dir: &Path) -> Result<()> {
         std::fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;
     }
     std::fs::create_dir_all(dir)?;
-    crate::metrics::install();
     let hash_key = crate::approval::new_token()?;
     let config_path = dir.join("retentiond.toml");
     std::fs::write(&config_path, demo_config(dir, &hash_key))?;
     let config = config::load(&config_path)?;
     crate::logging::init(config.log_format);
-    let db = Db::connect_sized(
-        config.database_url.expose_secret(),
-        crate::daemon::cycles_pool_size(&config),
-    )
-    .await?;
+    let db = Db::connect(config.database_url.expose_secret()).await?;
     db.execute_script(crate::reference::sql(db.backend()))
         .await?;
     let now = Utc::now().trunc_subsecs(0);
     seed(&db, 3000, now).await?;
     migrate::run(&db, now).await?;
-    let _daemon = db.daemon_guard()?;
-    let svc = Service::new(db, config);
+    db.close().await;
+    // From here on, the demo is the daemon `retentiond run` starts.
+    let app = crate::app::App::build(config).await?;
+    let svc = app.service();
     println!(
         "demo: 3000 synthetic customers over two venues in {}/retention.db",
         dir.display()
     );
     for venue in &svc.config.venues {
-        let result = cycle::run_venue_cycle(&svc, venue, now, false).await?;
+        let result = cycle::run_venue_cycle(svc, venue, now, false).await?;
         if let Some(selection) = &result.selection {
             println!(
                 "demo: {} ({}): {}",
@@ -310,7 +307,7 @@ pub async fn run(dir: &Path) -> Result<()> {
         }
     }
     let mailer = mail::Mailer::from_config(&svc.config.mail)?;
-    mail::deliver_due(&svc, &mailer, now).await?;
+    mail::deliver_due(svc, &mailer, now).await?;
     println!(
         "\nApproval links (the emails are in {}/outbox):",
         dir.display()
@@ -325,8 +322,5 @@ pub async fn run(dir: &Path) -> Result<()> {
         config_path.display()
     );
     println!("Serving on {} (Ctrl-C stops).", svc.config.http.bind);
-    let listener = tokio::net::TcpListener::bind(&svc.config.http.bind)
-        .await
-        .with_context(|| format!("cannot listen on {}", svc.config.http.bind))?;
-    crate::daemon::run(svc, listener, crate::daemon::signal()).await
+    app.run(crate::app::signal()).await
 }

@@ -5,6 +5,7 @@
 //! [`reports`] freezes and decides reports, [`apply`] deletes or anonymises, [`cycle`] runs one
 //! venue's pass, [`audit`] is the ledger, and [`db`] hides the SQLite/PostgreSQL differences.
 
+pub mod app;
 pub mod apply;
 pub mod approval;
 pub mod audit;
@@ -12,7 +13,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod cycle;
-pub mod daemon;
+
 pub mod db;
 pub mod decision;
 pub mod demo;

@@ -78,7 +78,7 @@ pub async fn run_schedules(svc: Service, fleet: Arc<Fleet>, mail_due: Arc<Notify
         retry_for: svc.config.schedule.retry_for,
         first_backoff: crate::fleet::FIRST_BACKOFF,
     };
-    let now = Utc::now();
+    let now = svc.clock.now();
     let mut next: Vec<Option<DateTime<Utc>>> = schedules
         .iter()
         .map(|(v, s)| next_run(s, v.timezone, now))
@@ -89,7 +89,7 @@ pub async fn run_schedules(svc: Service, fleet: Arc<Fleet>, mail_due: Arc<Notify
         info!(next_run = %due_at.to_rfc3339(), venues = venues_due, "next run scheduled");
         // Sleep in short steps so that a wall-clock jump (suspend, NTP) is noticed.
         loop {
-            let now = Utc::now();
+            let now = svc.clock.now();
             if now >= due_at {
                 break;
             }
@@ -106,7 +106,7 @@ pub async fn run_schedules(svc: Service, fleet: Arc<Fleet>, mail_due: Arc<Notify
                 _ = tokio::time::sleep(step) => {}
             }
         }
-        let now = Utc::now();
+        let now = svc.clock.now();
         let mut due = Vec::new();
         for (i, (venue, schedule)) in schedules.iter().enumerate() {
             if next[i].is_some_and(|t| t <= now) {

@@ -27,11 +27,11 @@ const BODY_LIMIT: usize = 16 * 1024;
 /// A keep or unkeep may carry many ids pasted from the CSV.
 const KEEP_BODY_LIMIT: usize = 2 * 1024 * 1024;
 
-/// Serves the pages on `listener` until `shutdown` completes. This is the only way the web
-/// server is started (`run`, `demo`, the tests and the benchmark all come through here), so
-/// what the tests exercise (client addresses for the rate limiter, trusted proxies, the path
-/// prefix) is what production runs.
-pub async fn serve(
+/// Serves the pages on `listener` until `shutdown` completes. Only [`crate::app::App`] starts
+/// the web server (`run`, `demo`, the tests and the benchmark all come through it), so what the
+/// tests exercise (client addresses for the rate limiter, trusted proxies, the path prefix) is
+/// what production runs.
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     svc: Service,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,

@@ -8,7 +8,7 @@ use retentiond::cycle::{run_venue_cycle, Selection, VenueCycle};
 use retentiond::db::Query;
 use retentiond::mail::{self, Mailer};
 use retentiond::policy::ReportState;
-use retentiond::{reports, web, Service};
+use retentiond::{reports, Service};
 use std::net::SocketAddr;
 
 struct App {
@@ -36,7 +36,7 @@ impl App {
             ],
         );
         let svc = Service::new(db.db.clone(), config);
-        tokio::spawn(web::serve(listener, svc.clone(), std::future::pending()));
+        crate::common::spawn_pages(svc.clone(), listener);
         App {
             svc,
             base,

@@ -9,7 +9,7 @@ use chrono::{SubsecRound, Utc};
 use retentiond::cycle::{run_venue_cycle, Selection};
 use retentiond::mail::{self, Mailer};
 use retentiond::policy::ReportState;
-use retentiond::{reports, web, Service};
+use retentiond::{reports, Service};
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -191,7 +191,7 @@ async fn an_approver_approves_in_a_real_browser() {
         ],
     );
     let svc = Service::new(db.db.clone(), config);
-    tokio::spawn(web::serve(listener, svc.clone(), std::future::pending()));
+    crate::common::spawn_pages(svc.clone(), listener);
     let venue = svc.config.venue(2).unwrap().clone();
     let now = Utc::now().trunc_subsecs(0);
     let Some(Selection::Created { report_id, .. }) = run_venue_cycle(&svc, &venue, now, false)
@@ -330,7 +330,7 @@ async fn an_approver_searches_keeps_customers_out_and_approves_the_rest_in_a_rea
         ],
     );
     let svc = Service::new(db.db.clone(), config);
-    tokio::spawn(web::serve(listener, svc.clone(), std::future::pending()));
+    crate::common::spawn_pages(svc.clone(), listener);
     let venue = svc.config.venue(2).unwrap().clone();
     let now = Utc::now().trunc_subsecs(0);
     let Some(Selection::Created {

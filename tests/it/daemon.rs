@@ -4,9 +4,10 @@
 use crate::common::smtp::SmtpSink;
 use crate::common::{delete_venue, TestDb};
 use chrono::{SubsecRound, Utc};
+use retentiond::app::App;
 use retentiond::cycle::{run_venue_cycle, Selection};
 use retentiond::policy::ReportState;
-use retentiond::{daemon, reports, Service};
+use retentiond::{reports, Service};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -36,7 +37,7 @@ async fn daemon_applies_approved_reports_on_schedule_and_stops_on_request(db: Te
     };
     crate::common::operator_approves(&svc.db, report_id, Utc::now()).await;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(daemon::run(svc.clone(), listener, async {
+    let running = tokio::spawn(App::with_service(svc.clone(), listener).run(async {
         let _ = stop_rx.await;
     }));
 

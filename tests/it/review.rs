@@ -9,7 +9,7 @@ use retentiond::cycle::{run_venue_cycle, Selection};
 use retentiond::db::Query;
 use retentiond::mail::{self, Mailer};
 use retentiond::policy::ReportState;
-use retentiond::{reports, web, Service};
+use retentiond::{reports, Service};
 
 const APPROVERS: &str = r#"approvers = ["Boxoffice@venue2.example", "dpo@venue2.example"]"#;
 
@@ -35,7 +35,7 @@ impl App {
         let venues = delete_venue(2, "3 years", venue_extra)
             .replace(r#"approvers = ["boxoffice@venue2.example"]"#, APPROVERS);
         let svc = Service::new(db.db.clone(), db.config_with_env(&venues, &overrides));
-        tokio::spawn(web::serve(listener, svc.clone(), std::future::pending()));
+        crate::common::spawn_pages(svc.clone(), listener);
         let now = Utc::now().trunc_subsecs(0);
         let venue = svc.config.venue(2).unwrap().clone();
         let Some(Selection::Created { report_id, .. }) = run_venue_cycle(&svc, &venue, now, false)
@@ -328,7 +328,7 @@ async fn a_removed_approver_gets_403_and_decides_nothing(db: TestDb) {
         db.db.clone(),
         db.config_with_env(&venues, &[("RETENTIOND__HTTP__PUBLIC_URL", base.clone())]),
     );
-    tokio::spawn(web::serve(listener, svc, std::future::pending()));
+    crate::common::spawn_pages(svc, listener);
     let old_base = dpo.split("/r/").next().unwrap().to_string();
     let (dpo, boss) = (
         dpo.replace(&old_base, &base),
@@ -368,7 +368,7 @@ async fn a_removed_approvers_approval_stops_counting(db: TestDb) {
         ("RETENTIOND__APPROVAL__REQUIRED", "2".to_string()),
     ];
     let svc = Service::new(db.db.clone(), db.config_with_env(&venues, &overrides));
-    tokio::spawn(web::serve(listener, svc, std::future::pending()));
+    crate::common::spawn_pages(svc, listener);
     let boss = boss.replace(boss.split("/r/").next().unwrap(), &base);
 
     let (status, page) = app

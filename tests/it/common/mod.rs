@@ -873,3 +873,12 @@ pub async fn sigterm_and_wait(
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// The pages of `svc` served in this process as production serves them (through
+/// [`retentiond::app::App`]), on `listener`, bound first so that `http.public_url` can name its
+/// port; the test drives the cycles itself.
+pub fn spawn_pages(svc: Service, listener: tokio::net::TcpListener) {
+    tokio::spawn(
+        retentiond::app::App::with_service(svc, listener).serve_pages(std::future::pending()),
+    );
+}
