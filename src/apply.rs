@@ -3,7 +3,6 @@
 //! those still eligible, and records every customer's outcome. A process killed at any moment
 //! leaves each customer fully processed or untouched, and the next cycle resumes where it stopped.
 
-use crate::audit::{self, Event, EventKind};
 use crate::config::VenueConfig;
 use crate::db::{DeadlinePassed, Query, Tx};
 use crate::erase::Eraser;
@@ -12,7 +11,8 @@ use crate::policy::{Action, Outcome, ReportState};
 use crate::reports::{self, Report};
 use crate::run::RunContext;
 use crate::selection::Scope;
-use crate::{mail, Service};
+use crate::transition::{change_state, Change};
+use crate::Service;
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -269,31 +269,25 @@ async fn start(
     report: &Report,
     at: DateTime<Utc>,
 ) -> Result<u64> {
-    reports::transition(tx, report, ReportState::Applying, at, None).await?;
+    let change = Change {
+        at,
+        actor: "retentiond".into(),
+        detail: format!(
+            "{} of {} customers",
+            report.action.as_str(),
+            report.customer_count
+        ),
+        reason: None,
+        venue: Some(venue),
+    };
+    change_state(tx, report, ReportState::Applying, change).await?;
     let mut kept =
         Query::new("UPDATE retention_report_items SET outcome = 'kept', processed_at = ");
     kept.bind(at)
         .push(" WHERE report_id = ")
         .bind(report.id)
         .push(" AND kept_at IS NOT NULL AND outcome IS NULL");
-    let kept = tx.execute(&kept).await?;
-    audit::record(
-        tx,
-        &Event {
-            at,
-            venue_id: venue.id,
-            report_id: Some(report.id),
-            event: EventKind::ApplyStarted,
-            actor: "retentiond".into(),
-            detail: format!(
-                "{} of {} customers",
-                report.action.as_str(),
-                report.customer_count
-            ),
-        },
-    )
-    .await?;
-    Ok(kept)
+    Ok(tx.execute(&kept).await?)
 }
 
 /// How often apply checkpoints SQLite's write-ahead log between batches: a checkpoint after
@@ -378,24 +372,18 @@ async fn finish_if_done(
         .iter()
         .map(|(outcome, n)| format!("{outcome} {n}"))
         .collect();
-    reports::transition(tx, report, ReportState::Applied, at, None).await?;
     let mut detail = parts.join(", ");
     if !holds.is_empty() {
         detail.push_str(&format!(" (held: {})", reports::holds_in_words(&holds)));
     }
-    mail::queue_to_approvers(tx, venue, mail::Kind::Applied, report.id, at, |_| true).await?;
-    audit::record(
-        tx,
-        &Event {
-            at,
-            venue_id: report.venue_id,
-            report_id: Some(report.id),
-            event: EventKind::Applied,
-            actor: "retentiond".into(),
-            detail,
-        },
-    )
-    .await?;
+    let change = Change {
+        at,
+        actor: "retentiond".into(),
+        detail,
+        reason: None,
+        venue: Some(venue),
+    };
+    change_state(tx, report, ReportState::Applied, change).await?;
     Ok(true)
 }
 

@@ -9,6 +9,7 @@ use crate::audit::{self, Event, EventKind};
 use crate::db::{Db, Query, Tx};
 use crate::policy::ReportState;
 use crate::reports::{self, Report};
+use crate::transition::{change_state, Change};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use std::collections::HashSet;
@@ -187,41 +188,53 @@ pub async fn decide(
         Ok(taken) => taken,
         Err(refused) => return Ok(Err(refused)),
     };
-    if let Some(event) = taken.event() {
-        audit::record(
-            &mut tx,
-            &Event {
+    match taken.effect {
+        Effect::Becomes(to, reason) => {
+            let change = Change {
                 at: now,
-                venue_id: report.venue_id,
-                report_id: Some(report.id),
-                event,
                 actor: actor.ledger_name(),
                 detail: taken.detail,
-            },
-        )
-        .await?;
+                reason: reason.as_deref(),
+                venue: None,
+            };
+            change_state(&mut tx, &report, to, change).await?;
+        }
+        Effect::Records(event) => {
+            audit::record(
+                &mut tx,
+                &Event {
+                    at: now,
+                    venue_id: report.venue_id,
+                    report_id: Some(report.id),
+                    event,
+                    actor: actor.ledger_name(),
+                    detail: taken.detail,
+                },
+            )
+            .await?;
+        }
+        Effect::Nothing => {}
     }
     tx.commit().await?;
     Ok(Ok(taken.decided))
 }
 
-/// A decision taken, with the ledger event that records it.
+/// A decision taken, what it does to the report, and the ledger's words for it.
 struct Taken {
     decided: Decided,
-    event: EventKind,
+    effect: Effect,
     detail: String,
 }
 
-impl Taken {
-    /// The ledger event to write: none for an approval already given or a keep that changed
-    /// nothing.
-    fn event(&self) -> Option<EventKind> {
-        match &self.decided {
-            Decided::AlreadyApprovedByYou => None,
-            Decided::Kept(change) | Decided::Unkept(change) if change.changed == 0 => None,
-            _ => Some(self.event),
-        }
-    }
+/// What a decision does beyond its own row.
+enum Effect {
+    /// The report changes state (with the reason kept with it), through
+    /// [`change_state`], which writes the ledger event the transition names.
+    Becomes(ReportState, Option<String>),
+    /// The report stays as it is and the ledger records this event.
+    Records(EventKind),
+    /// Nothing more: an approval already given, or a keep that changed nothing.
+    Nothing,
 }
 
 /// Locks the report for a decision (a row lock on the server backends; SQLite's write
@@ -282,11 +295,10 @@ async fn approve(
     now: DateTime<Utc>,
 ) -> Result<Result<Taken, DecisionError>> {
     let Actor::Approver(approver, approvers) = *actor else {
-        reports::transition(tx, report, ReportState::Approved, now, None).await?;
         record(tx, report, actor, "approve", now).await?;
         return Ok(Ok(Taken {
             decided: Decided::Approved,
-            event: EventKind::Approved,
+            effect: Effect::Becomes(ReportState::Approved, None),
             detail: format!(
                 "approved on the venue's behalf for {} customers",
                 report.to_approve()
@@ -308,16 +320,13 @@ async fn approve(
     if tx.fetch_one(&q).await?.i64(0)? > 0 {
         return Ok(Ok(Taken {
             decided: Decided::AlreadyApprovedByYou,
-            event: EventKind::Approval,
+            effect: Effect::Nothing,
             detail: String::new(),
         }));
     }
     record(tx, report, actor, "approve", now).await?;
     let approvals = approvals_counting(tx, report, Some(approvers)).await?;
     let complete = approvals >= report.approvals_required;
-    if complete {
-        reports::transition(tx, report, ReportState::Approved, now, None).await?;
-    }
     Ok(Ok(Taken {
         decided: if complete {
             Decided::Approved
@@ -327,10 +336,10 @@ async fn approve(
                 required: report.approvals_required,
             }
         },
-        event: if complete {
-            EventKind::Approved
+        effect: if complete {
+            Effect::Becomes(ReportState::Approved, None)
         } else {
-            EventKind::Approval
+            Effect::Records(EventKind::Approval)
         },
         detail: format!(
             "approval {approvals} of {} through the emailed link",
@@ -378,17 +387,16 @@ async fn settle(
     reason: Option<String>,
     now: DateTime<Utc>,
 ) -> Result<Taken> {
-    reports::transition(tx, report, to, now, reason.as_deref()).await?;
-    let (decision, decided, event) = if to == ReportState::Cancelled {
-        ("cancel", Decided::Cancelled, EventKind::Cancelled)
+    let (decision, decided) = if to == ReportState::Cancelled {
+        ("cancel", Decided::Cancelled)
     } else {
-        ("reject", Decided::Rejected, EventKind::Rejected)
+        ("reject", Decided::Rejected)
     };
     record(tx, report, actor, decision, now).await?;
     Ok(Taken {
         decided,
-        event,
         detail: reports::reason_note(reason.is_some()).into(),
+        effect: Effect::Becomes(to, reason),
     })
 }
 
@@ -457,7 +465,7 @@ async fn set_kept(
     if changed == 0 {
         return Ok(Ok(Taken {
             decided: decided(change),
-            event,
+            effect: Effect::Nothing,
             detail: String::new(),
         }));
     }
@@ -492,7 +500,7 @@ async fn set_kept(
     }
     Ok(Ok(Taken {
         decided: decided(change),
-        event,
+        effect: Effect::Records(event),
         detail,
     }))
 }

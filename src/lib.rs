@@ -39,6 +39,7 @@ pub mod scheduler;
 pub mod search;
 pub mod selection;
 pub mod suggest;
+pub mod transition;
 pub mod web;
 pub mod whatif;
 pub mod wording;

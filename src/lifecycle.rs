@@ -8,6 +8,7 @@ use crate::config::VenueConfig;
 use crate::policy::{self, ReportState};
 use crate::reports::{self, NewReport};
 use crate::selection::{self, Scope};
+use crate::transition::{change_state, Change};
 use crate::{mail, Service};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
@@ -90,28 +91,15 @@ pub async fn expire_and_remind(
     for report in reports::in_states(&svc.db, venue.id, &[ReportState::Pending]).await? {
         if report.expires_at <= at {
             let mut tx = svc.db.begin().await?;
-            reports::transition(
-                &mut tx,
-                &report,
-                ReportState::Expired,
+            let why = "links expired without a decision";
+            let change = Change {
                 at,
-                Some("links expired without a decision"),
-            )
-            .await?;
-            mail::queue_to_approvers(&mut tx, venue, mail::Kind::Expired, report.id, at, |_| true)
-                .await?;
-            audit::record(
-                &mut tx,
-                &Event {
-                    at,
-                    venue_id: venue.id,
-                    report_id: Some(report.id),
-                    event: EventKind::Expired,
-                    actor: "retentiond".into(),
-                    detail: "links expired without a decision".into(),
-                },
-            )
-            .await?;
+                actor: "retentiond".into(),
+                detail: why.into(),
+                reason: Some(why),
+                venue: Some(venue),
+            };
+            change_state(&mut tx, &report, ReportState::Expired, change).await?;
             tx.commit().await?;
             info!(venue.id = venue.id, report.id = report.id, "report expired");
             expired.push(report.id);

@@ -384,6 +384,225 @@ pub enum ReportState {
     Cancelled,
 }
 
+/// What a change of a report's state causes besides the state (SPEC 4): the ledger event
+/// that records it, the time it stamps on the report, the mail it sends the venue's approvers,
+/// and whether the report's search index is dropped (a report no longer open to decisions is
+/// not searched). [`TRANSITIONS`] is the one table of them; `crate::transition::change_state`
+/// the one executor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    pub from: ReportState,
+    pub to: ReportState,
+    pub event: EventKind,
+    pub stamps: Stamp,
+    pub mails: Option<MailKind>,
+    pub forgets_search_terms: bool,
+}
+
+/// The time a transition writes on the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stamp {
+    /// `decided_at`: a decision, or the expiry that stands for one.
+    DecidedAt,
+    /// `applied_at`: the last customer processed.
+    AppliedAt,
+    Nothing,
+}
+
+/// Every allowed change of a report's state, and what it causes.
+pub const TRANSITIONS: [Transition; 7] = {
+    use ReportState::*;
+    const fn row(
+        from: ReportState,
+        to: ReportState,
+        event: EventKind,
+        stamps: Stamp,
+        mails: Option<MailKind>,
+        forgets_search_terms: bool,
+    ) -> Transition {
+        Transition {
+            from,
+            to,
+            event,
+            stamps,
+            mails,
+            forgets_search_terms,
+        }
+    }
+    [
+        row(
+            Pending,
+            Approved,
+            EventKind::Approved,
+            Stamp::DecidedAt,
+            None,
+            false,
+        ),
+        row(
+            Pending,
+            Rejected,
+            EventKind::Rejected,
+            Stamp::DecidedAt,
+            None,
+            true,
+        ),
+        row(
+            Pending,
+            Expired,
+            EventKind::Expired,
+            Stamp::DecidedAt,
+            Some(MailKind::Expired),
+            true,
+        ),
+        row(
+            Pending,
+            Cancelled,
+            EventKind::Cancelled,
+            Stamp::DecidedAt,
+            None,
+            true,
+        ),
+        row(
+            Approved,
+            Cancelled,
+            EventKind::Cancelled,
+            Stamp::DecidedAt,
+            None,
+            true,
+        ),
+        row(
+            Approved,
+            Applying,
+            EventKind::ApplyStarted,
+            Stamp::Nothing,
+            None,
+            true,
+        ),
+        row(
+            Applying,
+            Applied,
+            EventKind::Applied,
+            Stamp::AppliedAt,
+            Some(MailKind::Applied),
+            true,
+        ),
+    ]
+};
+
+/// What happened to a report (or, for `Brake` and `Replayed`, to a venue).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    ReportCreated,
+    Brake,
+    /// One approval of several required.
+    Approval,
+    Approved,
+    Rejected,
+    Cancelled,
+    Kept,
+    Unkept,
+    Expired,
+    ApplyStarted,
+    Applied,
+    Replayed,
+    /// A customer erased on an individual request (SPEC 13), by whom.
+    ErasedOnRequest,
+    /// What retentiond would remove of a customer was exported for them (SPEC 13), by whom.
+    Exported,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 14] = [
+        EventKind::ReportCreated,
+        EventKind::Brake,
+        EventKind::Approval,
+        EventKind::Approved,
+        EventKind::Rejected,
+        EventKind::Cancelled,
+        EventKind::Kept,
+        EventKind::Unkept,
+        EventKind::Expired,
+        EventKind::ApplyStarted,
+        EventKind::Applied,
+        EventKind::Replayed,
+        EventKind::ErasedOnRequest,
+        EventKind::Exported,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::ReportCreated => "report_created",
+            EventKind::Brake => "brake",
+            EventKind::Approval => "approval",
+            EventKind::Approved => "approved",
+            EventKind::Rejected => "rejected",
+            EventKind::Cancelled => "cancelled",
+            EventKind::Kept => "kept",
+            EventKind::Unkept => "unkept",
+            EventKind::Expired => "expired",
+            EventKind::ApplyStarted => "apply_started",
+            EventKind::Applied => "applied",
+            EventKind::Replayed => "replayed",
+            EventKind::ErasedOnRequest => "erased_on_request",
+            EventKind::Exported => "exported",
+        }
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for EventKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EventKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown ledger event {s:?}"))
+    }
+}
+
+/// What a queued message is about (the mail module composes each kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailKind {
+    ApprovalRequest,
+    Reminder,
+    Expired,
+    Applied,
+    BrakeAlert,
+    FailureAlert,
+}
+
+impl MailKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MailKind::ApprovalRequest => "approval_request",
+            MailKind::Reminder => "reminder",
+            MailKind::Expired => "expired",
+            MailKind::Applied => "applied",
+            MailKind::BrakeAlert => "brake_alert",
+            MailKind::FailureAlert => "failure_alert",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<MailKind> {
+        [
+            MailKind::ApprovalRequest,
+            MailKind::Reminder,
+            MailKind::Expired,
+            MailKind::Applied,
+            MailKind::BrakeAlert,
+            MailKind::FailureAlert,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("report is {from}, it cannot become {to}")]
 pub struct TransitionError {
@@ -432,23 +651,17 @@ impl ReportState {
 
     /// The allowed transitions: `pending -> approved -> applying -> applied`,
     /// `pending -> rejected | expired | cancelled`, `approved -> cancelled`.
+    /// The row of [`TRANSITIONS`] from this state to `to`, or why there is none.
+    pub fn transition(self, to: ReportState) -> Result<Transition, TransitionError> {
+        TRANSITIONS
+            .iter()
+            .find(|t| t.from == self && t.to == to)
+            .copied()
+            .ok_or(TransitionError { from: self, to })
+    }
+
     pub fn check_transition(self, to: ReportState) -> Result<(), TransitionError> {
-        use ReportState::*;
-        let allowed = matches!(
-            (self, to),
-            (Pending, Approved)
-                | (Approved, Applying)
-                | (Applying, Applied)
-                | (Pending, Rejected)
-                | (Pending, Expired)
-                | (Pending, Cancelled)
-                | (Approved, Cancelled)
-        );
-        if allowed {
-            Ok(())
-        } else {
-            Err(TransitionError { from: self, to })
-        }
+        self.transition(to).map(|_| ())
     }
 }
 
@@ -998,6 +1211,47 @@ mod tests {
                     "{from} -> {to}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn each_transition_says_what_it_causes() {
+        use ReportState::*;
+        for t in TRANSITIONS {
+            // A report open to decisions stays searchable; one that closes (or starts being
+            // applied) loses its index before any customer is touched.
+            assert_eq!(
+                t.forgets_search_terms,
+                !matches!(t.to, Pending | Approved),
+                "{} -> {}",
+                t.from,
+                t.to
+            );
+            // Approvers hear of what retentiond did on its own: an expiry and an apply.
+            assert_eq!(
+                t.mails,
+                match t.to {
+                    Expired => Some(MailKind::Expired),
+                    Applied => Some(MailKind::Applied),
+                    _ => None,
+                }
+            );
+            let (event, stamps) = match t.to {
+                Approved => (EventKind::Approved, Stamp::DecidedAt),
+                Rejected => (EventKind::Rejected, Stamp::DecidedAt),
+                Expired => (EventKind::Expired, Stamp::DecidedAt),
+                Cancelled => (EventKind::Cancelled, Stamp::DecidedAt),
+                Applying => (EventKind::ApplyStarted, Stamp::Nothing),
+                Applied => (EventKind::Applied, Stamp::AppliedAt),
+                Pending => unreachable!("no report becomes pending again"),
+            };
+            assert_eq!(
+                (t.event, t.stamps),
+                (event, stamps),
+                "{} -> {}",
+                t.from,
+                t.to
+            );
         }
     }
 

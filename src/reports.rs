@@ -4,7 +4,7 @@
 use crate::config::{Config, SchemaConfig};
 use crate::db::{Backend, Db, Query, Row, Tx};
 use crate::policy::{Action, Outcome, ReportState};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -423,29 +423,26 @@ pub async fn last_created_of_rule(
     db.fetch_one(&q).await?.opt_time(0)
 }
 
-/// Moves a report from `from` to `to` if it is still in `from`; fails (changing nothing) when
-/// another decision got there first or the transition is not allowed.
-pub async fn transition(
+/// Writes a report's new state (`t.to`, with the time `t` stamps and the reason) if it is still
+/// in `t.from`; fails (changing nothing) when another decision got there first. Only
+/// [`crate::transition::change_state`] calls it, with the effects of the change.
+pub(crate) async fn set_state(
     tx: &mut Tx,
     report: &Report,
-    to: ReportState,
+    t: &crate::policy::Transition,
     at: DateTime<Utc>,
     reason: Option<&str>,
 ) -> Result<()> {
-    report
-        .state
-        .check_transition(to)
-        .with_context(|| format!("report {}", report.id))?;
     let mut q = Query::new("UPDATE retention_reports SET state = ");
-    q.bind(to.as_str());
-    match to {
-        ReportState::Applied => {
+    q.bind(t.to.as_str());
+    match t.stamps {
+        crate::policy::Stamp::AppliedAt => {
             q.push(", applied_at = ").bind(at);
         }
-        ReportState::Applying => {}
-        _ => {
+        crate::policy::Stamp::DecidedAt => {
             q.push(", decided_at = ").bind(at);
         }
+        crate::policy::Stamp::Nothing => {}
     }
     if let Some(reason) = reason {
         q.push(", state_reason = ").bind(reason);
@@ -453,15 +450,12 @@ pub async fn transition(
     q.push(" WHERE id = ")
         .bind(report.id)
         .push(" AND state = ")
-        .bind(report.state.as_str());
+        .bind(t.from.as_str());
     if tx.execute(&q).await? != 1 {
         bail!(
             "report {} changed state meanwhile; nothing was done",
             report.id
         );
-    }
-    if !matches!(to, ReportState::Pending | ReportState::Approved) {
-        crate::search::forget_report(tx, report.id).await?;
     }
     Ok(())
 }

@@ -9,7 +9,8 @@
 //! (`Backend::keyed_hash_sql`, `secrets.hash_key`), for the stored names and for the searched
 //! text alike, so both are lowercased by the same `lower()`. They are pseudonymised personal data:
 //! a report's terms are deleted in the transaction that moves it out of pending and approved
-//! (`reports::transition`), before any of its customers is touched. Without a `hash_key` no index
+//! (`crate::transition::change_state`, as `policy::TRANSITIONS` says), before any of its
+//! customers is touched. Without a `hash_key` no index
 //! is written and every search reads windows.
 
 use crate::config::SchemaConfig;

@@ -17,42 +17,7 @@ use secrecy::ExposeSecret;
 use std::path::PathBuf;
 use tracing::{info, warn};
 
-/// What a queued message is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    ApprovalRequest,
-    Reminder,
-    Expired,
-    Applied,
-    BrakeAlert,
-    FailureAlert,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::ApprovalRequest => "approval_request",
-            Kind::Reminder => "reminder",
-            Kind::Expired => "expired",
-            Kind::Applied => "applied",
-            Kind::BrakeAlert => "brake_alert",
-            Kind::FailureAlert => "failure_alert",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Kind> {
-        [
-            Kind::ApprovalRequest,
-            Kind::Reminder,
-            Kind::Expired,
-            Kind::Applied,
-            Kind::BrakeAlert,
-            Kind::FailureAlert,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
-    }
-}
+pub use crate::policy::MailKind as Kind;
 
 /// One message to queue.
 pub struct Outgoing<'a> {
