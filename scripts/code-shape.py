@@ -11,7 +11,7 @@ import sys
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 SRC = os.path.join(ROOT, "src")
 SQL = re.compile(r'"[^"]*\b(SELECT|INSERT INTO|UPDATE|DELETE FROM|CREATE TABLE|CREATE INDEX)\b')
-STATE_CHANGE = re.compile(r"\b(transition|store::reports::set_state|apply_transition)\(|SET state =")
+STATE_CHANGE = re.compile(r"SET state =|reports::transition\(|\bset_state\(")
 
 
 def modules():
