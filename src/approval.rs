@@ -1,9 +1,10 @@
 //! Approval links (SPEC 4): tokens of 256 bits from the OS random source, sent once in an email,
 //! stored only as a SHA-256 hash, checked in constant time, and the decisions taken through them.
 
-use crate::db::{Db, Query, Tx};
+use crate::db::{Db, Tx};
 use crate::policy::ReportState;
 use crate::reports::Report;
+use crate::store;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
@@ -40,27 +41,13 @@ pub async fn mint(
     now: DateTime<Utc>,
 ) -> Result<String> {
     let token = new_token()?;
-    let mut q = Query::new("INSERT INTO retention_tokens (token_hash, report_id, approver, created_at, expires_at) VALUES (");
-    q.bind(token_hash(&token))
-        .push(", ")
-        .bind(report.id)
-        .push(", ")
-        .bind(approver)
-        .push(", ")
-        .bind(now)
-        .push(", ")
-        .bind(report.expires_at)
-        .push(")");
-    tx.execute(&q).await?;
+    store::tokens::insert(tx, &token_hash(&token), report, approver, now).await?;
     Ok(token)
 }
 
 /// Forgets a token whose email could not be sent.
 pub async fn revoke(db: &Db, token: &str) -> Result<()> {
-    let mut q = Query::new("DELETE FROM retention_tokens WHERE token_hash = ");
-    q.bind(token_hash(token));
-    db.execute(&q).await?;
-    Ok(())
+    store::tokens::delete(db, &token_hash(token)).await
 }
 
 /// What a presented token leads to.
@@ -83,54 +70,32 @@ pub async fn lookup(db: &Db, token: &str, now: DateTime<Utc>) -> Result<Lookup> 
         return Ok(Lookup::Unknown);
     }
     let presented = token_hash(token);
-    // The report's columns first, read by `Report::from_row`; the token's after them.
-    let mut q = Query::new(&format!(
-        "SELECT {}, t.token_hash, t.approver, t.expires_at, \
-         (SELECT COUNT(DISTINCT lower(d.decided_by)) FROM retention_decisions d WHERE d.report_id = r.id AND d.decision = 'approve' AND d.kept_version = r.kept_version) \
-         FROM retention_tokens t JOIN retention_reports r ON r.id = t.report_id WHERE t.token_hash = ",
-        Report::columns_of("r")
-    ));
-    q.bind(presented.as_str());
-    let Some(row) = db.fetch_optional(&q).await? else {
+    let Some(found) = store::tokens::find(db, &presented).await? else {
         return Ok(Lookup::Unknown);
     };
-    let token = Report::COLUMN_COUNT;
-    if !bool::from(row.text(token)?.as_bytes().ct_eq(presented.as_bytes())) {
+    if !bool::from(found.token_hash.as_bytes().ct_eq(presented.as_bytes())) {
         return Ok(Lookup::Unknown);
     }
-    let report = Report::from_row(&row)?;
-    if row.time(token + 2)? <= now || report.state == ReportState::Expired {
+    if found.expires_at <= now || found.report.state == ReportState::Expired {
         return Ok(Lookup::Expired);
     }
     Ok(Lookup::Valid {
-        report,
-        approver: row.text(token + 1)?,
-        approvals: row.i64(token + 3)?,
+        report: found.report,
+        approver: found.approver,
+        approvals: found.approvals,
     })
 }
 
 /// The approvers (lowercase) whose approvals count so far: given for the kept list as it is.
 pub async fn approvers_so_far(db: &Db, report_id: i64) -> Result<Vec<String>> {
-    let mut q = Query::new(
-        "SELECT DISTINCT lower(d.decided_by) FROM retention_decisions d JOIN retention_reports r ON r.id = d.report_id \
-         WHERE d.report_id = ",
-    );
-    q.bind(report_id)
-        .push(" AND d.decision = 'approve' AND d.kept_version = r.kept_version ORDER BY 1");
-    db.fetch_all(&q).await?.iter().map(|r| r.text(0)).collect()
+    store::decisions::approvers_of_kept_list(db, report_id).await
 }
 
 /// Whether `approver` approved an earlier kept list and has not approved the current one: the
 /// page tells them their approval was withdrawn.
 pub async fn approval_withdrawn(db: &Db, report: &Report, approver: &str) -> Result<bool> {
-    let mut q = Query::new(
-        "SELECT COALESCE(MAX(kept_version), -1) FROM retention_decisions WHERE decision = 'approve' AND report_id = ",
-    );
-    q.bind(report.id)
-        .push(" AND lower(decided_by) = ")
-        .bind(approver.trim().to_lowercase());
-    let latest = db.fetch_one(&q).await?.i64(0)?;
-    Ok(latest >= 0 && latest < report.kept_version)
+    let latest = store::decisions::latest_approved_version(db, report.id, approver).await?;
+    Ok(latest.is_some_and(|v| v < report.kept_version))
 }
 
 #[cfg(test)]

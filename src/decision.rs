@@ -9,6 +9,7 @@ use crate::audit::{self, Event, EventKind};
 use crate::db::{Db, Query, Tx};
 use crate::policy::ReportState;
 use crate::reports::{self, Report};
+use crate::store;
 use crate::transition::{change_state, Change};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
@@ -263,25 +264,20 @@ async fn record(
     decision: &str,
     at: DateTime<Utc>,
 ) -> Result<()> {
-    let mut q = Query::new("INSERT INTO retention_decisions (report_id, decision, decided_by, via, reason, decided_at, kept_version) VALUES (");
-    q.bind(report.id)
-        .push(", ")
-        .bind(decision)
-        .push(", ")
-        .bind(match actor {
-            Actor::Operator(name) if !name.trim().is_empty() => name.trim(),
-            Actor::Operator(_) => "operator",
-            Actor::Approver(address, _) => address,
-        })
-        .push(", ")
-        .bind(actor.via())
-        .push(", NULL, ")
-        .bind(at)
-        .push(", ")
-        .bind(report.kept_version)
-        .push(")");
-    tx.execute(&q).await?;
-    Ok(())
+    let decided_by = match actor {
+        Actor::Operator(name) if !name.trim().is_empty() => name.trim(),
+        Actor::Operator(_) => "operator",
+        Actor::Approver(address, _) => address,
+    };
+    let row = store::decisions::NewDecision {
+        report_id: report.id,
+        decision,
+        decided_by,
+        via: actor.via(),
+        at,
+        kept_version: report.kept_version,
+    };
+    store::decisions::insert(tx, &row).await
 }
 
 /// Approves: through a link `confirm` must be the number of customers not kept out, and
@@ -311,13 +307,7 @@ async fn approve(
             expected: report.to_approve(),
         }));
     }
-    let mut q = Query::new("SELECT COUNT(*) FROM retention_decisions WHERE report_id = ");
-    q.bind(report.id)
-        .push(" AND decision = 'approve' AND lower(decided_by) = ")
-        .bind(approver.trim().to_lowercase())
-        .push(" AND kept_version = ")
-        .bind(report.kept_version);
-    if tx.fetch_one(&q).await?.i64(0)? > 0 {
+    if store::decisions::approved_by(tx, report.id, approver, report.kept_version).await? {
         return Ok(Ok(Taken {
             decided: Decided::AlreadyApprovedByYou,
             effect: Effect::Nothing,
@@ -355,26 +345,7 @@ async fn approvals_counting(
     report: &Report,
     approvers: Option<&[String]>,
 ) -> Result<i64> {
-    let mut q = Query::new(
-        "SELECT COUNT(DISTINCT lower(decided_by)) FROM retention_decisions WHERE report_id = ",
-    );
-    q.bind(report.id)
-        .push(" AND decision = 'approve' AND kept_version = ")
-        .bind(report.kept_version);
-    if let Some(approvers) = approvers {
-        if approvers.is_empty() {
-            return Ok(0);
-        }
-        q.push(" AND lower(decided_by) IN (");
-        for (i, approver) in approvers.iter().enumerate() {
-            if i > 0 {
-                q.push(", ");
-            }
-            q.bind(approver.trim().to_lowercase());
-        }
-        q.push(")");
-    }
-    tx.fetch_one(&q).await?.i64(0)
+    store::decisions::approvals(tx, report.id, report.kept_version, approvers).await
 }
 
 /// Rejects or cancels: the report moves to `to`, the reason stays with the report and the

@@ -38,6 +38,7 @@ pub mod run;
 pub mod scheduler;
 pub mod search;
 pub mod selection;
+pub mod store;
 pub mod suggest;
 pub mod transition;
 pub mod web;

@@ -52,10 +52,8 @@ const COLUMNS: &str =
                        created_at, expires_at, decided_at, applied_at, state_reason, kept_count, kept_version, venue_customers, activity_years, held_back, rule";
 
 impl Report {
-    /// How many columns [`Report::from_row`] reads; a query may select more after them.
-    pub(crate) const COLUMN_COUNT: usize = 19;
-
-    /// The report's columns qualified with `alias`, in the order [`Report::from_row`] reads.
+    /// The report's columns qualified with `alias`, as [`Report::from_row`] reads them (by
+    /// name: a query may select more beside them).
     pub(crate) fn columns_of(alias: &str) -> String {
         COLUMNS
             .split(',')
@@ -66,28 +64,31 @@ impl Report {
 
     pub(crate) fn from_row(r: &Row) -> Result<Report> {
         Ok(Report {
-            id: r.i64(0)?,
-            venue_id: r.i64(1)?,
-            action: r.text(2)?.parse().map_err(anyhow::Error::msg)?,
-            policy: r.text(3)?,
-            cutoff: r.time(4)?,
-            state: r.text(5)?.parse().map_err(anyhow::Error::msg)?,
-            customer_count: r.i64(6)?,
-            approvals_required: r.i64(7)?,
-            created_at: r.time(8)?,
-            expires_at: r.time(9)?,
-            decided_at: r.opt_time(10)?,
-            applied_at: r.opt_time(11)?,
-            state_reason: r.opt_text(12)?,
-            kept_count: r.i64(13)?,
-            kept_version: r.i64(14)?,
-            venue_customers: r.opt_i64(15)?,
-            activity_years: r.opt_text(16)?,
+            id: r.named_i64("id")?,
+            venue_id: r.named_i64("venue_id")?,
+            action: r
+                .named_text("action")?
+                .parse()
+                .map_err(anyhow::Error::msg)?,
+            policy: r.named_text("policy")?,
+            cutoff: r.named_time("cutoff")?,
+            state: r.named_text("state")?.parse().map_err(anyhow::Error::msg)?,
+            customer_count: r.named_i64("customer_count")?,
+            approvals_required: r.named_i64("approvals_required")?,
+            created_at: r.named_time("created_at")?,
+            expires_at: r.named_time("expires_at")?,
+            decided_at: r.named_opt_time("decided_at")?,
+            applied_at: r.named_opt_time("applied_at")?,
+            state_reason: r.named_opt_text("state_reason")?,
+            kept_count: r.named_i64("kept_count")?,
+            kept_version: r.named_i64("kept_version")?,
+            venue_customers: r.named_opt_i64("venue_customers")?,
+            activity_years: r.named_opt_text("activity_years")?,
             held_back: r
-                .opt_text(17)?
+                .named_opt_text("held_back")?
                 .and_then(|j| serde_json::from_str(&j).ok())
                 .unwrap_or_default(),
-            rule: match r.opt_text(18)? {
+            rule: match r.named_opt_text("rule")? {
                 Some(rule) => rule.parse().map_err(anyhow::Error::msg)?,
                 None => Rule::Customers,
             },

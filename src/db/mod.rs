@@ -396,11 +396,53 @@ impl Query {
     }
 }
 
-/// One decoded row.
+/// One decoded row: its values in select order, and the names of its columns (shared by the
+/// rows of one result), so that a row can be read by name.
 #[derive(Debug, Clone)]
-pub struct Row(pub Vec<Value>);
+pub struct Row(pub Vec<Value>, pub Columns);
+
+/// The names of a result's columns, shared by its rows.
+#[derive(Debug, Clone, Default)]
+pub struct Columns(std::sync::Arc<[String]>);
+
+impl Columns {
+    pub(crate) fn of<'a>(names: impl Iterator<Item = &'a str>) -> Columns {
+        Columns(names.map(str::to_string).collect())
+    }
+}
+
+/// Reads a row by column name: `row.named("id")?.i64()`-style accessors for the store's types.
+macro_rules! named {
+    ($($name:ident => $get:ident: $ty:ty),* $(,)?) => {
+        $(
+            pub fn $name(&self, column: &str) -> Result<$ty> {
+                self.$get(self.position(column)?)
+                    .with_context(|| format!("column {column}"))
+            }
+        )*
+    };
+}
 
 impl Row {
+    /// The position of the column named `column` in this row.
+    pub fn position(&self, column: &str) -> Result<usize> {
+        self.1
+             .0
+            .iter()
+            .position(|n| n.eq_ignore_ascii_case(column))
+            .with_context(|| format!("no column {column} in the row"))
+    }
+
+    named! {
+        named_i64 => i64: i64,
+        named_opt_i64 => opt_i64: Option<i64>,
+        named_text => text: String,
+        named_opt_text => opt_text: Option<String>,
+        named_bool => bool: bool,
+        named_time => time: DateTime<Utc>,
+        named_opt_time => opt_time: Option<DateTime<Utc>>,
+    }
+
     pub fn get(&self, i: usize) -> &Value {
         self.0.get(i).unwrap_or(&Value::Null)
     }

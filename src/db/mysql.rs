@@ -5,7 +5,7 @@
 //! retentiond cannot work on safely, and the dialect (MySQL's spelling of what differs between
 //! backends, and `information_schema` for introspection).
 
-use super::{Ident, Query, Row, TypeKind, Value};
+use super::{Columns, Ident, Query, Row, TypeKind, Value};
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPoolOptions, MySqlRow};
@@ -162,7 +162,17 @@ fn bind_all<'q>(
     query
 }
 
-fn decode(row: &MySqlRow) -> Result<Row> {
+/// A result's rows, sharing the names of its columns.
+fn decode_all(rows: &[MySqlRow]) -> Result<Vec<Row>> {
+    let columns = Columns::of(
+        rows.first()
+            .into_iter()
+            .flat_map(|r| r.columns().iter().map(sqlx::Column::name)),
+    );
+    rows.iter().map(|r| decode(r, &columns)).collect()
+}
+
+fn decode(row: &MySqlRow, columns: &Columns) -> Result<Row> {
     let mut values = Vec::with_capacity(row.columns().len());
     for (i, column) in row.columns().iter().enumerate() {
         if row.try_get_raw(i)?.is_null() {
@@ -210,7 +220,7 @@ fn decode(row: &MySqlRow) -> Result<Row> {
         };
         values.push(value);
     }
-    Ok(Row(values))
+    Ok(Row(values, columns.clone()))
 }
 
 pub async fn execute<'e, E: sqlx::Executor<'e, Database = MySql>>(ex: E, q: &Query) -> Result<u64> {
@@ -223,12 +233,7 @@ pub async fn fetch_all<'e, E: sqlx::Executor<'e, Database = MySql>>(
     q: &Query,
 ) -> Result<Vec<Row>> {
     let (sql, order) = positional(&q.sql);
-    bind_all(&sql, q, &order)
-        .fetch_all(ex)
-        .await?
-        .iter()
-        .map(decode)
-        .collect()
+    decode_all(&bind_all(&sql, q, &order).fetch_all(ex).await?)
 }
 
 /// Runs an `INSERT` of one row and returns its `AUTO_INCREMENT` key.

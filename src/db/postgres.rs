@@ -3,7 +3,7 @@
 //! instance at a time, and the dialect (PostgreSQL's spelling of what differs between backends,
 //! and its catalogue for introspection).
 
-use super::{Query, Row, TypeKind, Value};
+use super::{Columns, Query, Row, TypeKind, Value};
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use sqlx::pool::PoolConnection;
@@ -77,7 +77,17 @@ fn build(q: &Query) -> sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArgume
     query
 }
 
-fn decode(row: &PgRow) -> Result<Row> {
+/// A result's rows, sharing the names of its columns.
+fn decode_all(rows: &[PgRow]) -> Result<Vec<Row>> {
+    let columns = Columns::of(
+        rows.first()
+            .into_iter()
+            .flat_map(|r| r.columns().iter().map(sqlx::Column::name)),
+    );
+    rows.iter().map(|r| decode(r, &columns)).collect()
+}
+
+fn decode(row: &PgRow, columns: &Columns) -> Result<Row> {
     let mut values = Vec::with_capacity(row.columns().len());
     for (i, column) in row.columns().iter().enumerate() {
         let type_name = column.type_info().name();
@@ -109,7 +119,7 @@ fn decode(row: &PgRow) -> Result<Row> {
         };
         values.push(value.unwrap_or(Value::Null));
     }
-    Ok(Row(values))
+    Ok(Row(values, columns.clone()))
 }
 
 pub async fn execute<'e, E: sqlx::Executor<'e, Database = Postgres>>(
@@ -123,7 +133,7 @@ pub async fn fetch_all<'e, E: sqlx::Executor<'e, Database = Postgres>>(
     ex: E,
     q: &Query,
 ) -> Result<Vec<Row>> {
-    build(q).fetch_all(ex).await?.iter().map(decode).collect()
+    decode_all(&build(q).fetch_all(ex).await?)
 }
 
 /// Stops the transaction's later statements after `limit` (none when zero), until it ends.

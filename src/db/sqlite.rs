@@ -3,7 +3,7 @@
 //! locks that stand in for a server's session locks, and the dialect (SQLite's spelling of what
 //! differs between backends, and its catalogue for introspection).
 
-use super::{Query, Row, TypeKind, Value};
+use super::{Columns, Query, Row, TypeKind, Value};
 use anyhow::{Context, Result};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -84,7 +84,17 @@ fn lossy_text(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
-fn decode(row: &SqliteRow) -> Result<Row> {
+/// A result's rows, sharing the names of its columns.
+fn decode_all(rows: &[SqliteRow]) -> Result<Vec<Row>> {
+    let columns = Columns::of(
+        rows.first()
+            .into_iter()
+            .flat_map(|r| r.columns().iter().map(sqlx::Column::name)),
+    );
+    rows.iter().map(|r| decode(r, &columns)).collect()
+}
+
+fn decode(row: &SqliteRow, columns: &Columns) -> Result<Row> {
     let mut values = Vec::with_capacity(row.columns().len());
     for i in 0..row.columns().len() {
         let raw = row.try_get_raw(i)?;
@@ -107,7 +117,7 @@ fn decode(row: &SqliteRow) -> Result<Row> {
         };
         values.push(value);
     }
-    Ok(Row(values))
+    Ok(Row(values, columns.clone()))
 }
 
 pub async fn execute<'e, E: sqlx::Executor<'e, Database = Sqlite>>(
@@ -121,7 +131,7 @@ pub async fn fetch_all<'e, E: sqlx::Executor<'e, Database = Sqlite>>(
     ex: E,
     q: &Query,
 ) -> Result<Vec<Row>> {
-    build(q).fetch_all(ex).await?.iter().map(decode).collect()
+    decode_all(&build(q).fetch_all(ex).await?)
 }
 
 /// The memory map of every connection: SQLite's default maximum (2 GB).
@@ -138,7 +148,7 @@ pub async fn fetch_all_unmapped(pool: &SqlitePool, q: &Query) -> Result<Vec<Row>
     sqlx::query(&format!("PRAGMA mmap_size = {MMAP_SIZE}"))
         .execute(&mut *conn)
         .await?;
-    rows?.iter().map(decode).collect()
+    decode_all(&rows?)
 }
 
 /// The file of a SQLite pool's database.

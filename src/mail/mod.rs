@@ -7,8 +7,8 @@ pub(crate) mod compose;
 
 use crate::approval;
 use crate::config::{MailConfig, MailTransport};
-use crate::db::{Query, Tx};
-use crate::Service;
+use crate::db::Tx;
+use crate::{store, Service};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Duration, Utc};
 use lettre::message::Mailbox;
@@ -19,15 +19,7 @@ use tracing::{info, warn};
 
 pub use crate::policy::MailKind as Kind;
 
-/// One message to queue.
-pub struct Outgoing<'a> {
-    pub kind: Kind,
-    pub venue_id: i64,
-    pub report_id: Option<i64>,
-    pub recipient: &'a str,
-    /// Alert text (never personal data).
-    pub detail: Option<&'a str>,
-}
+pub use crate::store::outbox::Outgoing;
 
 /// Queues a message inside `tx`, so it exists exactly when the change it reports does.
 /// Queues one message of `kind` about `report_id` to each of `venue`'s approvers that `include`
@@ -53,23 +45,9 @@ pub async fn queue_to_approvers(
     Ok(())
 }
 
+/// Queues `message` inside `tx` (see [`store::outbox::queue`]), counted by kind.
 pub async fn queue(tx: &mut Tx, message: &Outgoing<'_>, now: DateTime<Utc>) -> Result<()> {
-    let mut q = Query::new("INSERT INTO retention_outbox (kind, venue_id, report_id, recipient, detail, created_at, next_attempt_at) VALUES (");
-    q.bind(message.kind.as_str())
-        .push(", ")
-        .bind(message.venue_id)
-        .push(", ")
-        .bind(message.report_id)
-        .push(", ")
-        .bind(message.recipient)
-        .push(", ")
-        .bind(message.detail)
-        .push(", ")
-        .bind(now)
-        .push(", ")
-        .bind(now)
-        .push(")");
-    tx.execute(&q).await?;
+    store::outbox::queue(tx, message, now).await?;
     metrics::counter!("retentiond_mail_queued_total", "kind" => message.kind.as_str()).increment(1);
     Ok(())
 }
@@ -243,47 +221,32 @@ pub async fn deliver_due(svc: &Service, mailer: &Mailer, now: DateTime<Utc>) -> 
     let mut delivery = Delivery::default();
     let mut after_id = 0_i64;
     loop {
-        let mut q = Query::new("SELECT id, kind, venue_id, report_id, recipient, detail, attempts FROM retention_outbox WHERE sent_at IS NULL AND next_attempt_at <= ");
-        q.bind(now)
-            .push(" AND id > ")
-            .bind(after_id)
-            .push(" ORDER BY id LIMIT 50");
-        let rows = svc.db.fetch_all(&q).await?;
-        if rows.is_empty() {
+        let messages = store::outbox::due(&svc.db, now, after_id, 50).await?;
+        if messages.is_empty() {
             break;
         }
-        for row in rows {
-            let id = row.i64(0)?;
+        for message in messages {
+            let id = message.id;
             after_id = id;
-            let attempts = row.i64(6)? + 1;
-            let mut claim = Query::new("UPDATE retention_outbox SET attempts = ");
-            claim
-                .bind(attempts)
-                .push(", next_attempt_at = ")
-                .bind(now + Duration::seconds(LEASE));
-            claim
-                .push(" WHERE id = ")
-                .bind(id)
-                .push(" AND sent_at IS NULL AND next_attempt_at <= ")
-                .bind(now);
-            if svc.db.execute(&claim).await? != 1 {
+            let attempts = message.attempts + 1;
+            if !store::outbox::claim(&svc.db, &message, now, Duration::seconds(LEASE)).await? {
                 continue;
             }
-            let Some(kind) = Kind::parse(&row.text(1)?) else {
+            let Some(kind) = message.kind else {
                 warn!(outbox.id = id, "unknown message kind; left in the outbox");
                 continue;
             };
             let queued = compose::Queued {
                 id,
                 kind,
-                venue_id: row.i64(2)?,
-                report_id: row.opt_i64(3)?,
-                recipient: row.text(4)?,
-                detail: row.opt_text(5)?,
+                venue_id: message.venue_id,
+                report_id: message.report_id,
+                recipient: message.recipient,
+                detail: message.detail,
             };
             let outcome = match compose::compose(svc, mailer.from(), &queued, now).await {
                 Ok(compose::Composed::Obsolete(reason)) => {
-                    mark_done(svc, id, now, Some(&reason)).await?;
+                    store::outbox::mark_done(&svc.db, id, now, Some(&reason)).await?;
                     delivery.obsolete += 1;
                     continue;
                 }
@@ -302,7 +265,7 @@ pub async fn deliver_due(svc: &Service, mailer: &Mailer, now: DateTime<Utc>) -> 
             };
             match outcome {
                 Ok(()) => {
-                    mark_done(svc, id, now, None).await?;
+                    store::outbox::mark_done(&svc.db, id, now, None).await?;
                     delivery.sent += 1;
                     metrics::counter!("retentiond_mail_sent_total", "kind" => kind.as_str())
                         .increment(1);
@@ -315,13 +278,7 @@ pub async fn deliver_due(svc: &Service, mailer: &Mailer, now: DateTime<Utc>) -> 
                 }
                 Err(e) => {
                     let retry_at = now + backoff(attempts);
-                    let mut q = Query::new("UPDATE retention_outbox SET next_attempt_at = ");
-                    q.bind(retry_at)
-                        .push(", last_error = ")
-                        .bind(format!("{e:#}"))
-                        .push(" WHERE id = ")
-                        .bind(id);
-                    svc.db.execute(&q).await?;
+                    store::outbox::retry_later(&svc.db, id, retry_at, &format!("{e:#}")).await?;
                     delivery.failed += 1;
                     metrics::counter!("retentiond_mail_failed_total", "kind" => kind.as_str())
                         .increment(1);
@@ -333,25 +290,9 @@ pub async fn deliver_due(svc: &Service, mailer: &Mailer, now: DateTime<Utc>) -> 
     Ok(delivery)
 }
 
-async fn mark_done(svc: &Service, id: i64, now: DateTime<Utc>, note: Option<&str>) -> Result<()> {
-    let mut q = Query::new("UPDATE retention_outbox SET sent_at = ");
-    q.bind(now)
-        .push(", last_error = ")
-        .bind(note)
-        .push(" WHERE id = ")
-        .bind(id);
-    svc.db.execute(&q).await?;
-    Ok(())
-}
-
 /// Messages not yet sent (for `/metrics` and tests).
 pub async fn pending_count(svc: &Service) -> Result<i64> {
-    svc.db
-        .fetch_one(&Query::new(
-            "SELECT COUNT(*) FROM retention_outbox WHERE sent_at IS NULL",
-        ))
-        .await?
-        .i64(0)
+    store::outbox::unsent(&svc.db).await
 }
 
 #[cfg(test)]
