@@ -10,7 +10,7 @@ use crate::audit::{self, Event};
 use crate::config::VenueConfig;
 use crate::db::Tx;
 use crate::policy::ReportState;
-use crate::reports::{self, Report};
+use crate::reports::Report;
 use crate::{mail, search};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
@@ -40,7 +40,7 @@ pub async fn change_state(
         .state
         .transition(to)
         .with_context(|| format!("report {}", report.id))?;
-    reports::set_state(tx, report, &t, change.at, change.reason).await?;
+    crate::store::reports::set_state(tx, report, &t, change.at, change.reason).await?;
     if t.forgets_search_terms {
         search::forget_report(tx, report.id).await?;
     }

@@ -5,6 +5,7 @@
 use crate::db::{Db, Query, Tx};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 
 /// One decision to record.
 pub struct NewDecision<'a> {
@@ -110,4 +111,33 @@ pub async fn latest_approved_version(
         .push(" AND lower(decided_by) = ")
         .bind(approver.trim().to_lowercase());
     db.fetch_one(&q).await?.opt_i64(0)
+}
+
+/// One decision on a report, for the decided page.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    pub decision: String,
+    pub decided_by: String,
+    pub via: String,
+    pub decided_at: DateTime<Utc>,
+}
+
+/// The decisions on a report, oldest first.
+pub async fn decisions(db: &Db, report_id: i64) -> Result<Vec<Decision>> {
+    let mut q = Query::new(
+        "SELECT decision, decided_by, via, decided_at FROM retention_decisions WHERE report_id = ",
+    );
+    q.bind(report_id).push(" ORDER BY id");
+    db.fetch_all(&q)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(Decision {
+                decision: r.text(0)?,
+                decided_by: r.text(1)?,
+                via: r.text(2)?,
+                decided_at: r.time(3)?,
+            })
+        })
+        .collect()
 }

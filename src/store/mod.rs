@@ -1,14 +1,16 @@
 //! retentiond's own tables (`retention_*`), one module a table, each owning its statements and
-//! decoding its rows by column name into types. The customer database's SQL, built from the
-//! configuration, lives with what builds it ([`crate::selection`], [`crate::erase`]); the
-//! backends' differences in [`crate::db`].
+//! decoding its rows by column name into types; and beside them [`listing`], the one query that
+//! joins a report's items to the customers table the configuration names. The customer
+//! database's other SQL is built from the configuration by what uses it ([`crate::selection`],
+//! [`crate::erase`]); the backends' differences are in [`crate::db`].
 //!
-//! Moved here so far: the outbox, the approval links (tokens), the ledger and the decisions.
-//! Still in their modules: reports and their items (`reports`, `review`), search terms
-//! (`search`), journal state (`journal`), migrations (`migrate`).
+//! Still outside, to move next: the apply's item updates (`apply`), the kept list (`review`,
+//! `decision`), search terms (`search`), journal state (`journal`), migrations (`migrate`).
 
 pub mod decisions;
 pub mod items;
 pub mod ledger;
+pub mod listing;
 pub mod outbox;
+pub mod reports;
 pub mod tokens;
