@@ -1,5 +1,6 @@
-//! Turning a queued outbox row into a message: subject, plain text and HTML from the templates
-//! in `templates/`. Messages carry counts, policy, expiry and the link; never customer data.
+//! Turning a queued outbox row into a message: subject, plain text and HTML from the kind's own
+//! templates in `templates/mail/`. Messages carry counts, policy, expiry and the link; never
+//! customer data.
 
 use super::Kind;
 use crate::approval;
@@ -30,9 +31,10 @@ pub enum Composed {
     Obsolete(String),
 }
 
-/// The values both templates (`mail.txt`, `mail.html`) render.
+/// The values a message's templates render (`templates/mail/<kind>.txt` and `.html`).
 struct View {
-    kind: &'static str,
+    /// An approval request sent again to those yet to approve.
+    reminder: bool,
     subject: String,
     venue_name: String,
     report_id: i64,
@@ -52,16 +54,45 @@ struct View {
     detail: String,
 }
 
-#[derive(Template)]
-#[template(path = "mail.txt")]
-struct TextMail<'a> {
-    v: &'a View,
+/// One message kind's two templates, plain text and HTML, over the same [`View`].
+macro_rules! mail_templates {
+    ($($text:ident = $text_path:literal, $html:ident = $html_path:literal;)*) => {
+        $(
+            #[derive(Template)]
+            #[template(path = $text_path)]
+            struct $text<'a> {
+                v: &'a View,
+            }
+
+            #[derive(Template)]
+            #[template(path = $html_path)]
+            struct $html<'a> {
+                v: &'a View,
+            }
+        )*
+    };
 }
 
-#[derive(Template)]
-#[template(path = "mail.html")]
-struct HtmlMail<'a> {
-    v: &'a View,
+mail_templates! {
+    RequestText = "mail/request.txt", RequestHtml = "mail/request.html";
+    ExpiredText = "mail/expired.txt", ExpiredHtml = "mail/expired.html";
+    AppliedText = "mail/applied.txt", AppliedHtml = "mail/applied.html";
+    AlertText = "mail/alert.txt", AlertHtml = "mail/alert.html";
+}
+
+/// The plain text and the HTML of a message of `kind`: one template pair per kind (an
+/// approval request and its reminder share theirs).
+fn render(kind: Kind, v: &View) -> Result<(String, String)> {
+    Ok(match kind {
+        Kind::ApprovalRequest | Kind::Reminder => {
+            (RequestText { v }.render()?, RequestHtml { v }.render()?)
+        }
+        Kind::Expired => (ExpiredText { v }.render()?, ExpiredHtml { v }.render()?),
+        Kind::Applied => (AppliedText { v }.render()?, AppliedHtml { v }.render()?),
+        Kind::BrakeAlert | Kind::FailureAlert => {
+            (AlertText { v }.render()?, AlertHtml { v }.render()?)
+        }
+    })
 }
 
 pub fn skip_reason(outcome: Outcome) -> &'static str {
@@ -118,7 +149,7 @@ pub async fn compose(
         None => None,
     };
     let mut view = View {
-        kind: queued.kind.as_str(),
+        reminder: queued.kind == Kind::Reminder,
         subject: String::new(),
         venue_name: venue_name.clone(),
         report_id: report.as_ref().map_or(0, |r| r.id),
@@ -225,8 +256,7 @@ pub async fn compose(
         }
         (_, None) => anyhow::bail!("a {} message needs a report", queued.kind.as_str()),
     }
-    let text = TextMail { v: &view }.render()?;
-    let html = HtmlMail { v: &view }.render()?;
+    let (text, html) = render(queued.kind, &view)?;
     let message = Message::builder()
         .from(from.clone())
         .to(queued

@@ -208,7 +208,9 @@ async fn sqlite_operator_commands_work_while_run_serves_and_a_second_daemon_is_r
 async fn sqlite_operator_cycles_and_an_every_second_daemon_apply_a_report_exactly_once() {
     let db = TestDb::sqlite().await;
     db.migrate().await;
-    const N: i64 = 12_000;
+    // Large enough that the apply outlasts an operator cycle's start on a loaded machine (at
+    // 12,000 the daemon sometimes finished before the first one reached the lock).
+    const N: i64 = 30_000;
     let mut q =
         Query::new("WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < ");
     q.bind(N).push(") INSERT INTO customers (venue_id, first_name, email, created_at) SELECT 2, 'Bulk', 'bulk' || n || '@example.org', '2019-01-01 00:00:00' FROM s");
@@ -255,6 +257,7 @@ async fn sqlite_operator_cycles_and_an_every_second_daemon_apply_a_report_exactl
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let (mut operator_applied, mut operator_skipped) = (0, 0);
+    let mut outputs = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     while reports::get(&svc.db, report_id)
         .await
@@ -278,6 +281,7 @@ async fn sqlite_operator_cycles_and_an_every_second_daemon_apply_a_report_exactl
             String::from_utf8_lossy(&out.stderr)
         );
         let text = String::from_utf8_lossy(&out.stdout);
+        outputs.push(text.to_string());
         if text.contains("another instance holds this venue's lock") {
             operator_skipped += 1;
         } else if text.contains(&format!("report {report_id} (delete)")) {
@@ -307,7 +311,7 @@ async fn sqlite_operator_cycles_and_an_every_second_daemon_apply_a_report_exactl
     // hand the report to the operator); the exactly-once check below holds either way.
     assert!(
         operator_skipped + operator_applied >= 1,
-        "the operator's cycles ran while the report was being applied"
+        "the operator's cycles ran while the report was being applied: {outputs:?}"
     );
     assert_applied_exactly_once(&db, &smtp, report_id, N).await;
 }
