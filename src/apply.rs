@@ -4,13 +4,14 @@
 //! leaves each customer fully processed or untouched, and the next cycle resumes where it stopped.
 
 use crate::config::VenueConfig;
-use crate::db::{DeadlinePassed, Query, Tx};
+use crate::db::{DeadlinePassed, Tx};
 use crate::erase::Eraser;
 use crate::journal::{Journal, Line as JournalLine};
 use crate::policy::{Action, Outcome, ReportState};
 use crate::reports::{self, Report};
 use crate::run::RunContext;
 use crate::selection::Scope;
+use crate::store::items;
 use crate::transition::{change_state, Change};
 use crate::Service;
 use anyhow::{bail, Context, Result};
@@ -89,11 +90,7 @@ pub async fn apply_report(
     let left = if report.state == ReportState::Approved {
         report.customer_count.max(0) as u64
     } else {
-        let mut left = Query::new(
-            "SELECT COUNT(*) FROM retention_report_items WHERE outcome IS NULL AND report_id = ",
-        );
-        left.bind(report.id);
-        svc.db.fetch_one(&left).await?.i64(0)? as u64
+        items::unprocessed(&svc.db, report.id).await?
     };
     // Until the transaction that marks the report applying commits, every batch's transaction
     // starts by doing so (a batch rolled back at its deadline rolls that back too).
@@ -153,7 +150,7 @@ pub async fn apply_report(
             0
         };
         let asked = sizer.next();
-        let ids = next_batch(&mut tx, report.id, after_id, asked).await?;
+        let ids = items::next_unprocessed(&mut tx, report.id, after_id, asked).await?;
         let next_ms = started.elapsed().as_millis() as u64 - begin_ms;
         if ids.is_empty() {
             if !finish_if_done(&mut tx, venue, &applying, at).await? {
@@ -281,13 +278,7 @@ async fn start(
         venue: Some(venue),
     };
     change_state(tx, report, ReportState::Applying, change).await?;
-    let mut kept =
-        Query::new("UPDATE retention_report_items SET outcome = 'kept', processed_at = ");
-    kept.bind(at)
-        .push(" WHERE report_id = ")
-        .bind(report.id)
-        .push(" AND kept_at IS NOT NULL AND outcome IS NULL");
-    Ok(tx.execute(&kept).await?)
+    items::record_kept(tx, report.id, at).await
 }
 
 /// How often apply checkpoints SQLite's write-ahead log between batches: a checkpoint after
@@ -323,18 +314,6 @@ async fn relax_commit_flush(tx: &mut Tx) -> Result<()> {
     tx.relax_commit_flush().await
 }
 
-/// The next unprocessed customers above `after_id` (keyset: each batch starts where the last
-/// ended, so a large report is read once, not once per batch).
-async fn next_batch(tx: &mut Tx, report_id: i64, after_id: i64, size: u32) -> Result<Vec<i64>> {
-    let mut q = Query::new("SELECT customer_id FROM retention_report_items WHERE report_id = ");
-    q.bind(report_id)
-        .push(" AND customer_id > ")
-        .bind(after_id)
-        .push(" AND outcome IS NULL ORDER BY customer_id LIMIT ")
-        .bind(i64::from(size));
-    tx.fetch_all(&q).await?.iter().map(|r| r.i64(0)).collect()
-}
-
 fn note_kept(kept: u64) {
     if kept > 0 {
         metrics::counter!("retentiond_customers_total", "outcome" => Outcome::Kept.as_str())
@@ -351,20 +330,14 @@ async fn finish_if_done(
     report: &Report,
     at: DateTime<Utc>,
 ) -> Result<bool> {
-    let mut q = Query::new(
-        "SELECT outcome, held_by, COUNT(*) FROM retention_report_items WHERE report_id = ",
-    );
-    q.bind(report.id)
-        .push(" GROUP BY outcome, held_by ORDER BY outcome, held_by");
     let mut by_outcome: BTreeMap<String, i64> = BTreeMap::new();
     let mut holds: Vec<(String, u64)> = Vec::new();
-    for row in tx.fetch_all(&q).await? {
-        let Some(outcome) = row.opt_text(0)? else {
+    for (outcome, hold, n) in items::outcomes_by_hold(tx, report.id).await? {
+        let Some(outcome) = outcome else {
             return Ok(false);
         };
-        let n = row.i64(2)?;
         *by_outcome.entry(outcome).or_default() += n;
-        if let Some(hold) = row.opt_text(1)? {
+        if let Some(hold) = hold {
             holds.push((hold, n as u64));
         }
     }
@@ -462,30 +435,14 @@ async fn apply_batch(
     }
     let action_ms = phase.elapsed().as_millis() as u64;
     let phase = Instant::now();
-    let backend = tx.backend();
     for (outcome, ids) in &outcomes {
-        let mut q = Query::new("UPDATE retention_report_items SET outcome = ");
-        q.bind(outcome.as_str())
-            .push(", processed_at = ")
-            .bind(at)
-            .push(" WHERE report_id = ")
-            .bind(report.id);
-        // Only items still without an outcome: a second process would update fewer rows.
-        q.push(" AND outcome IS NULL AND customer_id");
-        backend.push_in_ids(&mut q, ids);
-        let updated = tx.execute(&q).await?;
+        let updated = items::record_outcome(tx, report.id, *outcome, ids, at).await?;
         if updated != ids.len() as u64 {
             bail!("recorded {updated} outcomes for {} customers; another process is applying this report", ids.len());
         }
     }
     for (hold, ids) in &held_by {
-        let mut q = Query::new("UPDATE retention_report_items SET held_by = ");
-        q.bind(hold.as_str())
-            .push(" WHERE report_id = ")
-            .bind(report.id)
-            .push(" AND customer_id");
-        backend.push_in_ids(&mut q, ids);
-        tx.execute(&q).await?;
+        items::record_held_by(tx, report.id, hold, ids).await?;
     }
     tracing::debug!(
         report.id = report.id,
@@ -503,22 +460,11 @@ async fn classify_skipped(
     scope: &Scope<'_>,
     ids: &[i64],
 ) -> Result<Vec<(i64, Outcome, Option<String>)>> {
-    let s = scope.schema;
-    let mut q = Query::new(&format!(
-        "SELECT {id}, {venue} FROM {customers} WHERE {id}",
-        id = s.customer_id.q(),
-        // A database of one venue: every customer is this venue's.
-        venue = s
-            .customer_venue
-            .as_ref()
-            .map_or(scope.venue.id.to_string(), |v| v.q()),
-        customers = s.customers.q()
-    ));
-    tx.backend().push_in_ids(&mut q, ids);
-    let mut found = BTreeMap::new();
-    for row in tx.fetch_all(&q).await? {
-        found.insert(row.i64(0)?, row.i64(1)? == scope.venue.id);
-    }
+    let found: BTreeMap<i64, bool> = crate::selection::venues_of(tx, scope, ids)
+        .await?
+        .into_iter()
+        .map(|(id, venue)| (id, venue == scope.venue.id))
+        .collect();
     let of_venue: Vec<i64> = found
         .iter()
         .filter(|(_, same)| **same)
@@ -530,14 +476,11 @@ async fn classify_skipped(
         scope.holding(tx, &of_venue).await?
     };
     // Anonymised since the report was made (on request, SPEC 13): gone, as a deleted one is.
-    let mut erased = HashSet::new();
-    if !of_venue.is_empty() {
-        let mut q = Query::new("SELECT customer_id FROM retention_anonymised WHERE customer_id");
-        tx.backend().push_in_ids(&mut q, &of_venue);
-        for row in tx.fetch_all(&q).await? {
-            erased.insert(row.i64(0)?);
-        }
-    }
+    let erased = if of_venue.is_empty() {
+        HashSet::new()
+    } else {
+        crate::store::anonymised::among(tx, &of_venue).await?
+    };
     Ok(ids
         .iter()
         .map(|id| {
@@ -561,14 +504,7 @@ pub async fn preview(
 ) -> Result<(u64, u64)> {
     let scope = Scope::for_rule(&svc.config, svc.db.backend(), venue, at, report.rule);
     let mut tx = svc.db.begin().await?;
-    let mut q = Query::new("SELECT customer_id FROM retention_report_items WHERE report_id = ");
-    q.bind(report.id).push(" AND outcome IS NULL");
-    let remaining: Vec<i64> = tx
-        .fetch_all(&q)
-        .await?
-        .iter()
-        .map(|r| r.i64(0))
-        .collect::<Result<_>>()?;
+    let remaining = items::unprocessed_ids(&mut tx, report.id).await?;
     let eligible: HashSet<i64> =
         crate::selection::still_candidates(&mut tx, &scope, &remaining).await?;
     drop(tx); // rolls back: a dry run changes nothing

@@ -297,15 +297,7 @@ impl Eraser<'_> {
                 );
             }
         }
-        let mut mark = Query::new("INSERT INTO retention_anonymised (customer_id, venue_id, report_id, anonymised_at) SELECT ids.id, ");
-        mark.bind(self.venue.id)
-            .push(", ")
-            .bind(report_id)
-            .push(", ")
-            .bind(at)
-            .push(" FROM ");
-        backend.push_ids_source(&mut mark, ids);
-        tx.execute(&mark).await?;
+        crate::store::anonymised::insert(tx, self.venue.id, report_id, ids, at).await?;
         Ok(())
     }
 
@@ -323,11 +315,7 @@ impl Eraser<'_> {
             }
             return Ok(id);
         }
-        let mut q =
-            Query::new("SELECT customer_id FROM retention_unknown_customers WHERE venue_id = ");
-        q.bind(venue.id);
-        if let Some(row) = tx.fetch_optional(&q).await? {
-            let id = row.i64(0)?;
+        if let Some(id) = crate::store::anonymised::unknown_customer(tx, venue.id).await? {
             if !self.is_customer_of_venue(tx, id).await? {
                 bail!("the Unknown Customer record {id} of venue {} no longer exists; restore it or set unknown_customer_id", venue.id);
             }
@@ -359,16 +347,7 @@ impl Eraser<'_> {
             .insert_returning_id(&q, &s.customer_id.q())
             .await
             .with_context(|| format!("cannot create the Unknown Customer record of venue {}; set unknown_customer_id", venue.id))?;
-        let mut q = Query::new(
-            "INSERT INTO retention_unknown_customers (venue_id, customer_id, created_at) VALUES (",
-        );
-        q.bind(venue.id)
-            .push(", ")
-            .bind(id)
-            .push(", ")
-            .bind(at)
-            .push(")");
-        tx.execute(&q).await?;
+        crate::store::anonymised::remember_unknown_customer(tx, venue.id, id, at).await?;
         info!(
             venue.id = venue.id,
             customer.id = id,

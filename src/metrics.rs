@@ -24,17 +24,9 @@ pub fn install() -> &'static PrometheusHandle {
 /// The Prometheus text exposition, with state gauges refreshed from the database.
 pub async fn render(svc: &Service) -> Result<String> {
     let handle = install();
-    let rows = svc
-        .db
-        .fetch_all(&crate::db::Query::new(
-            "SELECT state, COUNT(*) FROM retention_reports GROUP BY state",
-        ))
-        .await?;
+    let by_state = crate::store::reports::count_by_state(&svc.db).await?;
     for state in ReportState::ALL {
-        let n = rows
-            .iter()
-            .find(|r| r.text(0).ok().as_deref() == Some(state.as_str()))
-            .map_or(Ok(0), |r| r.i64(1))?;
+        let n = by_state.get(&state).copied().unwrap_or(0);
         metrics::gauge!("retentiond_reports", "state" => state.as_str()).set(n as f64);
     }
     metrics::gauge!("retentiond_mail_waiting").set(crate::mail::pending_count(svc).await? as f64);

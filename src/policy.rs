@@ -372,7 +372,7 @@ impl BatchSizer {
 }
 
 /// The life of a report (SPEC 4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ReportState {
     Pending,

@@ -642,6 +642,27 @@ pub fn push_venue_filter(q: &mut Query, schema: &SchemaConfig, prefix: &str, ven
     }
 }
 
+/// The venue of each of `ids` still in the customers table (in a database of one venue, the
+/// scope's own).
+pub async fn venues_of(tx: &mut Tx, scope: &Scope<'_>, ids: &[i64]) -> Result<Vec<(i64, i64)>> {
+    let s = scope.schema;
+    let mut q = Query::new(&format!(
+        "SELECT {id}, {venue} FROM {customers} WHERE {id}",
+        id = s.customer_id.q(),
+        venue = s
+            .customer_venue
+            .as_ref()
+            .map_or(scope.venue.id.to_string(), |v| v.q()),
+        customers = s.customers.q()
+    ));
+    tx.backend().push_in_ids(&mut q, ids);
+    tx.fetch_all(&q)
+        .await?
+        .iter()
+        .map(|r| Ok((r.i64(0)?, r.i64(1)?)))
+        .collect()
+}
+
 /// Counts the customers with id `id` that belong to `venue_id` (0 or 1).
 pub fn customer_of_venue(schema: &SchemaConfig, venue_id: i64, id: i64) -> Query {
     let mut q = Query::new(&format!(

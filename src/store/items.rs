@@ -114,3 +114,113 @@ pub async fn search_window_end(
         None => None,
     })
 }
+
+/// How many of the report's customers have no outcome yet.
+pub async fn unprocessed(db: &Db, report_id: i64) -> Result<u64> {
+    let mut q = Query::new(
+        "SELECT COUNT(*) FROM retention_report_items WHERE outcome IS NULL AND report_id = ",
+    );
+    q.bind(report_id);
+    Ok(db.fetch_one(&q).await?.i64(0)? as u64)
+}
+
+/// The report's customers without an outcome yet, in id order.
+pub async fn unprocessed_ids(tx: &mut Tx, report_id: i64) -> Result<Vec<i64>> {
+    let mut q = Query::new("SELECT customer_id FROM retention_report_items WHERE report_id = ");
+    q.bind(report_id)
+        .push(" AND outcome IS NULL ORDER BY customer_id");
+    tx.fetch_all(&q)
+        .await?
+        .iter()
+        .map(|r| r.named_i64("customer_id"))
+        .collect()
+}
+
+/// The next `size` customers without an outcome above `after_id` (keyset: each batch starts
+/// where the last ended, so a large report is read once, not once per batch).
+pub async fn next_unprocessed(
+    tx: &mut Tx,
+    report_id: i64,
+    after_id: i64,
+    size: u32,
+) -> Result<Vec<i64>> {
+    let mut q = Query::new("SELECT customer_id FROM retention_report_items WHERE report_id = ");
+    q.bind(report_id)
+        .push(" AND customer_id > ")
+        .bind(after_id)
+        .push(" AND outcome IS NULL ORDER BY customer_id LIMIT ")
+        .bind(i64::from(size));
+    tx.fetch_all(&q)
+        .await?
+        .iter()
+        .map(|r| r.named_i64("customer_id"))
+        .collect()
+}
+
+/// The customers an approver kept out get the outcome `kept` (once the report starts applying,
+/// so that no batch reads them); returns how many.
+pub async fn record_kept(tx: &mut Tx, report_id: i64, at: DateTime<Utc>) -> Result<u64> {
+    let mut q = Query::new("UPDATE retention_report_items SET outcome = 'kept', processed_at = ");
+    q.bind(at)
+        .push(" WHERE report_id = ")
+        .bind(report_id)
+        .push(" AND kept_at IS NOT NULL AND outcome IS NULL");
+    tx.execute(&q).await
+}
+
+/// Records `outcome` for `ids` of the report, only those still without one (a second process
+/// would update fewer rows); returns how many were updated.
+pub async fn record_outcome(
+    tx: &mut Tx,
+    report_id: i64,
+    outcome: Outcome,
+    ids: &[i64],
+    at: DateTime<Utc>,
+) -> Result<u64> {
+    let backend = tx.backend();
+    let mut q = Query::new("UPDATE retention_report_items SET outcome = ");
+    q.bind(outcome.as_str())
+        .push(", processed_at = ")
+        .bind(at)
+        .push(" WHERE report_id = ")
+        .bind(report_id)
+        .push(" AND outcome IS NULL AND customer_id");
+    backend.push_in_ids(&mut q, ids);
+    tx.execute(&q).await
+}
+
+/// Names the hold that held `ids` of the report at apply.
+pub async fn record_held_by(tx: &mut Tx, report_id: i64, hold: &str, ids: &[i64]) -> Result<()> {
+    let backend = tx.backend();
+    let mut q = Query::new("UPDATE retention_report_items SET held_by = ");
+    q.bind(hold)
+        .push(" WHERE report_id = ")
+        .bind(report_id)
+        .push(" AND customer_id");
+    backend.push_in_ids(&mut q, ids);
+    tx.execute(&q).await?;
+    Ok(())
+}
+
+/// The report's customers counted by outcome (`None`: not yet processed) and hold, in order.
+pub async fn outcomes_by_hold(
+    tx: &mut Tx,
+    report_id: i64,
+) -> Result<Vec<(Option<String>, Option<String>, i64)>> {
+    let mut q = Query::new(
+        "SELECT outcome, held_by, COUNT(*) AS customers FROM retention_report_items WHERE report_id = ",
+    );
+    q.bind(report_id)
+        .push(" GROUP BY outcome, held_by ORDER BY outcome, held_by");
+    tx.fetch_all(&q)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok((
+                r.named_opt_text("outcome")?,
+                r.named_opt_text("held_by")?,
+                r.named_i64("customers")?,
+            ))
+        })
+        .collect()
+}

@@ -4,9 +4,10 @@
 //! database's other SQL is built from the configuration by what uses it ([`crate::selection`],
 //! [`crate::erase`]); the backends' differences are in [`crate::db`].
 //!
-//! Still outside, to move next: the apply's item updates (`apply`), the kept list (`review`,
+//! Still outside, to move next: the kept list (`review`,
 //! `decision`), search terms (`search`), journal state (`journal`), migrations (`migrate`).
 
+pub mod anonymised;
 pub mod decisions;
 pub mod items;
 pub mod ledger;

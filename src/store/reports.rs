@@ -452,3 +452,19 @@ pub async fn refresh_item_statistics(db: &Db) {
         tracing::warn!(error = %e, "cannot refresh the statistics of retention_report_items");
     }
 }
+
+/// Reports counted by state (states without one are left out).
+pub async fn count_by_state(db: &Db) -> Result<HashMap<ReportState, i64>> {
+    db.fetch_all(&Query::new(
+        "SELECT state, COUNT(*) AS reports FROM retention_reports GROUP BY state",
+    ))
+    .await?
+    .iter()
+    .map(|r| {
+        Ok((
+            r.named_text("state")?.parse().map_err(anyhow::Error::msg)?,
+            r.named_i64("reports")?,
+        ))
+    })
+    .collect()
+}

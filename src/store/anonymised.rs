@@ -1,0 +1,71 @@
+//! `retention_anonymised`: the customers retentiond anonymised (so no later selection takes
+//! them again), and `retention_unknown_customers`: each delete venue's Unknown Customer record,
+//! created once.
+
+use crate::db::{Query, Tx};
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use std::collections::HashSet;
+
+/// Records `ids` as anonymised by `report_id` of `venue_id`.
+pub async fn insert(
+    tx: &mut Tx,
+    venue_id: i64,
+    report_id: i64,
+    ids: &[i64],
+    at: DateTime<Utc>,
+) -> Result<()> {
+    let backend = tx.backend();
+    let mut q = Query::new("INSERT INTO retention_anonymised (customer_id, venue_id, report_id, anonymised_at) SELECT ids.id, ");
+    q.bind(venue_id)
+        .push(", ")
+        .bind(report_id)
+        .push(", ")
+        .bind(at)
+        .push(" FROM ");
+    backend.push_ids_source(&mut q, ids);
+    tx.execute(&q).await?;
+    Ok(())
+}
+
+/// Those of `ids` that were anonymised.
+pub async fn among(tx: &mut Tx, ids: &[i64]) -> Result<HashSet<i64>> {
+    let backend = tx.backend();
+    let mut q = Query::new("SELECT customer_id FROM retention_anonymised WHERE customer_id");
+    backend.push_in_ids(&mut q, ids);
+    tx.fetch_all(&q)
+        .await?
+        .iter()
+        .map(|r| r.named_i64("customer_id"))
+        .collect()
+}
+
+/// The Unknown Customer record retentiond created for `venue_id`, if it did.
+pub async fn unknown_customer(tx: &mut Tx, venue_id: i64) -> Result<Option<i64>> {
+    let mut q = Query::new("SELECT customer_id FROM retention_unknown_customers WHERE venue_id = ");
+    q.bind(venue_id);
+    tx.fetch_optional(&q)
+        .await?
+        .map(|r| r.named_i64("customer_id"))
+        .transpose()
+}
+
+/// Remembers `customer_id` as `venue_id`'s Unknown Customer record.
+pub async fn remember_unknown_customer(
+    tx: &mut Tx,
+    venue_id: i64,
+    customer_id: i64,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    let mut q = Query::new(
+        "INSERT INTO retention_unknown_customers (venue_id, customer_id, created_at) VALUES (",
+    );
+    q.bind(venue_id)
+        .push(", ")
+        .bind(customer_id)
+        .push(", ")
+        .bind(at)
+        .push(")");
+    tx.execute(&q).await?;
+    Ok(())
+}
