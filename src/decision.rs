@@ -381,17 +381,7 @@ async fn set_kept(
     keep: Option<Option<String>>,
     at: DateTime<Utc>,
 ) -> Result<Result<Taken, DecisionError>> {
-    let backend = tx.backend();
-    let mut on_report =
-        Query::new("SELECT customer_id FROM retention_report_items WHERE report_id = ");
-    on_report.bind(report.id).push(" AND customer_id");
-    backend.push_in_ids(&mut on_report, ids);
-    let found: HashSet<i64> = tx
-        .fetch_all(&on_report)
-        .await?
-        .iter()
-        .map(|r| r.i64(0))
-        .collect::<Result<_>>()?;
+    let found: HashSet<i64> = store::items::on_report(tx, report.id, ids).await?;
     let missing: Vec<String> = ids
         .iter()
         .filter(|id| !found.contains(id))
@@ -404,25 +394,9 @@ async fn set_kept(
         }
         return Ok(Err(DecisionError::NotOnReport(shown.join(", "))));
     }
-    let mut update = Query::new("UPDATE retention_report_items SET ");
-    match &keep {
-        Some(reason) => {
-            update
-                .push("kept_by = ")
-                .bind(actor.ledger_name())
-                .push(", kept_at = ")
-                .bind(at)
-                .push(", kept_reason = ")
-                .bind(reason.as_deref())
-                .push(" WHERE kept_at IS NULL AND report_id = ");
-        }
-        None => {
-            update.push("kept_by = NULL, kept_at = NULL, kept_reason = NULL WHERE kept_at IS NOT NULL AND report_id = ");
-        }
-    }
-    update.bind(report.id).push(" AND customer_id");
-    backend.push_in_ids(&mut update, ids);
-    let changed = tx.execute(&update).await?;
+    let by = actor.ledger_name();
+    let kept_as = keep.as_ref().map(|reason| (by.as_str(), reason.as_deref()));
+    let changed = store::items::set_kept(tx, report.id, ids, kept_as, at).await?;
     let mut change = KeptChange {
         changed,
         kept: report.kept_count,
@@ -446,11 +420,7 @@ async fn set_kept(
     } else {
         -(changed as i64)
     };
-    let mut q = Query::new("UPDATE retention_reports SET kept_count = ");
-    q.bind(change.kept)
-        .push(", kept_version = kept_version + 1 WHERE id = ")
-        .bind(report.id);
-    tx.execute(&q).await?;
+    store::reports::set_kept_count(tx, report.id, change.kept).await?;
     let verb = if keep.is_some() {
         "kept out of"
     } else {

@@ -3,11 +3,7 @@
 //! taken in `decision`. Kept customers are never touched by the report, get the outcome `kept`
 //! when it is applied, and are not selected again for `approval.keep_for`.
 
-use crate::config::SchemaConfig;
-use crate::db::{Db, Query};
-use crate::reports::Report;
 use anyhow::Result;
-use chrono::{DateTime, Utc};
 
 /// The most ids one request may name.
 pub const MAX_IDS: usize = 100_000;
@@ -46,54 +42,8 @@ pub fn parse_ids(text: &str) -> Result<Vec<i64>, BadIds> {
     Ok(ids)
 }
 
-/// A customer kept out of a report, as shown to approvers.
-#[derive(Debug, Clone)]
-pub struct KeptCustomer {
-    pub id: i64,
-    pub name: String,
-    pub kept_by: String,
-    pub kept_at: DateTime<Utc>,
-    pub reason: Option<String>,
-}
-
-/// The customers kept out of a report, in id order (at most `limit`).
-pub async fn kept_list(
-    db: &Db,
-    schema: &SchemaConfig,
-    report: &Report,
-    limit: u32,
-) -> Result<Vec<KeptCustomer>> {
-    let name = crate::reports::name_expression(db.backend(), schema, "c");
-    let mut q = Query::new(&format!(
-        "SELECT i.customer_id, {name}, i.kept_by, i.kept_at, i.kept_reason FROM retention_report_items i \
-         LEFT JOIN {} c ON c.{} = i.customer_id WHERE i.report_id = ",
-        schema.customers.q(),
-        schema.customer_id.q()
-    ));
-    q.bind(report.id)
-        .push(" AND i.kept_at IS NOT NULL ORDER BY i.customer_id LIMIT ")
-        .bind(i64::from(limit));
-    db.fetch_all(&q)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(KeptCustomer {
-                id: r.i64(0)?,
-                name: r.opt_text(1)?.unwrap_or_default().trim().to_string(),
-                kept_by: r.text(2)?,
-                kept_at: r.time(3)?,
-                reason: r.opt_text(4)?,
-            })
-        })
-        .collect()
-}
-
-/// Keep reasons are free text: erased once `kept_for` has passed since they were given.
-pub async fn forget_keep_reasons(db: &Db, before: DateTime<Utc>) -> Result<u64> {
-    let mut q = Query::new("UPDATE retention_report_items SET kept_reason = NULL WHERE kept_at IS NOT NULL AND kept_reason IS NOT NULL AND kept_at <= ");
-    q.bind(before);
-    db.execute(&q).await
-}
+pub use crate::store::items::forget_keep_reasons;
+pub use crate::store::listing::{kept_list, KeptCustomer};
 
 #[cfg(test)]
 mod tests {

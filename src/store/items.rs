@@ -224,3 +224,57 @@ pub async fn outcomes_by_hold(
         })
         .collect()
 }
+
+/// Those of `ids` that are on the report.
+pub async fn on_report(
+    tx: &mut Tx,
+    report_id: i64,
+    ids: &[i64],
+) -> Result<std::collections::HashSet<i64>> {
+    let backend = tx.backend();
+    let mut q = Query::new("SELECT customer_id FROM retention_report_items WHERE report_id = ");
+    q.bind(report_id).push(" AND customer_id");
+    backend.push_in_ids(&mut q, ids);
+    tx.fetch_all(&q)
+        .await?
+        .iter()
+        .map(|r| r.named_i64("customer_id"))
+        .collect()
+}
+
+/// Keeps `ids` out of the report (`keep` is `Some((by, reason))`) or puts them back (`None`);
+/// returns how many changed (those already so are left as they are).
+pub async fn set_kept(
+    tx: &mut Tx,
+    report_id: i64,
+    ids: &[i64],
+    keep: Option<(&str, Option<&str>)>,
+    at: DateTime<Utc>,
+) -> Result<u64> {
+    let backend = tx.backend();
+    let mut q = Query::new("UPDATE retention_report_items SET ");
+    match keep {
+        Some((by, reason)) => {
+            q.push("kept_by = ")
+                .bind(by)
+                .push(", kept_at = ")
+                .bind(at)
+                .push(", kept_reason = ")
+                .bind(reason)
+                .push(" WHERE kept_at IS NULL AND report_id = ");
+        }
+        None => {
+            q.push("kept_by = NULL, kept_at = NULL, kept_reason = NULL WHERE kept_at IS NOT NULL AND report_id = ");
+        }
+    }
+    q.bind(report_id).push(" AND customer_id");
+    backend.push_in_ids(&mut q, ids);
+    tx.execute(&q).await
+}
+
+/// Keep reasons are free text: erased once given before `before`; returns how many.
+pub async fn forget_keep_reasons(db: &Db, before: DateTime<Utc>) -> Result<u64> {
+    let mut q = Query::new("UPDATE retention_report_items SET kept_reason = NULL WHERE kept_at IS NOT NULL AND kept_reason IS NOT NULL AND kept_at <= ");
+    q.bind(before);
+    db.execute(&q).await
+}

@@ -4,6 +4,7 @@
 
 use crate::config::SchemaConfig;
 use crate::db::{Backend, Db, Query};
+use crate::reports::Report;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -219,6 +220,52 @@ fn decode_customers(schema: &SchemaConfig, rows: &[crate::db::Row]) -> Result<Ve
                 name: name.join(" "),
                 email: r.get(names + 2).to_text().unwrap_or_default(),
                 last_activity: latest,
+            })
+        })
+        .collect()
+}
+
+/// A customer kept out of a report, as shown to approvers.
+#[derive(Debug, Clone)]
+pub struct KeptCustomer {
+    pub id: i64,
+    pub name: String,
+    pub kept_by: String,
+    pub kept_at: DateTime<Utc>,
+    pub reason: Option<String>,
+}
+
+/// The customers kept out of a report, in id order (at most `limit`).
+pub async fn kept_list(
+    db: &Db,
+    schema: &SchemaConfig,
+    report: &Report,
+    limit: u32,
+) -> Result<Vec<KeptCustomer>> {
+    let name = name_expression(db.backend(), schema, "c");
+    let mut q = Query::new(&format!(
+        "SELECT i.customer_id, {name} AS name, i.kept_by, i.kept_at, i.kept_reason FROM retention_report_items i \
+         LEFT JOIN {} c ON c.{} = i.customer_id WHERE i.report_id = ",
+        schema.customers.q(),
+        schema.customer_id.q()
+    ));
+    q.bind(report.id)
+        .push(" AND i.kept_at IS NOT NULL ORDER BY i.customer_id LIMIT ")
+        .bind(i64::from(limit));
+    db.fetch_all(&q)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(KeptCustomer {
+                id: r.named_i64("customer_id")?,
+                name: r
+                    .named_opt_text("name")?
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
+                kept_by: r.named_text("kept_by")?,
+                kept_at: r.named_time("kept_at")?,
+                reason: r.named_opt_text("kept_reason")?,
             })
         })
         .collect()

@@ -4,8 +4,8 @@
 //! database's other SQL is built from the configuration by what uses it ([`crate::selection`],
 //! [`crate::erase`]); the backends' differences are in [`crate::db`].
 //!
-//! Still outside, to move next: the kept list (`review`,
-//! `decision`), search terms (`search`), journal state (`journal`), migrations (`migrate`).
+//! Still outside, to move next: search terms (`search`), journal state (`journal`), the
+//! replayed and requested erasures' records (`replay`, `request`), migrations (`migrate`).
 
 pub mod anonymised;
 pub mod decisions;

@@ -468,3 +468,14 @@ pub async fn count_by_state(db: &Db) -> Result<HashMap<ReportState, i64>> {
     })
     .collect()
 }
+
+/// Records the report's kept count after a change of its kept list, whose new version
+/// withdraws the approvals given for the old one.
+pub async fn set_kept_count(tx: &mut Tx, report_id: i64, kept: i64) -> Result<()> {
+    let mut q = Query::new("UPDATE retention_reports SET kept_count = ");
+    q.bind(kept)
+        .push(", kept_version = kept_version + 1 WHERE id = ")
+        .bind(report_id);
+    tx.execute(&q).await?;
+    Ok(())
+}
