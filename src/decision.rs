@@ -6,7 +6,7 @@
 //! never in the ledger.
 
 use crate::audit::{self, Event, EventKind};
-use crate::db::{Db, Query, Tx};
+use crate::db::{Db, Tx};
 use crate::policy::ReportState;
 use crate::reports::{self, Report};
 use crate::store;
@@ -241,9 +241,7 @@ enum Effect {
 /// Locks the report for a decision (a row lock on the server backends; SQLite's write
 /// transaction already serialises) and reads its current state.
 async fn lock_report(tx: &mut Tx, id: i64) -> Result<Option<Report>> {
-    let mut q = Query::new("SELECT id FROM retention_reports WHERE id = ");
-    q.bind(id);
-    tx.lock_for_update(&q).await?;
+    store::reports::lock(tx, id).await?;
     reports::get_in(tx, id).await
 }
 

@@ -479,3 +479,12 @@ pub async fn set_kept_count(tx: &mut Tx, report_id: i64, kept: i64) -> Result<()
     tx.execute(&q).await?;
     Ok(())
 }
+
+/// Locks the report's row until the transaction ends (a row lock on the server backends;
+/// SQLite's write transaction already serialises).
+pub async fn lock(tx: &mut Tx, id: i64) -> Result<()> {
+    let mut q = Query::new("SELECT id FROM retention_reports WHERE id = ");
+    q.bind(id);
+    tx.lock_for_update(&q).await?;
+    Ok(())
+}
