@@ -1,9 +1,12 @@
 //! retentiond: keeps venues' customer databases in line with their data-retention policies.
 //!
-//! The loop reads off the modules: [`config`] says what each venue's policy is, [`policy`] holds
-//! the pure rules (cutoff, strategies, report states), [`selection`] finds candidates,
-//! [`reports`] freezes and decides reports, [`apply`] deletes or anonymises, [`cycle`] runs one
-//! venue's pass, [`audit`] is the ledger, and [`db`] hides the SQLite/PostgreSQL differences.
+//! The loop reads off the modules: [`app`] puts the service together, [`config`] says what each
+//! venue's policy is, [`policy`] holds the pure rules (cutoff, strategies, report states and what
+//! each change of state causes), [`fleet`] and [`run`] run many venues, [`cycle`] runs one
+//! venue's pass, [`selection`] finds candidates, [`lifecycle`] makes reports, [`decision`] takes
+//! decisions, [`transition`] changes a report's state, [`apply`] and [`erase`] delete or
+//! anonymise, [`store`] keeps retentiond's own tables, and [`db`] hides the SQLite, PostgreSQL
+//! and MySQL differences.
 
 pub mod app;
 pub mod apply;
