@@ -1,6 +1,7 @@
 //! Words for people, shared by the report page and the emails (SPEC 4: they speak to a venue
-//! manager, not a DBA): what an erasure does to each linked table, with every table and column
-//! named by its `[schema.labels]` entry where one is configured.
+//! manager, not a DBA): the venue's name and its times in its own zone ([`VenueWords`]), and
+//! what an erasure does to each linked table, with every table and column named by its
+//! `[schema.labels]` entry where one is configured.
 
 use crate::config::SchemaConfig;
 use crate::policy::Action;
@@ -105,5 +106,34 @@ mod tests {
             "{delete}"
         );
         assert!(!delete.contains("billing email"), "{delete}");
+    }
+}
+
+/// A venue as the report page and the emails present it: its name, and times in its own zone
+/// (the schedule's when the venue is no longer configured).
+pub struct VenueWords {
+    pub name: String,
+    pub tz: chrono_tz::Tz,
+}
+
+impl VenueWords {
+    pub fn of(config: &crate::config::Config, venue_id: i64) -> VenueWords {
+        let venue = config.venue(venue_id);
+        VenueWords {
+            name: venue.map_or_else(|| format!("Venue {venue_id}"), |v| v.name.clone()),
+            tz: venue.map_or(config.schedule.timezone, |v| v.timezone),
+        }
+    }
+
+    /// "4 December 2026, 03:00 GMT".
+    pub fn time(&self, t: chrono::DateTime<chrono::Utc>) -> String {
+        t.with_timezone(&self.tz)
+            .format("%-d %B %Y, %H:%M %Z")
+            .to_string()
+    }
+
+    /// "4 December 2026".
+    pub fn date(&self, t: chrono::DateTime<chrono::Utc>) -> String {
+        t.with_timezone(&self.tz).format("%-d %B %Y").to_string()
     }
 }

@@ -119,27 +119,14 @@ fn action_phrase(svc: &Service, report: &Report) -> String {
     }
 }
 
-/// A time as the venue reads it: in its own zone, as on the report page.
-fn time(t: DateTime<Utc>, tz: chrono_tz::Tz) -> String {
-    t.with_timezone(&tz)
-        .format("%-d %B %Y, %H:%M %Z")
-        .to_string()
-}
-
 pub async fn compose(
     svc: &Service,
     from: &Mailbox,
     queued: &Queued,
     now: DateTime<Utc>,
 ) -> Result<Composed> {
-    let venue_name = svc
-        .config
-        .venue(queued.venue_id)
-        .map_or_else(|| format!("Venue {}", queued.venue_id), |v| v.name.clone());
-    let tz = svc
-        .config
-        .venue(queued.venue_id)
-        .map_or(svc.config.schedule.timezone, |v| v.timezone);
+    let words = crate::wording::VenueWords::of(&svc.config, queued.venue_id);
+    let venue_name = words.name.clone();
     let report = match queued.report_id {
         Some(id) => Some(
             reports::get(&svc.db, id)
@@ -154,9 +141,9 @@ pub async fn compose(
         venue_name: venue_name.clone(),
         report_id: report.as_ref().map_or(0, |r| r.id),
         customer_count: report.as_ref().map_or(0, |r| r.customer_count),
-        cutoff: report.as_ref().map_or(String::new(), |r| {
-            r.cutoff.with_timezone(&tz).format("%-d %B %Y").to_string()
-        }),
+        cutoff: report
+            .as_ref()
+            .map_or(String::new(), |r| words.date(r.cutoff)),
         policy: report.as_ref().map_or(String::new(), |r| r.policy.clone()),
         action_phrase: report
             .as_ref()
@@ -165,7 +152,7 @@ pub async fn compose(
         link: String::new(),
         expires: report
             .as_ref()
-            .map_or(String::new(), |r| time(r.expires_at, tz)),
+            .map_or(String::new(), |r| words.time(r.expires_at)),
         done: 0,
         done_verb: "",
         skipped: 0,

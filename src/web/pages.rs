@@ -175,12 +175,8 @@ pub async fn report(
 ) -> Result<Response> {
     let schema = &svc.config.schema;
     let venue = svc.config.venue(report.venue_id);
-    let tz = venue.map_or(svc.config.schedule.timezone, |v| v.timezone);
-    let local = |t: chrono::DateTime<chrono::Utc>| {
-        t.with_timezone(&tz)
-            .format("%-d %B %Y, %H:%M %Z")
-            .to_string()
-    };
+    let words = crate::wording::VenueWords::of(&svc.config, report.venue_id);
+    let local = |t: chrono::DateTime<chrono::Utc>| words.time(t);
     let (mut removed, mut kept_fields) = (Vec::new(), Vec::new());
     for (column, strategy) in venue.map(|v| v.anonymise.as_slice()).unwrap_or_default() {
         match strategy {
@@ -346,14 +342,10 @@ pub async fn report(
     let page = ReportPage {
         base: &svc.config.http.base_path,
         report,
-        venue_name: venue.map_or_else(|| format!("Venue {}", report.venue_id), |v| v.name.clone()),
+        venue_name: words.name.clone(),
         approver,
         token,
-        cutoff: report
-            .cutoff
-            .with_timezone(&tz)
-            .format("%-d %B %Y")
-            .to_string(),
+        cutoff: words.date(report.cutoff),
         created: local(report.created_at),
         expires: local(report.expires_at),
         customers_line,
