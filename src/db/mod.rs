@@ -373,6 +373,24 @@ impl Query {
         self
     }
 
+    /// `INSERT INTO table (columns) VALUES (...)` with `values` bound in order: for retentiond's
+    /// own rows, whose table and column names are constants, never configuration.
+    pub fn insert(table: &str, columns: &[&str], values: Vec<Value>) -> Query {
+        debug_assert_eq!(columns.len(), values.len(), "{table}: a value per column");
+        let mut q = Query::new(&format!(
+            "INSERT INTO {table} ({}) VALUES (",
+            columns.join(", ")
+        ));
+        for (i, value) in values.into_iter().enumerate() {
+            if i > 0 {
+                q.push(", ");
+            }
+            q.bind(value);
+        }
+        q.push(")");
+        q
+    }
+
     /// Binds a value and appends its placeholder.
     pub fn bind(&mut self, value: impl Into<Value>) -> &mut Self {
         let p = self.param(value);

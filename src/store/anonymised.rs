@@ -57,15 +57,11 @@ pub async fn remember_unknown_customer(
     customer_id: i64,
     at: DateTime<Utc>,
 ) -> Result<()> {
-    let mut q = Query::new(
-        "INSERT INTO retention_unknown_customers (venue_id, customer_id, created_at) VALUES (",
+    let q = Query::insert(
+        "retention_unknown_customers",
+        &["venue_id", "customer_id", "created_at"],
+        vec![venue_id.into(), customer_id.into(), at.into()],
     );
-    q.bind(venue_id)
-        .push(", ")
-        .bind(customer_id)
-        .push(", ")
-        .bind(at)
-        .push(")");
     tx.execute(&q).await?;
     Ok(())
 }

@@ -20,19 +20,26 @@ pub struct NewDecision<'a> {
 }
 
 pub async fn insert(tx: &mut Tx, d: &NewDecision<'_>) -> Result<()> {
-    let mut q = Query::new("INSERT INTO retention_decisions (report_id, decision, decided_by, via, reason, decided_at, kept_version) VALUES (");
-    q.bind(d.report_id)
-        .push(", ")
-        .bind(d.decision)
-        .push(", ")
-        .bind(d.decided_by)
-        .push(", ")
-        .bind(d.via)
-        .push(", NULL, ")
-        .bind(d.at)
-        .push(", ")
-        .bind(d.kept_version)
-        .push(")");
+    // The reason stays with the report (or the kept row), never here.
+    let q = Query::insert(
+        "retention_decisions",
+        &[
+            "report_id",
+            "decision",
+            "decided_by",
+            "via",
+            "decided_at",
+            "kept_version",
+        ],
+        vec![
+            d.report_id.into(),
+            d.decision.into(),
+            d.decided_by.into(),
+            d.via.into(),
+            d.at.into(),
+            d.kept_version.into(),
+        ],
+    );
     tx.execute(&q).await?;
     Ok(())
 }

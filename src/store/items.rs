@@ -63,17 +63,16 @@ pub async fn insert_request_item(
     outcome: Outcome,
     at: DateTime<Utc>,
 ) -> Result<()> {
-    let mut q = Query::new(
-        "INSERT INTO retention_report_items (report_id, customer_id, outcome, processed_at) VALUES (",
+    let q = Query::insert(
+        "retention_report_items",
+        &["report_id", "customer_id", "outcome", "processed_at"],
+        vec![
+            report_id.into(),
+            customer_id.into(),
+            outcome.as_str().into(),
+            at.into(),
+        ],
     );
-    q.bind(report_id)
-        .push(", ")
-        .bind(customer_id)
-        .push(", ")
-        .bind(outcome.as_str())
-        .push(", ")
-        .bind(at)
-        .push(")");
     tx.execute(&q).await?;
     Ok(())
 }

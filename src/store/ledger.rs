@@ -20,21 +20,18 @@ pub struct Event {
 
 /// Records an event inside the transaction of the change it describes.
 pub async fn record(tx: &mut Tx, event: &Event) -> Result<()> {
-    let mut q = Query::new(
-        "INSERT INTO retention_audit (at, venue_id, report_id, event, actor, detail) VALUES (",
+    let q = Query::insert(
+        "retention_audit",
+        &["at", "venue_id", "report_id", "event", "actor", "detail"],
+        vec![
+            event.at.into(),
+            event.venue_id.into(),
+            event.report_id.into(),
+            event.event.as_str().into(),
+            event.actor.as_str().into(),
+            event.detail.as_str().into(),
+        ],
     );
-    q.bind(event.at)
-        .push(", ")
-        .bind(event.venue_id)
-        .push(", ")
-        .bind(event.report_id)
-        .push(", ")
-        .bind(event.event.as_str())
-        .push(", ")
-        .bind(event.actor.as_str())
-        .push(", ")
-        .bind(event.detail.as_str())
-        .push(")");
     tx.execute(&q).await?;
     Ok(())
 }

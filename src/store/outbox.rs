@@ -46,21 +46,27 @@ impl Queued {
 
 /// Queues `message` inside `tx`, so it exists exactly when the change it reports does.
 pub async fn queue(tx: &mut Tx, message: &Outgoing<'_>, now: DateTime<Utc>) -> Result<()> {
-    let mut q = Query::new("INSERT INTO retention_outbox (kind, venue_id, report_id, recipient, detail, created_at, next_attempt_at) VALUES (");
-    q.bind(message.kind.as_str())
-        .push(", ")
-        .bind(message.venue_id)
-        .push(", ")
-        .bind(message.report_id)
-        .push(", ")
-        .bind(message.recipient)
-        .push(", ")
-        .bind(message.detail)
-        .push(", ")
-        .bind(now)
-        .push(", ")
-        .bind(now)
-        .push(")");
+    let q = Query::insert(
+        "retention_outbox",
+        &[
+            "kind",
+            "venue_id",
+            "report_id",
+            "recipient",
+            "detail",
+            "created_at",
+            "next_attempt_at",
+        ],
+        vec![
+            message.kind.as_str().into(),
+            message.venue_id.into(),
+            message.report_id.into(),
+            message.recipient.into(),
+            message.detail.into(),
+            now.into(),
+            now.into(),
+        ],
+    );
     tx.execute(&q).await?;
     Ok(())
 }

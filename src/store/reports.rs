@@ -107,28 +107,33 @@ pub struct NewReport<'a> {
 
 /// Inserts a pending report with a zero count and returns its id.
 pub async fn insert(tx: &mut Tx, new: &NewReport<'_>) -> Result<i64> {
-    let mut q = Query::new(
-        "INSERT INTO retention_reports (venue_id, action, policy, cutoff, state, customer_count, \
-         approvals_required, created_at, expires_at, rule) VALUES (",
+    let q = Query::insert(
+        "retention_reports",
+        &[
+            "venue_id",
+            "action",
+            "policy",
+            "cutoff",
+            "state",
+            "customer_count",
+            "approvals_required",
+            "created_at",
+            "expires_at",
+            "rule",
+        ],
+        vec![
+            new.venue_id.into(),
+            new.action.as_str().into(),
+            new.policy.into(),
+            new.cutoff.into(),
+            ReportState::Pending.as_str().into(),
+            0_i64.into(),
+            i64::from(new.approvals_required).into(),
+            new.created_at.into(),
+            new.expires_at.into(),
+            new.rule.as_str().into(),
+        ],
     );
-    q.bind(new.venue_id)
-        .push(", ")
-        .bind(new.action.as_str())
-        .push(", ")
-        .bind(new.policy)
-        .push(", ")
-        .bind(new.cutoff)
-        .push(", ")
-        .bind(ReportState::Pending.as_str())
-        .push(", 0, ")
-        .bind(i64::from(new.approvals_required))
-        .push(", ")
-        .bind(new.created_at)
-        .push(", ")
-        .bind(new.expires_at)
-        .push(", ")
-        .bind(new.rule.as_str())
-        .push(")");
     tx.insert_returning_id(&q, "id").await
 }
 
@@ -288,30 +293,38 @@ pub async fn insert_request(
     by: &str,
     at: DateTime<Utc>,
 ) -> Result<i64> {
-    let mut q = Query::new(
-        "INSERT INTO retention_reports (venue_id, action, policy, cutoff, state, customer_count, \
-         approvals_required, created_at, expires_at, decided_at, applied_at, rule) VALUES (",
+    let policy = format!("{} on request, by {}", action.as_str(), by.trim());
+    let q = Query::insert(
+        "retention_reports",
+        &[
+            "venue_id",
+            "action",
+            "policy",
+            "cutoff",
+            "state",
+            "customer_count",
+            "approvals_required",
+            "created_at",
+            "expires_at",
+            "decided_at",
+            "applied_at",
+            "rule",
+        ],
+        vec![
+            venue_id.into(),
+            action.as_str().into(),
+            policy.into(),
+            at.into(),
+            ReportState::Applied.as_str().into(),
+            1_i64.into(),
+            0_i64.into(),
+            at.into(),
+            at.into(),
+            at.into(),
+            at.into(),
+            Rule::Request.as_str().into(),
+        ],
     );
-    q.bind(venue_id)
-        .push(", ")
-        .bind(action.as_str())
-        .push(", ")
-        .bind(format!("{} on request, by {}", action.as_str(), by.trim()))
-        .push(", ")
-        .bind(at)
-        .push(", ")
-        .bind(ReportState::Applied.as_str())
-        .push(", 1, 0, ")
-        .bind(at)
-        .push(", ")
-        .bind(at)
-        .push(", ")
-        .bind(at)
-        .push(", ")
-        .bind(at)
-        .push(", ")
-        .bind(Rule::Request.as_str())
-        .push(")");
     tx.insert_returning_id(&q, "id").await
 }
 

@@ -14,17 +14,23 @@ pub async fn insert(
     approver: &str,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let mut q = Query::new("INSERT INTO retention_tokens (token_hash, report_id, approver, created_at, expires_at) VALUES (");
-    q.bind(token_hash)
-        .push(", ")
-        .bind(report.id)
-        .push(", ")
-        .bind(approver)
-        .push(", ")
-        .bind(now)
-        .push(", ")
-        .bind(report.expires_at)
-        .push(")");
+    let q = Query::insert(
+        "retention_tokens",
+        &[
+            "token_hash",
+            "report_id",
+            "approver",
+            "created_at",
+            "expires_at",
+        ],
+        vec![
+            token_hash.into(),
+            report.id.into(),
+            approver.into(),
+            now.into(),
+            report.expires_at.into(),
+        ],
+    );
     tx.execute(&q).await?;
     Ok(())
 }
