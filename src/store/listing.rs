@@ -4,7 +4,7 @@
 
 use crate::config::SchemaConfig;
 use crate::db::{Backend, Db, Query};
-use crate::reports::Report;
+use crate::store::reports::Report;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde::Serialize;

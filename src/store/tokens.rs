@@ -2,7 +2,7 @@
 //! the approver it was sent to and when it expires.
 
 use crate::db::{Db, Query, Row, Tx};
-use crate::reports::Report;
+use crate::store::reports::Report;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 
