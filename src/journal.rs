@@ -8,7 +8,7 @@
 //! keyed MAC over its fields, with a key derived from `secrets.hash_key`, so that `replay` can
 //! refuse a line written by hand, changed, or written for another database.
 
-use crate::db::{Db, Query};
+use crate::db::Db;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
@@ -224,26 +224,16 @@ impl Journal {
                 }
             }
         }
-        let mut q = Query::new(
-            "SELECT i.report_id, r.venue_id, i.customer_id, r.action, i.outcome, i.processed_at \
-             FROM retention_report_items i JOIN retention_reports r ON r.id = i.report_id \
-             WHERE i.outcome IN ('deleted', 'anonymised')",
-        );
-        if let Some(id) = report_id {
-            q.push(" AND i.report_id = ").bind(id);
-        }
-        q.push(" ORDER BY i.report_id, i.customer_id");
         let mut missing = Vec::new();
-        for row in db.fetch_all(&q).await? {
-            let (report, customer) = (row.i64(0)?, row.i64(2)?);
-            if !present.contains(&(report, customer)) {
+        for e in crate::store::items::erased(db, report_id).await? {
+            if !present.contains(&(e.report_id, e.customer_id)) {
                 missing.push(self.signer.sign(Line {
-                    report_id: report,
-                    venue_id: row.i64(1)?,
-                    customer_id: customer,
-                    action: row.text(3)?,
-                    outcome: row.text(4)?,
-                    at: row.time(5)?,
+                    report_id: e.report_id,
+                    venue_id: e.venue_id,
+                    customer_id: e.customer_id,
+                    action: e.action,
+                    outcome: e.outcome,
+                    at: e.at,
                     database: None,
                     mac: None,
                 }));

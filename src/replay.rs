@@ -4,11 +4,11 @@
 //! is already anonymised, is counted and skipped, so a second replay changes nothing.
 
 use crate::audit::{self, Event, EventKind};
-use crate::db::{Query, Tx};
+use crate::db::Query;
 use crate::erase::Eraser;
 use crate::journal;
 use crate::policy::Action;
-use crate::Service;
+use crate::{store, Service};
 use anyhow::{bail, Result};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -247,31 +247,15 @@ impl Ledger {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let backend = svc.db.backend();
         let mut reports = BTreeMap::new();
         let mut items = std::collections::HashMap::new();
         for chunk in report_ids.chunks(1000) {
-            let mut q = Query::new("SELECT id, venue_id, action FROM retention_reports WHERE id");
-            backend.push_in_ids(&mut q, chunk);
-            for row in svc.db.fetch_all(&q).await? {
-                reports.insert(row.i64(0)?, (row.i64(1)?, row.text(2)?));
+            for (id, venue, action) in store::reports::venues_and_actions(&svc.db, chunk).await? {
+                reports.insert(id, (venue, action));
             }
-            let mut q = Query::new(
-                "SELECT report_id, customer_id, outcome FROM retention_report_items WHERE report_id",
-            );
-            backend.push_in_ids(&mut q, chunk);
-            for row in svc.db.fetch_all(&q).await? {
-                items.insert((row.i64(0)?, row.i64(1)?), row.opt_text(2)?);
-            }
+            items.extend(store::items::outcomes_of(&svc.db, chunk).await?);
         }
-        let q = Query::new("SELECT venue_id, customer_id FROM retention_unknown_customers");
-        let unknown = svc
-            .db
-            .fetch_all(&q)
-            .await?
-            .iter()
-            .map(|r| Ok((r.i64(0)?, r.i64(1)?)))
-            .collect::<Result<_>>()?;
+        let unknown = store::anonymised::unknown_customers(&svc.db).await?;
         Ok(Ledger {
             reports,
             items,
@@ -336,7 +320,7 @@ async fn replay_batch(
         Action::Delete => eraser.delete(&mut tx, &present, at).await?,
         Action::Anonymise => eraser.anonymise(&mut tx, report_id, &present, at).await?,
     }
-    record_replayed(&mut tx, venue.id, action, report_id, &present, at).await?;
+    store::replays::record(&mut tx, venue.id, action, report_id, &present, at).await?;
     match action {
         Action::Delete => summary.deleted += present.len() as u64,
         Action::Anonymise => summary.anonymised += present.len() as u64,
@@ -351,46 +335,10 @@ async fn replay_batch(
     Ok(())
 }
 
-/// The ledger's `replayed` outcomes (one row per report and customer; a later replay after
-/// another restore updates its time).
-async fn record_replayed(
-    tx: &mut Tx,
-    venue_id: i64,
-    action: Action,
-    report_id: i64,
-    ids: &[i64],
-    at: DateTime<Utc>,
-) -> Result<()> {
-    let backend = tx.backend();
-    let mut q = Query::new("INSERT INTO retention_replays (report_id, customer_id, venue_id, action, replayed_at) SELECT ");
-    q.bind(report_id)
-        .push(", ids.id, ")
-        .bind(venue_id)
-        .push(", ")
-        .bind(action.as_str())
-        .push(", ")
-        .bind(at)
-        .push(" FROM ");
-    backend.push_ids_source(&mut q, ids);
-    q.push(" WHERE true");
-    q.push(&backend.upsert(&["report_id", "customer_id"], "replayed_at"));
-    tx.execute(&q).await?;
-    Ok(())
-}
-
 /// The `replayed` outcomes recorded in the ledger, for `audit`.
 pub async fn replayed(
     db: &crate::db::Db,
     venue_id: Option<i64>,
 ) -> Result<Vec<(i64, i64, DateTime<Utc>)>> {
-    let mut q = Query::new("SELECT report_id, customer_id, replayed_at FROM retention_replays");
-    if let Some(v) = venue_id {
-        q.push(" WHERE venue_id = ").bind(v);
-    }
-    q.push(" ORDER BY report_id, customer_id");
-    db.fetch_all(&q)
-        .await?
-        .iter()
-        .map(|r| Ok((r.i64(0)?, r.i64(1)?, r.time(2)?)))
-        .collect()
+    store::replays::list(db, venue_id).await
 }

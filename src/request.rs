@@ -214,19 +214,16 @@ async fn refuse_unerasable(
     id: i64,
     action: Action,
 ) -> Result<()> {
-    let mut unknown =
-        Query::new("SELECT COUNT(*) FROM retention_unknown_customers WHERE customer_id = ");
-    unknown.bind(id);
-    if venue.unknown_customer_id == Some(id) || tx.fetch_one(&unknown).await?.i64(0)? > 0 {
+    if venue.unknown_customer_id == Some(id)
+        || crate::store::anonymised::is_unknown_customer(tx, id).await?
+    {
         bail!("customer {id} is venue {}'s Unknown Customer record, which keeps erased customers' order history; it is never erased; nothing was touched", venue.id);
     }
     if let Some(hold) = scope.holding(tx, &[id]).await?.remove(&id) {
         bail!("customer {id} is under the hold \"{hold}\"; nothing was touched");
     }
     if action == Action::Anonymise {
-        let mut done = Query::new("SELECT COUNT(*) FROM retention_anonymised WHERE customer_id = ");
-        done.bind(id);
-        if tx.fetch_one(&done).await?.i64(0)? > 0 {
+        if !crate::store::anonymised::among(tx, &[id]).await?.is_empty() {
             bail!("customer {id} was anonymised already; nothing was touched");
         }
     }

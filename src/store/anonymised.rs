@@ -65,3 +65,20 @@ pub async fn remember_unknown_customer(
     tx.execute(&q).await?;
     Ok(())
 }
+
+/// Whether `customer_id` is a venue's Unknown Customer record retentiond created.
+pub async fn is_unknown_customer(tx: &mut Tx, customer_id: i64) -> Result<bool> {
+    let mut q = Query::new("SELECT COUNT(*) FROM retention_unknown_customers WHERE customer_id = ");
+    q.bind(customer_id);
+    Ok(tx.fetch_one(&q).await?.i64(0)? > 0)
+}
+
+/// Every Unknown Customer record retentiond created: (venue, customer).
+pub async fn unknown_customers(db: &crate::db::Db) -> Result<HashSet<(i64, i64)>> {
+    let q = Query::new("SELECT venue_id, customer_id FROM retention_unknown_customers");
+    db.fetch_all(&q)
+        .await?
+        .iter()
+        .map(|r| Ok((r.named_i64("venue_id")?, r.named_i64("customer_id")?)))
+        .collect()
+}

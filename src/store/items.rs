@@ -277,3 +277,62 @@ pub async fn forget_keep_reasons(db: &Db, before: DateTime<Utc>) -> Result<u64> 
     q.bind(before);
     db.execute(&q).await
 }
+
+/// One erased customer as the ledger records it, for the journal.
+pub struct Erased {
+    pub report_id: i64,
+    pub venue_id: i64,
+    pub customer_id: i64,
+    pub action: String,
+    pub outcome: String,
+    pub at: DateTime<Utc>,
+}
+
+/// Every customer the ledger records as deleted or anonymised (of one report, or all), in
+/// report then id order.
+pub async fn erased(db: &Db, report_id: Option<i64>) -> Result<Vec<Erased>> {
+    let mut q = Query::new(
+        "SELECT i.report_id, r.venue_id, i.customer_id, r.action, i.outcome, i.processed_at \
+         FROM retention_report_items i JOIN retention_reports r ON r.id = i.report_id \
+         WHERE i.outcome IN ('deleted', 'anonymised')",
+    );
+    if let Some(id) = report_id {
+        q.push(" AND i.report_id = ").bind(id);
+    }
+    q.push(" ORDER BY i.report_id, i.customer_id");
+    db.fetch_all(&q)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(Erased {
+                report_id: r.named_i64("report_id")?,
+                venue_id: r.named_i64("venue_id")?,
+                customer_id: r.named_i64("customer_id")?,
+                action: r.named_text("action")?,
+                outcome: r.named_text("outcome")?,
+                at: r.named_time("processed_at")?,
+            })
+        })
+        .collect()
+}
+
+/// The outcome of every item of `report_ids`: (report, customer) -> outcome, if any.
+pub async fn outcomes_of(
+    db: &Db,
+    report_ids: &[i64],
+) -> Result<std::collections::HashMap<(i64, i64), Option<String>>> {
+    let mut q = Query::new(
+        "SELECT report_id, customer_id, outcome FROM retention_report_items WHERE report_id",
+    );
+    db.backend().push_in_ids(&mut q, report_ids);
+    db.fetch_all(&q)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok((
+                (r.named_i64("report_id")?, r.named_i64("customer_id")?),
+                r.named_opt_text("outcome")?,
+            ))
+        })
+        .collect()
+}

@@ -4,8 +4,10 @@
 //! database's other SQL is built from the configuration by what uses it ([`crate::selection`],
 //! [`crate::erase`]); the backends' differences are in [`crate::db`].
 //!
-//! Still outside, to move next: search terms (`search`), journal state (`journal`), the
-//! replayed and requested erasures' records (`replay`, `request`), migrations (`migrate`).
+//! Still outside: the report search's index (`search`, built from the customers table) and the
+//! migrations' own ledger (`migrate`). The customer-schema SQL built from the configuration is
+//! in `selection` (candidates), `erase` (erasure), `request` and `replay` (one person, a
+//! restored database), `check` and `introspect` (the live layout), `whatif`.
 
 pub mod anonymised;
 pub mod decisions;
@@ -13,5 +15,6 @@ pub mod items;
 pub mod ledger;
 pub mod listing;
 pub mod outbox;
+pub mod replays;
 pub mod reports;
 pub mod tokens;

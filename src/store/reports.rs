@@ -501,3 +501,20 @@ pub async fn lock(tx: &mut Tx, id: i64) -> Result<()> {
     tx.lock_for_update(&q).await?;
     Ok(())
 }
+
+/// The venue and action of each of `ids` that exists.
+pub async fn venues_and_actions(db: &Db, ids: &[i64]) -> Result<Vec<(i64, i64, String)>> {
+    let mut q = Query::new("SELECT id, venue_id, action FROM retention_reports WHERE id");
+    db.backend().push_in_ids(&mut q, ids);
+    db.fetch_all(&q)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok((
+                r.named_i64("id")?,
+                r.named_i64("venue_id")?,
+                r.named_text("action")?,
+            ))
+        })
+        .collect()
+}
