@@ -284,30 +284,7 @@ async fn select(
         .await?;
     debug_assert_eq!(scope.cutoff, cutoff);
     if dry_run {
-        // The brake needs the venue's customers only as far as deciding it: counted in the
-        // selection's own scan where that is free, else after it, up to where the brake is off
-        // for sure. (The whole count beside the selection, on a connection of its own, made
-        // PostgreSQL's dry run 1.30 times the bare count: its selection already runs on both
-        // cores. Counting both in one statement there turns the anti-join into a subquery per
-        // customer on one core: 0.65 s against 0.30 s.)
-        let (candidates, customers) = if svc.db.backend().selects_row_by_row() {
-            // SQLite tests each customer's orders in a subquery of its own however the count
-            // is written, so the venue's customers are counted in the same scan for nothing.
-            selection::count_candidates_and_customers(&svc.db, &scope).await?
-        } else {
-            let candidates = selection::count_candidates(&svc.db, &scope).await?;
-            let clearing = policy::customers_clearing_brake(candidates, venue.max_share);
-            let customers = match clearing {
-                0 => 0,
-                _ => {
-                    let (schema, id) = (&svc.config.schema, venue.id);
-                    selection::count_customers_up_to(&svc.db, schema, id, clearing).await?
-                }
-            };
-            (candidates, customers)
-        };
-        // A count stopped at `clearing` decides the brake as the whole count would: short of
-        // it the count is whole, and at it the brake is off.
+        let (candidates, customers) = selection::count_for_brake(&svc.db, &scope).await?;
         let held_back = scope.held_back(&svc.db).await?;
         return Ok((
             dry_run_selection(venue, candidates, customers),

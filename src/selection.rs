@@ -682,6 +682,28 @@ pub async fn count_candidates(db: &Db, scope: &Scope<'_>) -> Result<u64> {
     Ok(db.fetch_one(&q).await?.i64(0)? as u64)
 }
 
+/// A dry run's candidates of one venue and its customers as far as the brake needs them:
+/// counted in the selection's own scan where that is free, else after it, up to where the brake
+/// is off for sure (a count stopped at that point decides the brake as the whole count would:
+/// short of it the count is whole, and at it the brake is off). The whole count beside the
+/// selection, on a connection of its own, made PostgreSQL's dry run 1.30 times the bare count
+/// (its selection already runs on both cores); counting both in one statement there turns the
+/// anti-join into a subquery per customer on one core: 0.65 s against 0.30 s.
+pub async fn count_for_brake(db: &Db, scope: &Scope<'_>) -> Result<(u64, u64)> {
+    if db.backend().selects_row_by_row() {
+        // SQLite tests each customer's orders in a subquery of its own however the count is
+        // written, so the venue's customers are counted in the same scan for nothing.
+        return count_candidates_and_customers(db, scope).await;
+    }
+    let candidates = count_candidates(db, scope).await?;
+    let clearing = crate::policy::customers_clearing_brake(candidates, scope.venue.max_share);
+    let customers = match clearing {
+        0 => 0,
+        _ => count_customers_up_to(db, scope.schema, scope.venue.id, clearing).await?,
+    };
+    Ok((candidates, customers))
+}
+
 /// The candidates and all the venue's customers, counted in one scan of the customers table
 /// (for a backend that [`Backend::selects_row_by_row`]).
 pub async fn count_candidates_and_customers(db: &Db, scope: &Scope<'_>) -> Result<(u64, u64)> {
