@@ -2,7 +2,7 @@
 //! pulled out of it and followed against the web app on port 0; on both backends.
 
 use crate::common::smtp::{Mail, SmtpSink};
-use crate::common::{delete_venue, TestDb};
+use crate::common::{delete_venue, TestApp, TestDb};
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use retentiond::cycle::{run_venue_cycle, Selection, VenueCycle};
 use retentiond::db::Query;
@@ -23,20 +23,13 @@ const APPROVERS_2: &str = r#"approvers = ["boxoffice@venue2.example", "dpo@venue
 impl App {
     /// The web app on port 0 against `db`, mail to `smtp_addr`, with `required` approvers.
     async fn start(db: &TestDb, smtp_addr: SocketAddr, required: u32) -> App {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let venue = delete_venue(2, "3 years", "")
             .replace(r#"approvers = ["boxoffice@venue2.example"]"#, APPROVERS_2);
-        let config = db.config_with_env(
-            &venue,
-            &[
-                ("RETENTIOND__MAIL__SMTP_URL", format!("smtp://{smtp_addr}")),
-                ("RETENTIOND__HTTP__PUBLIC_URL", base.clone()),
-                ("RETENTIOND__APPROVAL__REQUIRED", required.to_string()),
-            ],
-        );
-        let svc = Service::new(db.db.clone(), config);
-        crate::common::spawn_pages(svc.clone(), listener);
+        let env = [
+            ("RETENTIOND__MAIL__SMTP_URL", format!("smtp://{smtp_addr}")),
+            ("RETENTIOND__APPROVAL__REQUIRED", required.to_string()),
+        ];
+        let TestApp { svc, base } = TestApp::spawn(db, &venue, &env).await;
         App {
             svc,
             base,

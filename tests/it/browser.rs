@@ -3,13 +3,13 @@
 //! sees the approved state. A screenshot is written to target/test-artifacts/report-page.png.
 
 use crate::common::smtp::SmtpSink;
-use crate::common::{delete_venue, TestDb};
+use crate::common::{delete_venue, TestApp, TestDb};
 use base64::Engine;
 use chrono::{SubsecRound, Utc};
 use retentiond::cycle::{run_venue_cycle, Selection};
 use retentiond::mail::{self, Mailer};
 use retentiond::policy::ReportState;
-use retentiond::{reports, Service};
+use retentiond::reports;
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -181,17 +181,8 @@ async fn an_approver_approves_in_a_real_browser() {
         db.order(c, "2020-05-05 10:00:00").await;
     }
     let smtp = SmtpSink::start().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let config = db.config_with_env(
-        &delete_venue(2, "3 years", ""),
-        &[
-            ("RETENTIOND__MAIL__SMTP_URL", smtp.url()),
-            ("RETENTIOND__HTTP__PUBLIC_URL", base),
-        ],
-    );
-    let svc = Service::new(db.db.clone(), config);
-    crate::common::spawn_pages(svc.clone(), listener);
+    let env = [("RETENTIOND__MAIL__SMTP_URL", smtp.url())];
+    let TestApp { svc, .. } = TestApp::spawn(&db, &delete_venue(2, "3 years", ""), &env).await;
     let venue = svc.config.venue(2).unwrap().clone();
     let now = Utc::now().trunc_subsecs(0);
     let Some(Selection::Created { report_id, .. }) = run_venue_cycle(&svc, &venue, now, false)
@@ -320,17 +311,9 @@ async fn an_approver_searches_keeps_customers_out_and_approves_the_rest_in_a_rea
     db.order(active, &Utc::now().format("%Y-%m-%d 00:00:00").to_string())
         .await;
     let smtp = SmtpSink::start().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let config = db.config_with_env(
-        &delete_venue(2, "3 years", "report_interval = \"1 day\""),
-        &[
-            ("RETENTIOND__MAIL__SMTP_URL", smtp.url()),
-            ("RETENTIOND__HTTP__PUBLIC_URL", base),
-        ],
-    );
-    let svc = Service::new(db.db.clone(), config);
-    crate::common::spawn_pages(svc.clone(), listener);
+    let env = [("RETENTIOND__MAIL__SMTP_URL", smtp.url())];
+    let venues = delete_venue(2, "3 years", "report_interval = \"1 day\"");
+    let TestApp { svc, .. } = TestApp::spawn(&db, &venues, &env).await;
     let venue = svc.config.venue(2).unwrap().clone();
     let now = Utc::now().trunc_subsecs(0);
     let Some(Selection::Created {

@@ -3,7 +3,7 @@
 //! and an approver removed from the venue.
 
 use crate::common::smtp::SmtpSink;
-use crate::common::{delete_venue, TestDb};
+use crate::common::{delete_venue, TestApp, TestDb};
 use chrono::{DateTime, SubsecRound, Utc};
 use retentiond::cycle::{run_venue_cycle, Selection};
 use retentiond::db::Query;
@@ -25,17 +25,13 @@ impl App {
     /// A report of venue 2's idle customers, emailed to its approvers; the pages served.
     async fn start(db: &TestDb, required: u32, venue_extra: &str) -> App {
         let smtp = SmtpSink::start().await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let overrides = vec![
+        let env = [
             ("RETENTIOND__MAIL__SMTP_URL", smtp.url()),
-            ("RETENTIOND__HTTP__PUBLIC_URL", base),
             ("RETENTIOND__APPROVAL__REQUIRED", required.to_string()),
         ];
         let venues = delete_venue(2, "3 years", venue_extra)
             .replace(r#"approvers = ["boxoffice@venue2.example"]"#, APPROVERS);
-        let svc = Service::new(db.db.clone(), db.config_with_env(&venues, &overrides));
-        crate::common::spawn_pages(svc.clone(), listener);
+        let TestApp { svc, .. } = TestApp::spawn(db, &venues, &env).await;
         let now = Utc::now().trunc_subsecs(0);
         let venue = svc.config.venue(2).unwrap().clone();
         let Some(Selection::Created { report_id, .. }) = run_venue_cycle(&svc, &venue, now, false)
@@ -321,14 +317,7 @@ async fn a_removed_approver_gets_403_and_decides_nothing(db: TestDb) {
     let app = App::start(&db, 1, "").await;
     let dpo = app.link("dpo");
     // The venue's approvers change: dpo@ is removed (and Boxoffice@ is written in lower case).
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let venues = delete_venue(2, "3 years", "");
-    let svc = Service::new(
-        db.db.clone(),
-        db.config_with_env(&venues, &[("RETENTIOND__HTTP__PUBLIC_URL", base.clone())]),
-    );
-    crate::common::spawn_pages(svc, listener);
+    let TestApp { base, .. } = TestApp::spawn(&db, &delete_venue(2, "3 years", ""), &[]).await;
     let old_base = dpo.split("/r/").next().unwrap().to_string();
     let (dpo, boss) = (
         dpo.replace(&old_base, &base),
@@ -357,18 +346,12 @@ async fn a_removed_approvers_approval_stops_counting(db: TestDb) {
         .await;
     assert_eq!(approved, 200);
     // dpo@ leaves; cfo@ joins, so two approvals are still needed and possible.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
     let venues = delete_venue(2, "3 years", "").replace(
         r#"approvers = ["boxoffice@venue2.example"]"#,
         r#"approvers = ["boxoffice@venue2.example", "cfo@venue2.example"]"#,
     );
-    let overrides = [
-        ("RETENTIOND__HTTP__PUBLIC_URL", base.clone()),
-        ("RETENTIOND__APPROVAL__REQUIRED", "2".to_string()),
-    ];
-    let svc = Service::new(db.db.clone(), db.config_with_env(&venues, &overrides));
-    crate::common::spawn_pages(svc, listener);
+    let env = [("RETENTIOND__APPROVAL__REQUIRED", "2".to_string())];
+    let TestApp { base, .. } = TestApp::spawn(&db, &venues, &env).await;
     let boss = boss.replace(boss.split("/r/").next().unwrap(), &base);
 
     let (status, page) = app

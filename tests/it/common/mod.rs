@@ -874,11 +874,27 @@ pub async fn sigterm_and_wait(
     }
 }
 
-/// The pages of `svc` served in this process as production serves them (through
-/// [`retentiond::app::App`]), on `listener`, bound first so that `http.public_url` can name its
-/// port; the test drives the cycles itself.
-pub fn spawn_pages(svc: Service, listener: tokio::net::TcpListener) {
-    tokio::spawn(
-        retentiond::app::App::with_service(svc, listener).serve_pages(std::future::pending()),
-    );
+/// The service and its pages in this test's process, built as production builds them
+/// ([`retentiond::app::App`]): a listener on port 0 whose address is `http.public_url`, the
+/// configuration written for `venues` with `env` overrides, the test's database; the test
+/// drives the cycles itself.
+pub struct TestApp {
+    pub svc: Service,
+    /// `http://127.0.0.1:PORT`, where the pages answer.
+    pub base: String,
+}
+
+impl TestApp {
+    pub async fn spawn(db: &TestDb, venues: &str, env: &[(&str, String)]) -> TestApp {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let mut env = env.to_vec();
+        env.push(("RETENTIOND__HTTP__PUBLIC_URL", base.clone()));
+        let svc = Service::new(db.db.clone(), db.config_with_env(venues, &env));
+        tokio::spawn(
+            retentiond::app::App::with_service(svc.clone(), listener)
+                .serve_pages(std::future::pending()),
+        );
+        TestApp { svc, base }
+    }
 }
