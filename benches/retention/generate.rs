@@ -112,6 +112,14 @@ pub(crate) async fn generate(bench: &Bench, n: u64, shape: Shape) {
         Shape::Fleet { per_venue } => fleet::venue_expression(bench.db.backend(), per_venue),
         _ => String::new(),
     };
+    // `RETENTIOND_BENCH_ORDERS_BY_TIME=1` writes the orders in the order they were placed, as a
+    // live shop's table grows, instead of each customer's together: a customer's orders are then
+    // spread over the table's pages (the layout a vendor's database has).
+    let order_layout = if std::env::var_os("RETENTIOND_BENCH_ORDERS_BY_TIME").is_some() {
+        "ORDER BY 3, 2"
+    } else {
+        "ORDER BY c.id, k.i"
+    };
     let (venue, idle, orders_of, recent_order, notes_every) = match shape {
         Shape::Fleet { .. } => (
             fleet_venue.as_str(),
@@ -148,7 +156,7 @@ pub(crate) async fn generate(bench: &Bench, n: u64, shape: Shape) {
                 "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < 19) \
                  INSERT INTO orders (venue_id, customer_id, placed_at, total_pence, billing_email) \
                  SELECT c.venue_id, c.id, CASE WHEN {recent_order} AND NOT {idle} THEN datetime('2024-01-01', '+' || (c.id * 13 % 1000) || ' days') \
-                 ELSE datetime(c.created_at, '+' || ((c.id + k.i * 37) % 200) || ' days') END, 1000 + k.i, c.email FROM customers c JOIN k ON k.i < {orders_of} ORDER BY c.id, k.i"
+                 ELSE datetime(c.created_at, '+' || ((c.id + k.i * 37) % 200) || ' days') END, 1000 + k.i, c.email FROM customers c JOIN k ON k.i < {orders_of} {order_layout}"
             ),
             "INSERT INTO customer_notes (customer_id, body) SELECT id, 'prefers aisle seats' FROM customers WHERE id % 10 = 3".to_string(),
         ),
@@ -161,7 +169,7 @@ pub(crate) async fn generate(bench: &Bench, n: u64, shape: Shape) {
             format!(
                 "INSERT INTO orders (venue_id, customer_id, placed_at, total_pence, billing_email) \
                  SELECT c.venue_id, c.id, CASE WHEN {recent_order} AND NOT {idle} THEN TIMESTAMPTZ '2024-01-01 00:00:00+00' + (c.id * 13 % 1000) * INTERVAL '1 day' \
-                 ELSE c.created_at + ((c.id + k.i * 37) % 200) * INTERVAL '1 day' END, 1000 + k.i, c.email FROM customers c JOIN generate_series(0, 19) AS k(i) ON k.i < {orders_of} ORDER BY c.id, k.i"
+                 ELSE c.created_at + ((c.id + k.i * 37) % 200) * INTERVAL '1 day' END, 1000 + k.i, c.email FROM customers c JOIN generate_series(0, 19) AS k(i) ON k.i < {orders_of} {order_layout}"
             ),
             "INSERT INTO customer_notes (customer_id, body) SELECT id, 'prefers aisle seats' FROM customers WHERE id % 10 = 3".to_string(),
         ),
@@ -176,7 +184,7 @@ pub(crate) async fn generate(bench: &Bench, n: u64, shape: Shape) {
                 "INSERT INTO orders (venue_id, customer_id, placed_at, total_pence, billing_email) \
                  SELECT c.venue_id, c.id, CASE WHEN {recent_order} AND NOT {idle} THEN TIMESTAMP '2024-01-01 00:00:00' + INTERVAL (c.id * 13 % 1000) DAY \
                  ELSE c.created_at + INTERVAL ((c.id + k.i * 37) % 200) DAY END, 1000 + k.i, c.email FROM customers c \
-                 JOIN (SELECT n - 1 AS i FROM {}) k ON k.i < {orders_of} ORDER BY c.id, k.i",
+                 JOIN (SELECT n - 1 AS i FROM {}) k ON k.i < {orders_of} {order_layout}",
                 retentiond::reference::series(20)
             ),
             "INSERT INTO customer_notes (customer_id, body) SELECT id, 'prefers aisle seats' FROM customers WHERE id % 10 = 3".to_string(),
