@@ -213,7 +213,7 @@ pub async fn create_report(
     reports::set_held_back(&mut tx, report_id, &held_back).await?;
     reports::record_activity_years(&mut tx, report_id).await?;
     if let Some(key) = &svc.config.hash_key {
-        crate::search::index_report(
+        crate::store::terms::index_report(
             &mut tx,
             &svc.config.schema,
             key.expose_secret().as_bytes(),

@@ -4,7 +4,7 @@
 //! is already anonymised, is counted and skipped, so a second replay changes nothing.
 
 use crate::audit::{self, Event, EventKind};
-use crate::db::Query;
+use crate::customers::lookup;
 use crate::erase::Eraser;
 use crate::journal;
 use crate::policy::Action;
@@ -280,31 +280,14 @@ async fn replay_batch(
     let s = &svc.config.schema;
     let mut tx = svc.db.begin().await?;
     let backend = tx.backend();
-    let mut q = Query::new(&format!(
-        "SELECT c.{} FROM {} c WHERE 1 = 1",
-        s.customer_id.q(),
-        s.customers.q(),
-    ));
-    crate::selection::push_venue_filter(&mut q, s, "c.", venue.id);
-    q.push(&format!(" AND c.{}", s.customer_id.q()));
-    backend.push_in_ids(&mut q, ids);
-    q.push(&format!(
-        " AND NOT EXISTS (SELECT 1 FROM retention_anonymised a WHERE a.customer_id = c.{}) ORDER BY c.{}",
-        s.customer_id.q(),
-        s.customer_id.q()
-    ));
+    let q = lookup::still_personal(backend, s, venue.id, ids);
     let present: Vec<i64> = tx
         .fetch_all(&q)
         .await?
         .iter()
         .map(|r| r.i64(0))
         .collect::<Result<_>>()?;
-    let mut exists = Query::new(&format!(
-        "SELECT COUNT(*) FROM {} WHERE {}",
-        s.customers.q(),
-        s.customer_id.q()
-    ));
-    backend.push_in_ids(&mut exists, ids);
+    let exists = lookup::count_existing(backend, s, ids);
     let existing = tx.fetch_one(&exists).await?.i64(0)? as u64;
     summary.already_gone += ids.len() as u64 - existing;
     summary.already_erased += existing - present.len() as u64;

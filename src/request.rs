@@ -8,7 +8,8 @@
 
 use crate::audit::{self, Event, EventKind};
 use crate::config::{OnDelete, SchemaConfig, VenueConfig};
-use crate::db::{Ident, Query, Tx};
+use crate::customers::lookup;
+use crate::db::{Ident, Tx};
 use crate::erase::Eraser;
 use crate::journal::{Journal, Line as JournalLine};
 use crate::policy::Rule;
@@ -67,15 +68,7 @@ pub async fn find_customer(svc: &Service, venue: &VenueConfig, who: &Who) -> Res
             let Some(email) = &s.display_email else {
                 bail!("schema.display_email is not set in {}, so no customer can be found by email address; name the customer with --customer", svc.config.file);
             };
-            let mut q = Query::new(&format!(
-                "SELECT {id} FROM {customers} WHERE LOWER({email}) = ",
-                id = s.customer_id.q(),
-                customers = s.customers.q(),
-                email = email.q()
-            ));
-            q.bind(address.trim().to_lowercase());
-            crate::selection::push_venue_filter(&mut q, s, "", venue.id);
-            q.push(" LIMIT 3");
+            let q = lookup::by_email(s, email, venue.id, address);
             let found = svc.db.fetch_all(&q).await?;
             match found.as_slice() {
                 [one] => one.i64(0),
@@ -251,7 +244,7 @@ async fn plan(
     }];
     for r in &schema.references {
         let rows = tx
-            .fetch_one(&rows_of(schema, r, id, "COUNT(*)"))
+            .fetch_one(&lookup::rows_of(schema, r, id, "COUNT(*)"))
             .await?
             .i64(0)? as u64;
         let what = if !r.rows_stay(action) {
@@ -288,34 +281,6 @@ fn changed_columns(schema: &SchemaConfig, columns: &[(Ident, Strategy)]) -> Stri
         .join(", ")
 }
 
-/// `SELECT <select> FROM <reference> x [JOIN parent p] WHERE <row belongs to customer id>`.
-fn rows_of(schema: &SchemaConfig, r: &crate::config::Reference, id: i64, select: &str) -> Query {
-    let mut q = match &r.via {
-        None => Query::new(&format!(
-            "SELECT {select} FROM {} x WHERE x.{} = ",
-            r.table.q(),
-            r.column.q()
-        )),
-        Some(via) => {
-            let parent_column = schema
-                .references
-                .iter()
-                .find(|p| p.table == via.table && p.via.is_none())
-                .map_or_else(|| schema.order_customer.clone(), |p| p.column.clone());
-            Query::new(&format!(
-                "SELECT {select} FROM {} x JOIN {} p ON x.{} = p.{} WHERE p.{} = ",
-                r.table.q(),
-                via.table.q(),
-                r.column.q(),
-                via.key.q(),
-                parent_column.q()
-            ))
-        }
-    };
-    q.bind(id);
-    q
-}
-
 /// One JSON document of every value retentiond would remove or change for the customer `who`
 /// of `venue`: the customers row and the rows of every linked table (`via` tables included),
 /// each value under its column's label. The ledger records `exported` by `by` (no values).
@@ -338,17 +303,7 @@ pub async fn export(
         bail!("customer {id} is under the hold \"{hold}\": ask whoever keeps it before exporting; nothing was exported");
     }
     let customer_columns = column_names(svc, &schema.customers).await?;
-    let mut q = Query::new(&format!(
-        "SELECT {} FROM {} WHERE {} = ",
-        customer_columns
-            .iter()
-            .map(|c| backend.cast_text(&c.q()))
-            .collect::<Vec<_>>()
-            .join(", "),
-        schema.customers.q(),
-        schema.customer_id.q()
-    ));
-    q.bind(id);
+    let q = lookup::customer_row(backend, schema, &customer_columns, id);
     let row = tx.fetch_one(&q).await?;
     let customer = labelled(schema, &customer_columns, &row)?;
     let (mut tables, mut rows) = (Vec::new(), 1_u64);
@@ -359,7 +314,7 @@ pub async fn export(
             .map(|c| backend.cast_text(&format!("x.{}", c.q())))
             .collect::<Vec<_>>()
             .join(", ");
-        let found = tx.fetch_all(&rows_of(schema, r, id, &select)).await?;
+        let found = tx.fetch_all(&lookup::rows_of(schema, r, id, &select)).await?;
         let values = found
             .iter()
             .map(|row| labelled(schema, &columns, row))

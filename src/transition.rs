@@ -11,7 +11,7 @@ use crate::config::VenueConfig;
 use crate::db::Tx;
 use crate::policy::ReportState;
 use crate::reports::Report;
-use crate::{mail, search};
+use crate::{mail, store};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
@@ -42,7 +42,7 @@ pub async fn change_state(
         .with_context(|| format!("report {}", report.id))?;
     crate::store::reports::set_state(tx, report, &t, change.at, change.reason).await?;
     if t.forgets_search_terms {
-        search::forget_report(tx, report.id).await?;
+        store::terms::forget_report(tx, report.id).await?;
     }
     if let Some(kind) = t.mails {
         let venue = change.venue.with_context(|| {

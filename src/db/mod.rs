@@ -517,6 +517,8 @@ pub struct Tx {
     conn: TxConn,
     /// When set (see [`Tx::set_deadline`]), no statement of this transaction runs past it.
     deadline: Option<std::time::Instant>,
+    /// When the statement timeout was last given to the server, and what it was.
+    timeout_given: Option<(std::time::Instant, std::time::Duration)>,
 }
 
 enum TxConn {
@@ -666,6 +668,7 @@ impl Db {
         Ok(Tx {
             conn,
             deadline: None,
+            timeout_given: None,
         })
     }
 
@@ -870,17 +873,29 @@ impl Tx {
     pub fn set_deadline(&mut self, deadline: std::time::Instant) {
         if self.backend().stops_statements_at_deadline() {
             self.deadline = Some(deadline);
+            self.timeout_given = None;
         }
     }
 
     /// Before a statement: gives it what is left until the deadline, or fails if nothing is.
+    /// The timeout given to an earlier statement is kept while less than a tenth of it has
+    /// passed since (a statement may then end up to that tenth past the deadline): a batch of a
+    /// fleet's small report is a dozen quick statements, and a round trip before each one was
+    /// 17,000 of them over 1,000 reports (PostgreSQL).
     async fn bound_next_statement(&mut self) -> Result<()> {
         if let (TxConn::Postgres(tx), Some(deadline)) = (&mut self.conn, self.deadline) {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let now = std::time::Instant::now();
+            let left = deadline.saturating_duration_since(now);
             if left.as_millis() == 0 {
                 return Err(DeadlinePassed.into());
             }
-            postgres::set_statement_timeout(tx, left).await?;
+            let still_close = self
+                .timeout_given
+                .is_some_and(|(given_at, given)| now.duration_since(given_at) * 10 < given);
+            if !still_close {
+                postgres::set_statement_timeout(tx, left).await?;
+                self.timeout_given = Some((now, left));
+            }
         }
         Ok(())
     }

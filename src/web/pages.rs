@@ -219,7 +219,7 @@ pub async fn report(
         } else if let Some(ids) = match (search, &svc.config.hash_key) {
             // A whole name or email: the report's search index finds it anywhere in the report.
             (Some(text), Some(key)) if !view.within_names => {
-                crate::search::find(
+                crate::store::terms::find(
                     &svc.db,
                     key.expose_secret().as_bytes(),
                     report.id,

@@ -6,23 +6,23 @@ use crate::db::{Backend, Spelled};
 /// `CREATE TABLE` statements of the reference schema for `backend`.
 pub fn sql(backend: Backend) -> &'static str {
     backend.pick(&Spelled {
-        sqlite: include_str!("../config/reference-schema/sqlite.sql"),
-        postgres: include_str!("../config/reference-schema/postgres.sql"),
-        mysql: include_str!("../config/reference-schema/mysql.sql"),
+        sqlite: include_str!("../../config/reference-schema/sqlite.sql"),
+        postgres: include_str!("../../config/reference-schema/postgres.sql"),
+        mysql: include_str!("../../config/reference-schema/mysql.sql"),
     })
 }
 
 /// The `[schema]` table (with its references) that maps the reference schema; the other
 /// schema keys take their defaults, which are the reference names.
-pub const SCHEMA_TOML: &str = include_str!("../config/reference-schema/schema.toml");
+pub const SCHEMA_TOML: &str = include_str!("../../config/reference-schema/schema.toml");
 
 /// `[[schema.activity]]` and `[[schema.holds]]` for the reference schema's tickets,
 /// memberships, Gift Aid declarations and balances (SPEC 12): the demo uses them.
-pub const ACTIVITY_TOML: &str = include_str!("../config/reference-schema/activity.toml");
+pub const ACTIVITY_TOML: &str = include_str!("../../config/reference-schema/activity.toml");
 
 /// A `[venues.anonymise]` table classifying every reference customers column (names and contact
 /// removed, email hashed, postcode district and birth year kept), for the demo and benchmark.
-pub const ANONYMISE_TOML: &str = include_str!("../config/reference-schema/anonymise.toml");
+pub const ANONYMISE_TOML: &str = include_str!("../../config/reference-schema/anonymise.toml");
 
 /// A row source `s` with one column `n` holding 1 to `count`, in SQL that every backend runs
 /// without recursion (MySQL and MariaDB limit the depth of recursive queries): for filling the

@@ -16,45 +16,45 @@ const MIGRATIONS: &[Migration] = &[
         version: 1,
         name: "init",
         sql: Spelled {
-            sqlite: include_str!("../migrations/sqlite/0001_init.sql"),
-            postgres: include_str!("../migrations/postgres/0001_init.sql"),
-            mysql: include_str!("../migrations/mysql/0001_init.sql"),
+            sqlite: include_str!("../../migrations/sqlite/0001_init.sql"),
+            postgres: include_str!("../../migrations/postgres/0001_init.sql"),
+            mysql: include_str!("../../migrations/mysql/0001_init.sql"),
         },
     },
     Migration {
         version: 2,
         name: "outbox_tokens",
         sql: Spelled {
-            sqlite: include_str!("../migrations/sqlite/0002_outbox_tokens.sql"),
-            postgres: include_str!("../migrations/postgres/0002_outbox_tokens.sql"),
-            mysql: include_str!("../migrations/mysql/0002_outbox_tokens.sql"),
+            sqlite: include_str!("../../migrations/sqlite/0002_outbox_tokens.sql"),
+            postgres: include_str!("../../migrations/postgres/0002_outbox_tokens.sql"),
+            mysql: include_str!("../../migrations/mysql/0002_outbox_tokens.sql"),
         },
     },
     Migration {
         version: 3,
         name: "pending_items",
         sql: Spelled {
-            sqlite: include_str!("../migrations/sqlite/0003_pending_items.sql"),
-            postgres: include_str!("../migrations/postgres/0003_pending_items.sql"),
-            mysql: include_str!("../migrations/mysql/0003_pending_items.sql"),
+            sqlite: include_str!("../../migrations/sqlite/0003_pending_items.sql"),
+            postgres: include_str!("../../migrations/postgres/0003_pending_items.sql"),
+            mysql: include_str!("../../migrations/mysql/0003_pending_items.sql"),
         },
     },
     Migration {
         version: 4,
         name: "hot_outcomes",
         sql: Spelled {
-            sqlite: include_str!("../migrations/sqlite/0004_hot_outcomes.sql"),
-            postgres: include_str!("../migrations/postgres/0004_hot_outcomes.sql"),
-            mysql: include_str!("../migrations/mysql/0004_hot_outcomes.sql"),
+            sqlite: include_str!("../../migrations/sqlite/0004_hot_outcomes.sql"),
+            postgres: include_str!("../../migrations/postgres/0004_hot_outcomes.sql"),
+            mysql: include_str!("../../migrations/mysql/0004_hot_outcomes.sql"),
         },
     },
     Migration {
         version: 5,
         name: "item_last_order",
         sql: Spelled {
-            sqlite: include_str!("../migrations/sqlite/0005_item_last_order.sql"),
-            postgres: include_str!("../migrations/postgres/0005_item_last_order.sql"),
-            mysql: include_str!("../migrations/mysql/0005_item_last_order.sql"),
+            sqlite: include_str!("../../migrations/sqlite/0005_item_last_order.sql"),
+            postgres: include_str!("../../migrations/postgres/0005_item_last_order.sql"),
+            mysql: include_str!("../../migrations/mysql/0005_item_last_order.sql"),
         },
     },
     Migration {
@@ -62,66 +62,66 @@ const MIGRATIONS: &[Migration] = &[
         name: "free_text_out_of_ledger_and_replays",
         sql: Spelled {
             sqlite: include_str!(
-                "../migrations/sqlite/0006_free_text_out_of_ledger_and_replays.sql"
+                "../../migrations/sqlite/0006_free_text_out_of_ledger_and_replays.sql"
             ),
             postgres: include_str!(
-                "../migrations/postgres/0006_free_text_out_of_ledger_and_replays.sql"
+                "../../migrations/postgres/0006_free_text_out_of_ledger_and_replays.sql"
             ),
-            mysql: include_str!("../migrations/mysql/0006_free_text_out_of_ledger_and_replays.sql"),
+            mysql: include_str!("../../migrations/mysql/0006_free_text_out_of_ledger_and_replays.sql"),
         },
     },
     Migration {
         version: 7,
         name: "review",
         sql: Spelled {
-            sqlite: include_str!("../migrations/sqlite/0007_review.sql"),
-            postgres: include_str!("../migrations/postgres/0007_review.sql"),
-            mysql: include_str!("../migrations/mysql/0007_review.sql"),
+            sqlite: include_str!("../../migrations/sqlite/0007_review.sql"),
+            postgres: include_str!("../../migrations/postgres/0007_review.sql"),
+            mysql: include_str!("../../migrations/mysql/0007_review.sql"),
         },
     },
     Migration {
         version: 8,
         name: "search_terms",
         sql: Spelled {
-            sqlite: include_str!("../migrations/sqlite/0008_search_terms.sql"),
-            postgres: include_str!("../migrations/postgres/0008_search_terms.sql"),
-            mysql: include_str!("../migrations/mysql/0008_search_terms.sql"),
+            sqlite: include_str!("../../migrations/sqlite/0008_search_terms.sql"),
+            postgres: include_str!("../../migrations/postgres/0008_search_terms.sql"),
+            mysql: include_str!("../../migrations/mysql/0008_search_terms.sql"),
         },
     },
     Migration {
         version: 9,
         name: "fleet",
         sql: Spelled {
-            sqlite: include_str!("../migrations/sqlite/0009_fleet.sql"),
-            postgres: include_str!("../migrations/postgres/0009_fleet.sql"),
-            mysql: include_str!("../migrations/mysql/0009_fleet.sql"),
+            sqlite: include_str!("../../migrations/sqlite/0009_fleet.sql"),
+            postgres: include_str!("../../migrations/postgres/0009_fleet.sql"),
+            mysql: include_str!("../../migrations/mysql/0009_fleet.sql"),
         },
     },
     Migration {
         version: 10,
         name: "identity",
         sql: Spelled {
-            sqlite: include_str!("../migrations/sqlite/0010_identity.sql"),
-            postgres: include_str!("../migrations/postgres/0010_identity.sql"),
-            mysql: include_str!("../migrations/mysql/0010_identity.sql"),
+            sqlite: include_str!("../../migrations/sqlite/0010_identity.sql"),
+            postgres: include_str!("../../migrations/postgres/0010_identity.sql"),
+            mysql: include_str!("../../migrations/mysql/0010_identity.sql"),
         },
     },
     Migration {
         version: 11,
         name: "holds",
         sql: Spelled {
-            sqlite: include_str!("../migrations/sqlite/0011_holds.sql"),
-            postgres: include_str!("../migrations/postgres/0011_holds.sql"),
-            mysql: include_str!("../migrations/mysql/0011_holds.sql"),
+            sqlite: include_str!("../../migrations/sqlite/0011_holds.sql"),
+            postgres: include_str!("../../migrations/postgres/0011_holds.sql"),
+            mysql: include_str!("../../migrations/mysql/0011_holds.sql"),
         },
     },
     Migration {
         version: 12,
         name: "kept reports",
         sql: Spelled {
-            sqlite: include_str!("../migrations/sqlite/0012_kept_reports.sql"),
-            postgres: include_str!("../migrations/postgres/0012_kept_reports.sql"),
-            mysql: include_str!("../migrations/mysql/0012_kept_reports.sql"),
+            sqlite: include_str!("../../migrations/sqlite/0012_kept_reports.sql"),
+            postgres: include_str!("../../migrations/postgres/0012_kept_reports.sql"),
+            mysql: include_str!("../../migrations/mysql/0012_kept_reports.sql"),
         },
     },
 ];
