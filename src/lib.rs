@@ -5,7 +5,8 @@
 //! each change of state causes), [`fleet`] and [`run`] run many venues, [`cycle`] runs one
 //! venue's pass, [`selection`] finds candidates, [`lifecycle`] makes reports, [`decision`] takes
 //! decisions, [`transition`] changes a report's state, [`apply`] and [`erase`] delete or
-//! anonymise, [`store`] keeps retentiond's own tables, and [`db`] hides the SQLite, PostgreSQL
+//! anonymise, [`store`] keeps retentiond's own tables, [`customers`] holds the SQL of the
+//! customer database built from the configuration, and [`db`] hides the SQLite, PostgreSQL
 //! and MySQL differences.
 
 pub mod app;

@@ -314,7 +314,9 @@ pub async fn export(
             .map(|c| backend.cast_text(&format!("x.{}", c.q())))
             .collect::<Vec<_>>()
             .join(", ");
-        let found = tx.fetch_all(&lookup::rows_of(schema, r, id, &select)).await?;
+        let found = tx
+            .fetch_all(&lookup::rows_of(schema, r, id, &select))
+            .await?;
         let values = found
             .iter()
             .map(|row| labelled(schema, &columns, row))

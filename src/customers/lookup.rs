@@ -65,7 +65,12 @@ pub fn rows_of(schema: &SchemaConfig, r: &Reference, id: i64, select: &str) -> Q
 }
 
 /// Those of `ids` that are customers of `venue_id` and not anonymised yet, in id order.
-pub fn still_personal(backend: Backend, schema: &SchemaConfig, venue_id: i64, ids: &[i64]) -> Query {
+pub fn still_personal(
+    backend: Backend,
+    schema: &SchemaConfig,
+    venue_id: i64,
+    ids: &[i64],
+) -> Query {
     let mut q = Query::new(&format!(
         "SELECT c.{} FROM {} c WHERE 1 = 1",
         schema.customer_id.q(),

@@ -8,7 +8,7 @@
 //! - [`lookup`]: one person by email or by id (erasure requests, `replay`, the demo's seed).
 //! - [`introspect`]: the live layout (`check`, `suggest`).
 //! - [`whatif`]: the years of last activity (`whatif`).
-//! - [`reference`]: the reference schema and its configuration; [`demo_data`], the demo's customers in it.
+//! - [`reference`](mod@reference): the reference schema and its configuration; [`demo_data`], the demo's customers in it.
 
 pub mod demo_data;
 pub mod erase;

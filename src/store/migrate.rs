@@ -67,7 +67,9 @@ const MIGRATIONS: &[Migration] = &[
             postgres: include_str!(
                 "../../migrations/postgres/0006_free_text_out_of_ledger_and_replays.sql"
             ),
-            mysql: include_str!("../../migrations/mysql/0006_free_text_out_of_ledger_and_replays.sql"),
+            mysql: include_str!(
+                "../../migrations/mysql/0006_free_text_out_of_ledger_and_replays.sql"
+            ),
         },
     },
     Migration {
