@@ -11,7 +11,7 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use retentiond::config::{self, Config};
 use retentiond::cycle::{run_venue_cycle, Selection};
-use retentiond::db::{Backend, Db, Query};
+use retentiond::db::{scratch, Backend, Db, Query};
 use retentiond::decision::{decide, Actor, Decision};
 use retentiond::policy::{self, ReportState};
 use retentiond::selection::{self, Scope};
@@ -184,7 +184,7 @@ fn main() {
     }
     let mut results = BTreeMap::new();
     for backend in &options.backends {
-        if let Some(variable) = server_variable(*backend) {
+        if let Some(variable) = scratch::server_variable(*backend) {
             if std::env::var(variable).is_err() {
                 // In CI a backend that cannot be reached is a failure, never a silent skip.
                 assert!(std::env::var_os("CI").is_none(), "CI must set {variable}");
@@ -219,7 +219,7 @@ fn main() {
 fn run_fleets(rt: &tokio::runtime::Runtime, options: &Options) {
     let mut document = serde_json::Map::new();
     for backend in &options.backends {
-        if let Some(variable) = server_variable(*backend) {
+        if let Some(variable) = scratch::server_variable(*backend) {
             if std::env::var(variable).is_err() {
                 assert!(std::env::var_os("CI").is_none(), "CI must set {variable}");
                 continue;

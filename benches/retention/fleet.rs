@@ -383,18 +383,7 @@ async fn apply_baseline(
 }
 
 async fn drop_bench(backend: Backend) {
-    let drop = match backend {
-        Backend::Postgres => format!("DROP SCHEMA IF EXISTS {} CASCADE", bench_schema()),
-        Backend::Mysql => format!("DROP DATABASE IF EXISTS {}", bench_schema()),
-        Backend::Sqlite => return,
-    };
-    if std::env::var_os("RETENTIOND_BENCH_KEEP").is_none() {
-        on_server(
-            &std::env::var(server_variable(backend).unwrap()).unwrap(),
-            &[drop],
-        )
-        .await;
-    }
+    drop_unless_kept(backend).await;
 }
 
 /// Every figure of one fleet size on one backend.

@@ -4,15 +4,6 @@
 
 use super::*;
 
-/// The variable naming the server of a server backend.
-pub(crate) fn server_variable(backend: Backend) -> Option<&'static str> {
-    match backend {
-        Backend::Sqlite => None,
-        Backend::Postgres => Some("RETENTIOND_TEST_POSTGRES_URL"),
-        Backend::Mysql => Some("RETENTIOND_TEST_MYSQL_URL"),
-    }
-}
-
 pub(crate) struct Bench {
     pub(crate) db: Db,
     pub(crate) url: String,
@@ -26,75 +17,26 @@ pub(crate) async fn open(backend: Backend) -> Bench {
         dir.disable_cleanup(true);
         eprintln!("keeping {}", dir.path().display());
     }
-    match backend {
-        Backend::Mysql => {
-            let base = std::env::var("RETENTIOND_TEST_MYSQL_URL").unwrap();
-            let database = bench_schema();
-            on_server(
-                &base,
-                &[
-                    format!("DROP DATABASE IF EXISTS {database}"),
-                    format!("CREATE DATABASE {database}"),
-                ],
-            )
-            .await;
-            let (server, query) = base
-                .split_once('?')
-                .map_or((base.as_str(), ""), |(s, q)| (s, q));
-            let server = server.rsplit_once('/').map_or(server, |(s, _)| s);
-            let url = if query.is_empty() {
-                format!("{server}/{database}")
-            } else {
-                format!("{server}/{database}?{query}")
-            };
-            Bench {
-                db: Db::connect(&url).await.unwrap(),
-                url,
-                dir,
-            }
+    // The test kit's scratch databases (`retentiond::db::scratch`), named for this run.
+    let url = match scratch::server_variable(backend) {
+        None => format!("sqlite://{}", dir.path().join("bench.db").display()),
+        Some(variable) => {
+            let base = std::env::var(variable).unwrap();
+            scratch::create(backend, &base, &bench_schema())
+                .await
+                .unwrap()
         }
-        Backend::Sqlite => {
-            let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-            Bench {
-                db: Db::connect(&url).await.unwrap(),
-                url,
-                dir,
-            }
-        }
-        Backend::Postgres => {
-            let base = std::env::var("RETENTIOND_TEST_POSTGRES_URL").unwrap();
-            let schema = bench_schema();
-            on_server(
-                &base,
-                &[
-                    format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
-                    format!("CREATE SCHEMA {schema}"),
-                ],
-            )
-            .await;
-            let sep = if base.contains('?') { '&' } else { '?' };
-            let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-            Bench {
-                db: Db::connect(&url).await.unwrap(),
-                url,
-                dir,
-            }
-        }
+    };
+    Bench {
+        db: Db::connect(&url).await.unwrap(),
+        url,
+        dir,
     }
 }
 
 /// This run's PostgreSQL schema or MySQL database.
 pub(crate) fn bench_schema() -> String {
     format!("bench_{}", std::process::id())
-}
-
-/// Runs `statements` on the server at `url`, outside the benchmark's schema or database.
-pub(crate) async fn on_server(url: &str, statements: &[String]) {
-    let admin = Db::connect(url).await.unwrap();
-    for sql in statements {
-        admin.execute(&Query::new(sql)).await.unwrap();
-    }
-    admin.close().await;
 }
 
 /// The reference schema filled set-based: `n` customers over 5 venues (60% at venue 1) and 10
@@ -339,13 +281,10 @@ timezone = "Europe/London"
 /// A full-size schema holds gigabytes: dropped unless asked to keep it for inspection.
 pub(crate) async fn drop_unless_kept(backend: Backend) {
     if std::env::var_os("RETENTIOND_BENCH_KEEP").is_none() {
-        let drop = match backend {
-            Backend::Postgres => format!("DROP SCHEMA {} CASCADE", bench_schema()),
-            Backend::Mysql => format!("DROP DATABASE {}", bench_schema()),
-            Backend::Sqlite => String::new(),
-        };
-        if let Some(variable) = server_variable(backend) {
-            on_server(&std::env::var(variable).unwrap(), &[drop]).await;
+        if let Some(variable) = scratch::server_variable(backend) {
+            scratch::drop(backend, &std::env::var(variable).unwrap(), &bench_schema())
+                .await
+                .unwrap();
         }
     }
 }

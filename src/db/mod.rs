@@ -7,6 +7,7 @@
 mod ident;
 mod mysql;
 mod postgres;
+pub mod scratch;
 mod sqlite;
 mod sqlite_hash;
 

@@ -7,7 +7,7 @@ pub mod smtp;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use retentiond::config::{self, Config};
-use retentiond::db::{Backend, Db, Query, Value};
+use retentiond::db::{scratch, Backend, Db, Query, Value};
 use retentiond::{migrate, Service};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -196,38 +196,19 @@ impl TestDb {
     /// A fresh schema in the PostgreSQL server named by RETENTIOND_TEST_POSTGRES_URL, or `None`
     /// when the variable is unset (CI always sets it, so there an unreachable server fails).
     pub async fn postgres() -> Option<TestDb> {
-        TestDb::on_server(
-            Backend::Postgres,
-            "RETENTIOND_TEST_POSTGRES_URL",
-            "SCHEMA",
-            |base, schema| {
-                let sep = if base.contains('?') { '&' } else { '?' };
-                format!("{base}{sep}options=-c%20search_path%3D{schema}")
-            },
-        )
-        .await
+        TestDb::on_server(Backend::Postgres).await
     }
 
     /// A fresh database in the MySQL or MariaDB server named by RETENTIOND_TEST_MYSQL_URL, or
     /// `None` when the variable is unset (CI always sets it, so there an unreachable server fails).
     pub async fn mysql() -> Option<TestDb> {
-        TestDb::on_server(
-            Backend::Mysql,
-            "RETENTIOND_TEST_MYSQL_URL",
-            "DATABASE",
-            |_, database| mysql_url(database),
-        )
-        .await
+        TestDb::on_server(Backend::Mysql).await
     }
 
-    /// A fresh schema or database (`CREATE {kind}`) with the reference schema, on the server
-    /// named by `variable`; `url_of(base, name)` reaches it.
-    async fn on_server(
-        backend: Backend,
-        variable: &str,
-        kind: &str,
-        url_of: impl Fn(&str, &str) -> String,
-    ) -> Option<TestDb> {
+    /// A fresh schema or database with the reference schema on the test server of `backend`
+    /// (`retentiond::db::scratch`, as the benchmark makes its own).
+    async fn on_server(backend: Backend) -> Option<TestDb> {
+        let variable = scratch::server_variable(backend).expect("a server backend");
         let Ok(base) = std::env::var(variable) else {
             // In CI a backend that cannot be reached is a failure, never a silent skip.
             assert!(
@@ -237,16 +218,10 @@ impl TestDb {
             eprintln!("{variable} is not set: {} variant not run", backend.name());
             return None;
         };
-        let admin = Db::connect(&base)
+        let name = format!("t_{}_{}", std::process::id(), rand_suffix());
+        let url = scratch::create(backend, &base, &name)
             .await
             .unwrap_or_else(|e| panic!("{variable} must reach {}: {e:#}", backend.name()));
-        let name = format!("t_{}_{}", std::process::id(), rand_suffix());
-        admin
-            .execute(&Query::new(&format!("CREATE {kind} {name}")))
-            .await
-            .unwrap();
-        admin.close().await;
-        let url = url_of(&base, &name);
         let db = Db::connect(&url).await.unwrap();
         db.execute_script(retentiond::reference::sql(backend))
             .await
@@ -557,14 +532,7 @@ pub fn series(count: u32) -> String {
 /// The URL of database `database` on the server of RETENTIOND_TEST_MYSQL_URL.
 pub fn mysql_url(database: &str) -> String {
     let base = std::env::var("RETENTIOND_TEST_MYSQL_URL").expect("RETENTIOND_TEST_MYSQL_URL");
-    let (server, query) = base
-        .split_once('?')
-        .map_or((base.as_str(), None), |(s, q)| (s, Some(q)));
-    let server = server.rsplit_once('/').map_or(server, |(s, _)| s);
-    match query {
-        Some(q) => format!("{server}/{database}?{q}"),
-        None => format!("{server}/{database}"),
-    }
+    scratch::url_of(Backend::Mysql, &base, database)
 }
 
 impl TestDb {
