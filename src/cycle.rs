@@ -165,12 +165,24 @@ async fn cycle_locked(
 
     // A fleet's dry run found this venue without an open report in its one read of them all.
     let counted_for_dry_run = dry_run && run.dry_run_counts(venue.id).is_some();
-    let to_apply = if counted_for_dry_run {
+    // The venue's open reports, read once: what to apply, what to expire or remind, and
+    // whether a new report may be made are all judged on this read (a decision taken after it
+    // counts from the next cycle on, as one taken just after the cycle does).
+    let mut open = if counted_for_dry_run {
         Vec::new()
     } else {
-        let states = [ReportState::Applying, ReportState::Approved];
+        let states = [
+            ReportState::Pending,
+            ReportState::Approved,
+            ReportState::Applying,
+        ];
         reports::in_states(&svc.db, venue.id, &states).await?
     };
+    let to_apply: Vec<reports::Report> = open
+        .iter()
+        .filter(|r| matches!(r.state, ReportState::Applying | ReportState::Approved))
+        .cloned()
+        .collect();
     for report in to_apply {
         if dry_run {
             let (would_process, would_skip) = apply::preview(svc, venue, &report, at).await?;
@@ -194,6 +206,7 @@ async fn cycle_locked(
         let finished = summary.finished;
         if finished {
             run.note_applied();
+            open.retain(|r| r.id != report.id);
         }
         result.applied.push(summary);
         if !finished {
@@ -202,17 +215,39 @@ async fn cycle_locked(
     }
 
     if !dry_run {
-        let (expired, reminded) = lifecycle::expire_and_remind(svc, venue, at).await?;
+        let pending: Vec<&reports::Report> = open
+            .iter()
+            .filter(|r| r.state == ReportState::Pending)
+            .collect();
+        let (expired, reminded) = lifecycle::expire_and_remind(svc, venue, &pending, at).await?;
+        open.retain(|r| !expired.contains(&r.id));
         result.expired = expired;
         result.reminded = reminded;
     }
-    let (selection, held_back) =
-        select(svc, run, venue, Rule::Customers, at, result.cutoff, dry_run).await?;
+    let (selection, held_back) = select(
+        svc,
+        run,
+        venue,
+        &open,
+        Rule::Customers,
+        (at, result.cutoff),
+        dry_run,
+    )
+    .await?;
     result.selection = Some(selection);
     result.held_back = held_back;
     if venue.prospects.is_some() {
         let cutoff = policy::cutoff(at, venue.timezone, venue.rule(Rule::Prospects).0);
-        let (selection, _) = select(svc, run, venue, Rule::Prospects, at, cutoff, dry_run).await?;
+        let (selection, _) = select(
+            svc,
+            run,
+            venue,
+            &open,
+            Rule::Prospects,
+            (at, cutoff),
+            dry_run,
+        )
+        .await?;
         result.prospects = Some(selection);
     }
     Ok(())
@@ -235,13 +270,15 @@ fn dry_run_selection(venue: &VenueConfig, candidates: u64, customers: u64) -> Se
     }
 }
 
+/// Selects anew for `rule` at `at` with its `cutoff`, `open` being the venue's reports still
+/// open after this cycle's apply and expiry.
 async fn select(
     svc: &Service,
     run: &RunContext,
     venue: &VenueConfig,
+    open: &[reports::Report],
     rule: Rule,
-    at: DateTime<Utc>,
-    cutoff: DateTime<Utc>,
+    (at, cutoff): (DateTime<Utc>, DateTime<Utc>),
     dry_run: bool,
 ) -> Result<(Selection, Option<selection::HeldBack>)> {
     if dry_run {
@@ -254,19 +291,7 @@ async fn select(
             ));
         }
     }
-    let open: Vec<reports::Report> = reports::in_states(
-        &svc.db,
-        venue.id,
-        &[
-            ReportState::Pending,
-            ReportState::Approved,
-            ReportState::Applying,
-        ],
-    )
-    .await?
-    .into_iter()
-    .filter(|r| r.rule == rule)
-    .collect();
+    let open: Vec<&reports::Report> = open.iter().filter(|r| r.rule == rule).collect();
     let last = match venue.prospects {
         None => reports::last_created_at(&svc.db, venue.id).await?,
         Some(_) => reports::last_created_of_rule(&svc.db, venue.id, rule).await?,
@@ -292,8 +317,7 @@ async fn select(
         ));
     }
 
-    let customers = selection::count_customers(&svc.db, &svc.config.schema, venue.id).await?;
-    let (made, held_back) = lifecycle::create_report(svc, venue, &scope, customers, at).await?;
+    let (made, held_back) = lifecycle::create_report(svc, venue, &scope, at).await?;
     if matches!(made, Selection::Created { .. }) {
         run.note_report_made();
     }

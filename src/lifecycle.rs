@@ -82,13 +82,17 @@ pub async fn forget_old_details(svc: &Service, at: DateTime<Utc>) -> Result<()> 
     Ok(())
 }
 
+/// Expires the `pending` reports (the venue's, as its cycle read them) whose links have
+/// expired, and reminds the approvers of those due a reminder. Returns the ids expired and
+/// reminded.
 pub async fn expire_and_remind(
     svc: &Service,
     venue: &VenueConfig,
+    pending: &[&reports::Report],
     at: DateTime<Utc>,
 ) -> Result<(Vec<i64>, Vec<i64>)> {
     let (mut expired, mut reminded) = (Vec::new(), Vec::new());
-    for report in reports::in_states(&svc.db, venue.id, &[ReportState::Pending]).await? {
+    for &report in pending {
         if report.expires_at <= at {
             let mut tx = svc.db.begin().await?;
             let why = "links expired without a decision";
@@ -130,12 +134,11 @@ pub async fn expire_and_remind(
 
 /// Freezes the venue's candidates into a new pending report and asks its approvers, all in one
 /// transaction; no report without candidates, and the brake (an alert instead of a report) when
-/// the candidates are more than `max_share` of the venue's `customers`.
+/// the candidates are more than `max_share` of the venue's customers.
 pub async fn create_report(
     svc: &Service,
     venue: &VenueConfig,
     scope: &Scope<'_>,
-    customers: u64,
     at: DateTime<Utc>,
 ) -> Result<(Selection, Option<crate::selection::HeldBack>)> {
     let cutoff = scope.cutoff;
@@ -170,6 +173,9 @@ pub async fn create_report(
         drop(tx); // rolled back: no report without candidates
         return Ok((Selection::NoCandidates, None));
     }
+    // The brake's denominator, counted only when there is a report to judge (a fleet's apply
+    // night selects again after every apply, mostly to find nobody), in the same transaction.
+    let customers = selection::count_customers_in(&mut tx, &svc.config.schema, venue.id).await?;
     if policy::brake_engaged(candidates, customers, venue.max_share) {
         drop(tx);
         error!(

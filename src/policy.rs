@@ -484,7 +484,8 @@ pub const TRANSITIONS: [Transition; 7] = {
             EventKind::Applied,
             Stamp::AppliedAt,
             Some(MailKind::Applied),
-            true,
+            // An applying report has no index: it lost it on becoming applying.
+            false,
         ),
     ]
 };
@@ -1219,10 +1220,11 @@ mod tests {
         use ReportState::*;
         for t in TRANSITIONS {
             // A report open to decisions stays searchable; one that closes (or starts being
-            // applied) loses its index before any customer is touched.
+            // applied) loses its index before any customer is touched. Only a report that may
+            // have one (pending or approved) has anything to forget.
             assert_eq!(
                 t.forgets_search_terms,
-                !matches!(t.to, Pending | Approved),
+                matches!(t.from, Pending | Approved) && !matches!(t.to, Pending | Approved),
                 "{} -> {}",
                 t.from,
                 t.to

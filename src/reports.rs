@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 pub use crate::store::decisions::{decisions, Decision};
 pub use crate::store::items::{
-    held_counts, insert_request_item, outcome_counts, search_window_end,
+    insert_request_item, outcome_and_held_counts, outcome_counts, search_window_end,
 };
 pub use crate::store::listing::*;
 pub use crate::store::reports::*;

@@ -728,12 +728,27 @@ pub async fn candidate_ids(db: &Db, scope: &Scope<'_>) -> Result<Vec<i64>> {
 
 /// All customers of the venue, the denominator of the brake.
 pub async fn count_customers(db: &Db, schema: &SchemaConfig, venue_id: i64) -> Result<u64> {
+    Ok(db
+        .fetch_one(&customers_of_venue(schema, venue_id))
+        .await?
+        .i64(0)? as u64)
+}
+
+/// [`count_customers`] inside `tx` (a report's own transaction, once it has candidates).
+pub async fn count_customers_in(tx: &mut Tx, schema: &SchemaConfig, venue_id: i64) -> Result<u64> {
+    Ok(tx
+        .fetch_one(&customers_of_venue(schema, venue_id))
+        .await?
+        .i64(0)? as u64)
+}
+
+fn customers_of_venue(schema: &SchemaConfig, venue_id: i64) -> Query {
     let mut q = Query::new(&format!(
         "SELECT COUNT(*) FROM {} WHERE 1 = 1",
         schema.customers.q()
     ));
     push_venue_filter(&mut q, schema, "", venue_id);
-    Ok(db.fetch_one(&q).await?.i64(0)? as u64)
+    q
 }
 
 /// The venue's customers counted up to `limit` at most: as far as the brake needs to look

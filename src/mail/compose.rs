@@ -195,8 +195,7 @@ pub async fn compose(
             );
         }
         (Kind::Applied, Some(report)) => {
-            let counts = reports::outcome_counts(&svc.db, report.id).await?;
-            let holds = reports::held_counts(&svc.db, report.id).await?;
+            let (counts, holds) = reports::outcome_and_held_counts(&svc.db, report.id).await?;
             for (outcome, n) in &counts {
                 match outcome {
                     Some(o @ Outcome::SkippedHeld) if !holds.is_empty() => {

@@ -42,19 +42,6 @@ pub async fn customer_outcomes(db: &Db, venue_id: Option<i64>) -> Result<Vec<Cus
         .collect()
 }
 
-/// The report's customers skipped at apply because a hold held them, by hold.
-pub async fn held_counts(db: &Db, report_id: i64) -> Result<Vec<(String, u64)>> {
-    let mut q = Query::new(
-        "SELECT held_by, COUNT(*) FROM retention_report_items WHERE held_by IS NOT NULL AND report_id = ",
-    );
-    q.bind(report_id).push(" GROUP BY held_by ORDER BY held_by");
-    db.fetch_all(&q)
-        .await?
-        .iter()
-        .map(|r| Ok((r.text(0)?, r.i64(1)? as u64)))
-        .collect()
-}
-
 /// The one item of a request's report, with its outcome.
 pub async fn insert_request_item(
     tx: &mut Tx,
@@ -91,6 +78,33 @@ pub async fn outcome_counts(db: &Db, id: i64) -> Result<BTreeMap<Option<Outcome>
         counts.insert(outcome, row.i64(1)? as u64);
     }
     Ok(counts)
+}
+
+/// [`outcome_counts`] and the customers a hold kept at apply, by hold, of a report, from one
+/// grouped read of its items (the page of an applied report and its confirmation mail show both).
+pub async fn outcome_and_held_counts(
+    db: &Db,
+    id: i64,
+) -> Result<(BTreeMap<Option<Outcome>, u64>, Vec<(String, u64)>)> {
+    let mut q = Query::new(
+        "SELECT outcome, held_by, COUNT(*) AS customers FROM retention_report_items WHERE report_id = ",
+    );
+    q.bind(id)
+        .push(" GROUP BY outcome, held_by ORDER BY outcome, held_by");
+    let mut counts: BTreeMap<Option<Outcome>, u64> = BTreeMap::new();
+    let mut held: BTreeMap<String, u64> = BTreeMap::new();
+    for row in db.fetch_all(&q).await? {
+        let outcome = row
+            .named_opt_text("outcome")?
+            .map(|o| o.parse::<Outcome>().map_err(anyhow::Error::msg))
+            .transpose()?;
+        let n = row.named_i64("customers")? as u64;
+        *counts.entry(outcome).or_default() += n;
+        if let Some(hold) = row.named_opt_text("held_by")? {
+            *held.entry(hold).or_default() += n;
+        }
+    }
+    Ok((counts, held.into_iter().collect()))
 }
 
 /// The id that ends a search window: the `window`-th customer of the report after `after_id`,

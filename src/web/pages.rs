@@ -308,8 +308,8 @@ pub async fn report(
             ));
         }
         if report.state == crate::policy::ReportState::Applied {
-            let holds = reports::held_counts(&svc.db, report.id).await?;
-            for (outcome, n) in reports::outcome_counts(&svc.db, report.id).await? {
+            let (counts, holds) = reports::outcome_and_held_counts(&svc.db, report.id).await?;
+            for (outcome, n) in counts {
                 let words = match outcome {
                     Some(crate::policy::Outcome::Deleted) => "deleted".to_string(),
                     Some(crate::policy::Outcome::Anonymised) => "anonymised".to_string(),

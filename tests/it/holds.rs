@@ -109,9 +109,10 @@ async fn holds_keep_customers_back_and_are_counted(db: TestDb) {
         1
     );
     assert_eq!(
-        retentiond::reports::held_counts(&svc.db, report_id)
+        retentiond::reports::outcome_and_held_counts(&svc.db, report_id)
             .await
-            .unwrap(),
+            .unwrap()
+            .1,
         vec![("Gift Aid declaration".to_string(), 1)]
     );
     assert_eq!(
