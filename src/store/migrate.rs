@@ -126,6 +126,17 @@ const MIGRATIONS: &[Migration] = &[
             mysql: include_str!("../../migrations/mysql/0012_kept_reports.sql"),
         },
     },
+    Migration {
+        version: 13,
+        name: "unknown customers by customer",
+        sql: Spelled {
+            sqlite: include_str!("../../migrations/sqlite/0013_unknown_customers_by_customer.sql"),
+            postgres: include_str!(
+                "../../migrations/postgres/0013_unknown_customers_by_customer.sql"
+            ),
+            mysql: include_str!("../../migrations/mysql/0013_unknown_customers_by_customer.sql"),
+        },
+    },
 ];
 
 /// The schema version this build expects.
