@@ -583,7 +583,72 @@ async fn cancelled_report_is_never_applied(db: TestDb) {
     );
 }
 
+/// A cycle that finishes a report selects anew in the same pass, judged on what its one read of
+/// the open reports leaves open: after an apply, a customer who became a candidate since the
+/// report was made gets a report of their own (never the applied ones); after an expiry, the
+/// expired report's customers are reported again at once.
+async fn a_cycle_selects_anew_after_it_applies_or_expires_a_report(db: TestDb) {
+    db.migrate().await;
+    let svc = db
+        .service(&delete_venue(2, "3 years", "report_interval = \"1 day\""))
+        .await;
+    let gone = db.customer(2, "2019-01-01 00:00:00").await;
+    db.order(gone, "2020-02-02 10:00:00").await;
+    let applied = approved_report(&svc, 2).await;
+    // Imported after the report was made, idle for years.
+    let later = db.customer(2, "2019-05-05 00:00:00").await;
+
+    let night = cycle(&svc, 2, NEXT_DAY).await;
+
+    assert_eq!(night.applied[0].report_id, applied);
+    assert_eq!(night.applied[0].counts.get(&Outcome::Deleted), Some(&1));
+    let Some(Selection::Created {
+        report_id,
+        customers,
+    }) = night.selection
+    else {
+        panic!(
+            "expected a new report after the apply, got {:?}",
+            night.selection
+        )
+    };
+    assert_eq!(customers, 1);
+    assert_eq!(
+        db.count(&format!(
+            "SELECT customer_id FROM retention_report_items WHERE report_id = {report_id}"
+        ))
+        .await,
+        later
+    );
+
+    // Left pending past its links' life, it expires, and the same cycle reports its customer again.
+    let expiring = report_id;
+    let weeks_later = cycle(&svc, 2, "2026-07-06 12:00:00").await;
+    assert_eq!(weeks_later.expired, vec![expiring]);
+    let Some(Selection::Created {
+        report_id,
+        customers,
+    }) = weeks_later.selection
+    else {
+        panic!(
+            "expected a new report after the expiry, got {:?}",
+            weeks_later.selection
+        )
+    };
+    assert_ne!(report_id, expiring);
+    assert_eq!(customers, 1);
+    assert_eq!(
+        reports::get(&svc.db, expiring)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        ReportState::Expired
+    );
+}
+
 on_both_backends!(
+    a_cycle_selects_anew_after_it_applies_or_expires_a_report,
     delete_moves_orders_to_unknown_customer_and_removes_notes,
     unknown_customer_is_created_once_and_reused,
     anonymise_applies_every_strategy_and_keeps_the_rest,
