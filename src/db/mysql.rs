@@ -23,6 +23,13 @@ const SESSION_SETUP: [&str; 2] = [
     "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
 ];
 
+/// MariaDB only: a `NOT EXISTS` stays a lookup per row. MariaDB otherwise turns it into an
+/// `IN` and materialises the whole subquery, so apply's re-check of 75 customers read every
+/// report item, anonymised customer and Unknown Customer of the fleet each time (6.6 ms a batch
+/// at 1,000 venues, 15 times what it took at 250: the one step that grew with venues times
+/// customers). MySQL has no such rewrite (and no such switch).
+const MARIADB_SETUP: &str = "SET SESSION optimizer_switch = 'exists_to_in=off'";
+
 /// The oldest servers whose SQL retentiond uses (`JSON_TABLE`, `INSERT ... RETURNING` is not
 /// needed): MySQL 8.0 and MariaDB 10.6.
 const OLDEST_MYSQL: (u32, u32) = (8, 0);
@@ -55,15 +62,19 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<MySqlPool> {
         .fetch_one(&mut first)
         .await?;
     check_version(&version).with_context(|| format!("{target} cannot be used"))?;
+    let mariadb = version.to_ascii_lowercase().contains("mariadb");
     drop(first);
     MySqlPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
         .test_before_acquire(false)
-        .after_connect(|conn, _| {
+        .after_connect(move |conn, _| {
             Box::pin(async move {
                 for statement in SESSION_SETUP {
                     conn.execute(statement).await?;
+                }
+                if mariadb {
+                    conn.execute(MARIADB_SETUP).await?;
                 }
                 Ok(())
             })
