@@ -384,14 +384,7 @@ pub async fn run(db: &Db, config: &Config) -> Result<CheckReport> {
             tables.insert(table.name().to_string(), cols);
         }
     }
-    let column = |table: &Ident, column: &Ident| -> Option<ColumnInfo> {
-        tables
-            .get(table.name())?
-            .as_ref()?
-            .iter()
-            .find(|c| c.name == column.name())
-            .cloned()
-    };
+    let column = |table: &Ident, col: &Ident| column_of(&tables, table, col);
     for (key, table, col) in &wanted {
         if tables.get(table.name()).is_some_and(Option::is_some) && column(table, col).is_none() {
             report
@@ -402,42 +395,9 @@ pub async fn run(db: &Db, config: &Config) -> Result<CheckReport> {
     report
         .problems
         .extend(time_column_problems(db, config).await?);
-    for ((_, hold), [_, when_key, after_key]) in holds.iter().zip(&hold_keys) {
-        for condition in &hold.when {
-            let Some(info) = column(&hold.table, &condition.column) else {
-                continue;
-            };
-            if let Some(expected) = literal_misfit(&condition.value, &info) {
-                report.problems.push(format!(
-                    "{when_key}: \"{condition}\" compares column {}.{} of type {} with {}; expected {expected}",
-                    hold.table,
-                    condition.column,
-                    info.data_type,
-                    condition.value.kind()
-                ));
-            }
-        }
-        if let Some((after, _)) = &hold.until {
-            if let Some(info) = column(&hold.table, after) {
-                if !info.is_temporal() {
-                    report.problems.push(format!(
-                        "{after_key}: column {}.{after} has type {}, expected a date or timestamp",
-                        hold.table, info.data_type
-                    ));
-                }
-            }
-        }
-    }
-    if let Some(hold) = &s.legal_hold {
-        if let Some(info) = column(&s.customers, hold) {
-            if !info.is_flag() {
-                report.problems.push(format!(
-                    "schema.legal_hold: column {}.{hold} has type {}, expected a boolean",
-                    s.customers, info.data_type
-                ));
-            }
-        }
-    }
+    report
+        .problems
+        .extend(hold_type_problems(config, &tables, &holds, &hold_keys));
 
     if tables.get(s.customers.name()).is_some_and(Option::is_some) {
         let references_listed = |t: &str, c: &str| {
@@ -492,10 +452,90 @@ pub async fn run(db: &Db, config: &Config) -> Result<CheckReport> {
         }
         Err(e) => report.problems.push(format!("mail: {e:#}")),
     }
+    report
+        .warnings
+        .extend(missing_index_warnings(db, config, &tables, &holds).await?);
+    Ok(report)
+}
+
+/// The column of `table` named `column`, as the catalogue read for `check` describes it.
+fn column_of(
+    tables: &HashMap<String, Option<Vec<ColumnInfo>>>,
+    table: &Ident,
+    column: &Ident,
+) -> Option<ColumnInfo> {
+    tables
+        .get(table.name())?
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == column.name())
+        .cloned()
+}
+
+/// Holds whose conditions compare a column with a value of another type, whose period starts
+/// at a column that is no time, and a legal hold that is no flag.
+fn hold_type_problems(
+    config: &Config,
+    tables: &HashMap<String, Option<Vec<ColumnInfo>>>,
+    holds: &[(usize, &crate::holds::Hold)],
+    hold_keys: &[[String; 3]],
+) -> Vec<String> {
+    let s = &config.schema;
+    let mut problems = Vec::new();
+    for ((_, hold), [_, when_key, after_key]) in holds.iter().zip(hold_keys) {
+        for condition in &hold.when {
+            let Some(info) = column_of(tables, &hold.table, &condition.column) else {
+                continue;
+            };
+            if let Some(expected) = literal_misfit(&condition.value, &info) {
+                problems.push(format!(
+                    "{when_key}: \"{condition}\" compares column {}.{} of type {} with {}; expected {expected}",
+                    hold.table,
+                    condition.column,
+                    info.data_type,
+                    condition.value.kind()
+                ));
+            }
+        }
+        if let Some((after, _)) = &hold.until {
+            if let Some(info) = column_of(tables, &hold.table, after) {
+                if !info.is_temporal() {
+                    problems.push(format!(
+                        "{after_key}: column {}.{after} has type {}, expected a date or timestamp",
+                        hold.table, info.data_type
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(hold) = &s.legal_hold {
+        if let Some(info) = column_of(tables, &s.customers, hold) {
+            if !info.is_flag() {
+                problems.push(format!(
+                    "schema.legal_hold: column {}.{hold} has type {}, expected a boolean",
+                    s.customers, info.data_type
+                ));
+            }
+        }
+    }
+
+    problems
+}
+
+/// The indexes a fleet's nights need and the database lacks: the orders by customer, the
+/// customers by venue, each hold's, activity table's and linked table's reference column.
+async fn missing_index_warnings(
+    db: &Db,
+    config: &Config,
+    tables: &HashMap<String, Option<Vec<ColumnInfo>>>,
+    holds: &[(usize, &crate::holds::Hold)],
+) -> Result<Vec<String>> {
+    let s = &config.schema;
+    let mut warnings = Vec::new();
     if tables.get(s.orders.name()).is_some_and(Option::is_some) {
         let leading = introspect::index_leading_columns(db, &s.orders).await?;
         if !leading.iter().any(|c| c == s.order_customer.name()) {
-            report.warnings.push(format!(
+            warnings.push(format!(
                 "schema.orders: no index on {}({}, {}); selection will scan the orders table",
                 s.orders, s.order_customer, s.order_placed_at
             ));
@@ -505,7 +545,7 @@ pub async fn run(db: &Db, config: &Config) -> Result<CheckReport> {
         if config.venues.len() > 1 && tables.get(s.customers.name()).is_some_and(Option::is_some) {
             let leading = introspect::index_leading_columns(db, &s.customers).await?;
             if !leading.iter().any(|c| c == venue_column.name()) {
-                report.warnings.push(format!(
+                warnings.push(format!(
                     "schema.customer_venue: no index on {}({venue_column}) while {} venues are configured; every venue's cycle will scan all venues' customers (CREATE INDEX ... ON {}({venue_column}))",
                     s.customers,
                     config.venues.len(),
@@ -514,14 +554,14 @@ pub async fn run(db: &Db, config: &Config) -> Result<CheckReport> {
             }
         }
     }
-    for (i, hold) in &holds {
+    for (i, hold) in holds {
         let Some(column) = &hold.column else { continue };
         if !tables.get(hold.table.name()).is_some_and(Option::is_some) {
             continue;
         }
         let leading = introspect::index_leading_columns(db, &hold.table).await?;
         if !leading.iter().any(|c| c == column.name()) {
-            report.warnings.push(format!(
+            warnings.push(format!(
                 "schema.holds[{i}]: no index on {}({column}); every idle customer's selection will scan {}",
                 hold.table, hold.table
             ));
@@ -533,7 +573,7 @@ pub async fn run(db: &Db, config: &Config) -> Result<CheckReport> {
         }
         let leading = introspect::index_leading_columns(db, &a.table).await?;
         if !leading.iter().any(|c| c == a.column.name()) {
-            report.warnings.push(format!(
+            warnings.push(format!(
                 "schema.activity[{i}]: no index on {}({}, {}); every idle customer's selection will scan {}",
                 a.table, a.column, a.at, a.table
             ));
@@ -547,13 +587,13 @@ pub async fn run(db: &Db, config: &Config) -> Result<CheckReport> {
         }
         let leading = introspect::index_leading_columns(db, &r.table).await?;
         if !leading.iter().any(|c| c == r.column.name()) {
-            report.warnings.push(format!(
+            warnings.push(format!(
                 "schema.references[{i}]: no index on {}({}); each deleted customer makes the database scan {}",
                 r.table, r.column, r.table
             ));
         }
     }
-    Ok(report)
+    Ok(warnings)
 }
 
 /// The linked tables (SPEC 3): `via` parents and keys exist; for every action a venue takes,
