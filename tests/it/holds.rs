@@ -87,6 +87,14 @@ async fn holds_keep_customers_back_and_are_counted(db: TestDb) {
         Some(&expected),
         "the dry run counts them"
     );
+    assert!(
+        matches!(
+            dry.selection,
+            Some(retentiond::cycle::Selection::WouldCreate { customers: 4 })
+        ),
+        "and the candidates in the same pass: {:?}",
+        dry.selection
+    );
     let _ = legal;
 
     let report_id = approved_report(&svc, 1).await;
