@@ -103,7 +103,7 @@ pub async fn expire_and_remind(
                 reason: Some(why),
                 venue: Some(venue),
             };
-            change_state(&mut tx, &report, ReportState::Expired, change).await?;
+            change_state(&mut tx, report, ReportState::Expired, change).await?;
             tx.commit().await?;
             info!(venue.id = venue.id, report.id = report.id, "report expired");
             expired.push(report.id);
