@@ -309,24 +309,8 @@ async fn select(
         .await?;
     debug_assert_eq!(scope.cutoff, cutoff);
     if dry_run {
-        let schema = &svc.config.schema;
-        if !schema.holds.is_empty() && schema.customer_venue.is_some() {
-            // One pass counts the candidates and what the holds keep back, beside an index-only
-            // count of the venue's customers, as a fleet's dry run counts each venue: a pass for
-            // each, one after the other, was 2.2 times the bare count on SQLite (1,000,000
-            // customers, orders in the order they were placed), and the two at once on two
-            // connections slower still (0.79 s against 0.58 s).
-            let counted =
-                selection::dry_run_by_venue(&svc.db, std::slice::from_ref(&scope)).await?;
-            let (candidates, customers, held_back) =
-                counted.get(&venue.id).cloned().unwrap_or_default();
-            return Ok((
-                dry_run_selection(venue, candidates, customers),
-                Some(held_back),
-            ));
-        }
-        let (candidates, customers) = selection::count_for_brake(&svc.db, &scope).await?;
-        let held_back = scope.held_back(&svc.db).await?;
+        let (candidates, customers, held_back) =
+            selection::dry_run_of_venue(&svc.db, &scope).await?;
         return Ok((
             dry_run_selection(venue, candidates, customers),
             Some(held_back),
