@@ -118,11 +118,11 @@ pub async fn apply_report(
     // of small reports: each starting again at the first batch's 50 customers cost a batch more
     // each); a single report starts from scratch.
     let mut sizer = run.batch_sizer(svc, report.action);
-    // Start from a checkpointed log, so no earlier writer's pages land in one of our commits
-    // (unless the run's previous report just did it).
-    if run.checkpoint_due(CHECKPOINT_EVERY) {
-        checkpoint(svc, report.id).await;
-    }
+    // On SQLite no batch's commit checkpoints the write-ahead log: apply does it between
+    // batches, outside any transaction, once the log is long (`db::sqlite_wal`). It starts from
+    // a short log, so no earlier writer's pages land in one of its commits.
+    let _deferral = svc.db.defer_wal_checkpoints();
+    checkpoint_if_long(svc, report.id).await;
     loop {
         if svc.shutdown.is_cancelled() {
             svc.progress.finish();
@@ -223,9 +223,7 @@ pub async fn apply_report(
             metrics::counter!("retentiond_customers_total", "outcome" => outcome.as_str())
                 .increment(n);
         }
-        if run.checkpoint_due(CHECKPOINT_EVERY) {
-            checkpoint(svc, report.id).await;
-        }
+        checkpoint_if_long(svc, report.id).await;
         svc.progress.advance(ids.len() as u64);
         if finished_here {
             svc.progress.finish();
@@ -281,22 +279,18 @@ async fn start(
     items::record_kept(tx, report.id, at).await
 }
 
-/// How often apply checkpoints SQLite's write-ahead log between batches: a checkpoint after
-/// every commit rewrote the same pages batch after batch (a third of a delete's time), and one
-/// inside a commit made that commit look as long as the copy. Every 3 s was tried too: the
-/// larger log made commits wait on the disk (up to 260 ms) and the box office with them.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// Checkpoints SQLite's write-ahead log between batches. Only speed depends on it (SQLite's
-/// automatic checkpoint is the backstop), so a failure is logged and apply goes on.
-async fn checkpoint(svc: &Service, report_id: i64) {
+/// Checkpoints SQLite's write-ahead log between batches when it is long. Only speed and the
+/// log's size depend on it (the commit hook is the backstop), so a failure is logged and apply
+/// goes on.
+async fn checkpoint_if_long(svc: &Service, report_id: i64) {
     let started = Instant::now();
-    match svc.db.checkpoint_wal().await {
-        Ok(()) => tracing::debug!(
+    match svc.db.checkpoint_wal_if_long().await {
+        Ok(true) => tracing::debug!(
             report.id = report_id,
             checkpoint_ms = started.elapsed().as_millis() as u64,
             "checkpointed"
         ),
+        Ok(false) => {}
         Err(e) => {
             tracing::warn!(report.id = report_id, error = %e, "cannot checkpoint the write-ahead log")
         }

@@ -37,8 +37,6 @@ pub struct RunContext {
     /// A fleet's dry run: what the holds keep back of each venue, counted for all at once.
     dry_held: OnceCell<HashMap<i64, crate::selection::HeldBack>>,
     applied: AtomicBool,
-    /// When apply last checkpointed SQLite's write-ahead log in this run.
-    last_checkpoint: Mutex<Option<std::time::Instant>>,
 }
 
 /// Every venue's open reports and the time of its last report, read once per run.
@@ -227,18 +225,6 @@ impl RunContext {
     /// Keeps what a finished apply's sizer learnt, for the run's next report of `action`.
     pub fn keep_batch_sizer(&self, action: policy::Action, sizer: policy::BatchSizer) {
         self.sizers.lock().expect("sizers").insert(action, sizer);
-    }
-
-    /// Whether apply should checkpoint the write-ahead log now: when the run has not done so
-    /// for `every`. A fleet's reports follow each other within milliseconds, and one
-    /// checkpoint per report cost as much as the report's own batch (SQLite, 250 venues).
-    pub fn checkpoint_due(&self, every: std::time::Duration) -> bool {
-        let mut last = self.last_checkpoint.lock().expect("checkpoint time");
-        let due = last.is_none_or(|t| t.elapsed() >= every);
-        if due {
-            *last = Some(std::time::Instant::now());
-        }
-        due
     }
 
     /// Notes that a report was applied in this run, so the files are scrubbed after it.

@@ -10,6 +10,7 @@ mod postgres;
 pub mod scratch;
 mod sqlite;
 mod sqlite_hash;
+pub mod sqlite_wal;
 
 pub use ident::{Ident, IdentError};
 pub use sqlite::{daemon_lock_path, missing_file as missing_sqlite_file, try_lock_file};
@@ -583,6 +584,45 @@ impl Db {
             sqlite::execute(pool, &Query::new("PRAGMA wal_checkpoint(PASSIVE)")).await?;
         }
         Ok(())
+    }
+
+    /// SQLite: until the guard is dropped, no commit on this database checkpoints the
+    /// write-ahead log (below `sqlite_wal::DEFERRED_LIMIT_FRAMES`); the holder checkpoints
+    /// between its transactions with [`Db::checkpoint_wal_if_long`]. `None` elsewhere.
+    pub fn defer_wal_checkpoints(&self) -> Option<sqlite_wal::Deferral> {
+        match self {
+            Db::Sqlite(pool) => {
+                Some(sqlite_wal::WalState::of(&sqlite::database_path(pool)).defer())
+            }
+            _ => None,
+        }
+    }
+
+    /// SQLite: checkpoints the write-ahead log when `sqlite_wal::APPLY_CHECKPOINT_FRAMES` pages
+    /// were written to it since the last time (see `sqlite::checkpoint_and_restart`); whether
+    /// it did.
+    pub async fn checkpoint_wal_if_long(&self) -> Result<bool> {
+        let Db::Sqlite(pool) = self else {
+            return Ok(false);
+        };
+        let state = sqlite_wal::WalState::of(&sqlite::database_path(pool));
+        if !state.apply_checkpoint_due() {
+            return Ok(false);
+        }
+        sqlite::checkpoint_and_restart(pool).await?;
+        state.checkpointed();
+        Ok(true)
+    }
+
+    /// SQLite: the write-ahead log's length in pages after the last commit this process made
+    /// on the database. `None` elsewhere.
+    pub fn wal_frames(&self) -> Option<i64> {
+        match self {
+            Db::Sqlite(pool) => {
+                Some(sqlite_wal::WalState::of(&sqlite::database_path(pool)).frames())
+            }
+            _ => None,
+        }
     }
 
     /// After customers were erased: their removed values must not survive in the database's

@@ -1027,3 +1027,56 @@ async fn replay_of_a_malformed_line_names_it_and_applies_nothing() {
     );
     assert_eq!(all_customer_data(&db).await, before, "nothing replayed");
 }
+
+/// SQLite's automatic checkpoint is retentiond's commit hook (`db::sqlite_wal`): it records the
+/// log's length after each commit and checkpoints past `AUTOMATIC_FRAMES`, except while an apply
+/// holds it off and checkpoints between its own batches. Seen through the log's length: a log
+/// that was checkpointed whole starts again from its first page at the next write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_commits_leave_the_checkpoint_to_a_running_apply() {
+    use retentiond::db::sqlite_wal::{APPLY_CHECKPOINT_FRAMES, AUTOMATIC_FRAMES};
+    let db = TestDb::sqlite().await;
+    let d = &db.db;
+    d.execute(&Query::new("CREATE TABLE filler (b BLOB NOT NULL)"))
+        .await
+        .unwrap();
+    // A commit of about `pages` pages of the log: one 4 KB page a row.
+    let write = |pages: i64| {
+        Query::new(&format!(
+            "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < {pages}) \
+             INSERT INTO filler (b) SELECT zeroblob(3900) FROM s"
+        ))
+    };
+    let small = || Query::new("INSERT INTO filler (b) VALUES (x'00')");
+    d.execute(&small()).await.unwrap();
+    assert!(
+        d.wal_frames().unwrap() > 0,
+        "the hook records the log's length after a commit"
+    );
+
+    // While an apply holds the checkpoints off, a commit past the automatic length leaves the
+    // log as it is: the next commit lengthens it.
+    let deferral = d.defer_wal_checkpoints().expect("SQLite defers");
+    d.execute(&write(AUTOMATIC_FRAMES + 500)).await.unwrap();
+    let long = d.wal_frames().unwrap();
+    assert!(long > AUTOMATIC_FRAMES, "{long} pages in the log");
+    d.execute(&small()).await.unwrap();
+    assert!(
+        d.wal_frames().unwrap() > long,
+        "a commit during an apply checkpointed the log"
+    );
+    // The apply's own checkpoint between batches, once the log is long enough for it.
+    let checkpointed = d.checkpoint_wal_if_long().await.unwrap();
+    assert_eq!(checkpointed, long >= APPLY_CHECKPOINT_FRAMES);
+    drop(deferral);
+
+    // Without an apply, a commit of a long log checkpoints it, as SQLite's own would: the
+    // log starts again from its first page at the next write.
+    d.execute(&write(AUTOMATIC_FRAMES + 500)).await.unwrap();
+    d.execute(&small()).await.unwrap();
+    assert!(
+        d.wal_frames().unwrap() < 100,
+        "after an automatic checkpoint the log starts again ({} pages)",
+        d.wal_frames().unwrap()
+    );
+}
