@@ -269,10 +269,12 @@ pub async fn truncate_wal(pool: &SqlitePool) -> Result<()> {
         .fetch_one(pool)
         .await?;
     for attempt in 0..50 {
+        let started = std::time::Instant::now();
         let row = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
             .fetch_one(pool)
             .await?;
         let busy: i64 = row.try_get(0)?;
+        tracing::debug!(attempt, busy, ms = started.elapsed().as_millis() as u64, "truncating checkpoint");
         if busy == 0 {
             return Ok(());
         }
