@@ -119,8 +119,8 @@ pub async fn apply_report(
     // each); a single report starts from scratch.
     let mut sizer = run.batch_sizer(svc, report.action);
     // On SQLite no batch's commit checkpoints the write-ahead log: apply does it between
-    // batches, outside any transaction, once the log is long (`db::sqlite_wal`). It starts from
-    // a short log, so no earlier writer's pages land in one of its commits.
+    // batches, outside any transaction, each time enough was written to it (`db::sqlite_wal`),
+    // and before its first batch when earlier writers already left that much.
     let _deferral = svc.db.defer_wal_checkpoints();
     checkpoint_if_long(svc, report.id).await;
     loop {

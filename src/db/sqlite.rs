@@ -221,9 +221,9 @@ pub fn try_lock_file(path: &std::path::Path) -> Result<Option<std::fs::File>> {
 
 /// Copies the write-ahead log into the database without holding anyone back (a passive
 /// checkpoint); when others' writes kept it from copying the whole log, tries for a moment to
-/// have the log start again from its first page: the restarting checkpoint copies what was written meanwhile and waits for readers on older
-/// pages, making writers wait too, so it waits [`RESTART_PATIENCE`] at most and is otherwise
-/// left for the next time. Without it, a box office writing every few milliseconds keeps the
+/// have the log start again from its first page: the restarting checkpoint copies what was
+/// written meanwhile and waits for readers on older pages, making writers wait too, so it waits
+/// [`RESTART_PATIENCE`] at most and is otherwise left for the next time. Without it, a box office writing every few milliseconds keeps the
 /// passive checkpoint from ever copying the whole log, and the log file grows by every page an
 /// apply writes.
 pub async fn checkpoint_and_restart(pool: &SqlitePool) -> Result<()> {
@@ -274,7 +274,12 @@ pub async fn truncate_wal(pool: &SqlitePool) -> Result<()> {
             .fetch_one(pool)
             .await?;
         let busy: i64 = row.try_get(0)?;
-        tracing::debug!(attempt, busy, ms = started.elapsed().as_millis() as u64, "truncating checkpoint");
+        tracing::debug!(
+            attempt,
+            busy,
+            ms = started.elapsed().as_millis() as u64,
+            "truncating checkpoint"
+        );
         if busy == 0 {
             return Ok(());
         }

@@ -10,9 +10,9 @@
 //! SQLite's (the automatic checkpoint is such a hook): it records the log's length after each
 //! commit and checkpoints past [`AUTOMATIC_FRAMES`], as SQLite's would, except while an apply
 //! runs on the same database ([`WalState::defer`]): the apply then checkpoints between its
-//! batches, outside any transaction, once the log passes [`APPLY_CHECKPOINT_FRAMES`], and the
-//! hook steps in only past [`DEFERRED_LIMIT_FRAMES`], so the log's size stays bounded whatever
-//! happens to the apply. Other programs' connections to the database keep SQLite's own.
+//! batches, outside any transaction, each time [`APPLY_CHECKPOINT_FRAMES`] pages were written
+//! since its last checkpoint, and the hook steps in only once [`DEFERRED_LIMIT_FRAMES`] were,
+//! so the log's size stays bounded whatever happens to the apply. Other programs' connections to the database keep SQLite's own.
 
 use anyhow::Result;
 use libsqlite3_sys as ffi;
@@ -25,13 +25,13 @@ use std::sync::{Mutex, OnceLock};
 /// (about 80 MB at 4 KB pages; SQLite's default is 1,000).
 pub const AUTOMATIC_FRAMES: i64 = 20_000;
 
-/// The log's length past which an apply checkpoints between two batches (about 128 MB). Each
-/// checkpoint has a fixed cost (the sort of the log, two flushes to disk), and a page written by
-/// several batches between two checkpoints is copied once.
+/// The pages written to the log since an apply's last checkpoint past which it checkpoints
+/// between two batches (about 128 MB). Each checkpoint has a fixed cost (the sort of the log,
+/// two flushes to disk); a longer log made every batch slower (each read searches it).
 pub const APPLY_CHECKPOINT_FRAMES: i64 = 32_768;
 
-/// While an apply runs, the length past which a commit still checkpoints (about 1 GB): the
-/// bound on the log should an apply stop checkpointing.
+/// While an apply runs, the pages written since its last checkpoint past which a commit still
+/// checkpoints (about 1 GB): the bound on the log should an apply stop checkpointing.
 pub const DEFERRED_LIMIT_FRAMES: i64 = 262_144;
 
 /// What the commit hooks of one database's connections share.
