@@ -590,10 +590,13 @@ impl Db {
     /// write-ahead log (below `sqlite_wal::DEFERRED_LIMIT_FRAMES`); the holder checkpoints
     /// between its transactions with [`Db::checkpoint_wal_if_long`]. `None` elsewhere.
     pub fn defer_wal_checkpoints(&self) -> Option<sqlite_wal::Deferral> {
+        self.wal_state().map(|state| state.defer())
+    }
+
+    /// SQLite: what the commit hooks of this database's connections share.
+    fn wal_state(&self) -> Option<&'static sqlite_wal::WalState> {
         match self {
-            Db::Sqlite(pool) => {
-                Some(sqlite_wal::WalState::of(&sqlite::database_path(pool)).defer())
-            }
+            Db::Sqlite(pool) => Some(sqlite_wal::WalState::of(&sqlite::database_path(pool))),
             _ => None,
         }
     }
@@ -602,10 +605,9 @@ impl Db {
     /// were written to it since the last time (see `sqlite::checkpoint_and_restart`); whether
     /// it did.
     pub async fn checkpoint_wal_if_long(&self) -> Result<bool> {
-        let Db::Sqlite(pool) = self else {
+        let (Db::Sqlite(pool), Some(state)) = (self, self.wal_state()) else {
             return Ok(false);
         };
-        let state = sqlite_wal::WalState::of(&sqlite::database_path(pool));
         if !state.apply_checkpoint_due() {
             return Ok(false);
         }
@@ -617,12 +619,7 @@ impl Db {
     /// SQLite: the write-ahead log's length in pages after the last commit this process made
     /// on the database. `None` elsewhere.
     pub fn wal_frames(&self) -> Option<i64> {
-        match self {
-            Db::Sqlite(pool) => {
-                Some(sqlite_wal::WalState::of(&sqlite::database_path(pool)).frames())
-            }
-            _ => None,
-        }
+        self.wal_state().map(|state| state.frames())
     }
 
     /// After customers were erased: their removed values must not survive in the database's
