@@ -224,31 +224,40 @@ async fn cycle_locked(
         result.expired = expired;
         result.reminded = reminded;
     }
-    let (selection, held_back) = select(
+    // After an apply, a fleet's run may count the new candidates of all its venues at once.
+    let defer = !result.applied.is_empty() && venue.prospects.is_none();
+    let Some((selection, held_back)) = select(
         svc,
         run,
         venue,
         &open,
         Rule::Customers,
         (at, result.cutoff),
-        dry_run,
+        Mode { dry_run, defer },
     )
-    .await?;
+    .await?
+    else {
+        // Left to the run (`selection` stays empty until the run fills it in).
+        return Ok(());
+    };
     result.selection = Some(selection);
     result.held_back = held_back;
     if venue.prospects.is_some() {
         let cutoff = policy::cutoff(at, venue.timezone, venue.rule(Rule::Prospects).0);
-        let (selection, _) = select(
+        let selected = select(
             svc,
             run,
             venue,
             &open,
             Rule::Prospects,
             (at, cutoff),
-            dry_run,
+            Mode {
+                dry_run,
+                defer: false,
+            },
         )
         .await?;
-        result.prospects = Some(selection);
+        result.prospects = selected.map(|(selection, _)| selection);
     }
     Ok(())
 }
@@ -270,8 +279,16 @@ fn dry_run_selection(venue: &VenueConfig, candidates: u64, customers: u64) -> Se
     }
 }
 
+/// How a cycle selects: as a dry run, and whether it may leave the selection to its run.
+#[derive(Debug, Clone, Copy)]
+struct Mode {
+    dry_run: bool,
+    defer: bool,
+}
+
 /// Selects anew for `rule` at `at` with its `cutoff`, `open` being the venue's reports still
-/// open after this cycle's apply and expiry.
+/// open after this cycle's apply and expiry. `None` when a new report may be made but the
+/// run takes the selection on ([`RunContext::defer_selection`]).
 async fn select(
     svc: &Service,
     run: &RunContext,
@@ -279,19 +296,23 @@ async fn select(
     open: &[reports::Report],
     rule: Rule,
     (at, cutoff): (DateTime<Utc>, DateTime<Utc>),
-    dry_run: bool,
-) -> Result<(Selection, Option<selection::HeldBack>)> {
+    Mode { dry_run, defer }: Mode,
+) -> Result<Option<(Selection, Option<selection::HeldBack>)>> {
     if dry_run {
         // A fleet's dry run counted every venue that would select at once, judged on the same
         // read of the open reports.
         if let Some((candidates, customers)) = run.dry_run_counts(venue.id) {
-            return Ok((
+            return Ok(Some((
                 dry_run_selection(venue, candidates, customers),
                 run.dry_run_held_back(venue.id),
-            ));
+            )));
         }
     }
     let open: Vec<&reports::Report> = open.iter().filter(|r| r.rule == rule).collect();
+    if defer && !dry_run && open.is_empty() && run.defer_selection(venue.id) {
+        // The run judges the interval and counts the candidates of all such venues at once.
+        return Ok(None);
+    }
     let last = match venue.prospects {
         None => reports::last_created_at(&svc.db, venue.id).await?,
         Some(_) => reports::last_created_of_rule(&svc.db, venue.id, rule).await?,
@@ -302,7 +323,7 @@ async fn select(
         venue.report_interval,
         at,
     ) {
-        return Ok((reason.into(), None));
+        return Ok(Some((reason.into(), None)));
     }
     let scope = Scope::for_rule(&svc.config, svc.db.backend(), venue, at, rule)
         .without_empty(&svc.db)
@@ -311,15 +332,15 @@ async fn select(
     if dry_run {
         let (candidates, customers, held_back) =
             selection::dry_run_of_venue(&svc.db, &scope).await?;
-        return Ok((
+        return Ok(Some((
             dry_run_selection(venue, candidates, customers),
             Some(held_back),
-        ));
+        )));
     }
 
     let (made, held_back) = lifecycle::create_report(svc, venue, &scope, at).await?;
     if matches!(made, Selection::Created { .. }) {
         run.note_report_made();
     }
-    Ok((made, held_back))
+    Ok(Some((made, held_back)))
 }

@@ -128,6 +128,103 @@ impl Fleet {
                 warn!(error = %format!("{e:#}"), "the fleet's dry-run count failed; venues count one by one");
             }
         }
+        if !options.dry_run && venues.len() > 1 {
+            run.defer_selections_after_applies();
+        }
+        let tasks = self.start(&run, venues, at, options).await;
+        let mut results = self.collect(venues, tasks).await;
+        let deferred = run.take_deferred_selections();
+        if !deferred.is_empty() {
+            self.select_after_applies(&run, &mut results, &deferred, at, options)
+                .await;
+        }
+        if !options.dry_run {
+            run.finish(&self.svc).await;
+            let failed: Vec<(&VenueConfig, &anyhow::Error)> = results
+                .iter()
+                .filter_map(|r| match &r.outcome {
+                    VenueOutcome::Failed(e) => Some((&r.venue, e)),
+                    _ => None,
+                })
+                .collect();
+            alert_failures(&self.svc, &failed, at).await;
+        }
+        results
+    }
+
+    /// The selections the venues of `deferred` left to the run after their applies: answered
+    /// from one read of every venue's reports and one count of their candidates
+    /// ([`RunContext::settle_deferred_selections`]); a venue that may make a report and has
+    /// candidates cycles again (nothing left to apply, it selects and makes its report). When
+    /// the read or the count fails, every one of them cycles again.
+    async fn select_after_applies(
+        &self,
+        run: &Arc<RunContext>,
+        results: &mut [VenueRun],
+        deferred: &[i64],
+        at: DateTime<Utc>,
+        options: RunOptions,
+    ) {
+        let of: Vec<&VenueConfig> = results
+            .iter()
+            .map(|r| &r.venue)
+            .filter(|v| deferred.contains(&v.id))
+            .collect();
+        let mut settled = match run.settle_deferred_selections(&self.svc, &of, at).await {
+            Ok(settled) => settled,
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "the run's count after its applies failed; the venues select one by one");
+                Default::default()
+            }
+        };
+        let again: Vec<VenueConfig> = of
+            .into_iter()
+            .filter(|v| !matches!(settled.get(&v.id), Some(Some(_))))
+            .cloned()
+            .collect();
+        for r in results.iter_mut() {
+            if let (VenueOutcome::Done(cycle), Some(Some(selection))) =
+                (&mut r.outcome, settled.remove(&r.venue.id))
+            {
+                cycle.selection = Some(selection);
+            }
+        }
+        if again.is_empty() {
+            return;
+        }
+        let tasks = self.start(run, &again, at, options).await;
+        for second in self.collect(&again, tasks).await {
+            let Some(first) = results.iter_mut().find(|r| r.venue.id == second.venue.id) else {
+                continue;
+            };
+            first.attempts += second.attempts;
+            match second.outcome {
+                VenueOutcome::Done(selected) => {
+                    if let VenueOutcome::Done(applied) = &mut first.outcome {
+                        applied.selection = selected.selection;
+                        applied.held_back = selected.held_back;
+                        applied.expired.extend(selected.expired);
+                        applied.reminded.extend(selected.reminded);
+                    }
+                }
+                VenueOutcome::Failed(e) => {
+                    error!(venue.id = first.venue.id, error = %format!("{e:#}"), "the venue's report was applied, but selecting anew after it failed");
+                    first.outcome = VenueOutcome::Failed(e);
+                }
+                // Shutdown, or another run's cycle of the venue: the next run selects.
+                VenueOutcome::Stopped | VenueOutcome::StillRunning => {}
+            }
+        }
+    }
+
+    /// Starts the cycles of `venues`, in order, each when a slot is free.
+    async fn start(
+        &self,
+        run: &Arc<RunContext>,
+        venues: &[VenueConfig],
+        at: DateTime<Utc>,
+        options: RunOptions,
+    ) -> Vec<Option<Turn>> {
         let mut tasks = Vec::with_capacity(venues.len());
         // Slots are handed out here, in the order given, so that the queue is fair (and one
         // slot runs the venues in exactly that order); a retry queues again for a slot.
@@ -198,6 +295,11 @@ impl Fleet {
                 options,
             )))));
         }
+        tasks
+    }
+
+    /// Waits for the cycles `start` began; each venue's outcome, in order.
+    async fn collect(&self, venues: &[VenueConfig], tasks: Vec<Option<Turn>>) -> Vec<VenueRun> {
         let mut results = Vec::with_capacity(venues.len());
         for (venue, task) in venues.iter().zip(tasks) {
             let (outcome, attempts) = match task {
@@ -222,17 +324,6 @@ impl Fleet {
                 outcome,
                 attempts,
             });
-        }
-        if !options.dry_run {
-            run.finish(&self.svc).await;
-            let failed: Vec<(&VenueConfig, &anyhow::Error)> = results
-                .iter()
-                .filter_map(|r| match &r.outcome {
-                    VenueOutcome::Failed(e) => Some((&r.venue, e)),
-                    _ => None,
-                })
-                .collect();
-            alert_failures(&self.svc, &failed, at).await;
         }
         results
     }

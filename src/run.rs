@@ -37,6 +37,9 @@ pub struct RunContext {
     /// A fleet's dry run: what the holds keep back of each venue, counted for all at once.
     dry_held: OnceCell<HashMap<i64, crate::selection::HeldBack>>,
     applied: AtomicBool,
+    /// A fleet's run: the venues whose cycle applied a report and left its new selection to the
+    /// run ([`RunContext::defer_selection`]); `None` when the run does not defer.
+    selecting_after_applies: Mutex<Option<Vec<i64>>>,
 }
 
 /// Every venue's open reports and the time of its last report, read once per run.
@@ -150,21 +153,10 @@ impl RunContext {
                 .is_ok()
             })
             .collect();
-        let Some(first) = selecting.first() else {
+        if selecting.is_empty() {
             return Ok(());
-        };
-        let backend = svc.db.backend();
-        let exclusions = Scope::new(&svc.config, backend, first, at)
-            .without_empty(&svc.db)
-            .await?
-            .exclusions;
-        let scopes: Vec<Scope> = selecting
-            .iter()
-            .map(|v| Scope {
-                exclusions,
-                ..Scope::new(&svc.config, backend, v, at)
-            })
-            .collect();
+        }
+        let scopes = fleet_scopes(svc, &selecting, at).await?;
         // The run's checks (the tables fit, their columns are classified) read the catalogue
         // on a connection of their own meanwhile, so the dry run costs about the count alone
         // (they were a tenth of MariaDB's dry run of 250 venues). A check that fails is met
@@ -187,6 +179,83 @@ impl RunContext {
         let _ = self.dry_counts.set(counts);
         let _ = self.dry_held.set(held);
         Ok(())
+    }
+
+    /// From now on, a venue whose cycle applied a report and may make a new one leaves that
+    /// selection to the run: after its applies, the run counts every such venue's candidates in
+    /// one statement and cycles again only the venues that have any (SPEC 11: the selection
+    /// after an apply mostly finds nobody, and cost a fleet's apply night a transaction, a
+    /// report row and a scan per venue).
+    pub fn defer_selections_after_applies(&self) {
+        *self
+            .selecting_after_applies
+            .lock()
+            .expect("deferred selections") = Some(Vec::new());
+    }
+
+    /// Whether `venue_id`'s cycle leaves its selection after an apply to the run; noted if so.
+    pub fn defer_selection(&self, venue_id: i64) -> bool {
+        match self
+            .selecting_after_applies
+            .lock()
+            .expect("deferred selections")
+            .as_mut()
+        {
+            Some(venues) => {
+                venues.push(venue_id);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The venues whose selection was left to the run; from now on none is.
+    pub fn take_deferred_selections(&self) -> Vec<i64> {
+        self.selecting_after_applies
+            .lock()
+            .expect("deferred selections")
+            .take()
+            .unwrap_or_default()
+    }
+
+    /// What the selections `venues` left to the run come to, as of `at`: each venue's
+    /// selection where the run can answer it (a report still open, `report_interval` not passed
+    /// since the last one, or no candidates: every venue's reports read once and the others'
+    /// candidates counted in one statement), `None` where the venue must cycle again to select.
+    pub async fn settle_deferred_selections(
+        &self,
+        svc: &Service,
+        venues: &[&VenueConfig],
+        at: DateTime<Utc>,
+    ) -> Result<HashMap<i64, Option<crate::lifecycle::Selection>>> {
+        let (open, last) = crate::reports::open_by_venue(&svc.db).await?;
+        let mut settled = HashMap::new();
+        let mut counting = Vec::new();
+        for venue in venues {
+            let open = open
+                .get(&venue.id)
+                .and_then(|r| r.first())
+                .map(|r| (r.id, r.state));
+            let last = last.get(&venue.id).copied();
+            match policy::may_create_report(open, last, venue.report_interval, at) {
+                Err(reason) => {
+                    settled.insert(venue.id, Some(reason.into()));
+                }
+                Ok(()) => counting.push(*venue),
+            }
+        }
+        let scopes = fleet_scopes(svc, &counting, at).await?;
+        let counts = crate::selection::count_by_venue(&svc.db, &scopes).await?;
+        for venue in counting {
+            let none = counts
+                .get(&venue.id)
+                .is_some_and(|(candidates, _)| *candidates == 0);
+            settled.insert(
+                venue.id,
+                none.then_some(crate::lifecycle::Selection::NoCandidates),
+            );
+        }
+        Ok(settled)
     }
 
     /// A venue's candidates and customers from [`RunContext::count_for_dry_run`], if counted.
@@ -250,6 +319,30 @@ impl RunContext {
     pub fn note_report_made(&self) {
         self.reports_made.store(true, Ordering::SeqCst);
     }
+}
+
+/// The customers-rule scopes of `venues` at `at` for one count of them all, sharing the
+/// exclusions that have rows now (read once).
+async fn fleet_scopes<'a>(
+    svc: &'a Service,
+    venues: &[&'a VenueConfig],
+    at: DateTime<Utc>,
+) -> Result<Vec<Scope<'a>>> {
+    let Some(first) = venues.first() else {
+        return Ok(Vec::new());
+    };
+    let backend = svc.db.backend();
+    let exclusions = Scope::new(&svc.config, backend, first, at)
+        .without_empty(&svc.db)
+        .await?
+        .exclusions;
+    Ok(venues
+        .iter()
+        .map(|v| Scope {
+            exclusions,
+            ..Scope::new(&svc.config, backend, v, at)
+        })
+        .collect())
 }
 
 /// One alert to `mail.ops` naming every venue of the run whose cycle failed and why, queued in

@@ -45,19 +45,33 @@ pub const FLEET_ROWS: &[(&str, &str, &str)] = &[
         "first cycle: reports and their mail (s)",
         "",
     ),
+    (
+        "first_cycle_mail_s",
+        "  of which the approval requests' delivery (s)",
+        "",
+    ),
     ("idle_night_s", "idle night, median of 3 (s)", ""),
     (
         "idle_ratio",
         "idle night / one pass (GROUP BY count)",
         "<= 2",
     ),
-    ("apply_s", "apply of every report (s)", ""),
+    ("apply_s", "apply of every report, with its mail (s)", ""),
+    (
+        "apply_mail_s",
+        "  of which the confirmations' delivery (s)",
+        "",
+    ),
     (
         "apply_baseline_s",
         "set-based anonymise + delete for the fleet (s)",
         "",
     ),
-    ("apply_ratio", "apply rate / set-based rate", ">= 0.5"),
+    (
+        "apply_ratio",
+        "apply rate (its mail left out) / set-based rate",
+        ">= 0.5",
+    ),
 ];
 
 /// The growth measures from the smallest fleet to the largest: JSON key and goal.
@@ -147,12 +161,13 @@ fn strategies() -> String {
         .join("\n")
 }
 
-/// Runs the whole fleet as one `cycle` command does; returns the seconds and every outcome.
+/// Runs the whole fleet as one `cycle` command does; returns the seconds, those of them its
+/// mail delivery took, and every outcome.
 async fn cycle_of_fleet(
     svc: &Service,
     at: DateTime<Utc>,
     dry_run: bool,
-) -> (f64, Vec<retentiond::fleet::VenueRun>) {
+) -> (f64, f64, Vec<retentiond::fleet::VenueRun>) {
     let options = RunOptions {
         dry_run,
         retry_for: std::time::Duration::from_secs(60),
@@ -162,6 +177,7 @@ async fn cycle_of_fleet(
     let runs = Fleet::one_at_a_time(svc.clone())
         .run(&svc.config.venues, at, options)
         .await;
+    let cycles_s = started.elapsed().as_secs_f64();
     if !dry_run {
         let mailer = retentiond::mail::Mailer::from_config(&svc.config.mail).unwrap();
         retentiond::mail::deliver_due(svc, &mailer, at)
@@ -174,7 +190,7 @@ async fn cycle_of_fleet(
             panic!("venue {} failed: {e:#}", r.venue.id);
         }
     }
-    (seconds, runs)
+    (seconds, seconds - cycles_s, runs)
 }
 
 /// The failed cycles `/metrics` counts.
@@ -439,7 +455,7 @@ pub async fn run_fleet(backend: Backend, options: &Options, venues: u64) -> Valu
     figures.insert("candidates".into(), json!(candidates));
 
     // The dry run of the fleet, as `cycle --dry-run` runs it.
-    let (dry_s, dry) = cycle_of_fleet(&svc, now, true).await;
+    let (dry_s, _, dry) = cycle_of_fleet(&svc, now, true).await;
     let would: u64 = dry
         .iter()
         .map(|r| match &r.outcome {
@@ -475,7 +491,8 @@ pub async fn run_fleet(backend: Backend, options: &Options, venues: u64) -> Valu
         .await
         .unwrap();
     let day = |n: i64| now + Duration::days(n);
-    let (first_s, _) = cycle_of_fleet(&svc, day(2), false).await;
+    let (first_s, first_mail_s, _) = cycle_of_fleet(&svc, day(2), false).await;
+    figures.insert("first_cycle_mail_s".into(), json!(first_mail_s));
     figures.insert("first_cycle_s".into(), json!(first_s));
     figures.insert(
         "run_ratio".into(),
@@ -505,7 +522,10 @@ pub async fn run_fleet(backend: Backend, options: &Options, venues: u64) -> Valu
         .unwrap()
         .unwrap();
     }
-    let (apply_s, applied) = cycle_of_fleet(&svc, day(4), false).await;
+    // Both sides start from a checkpointed log, as the set-based baseline does
+    // (`timed_committed`): what the earlier stages wrote is not the apply's to copy.
+    svc.db.checkpoint_wal().await.unwrap();
+    let (apply_s, apply_mail_s, applied) = cycle_of_fleet(&svc, day(4), false).await;
     let processed: u64 = applied
         .iter()
         .filter_map(|r| match &r.outcome {
@@ -514,6 +534,7 @@ pub async fn run_fleet(backend: Backend, options: &Options, venues: u64) -> Valu
         })
         .sum();
     figures.insert("apply_s".into(), json!(apply_s));
+    figures.insert("apply_mail_s".into(), json!(apply_mail_s));
     figures.insert("applied_customers".into(), json!(processed));
     svc.db.close().await;
     bench.db.close().await;
@@ -522,7 +543,9 @@ pub async fn run_fleet(backend: Backend, options: &Options, venues: u64) -> Valu
     figures.insert("apply_baseline_s".into(), json!(baseline_s));
     figures.insert(
         "apply_ratio".into(),
-        json!((processed as f64 / apply_s) / (baseline_customers / baseline_s)),
+        // The set-based side sends no mail: the apply's rate is of its cycles alone (the
+        // confirmations' delivery is printed above, and is in `apply_s`).
+        json!((processed as f64 / (apply_s - apply_mail_s)) / (baseline_customers / baseline_s)),
     );
     Value::Object(figures)
 }

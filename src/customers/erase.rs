@@ -163,12 +163,9 @@ impl Eraser<'_> {
             parent.column.q()
         ));
         tx.backend().push_in_ids(&mut q, ids);
-        tx.fetch_all(&q)
+        tx.fetch_ids(&q)
             .await
-            .with_context(|| format!("reading {} of the batch", parent.table))?
-            .iter()
-            .map(|row| row.i64(0))
-            .collect()
+            .with_context(|| format!("reading {} of the batch", parent.table))
     }
 
     async fn delete_rows(&self, tx: &mut Tx, r: &Reference, ids: &[i64]) -> Result<u64> {

@@ -815,5 +815,5 @@ pub async fn still_candidates(tx: &mut Tx, scope: &Scope<'_>, ids: &[i64]) -> Re
     scope.push_from_candidates(&mut q);
     q.push(&format!(" AND c.{id}"));
     backend.push_in_ids(&mut q, ids);
-    tx.fetch_all(&q).await?.iter().map(|r| r.i64(0)).collect()
+    Ok(tx.fetch_ids(&q).await?.into_iter().collect())
 }

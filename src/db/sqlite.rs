@@ -137,6 +137,30 @@ pub async fn fetch_all<'e, E: sqlx::Executor<'e, Database = Sqlite>>(
     decode_all(&build(q).fetch_all(ex).await?)
 }
 
+/// `q` (its first column integers) as one row holding them all, separated by commas, or NULL
+/// when there are none: see [`crate::db::Tx::fetch_ids`].
+pub fn ids_in_one_row(q: &Query) -> Query {
+    let mut wrapped = q.clone();
+    wrapped.wrap(
+        "WITH retention_ids(id) AS (",
+        ") SELECT group_concat(id, ',') FROM retention_ids",
+    );
+    wrapped
+}
+
+/// The ids of a row made by [`ids_in_one_row`].
+pub fn parse_id_list(row: &Row) -> Result<Vec<i64>> {
+    let Some(list) = row.opt_text(0)? else {
+        return Ok(Vec::new());
+    };
+    list.split(',')
+        .map(|id| {
+            id.parse::<i64>()
+                .with_context(|| format!("an id list held {id:?}, not an integer"))
+        })
+        .collect()
+}
+
 /// The memory map of every connection: SQLite's default maximum (2 GB).
 const MMAP_SIZE: &str = "2147418112";
 

@@ -163,11 +163,9 @@ pub async fn next_unprocessed(
         .bind(after_id)
         .push(" AND outcome IS NULL ORDER BY customer_id LIMIT ")
         .bind(i64::from(size));
-    tx.fetch_all(&q)
-        .await?
-        .iter()
-        .map(|r| r.named_i64("customer_id"))
-        .collect()
+    let mut ids = tx.fetch_ids(&q).await?;
+    ids.sort_unstable();
+    Ok(ids)
 }
 
 /// The customers an approver kept out get the outcome `kept` (once the report starts applying,

@@ -301,7 +301,139 @@ async fn fleet_dry_run_matches_each_venues_own(db: TestDb, holds: bool) {
     );
 }
 
+/// A fleet's run leaves the selection after each apply to the run, which reads every venue's
+/// reports once and counts the candidates of those that may make a report in one statement:
+/// what each venue gets must be what its own cycle would have made of it.
+async fn a_fleet_run_selects_after_its_applies_as_each_venue_alone_would(db: TestDb) {
+    db.migrate().await;
+    fill_fleet(&db).await;
+    if db.backend() == retentiond::db::Backend::Postgres {
+        // The fleet's customers were given their ids: the Unknown Customers take the next ones.
+        db.db
+            .execute(&Query::new(
+                "SELECT setval(pg_get_serial_sequence('customers', 'id'), (SELECT MAX(id) FROM customers))",
+            ))
+            .await
+            .unwrap();
+    }
+    let daily = "report_interval = \"1 day\"";
+    let venues = [
+        crate::common::delete_venue(1, "3 years", daily),
+        crate::common::anonymise_venue(2, "3 years", daily),
+        crate::common::delete_venue(3, "3 years", "report_interval = \"30 days\""),
+        crate::common::delete_venue(4, "3 years", daily),
+        crate::common::delete_venue(5, "3 years", daily),
+    ]
+    .concat();
+    let svc = db.service(&venues).await;
+    let options = retentiond::fleet::RunOptions {
+        dry_run: false,
+        retry_for: Duration::ZERO,
+        first_backoff: Duration::from_millis(10),
+    };
+    let now = chrono::Utc::now();
+    let day = |n: i64| now + chrono::Duration::days(n);
+    let fleet = retentiond::fleet::Fleet::new(svc.clone());
+    let first = fleet.run(&svc.config.venues, day(0), options).await;
+    let made: Vec<i64> = first
+        .iter()
+        .map(|run| match &run.outcome {
+            retentiond::fleet::VenueOutcome::Done(c) => match c.selection {
+                Some(retentiond::cycle::Selection::Created { report_id, .. }) => report_id,
+                ref other => panic!("venue {}: {other:?}", run.venue.id),
+            },
+            other => panic!("venue {}: {other:?}", run.venue.id),
+        })
+        .collect();
+    // Venues 1, 2, 3 and 5 are approved; venue 4's report stays pending.
+    for (i, report_id) in made.iter().enumerate() {
+        if i != 3 {
+            crate::common::operator_approves(&svc.db, *report_id, day(0)).await;
+        }
+    }
+    // Since the reports were made, customer 1 of venue 1 lost their orders: a new candidate.
+    db.db
+        .execute(&Query::new("DELETE FROM orders WHERE customer_id = 1"))
+        .await
+        .unwrap();
+
+    let second = fleet.run(&svc.config.venues, day(2), options).await;
+
+    let said: Vec<String> = second
+        .iter()
+        .map(|run| match &run.outcome {
+            retentiond::fleet::VenueOutcome::Done(c) => format!(
+                "applied {} then {:?}",
+                c.applied.iter().map(|a| a.processed()).sum::<u64>(),
+                c.selection
+            ),
+            other => panic!("venue {}: {other:?}", run.venue.id),
+        })
+        .collect();
+    assert!(
+        said[0].starts_with("applied 3 then Some(Created {") && said[0].contains("customers: 1 }"),
+        "the new candidate gets a report in the same run: {said:?}"
+    );
+    assert_eq!(said[1], "applied 3 then Some(NoCandidates)", "{said:?}");
+    assert!(
+        said[2].starts_with("applied 3 then Some(TooSoon {"),
+        "the interval still counts: {said:?}"
+    );
+    assert!(
+        said[3].starts_with("applied 0 then Some(OpenReport {"),
+        "{said:?}"
+    );
+    assert_eq!(said[4], "applied 3 then Some(NoCandidates)", "{said:?}");
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM retention_reports WHERE venue_id = 1 AND state = 'pending'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM retention_reports").await,
+        6,
+        "five from the first night, one from the second"
+    );
+    // The run's own judgement, as it stands now: one read of the reports, one count.
+    let venues: Vec<&retentiond::config::VenueConfig> = svc.config.venues.iter().collect();
+    let settled = retentiond::run::RunContext::new()
+        .settle_deferred_selections(&svc, &venues, day(2))
+        .await
+        .unwrap();
+    let settled: Vec<String> = (1..=5).map(|v| format!("{:?}", settled[&v])).collect();
+    assert!(settled[0].starts_with("Some(OpenReport {"), "{settled:?}");
+    assert_eq!(settled[1], "Some(NoCandidates)", "{settled:?}");
+    assert!(settled[2].starts_with("Some(TooSoon {"), "{settled:?}");
+    assert!(settled[3].starts_with("Some(OpenReport {"), "{settled:?}");
+    // Venue 5 gains a candidate: the run cannot answer it, the venue cycles again.
+    db.db
+        .execute(&Query::new("DELETE FROM orders WHERE customer_id = 41"))
+        .await
+        .unwrap();
+    let settled = retentiond::run::RunContext::new()
+        .settle_deferred_selections(&svc, &venues, day(2))
+        .await
+        .unwrap();
+    assert!(settled[&5].is_none(), "{settled:?}");
+    // What venue 2 said, its own cycle says too (nothing applied, nothing new).
+    let alone = retentiond::cycle::run_venue_cycle(&svc, &svc.config.venues[1], day(2), false)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            alone.selection,
+            Some(retentiond::cycle::Selection::NoCandidates)
+        ),
+        "{:?}",
+        alone.selection
+    );
+}
+
 on_both_backends!(
+    a_fleet_run_selects_after_its_applies_as_each_venue_alone_would,
     every_venue_of_a_fleet_on_one_second_gets_its_report,
     a_fleet_dry_run_says_of_each_venue_what_its_own_dry_run_says,
     a_fleet_dry_run_without_holds_says_of_each_venue_what_its_own_dry_run_says
