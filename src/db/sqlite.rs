@@ -244,12 +244,16 @@ pub fn try_lock_file(path: &std::path::Path) -> Result<Option<std::fs::File>> {
 }
 
 /// Copies the write-ahead log into the database without holding anyone back (a passive
-/// checkpoint); when others' writes kept it from copying the whole log, tries for a moment to
-/// have the log start again from its first page: the restarting checkpoint copies what was
-/// written meanwhile and waits for readers on older pages, making writers wait too, so it waits
-/// [`RESTART_PATIENCE`] at most and is otherwise left for the next time. Without it, a box office writing every few milliseconds keeps the
-/// passive checkpoint from ever copying the whole log, and the log file grows by every page an
-/// apply writes.
+/// checkpoint), and makes sure the log starts again from its first page. SQLite starts it again
+/// only when the next writer finds every page of it copied; a box office that commits while the
+/// passive checkpoint runs (it takes 150 ms or more for an apply's 32,768 pages) leaves a page or
+/// two uncopied, so the log never started again and grew by every page the apply wrote: 3.4 GB
+/// over one delete of 57,142 customers, which then took twice as long (a fresh file's pages cost
+/// the kernel more than rewritten ones). So when the passive checkpoint did not copy the whole
+/// log, or the log is twice as long as an apply lets it grow between two checkpoints (it did not
+/// start again after the last one), a truncating checkpoint copies what is left and empties the
+/// log. It makes writers wait, so it waits [`TRUNCATE_PATIENCE`] at most for other connections
+/// and is otherwise left for the next time.
 pub async fn checkpoint_and_restart(pool: &SqlitePool) -> Result<()> {
     let mut pooled = pool.acquire().await?;
     let conn: &mut sqlx::SqliteConnection = &mut pooled;
@@ -257,13 +261,14 @@ pub async fn checkpoint_and_restart(pool: &SqlitePool) -> Result<()> {
         .fetch_one(&mut *conn)
         .await?;
     let (log, copied): (i64, i64) = (passive.try_get(1)?, passive.try_get(2)?);
-    if copied >= log {
-        // The whole log: the next writer starts it again.
+    tracing::debug!(log, copied, "passive checkpoint");
+    if !log_left_growing(log, copied) {
+        // The whole log, and it started again since the last time: the next writer starts it again.
         return Ok(());
     }
-    let patience = format!("PRAGMA busy_timeout = {}", RESTART_PATIENCE.as_millis());
+    let patience = format!("PRAGMA busy_timeout = {}", TRUNCATE_PATIENCE.as_millis());
     sqlx::query(&patience).execute(&mut *conn).await?;
-    let restarted = sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+    let truncated = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
         .fetch_one(&mut *conn)
         .await;
     let usual = format!("PRAGMA busy_timeout = {}", BUSY_TIMEOUT.as_millis());
@@ -273,15 +278,22 @@ pub async fn checkpoint_and_restart(pool: &SqlitePool) -> Result<()> {
         pooled.close_on_drop();
     }
     reset?;
-    restarted?;
+    let busy: i64 = truncated?.try_get(0)?;
+    tracing::debug!(busy, "truncating checkpoint between batches");
     Ok(())
+}
+
+/// Whether, after a passive checkpoint that found the log `log` pages long and copied `copied`
+/// of them, the log must be emptied for it to start again (see [`checkpoint_and_restart`]).
+pub fn log_left_growing(log: i64, copied: i64) -> bool {
+    copied < log || log >= 2 * super::sqlite_wal::APPLY_CHECKPOINT_FRAMES
 }
 
 /// How long a connection waits for another's lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long the restarting checkpoint between apply's batches waits for other connections.
-const RESTART_PATIENCE: Duration = Duration::from_millis(50);
+/// How long the truncating checkpoint between apply's batches waits for other connections.
+const TRUNCATE_PATIENCE: Duration = Duration::from_millis(50);
 
 /// Copies the write-ahead log into the database and truncates it to nothing, so that no old page
 /// image (with values since deleted or overwritten) stays in the log file. Readers in the middle
@@ -360,5 +372,32 @@ pub fn classify(t: &str) -> TypeKind {
         integer: t.contains("int"),
         flag: t.contains("int") || t.contains("bool"),
         time_as_text: !(numeric || t.contains("blob")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::sqlite_wal::APPLY_CHECKPOINT_FRAMES;
+
+    #[test]
+    fn a_log_copied_whole_after_a_fresh_start_is_left_to_the_next_writer() {
+        assert!(!log_left_growing(33_000, 33_000));
+        assert!(!log_left_growing(
+            2 * APPLY_CHECKPOINT_FRAMES - 1,
+            2 * APPLY_CHECKPOINT_FRAMES - 1
+        ));
+    }
+
+    #[test]
+    fn a_log_that_did_not_start_again_or_was_not_copied_whole_is_emptied() {
+        // Someone committed while the passive checkpoint ran: pages left.
+        assert!(log_left_growing(33_000, 32_990));
+        // Copied whole, but twice the cadence long: it did not start again after the last one.
+        assert!(log_left_growing(
+            2 * APPLY_CHECKPOINT_FRAMES,
+            2 * APPLY_CHECKPOINT_FRAMES
+        ));
+        assert!(log_left_growing(408_267, 408_267));
     }
 }
