@@ -246,11 +246,12 @@ pub fn try_lock_file(path: &std::path::Path) -> Result<Option<std::fs::File>> {
 
 /// Copies the write-ahead log into the database without holding anyone back (a passive
 /// checkpoint), and makes sure the log starts again from its first page. SQLite starts it again
-/// only when the next writer finds every page of it copied; a box office that commits while the
-/// passive checkpoint runs (it takes 150 ms or more for an apply's 32,768 pages) leaves a page or
-/// two uncopied, so the log never started again and grew by every page the apply wrote: 3.4 GB
-/// over one delete of 57,142 customers, which then took twice as long (a fresh file's pages cost
-/// the kernel more than rewritten ones). So when the passive checkpoint did not copy the whole
+/// only when the next writer finds every page of it copied and no reader on it. Beside a box
+/// office committing every 20 ms that never happened (each passive checkpoint, 150 ms or more
+/// for an apply's 32,768 pages, reported the whole log copied, yet the log went on growing,
+/// most likely because a sale committed while it ran): the log grew by every page the apply
+/// wrote, 3.4 GB over one delete of 57,142 customers, which then took twice as long (a fresh
+/// file's pages cost the kernel more than rewritten ones). So when the passive checkpoint did not copy the whole
 /// log, or the log is twice as long as an apply lets it grow between two checkpoints (it did not
 /// start again after the last one), a truncating checkpoint copies what is left and empties the
 /// log. It makes writers wait, so it waits [`TRUNCATE_PATIENCE`] at most for other connections
