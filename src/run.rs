@@ -141,17 +141,7 @@ impl RunContext {
             .iter()
             // A venue with prospects selects by two rules: it counts its own.
             .filter(|v| v.prospects.is_none())
-            .filter(|v| {
-                policy::may_create_report(
-                    open.get(&v.id)
-                        .and_then(|r| r.first())
-                        .map(|r| (r.id, r.state)),
-                    last.get(&v.id).copied(),
-                    v.report_interval,
-                    at,
-                )
-                .is_ok()
-            })
+            .filter(|v| may_create_report(open, last, v, at).is_ok())
             .collect();
         if selecting.is_empty() {
             return Ok(());
@@ -232,12 +222,7 @@ impl RunContext {
         let mut settled = HashMap::new();
         let mut counting = Vec::new();
         for venue in venues {
-            let open = open
-                .get(&venue.id)
-                .and_then(|r| r.first())
-                .map(|r| (r.id, r.state));
-            let last = last.get(&venue.id).copied();
-            match policy::may_create_report(open, last, venue.report_interval, at) {
+            match may_create_report(&open, &last, venue, at) {
                 Err(reason) => {
                     settled.insert(venue.id, Some(reason.into()));
                 }
@@ -319,6 +304,24 @@ impl RunContext {
     pub fn note_report_made(&self) {
         self.reports_made.store(true, Ordering::SeqCst);
     }
+}
+
+/// Whether `venue` may make a report at `at` ([`policy::may_create_report`]), judged on one read
+/// of every venue's open reports and last report time ([`OpenReports`]).
+fn may_create_report(
+    open: &HashMap<i64, Vec<policy::OpenReport>>,
+    last: &HashMap<i64, DateTime<Utc>>,
+    venue: &VenueConfig,
+    at: DateTime<Utc>,
+) -> Result<(), policy::NoNewReport> {
+    policy::may_create_report(
+        open.get(&venue.id)
+            .and_then(|r| r.first())
+            .map(|r| (r.id, r.state)),
+        last.get(&venue.id).copied(),
+        venue.report_interval,
+        at,
+    )
 }
 
 /// The customers-rule scopes of `venues` at `at` for one count of them all, sharing the
