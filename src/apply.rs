@@ -4,7 +4,7 @@
 //! leaves each customer fully processed or untouched, and the next cycle resumes where it stopped.
 
 use crate::config::VenueConfig;
-use crate::db::{DeadlinePassed, Tx};
+use crate::db::{DeadlinePassed, Tx, Writer};
 use crate::erase::Eraser;
 use crate::journal::{Journal, Line as JournalLine};
 use crate::policy::{Action, Outcome, ReportState};
@@ -122,10 +122,14 @@ pub async fn apply_report(
     // batches, outside any transaction, each time enough was written to it (`db::sqlite_wal`),
     // and before its first batch when earlier writers already left that much.
     let _deferral = svc.db.defer_wal_checkpoints();
-    checkpoint_if_long(svc, report.id).await;
+    // Every batch on one connection, which keeps the pages the last batches read and wrote
+    // (SQLite; see `db::Writer`).
+    let mut writer = svc.db.writer().await?;
+    checkpoint_if_long(&mut writer, report.id).await;
     loop {
         if svc.shutdown.is_cancelled() {
             svc.progress.finish();
+            release(writer, report.id).await;
             info!(
                 venue.id = venue.id,
                 report.id = report.id,
@@ -142,7 +146,7 @@ pub async fn apply_report(
             });
         }
         let started = Instant::now();
-        let mut tx = svc.db.begin().await?;
+        let mut tx = writer.begin().await?;
         let begin_ms = started.elapsed().as_millis() as u64;
         let kept = if to_start {
             start(&mut tx, venue, report, at).await?
@@ -223,7 +227,7 @@ pub async fn apply_report(
             metrics::counter!("retentiond_customers_total", "outcome" => outcome.as_str())
                 .increment(n);
         }
-        checkpoint_if_long(svc, report.id).await;
+        checkpoint_if_long(&mut writer, report.id).await;
         svc.progress.advance(ids.len() as u64);
         if finished_here {
             svc.progress.finish();
@@ -243,6 +247,7 @@ pub async fn apply_report(
             "batch applied"
         );
     }
+    release(writer, report.id).await;
     run.keep_batch_sizer(report.action, sizer);
     Ok(ApplySummary {
         report_id: report.id,
@@ -259,7 +264,7 @@ pub async fn apply_report(
 /// (so no batch ever reads them) and the ledger's `apply_started`: inside the report's first
 /// batch's transaction, so a report of one batch costs one transaction, not three.
 async fn start(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     venue: &VenueConfig,
     report: &Report,
     at: DateTime<Utc>,
@@ -282,9 +287,9 @@ async fn start(
 /// Checkpoints SQLite's write-ahead log between batches when it is long. Only speed and the
 /// log's size depend on it (the commit hook is the backstop), so a failure is logged and apply
 /// goes on.
-async fn checkpoint_if_long(svc: &Service, report_id: i64) {
+async fn checkpoint_if_long(writer: &mut Writer<'_>, report_id: i64) {
     let started = Instant::now();
-    match svc.db.checkpoint_wal_if_long().await {
+    match writer.checkpoint_if_long().await {
         Ok(true) => tracing::debug!(
             report.id = report_id,
             checkpoint_ms = started.elapsed().as_millis() as u64,
@@ -297,6 +302,15 @@ async fn checkpoint_if_long(svc: &Service, report_id: i64) {
     }
 }
 
+/// Lends the batches' connection back to the pool. Only the pool's memory depends on it (a
+/// connection whose cache cannot be set back is closed), so a failure is logged and apply goes
+/// on.
+async fn release(writer: Writer<'_>, report_id: i64) {
+    if let Err(e) = writer.release().await {
+        tracing::warn!(report.id = report_id, error = %e, "cannot lend the batches' connection back");
+    }
+}
+
 /// On PostgreSQL, a batch's commit does not wait for its WAL to reach the disk
 /// (`synchronous_commit = off` for this transaction only). Its row locks are then released at
 /// once instead of after the flush, which under a checkpoint took up to 640 ms with the box
@@ -304,7 +318,7 @@ async fn checkpoint_if_long(svc: &Service, report_id: i64) {
 /// database crash can only lose the last batches whole (customers and their recorded outcomes
 /// together), which the next cycle then applies again. The report's completion (and its
 /// confirmation email) commits synchronously, which flushes every batch before it.
-async fn relax_commit_flush(tx: &mut Tx) -> Result<()> {
+async fn relax_commit_flush(tx: &mut Tx<'_>) -> Result<()> {
     tx.relax_commit_flush().await
 }
 
@@ -319,7 +333,7 @@ fn note_kept(kept: u64) {
 /// outcome; false (and nothing changed) while some have none.
 /// The approvers' confirmation is queued in the same transaction, so exactly one is sent.
 async fn finish_if_done(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     venue: &VenueConfig,
     report: &Report,
     at: DateTime<Utc>,
@@ -383,7 +397,7 @@ fn journal_lines(
 /// Returns the customer ids by outcome.
 async fn apply_batch(
     svc: &Service,
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     scope: &Scope<'_>,
     report: &Report,
     ids: &[i64],
@@ -450,7 +464,7 @@ async fn apply_batch(
 
 /// Why each of `ids` is no longer a candidate, and for one under a hold, the hold's name.
 async fn classify_skipped(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     scope: &Scope<'_>,
     ids: &[i64],
 ) -> Result<Vec<(i64, Outcome, Option<String>)>> {

@@ -35,7 +35,7 @@ pub fn well_formed(token: &str) -> bool {
 /// Mints a token for one approver of one report, valid until the report's links expire, and
 /// stores its hash. The raw token is returned once, to be put in the email.
 pub async fn mint(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     report: &Report,
     approver: &str,
     now: DateTime<Utc>,

@@ -240,7 +240,7 @@ enum Effect {
 
 /// Locks the report for a decision (a row lock on the server backends; SQLite's write
 /// transaction already serialises) and reads its current state.
-async fn lock_report(tx: &mut Tx, id: i64) -> Result<Option<Report>> {
+async fn lock_report(tx: &mut Tx<'_>, id: i64) -> Result<Option<Report>> {
     store::reports::lock(tx, id).await?;
     reports::get_in(tx, id).await
 }
@@ -256,7 +256,7 @@ fn trimmed(reason: Option<&str>) -> Option<String> {
 /// Inserts one row of `retention_decisions`, for the kept list as it is now; `via` says whether
 /// `decided_by` is an approver or an operator.
 async fn record(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     report: &Report,
     actor: &Actor<'_>,
     decision: &str,
@@ -282,7 +282,7 @@ async fn record(
 /// distinct approvers count (addresses compared without case), each for the kept list as it is
 /// now; an operator's approval is decisive.
 async fn approve(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     report: &Report,
     actor: &Actor<'_>,
     confirm: Option<&str>,
@@ -339,7 +339,7 @@ async fn approve(
 /// Distinct approvers who approved the kept list as it is now: all of them (`None`), or those
 /// among the venue's `approvers` as configured now, whose approvals count.
 async fn approvals_counting(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     report: &Report,
     approvers: Option<&[String]>,
 ) -> Result<i64> {
@@ -349,7 +349,7 @@ async fn approvals_counting(
 /// Rejects or cancels: the report moves to `to`, the reason stays with the report and the
 /// ledger only says whether one was given.
 async fn settle(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     report: &Report,
     actor: &Actor<'_>,
     to: ReportState,
@@ -372,7 +372,7 @@ async fn settle(
 /// Keeps `ids` out of the report (`keep` is `Some(reason)`) or puts them back (`None`). Every
 /// id must be on the report; a change of the list withdraws the approvals given for it.
 async fn set_kept(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     report: &Report,
     actor: &Actor<'_>,
     ids: &[i64],

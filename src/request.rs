@@ -201,7 +201,7 @@ pub async fn erase(
 
 /// Refuses, inside `tx`, what an erasure on request must never touch.
 async fn refuse_unerasable(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     scope: &Scope<'_>,
     venue: &VenueConfig,
     id: i64,
@@ -225,7 +225,7 @@ async fn refuse_unerasable(
 
 /// What erasing customer `id` with `action` changes, table by table (rows counted, no values).
 async fn plan(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     schema: &SchemaConfig,
     venue: &VenueConfig,
     id: i64,

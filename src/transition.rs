@@ -31,7 +31,7 @@ pub struct Change<'a> {
 /// Moves `report` to `to` with everything the transition causes, inside `tx`; fails (and the
 /// caller's transaction with it) when the change is not allowed or another one got there first.
 pub async fn change_state(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     report: &Report,
     to: ReportState,
     change: Change<'_>,

@@ -72,7 +72,7 @@ impl Eraser<'_> {
     /// `reassign` (column, value) too when given, in one UPDATE. Returns the rows updated.
     async fn scrub(
         &self,
-        tx: &mut Tx,
+        tx: &mut Tx<'_>,
         r: &Reference,
         ids: &[i64],
         reassign: Option<i64>,
@@ -146,7 +146,7 @@ impl Eraser<'_> {
     /// The values of `r`'s reference column that mark the batch's rows: the customers' ids, or
     /// for a `via` table the keys of the parent rows that point at them (read first, so that
     /// every statement filters by a list, which every backend answers with index lookups).
-    async fn batch_keys(&self, tx: &mut Tx, r: &Reference, ids: &[i64]) -> Result<Vec<i64>> {
+    async fn batch_keys(&self, tx: &mut Tx<'_>, r: &Reference, ids: &[i64]) -> Result<Vec<i64>> {
         let Some(via) = &r.via else {
             return Ok(ids.to_vec());
         };
@@ -168,7 +168,7 @@ impl Eraser<'_> {
             .with_context(|| format!("reading {} of the batch", parent.table))
     }
 
-    async fn delete_rows(&self, tx: &mut Tx, r: &Reference, ids: &[i64]) -> Result<u64> {
+    async fn delete_rows(&self, tx: &mut Tx<'_>, r: &Reference, ids: &[i64]) -> Result<u64> {
         let backend = tx.backend();
         let keys = self.batch_keys(tx, r, ids).await?;
         if keys.is_empty() {
@@ -185,7 +185,7 @@ impl Eraser<'_> {
     /// still point at the batch), then the tables that point at the customers.
     async fn linked_tables(
         &self,
-        tx: &mut Tx,
+        tx: &mut Tx<'_>,
         action: Action,
         ids: &[i64],
         unknown: Option<i64>,
@@ -219,7 +219,7 @@ impl Eraser<'_> {
 
     /// Delete: linked rows reassigned to the Unknown Customer (scrubbed) or deleted, then the
     /// customers.
-    pub async fn delete(&self, tx: &mut Tx, ids: &[i64], at: DateTime<Utc>) -> Result<()> {
+    pub async fn delete(&self, tx: &mut Tx<'_>, ids: &[i64], at: DateTime<Utc>) -> Result<()> {
         let s = self.schema;
         let backend = tx.backend();
         let needs_unknown = s
@@ -252,7 +252,7 @@ impl Eraser<'_> {
     /// its strategy, set-based for the whole batch.
     pub async fn anonymise(
         &self,
-        tx: &mut Tx,
+        tx: &mut Tx<'_>,
         report_id: i64,
         ids: &[i64],
         at: DateTime<Utc>,
@@ -300,7 +300,7 @@ impl Eraser<'_> {
 
     /// The venue's Unknown Customer: configured, remembered, or created now (inside the batch's
     /// transaction, so it is created exactly once) and remembered.
-    async fn unknown_customer(&self, tx: &mut Tx, at: DateTime<Utc>) -> Result<i64> {
+    async fn unknown_customer(&self, tx: &mut Tx<'_>, at: DateTime<Utc>) -> Result<i64> {
         let s = self.schema;
         let venue = self.venue;
         if let Some(id) = venue.unknown_customer_id {
@@ -353,7 +353,7 @@ impl Eraser<'_> {
         Ok(id)
     }
 
-    async fn is_customer_of_venue(&self, tx: &mut Tx, id: i64) -> Result<bool> {
+    async fn is_customer_of_venue(&self, tx: &mut Tx<'_>, id: i64) -> Result<bool> {
         let q = crate::selection::customer_of_venue(self.schema, self.venue.id, id);
         Ok(tx.fetch_one(&q).await?.i64(0)? == 1)
     }

@@ -272,7 +272,7 @@ impl Scope<'_> {
     }
 
     /// [`Scope::held_back`] inside `tx` (the report's own, as it is made).
-    pub async fn held_back_in(&self, tx: &mut Tx) -> Result<HeldBack> {
+    pub async fn held_back_in(&self, tx: &mut Tx<'_>) -> Result<HeldBack> {
         if self.schema.holds.is_empty() {
             return Ok(HeldBack::default());
         }
@@ -322,7 +322,7 @@ impl Scope<'_> {
     }
 
     /// Of `ids`, the name of the first hold (in configuration order) holding each one held.
-    pub async fn holding(&self, tx: &mut Tx, ids: &[i64]) -> Result<HashMap<i64, String>> {
+    pub async fn holding(&self, tx: &mut Tx<'_>, ids: &[i64]) -> Result<HashMap<i64, String>> {
         let mut found = HashMap::new();
         let id = self.schema.customer_id.q();
         for (n, hold) in self.schema.holds.iter().enumerate() {
@@ -663,7 +663,7 @@ pub fn push_venue_filter(q: &mut Query, schema: &SchemaConfig, prefix: &str, ven
 
 /// The venue of each of `ids` still in the customers table (in a database of one venue, the
 /// scope's own).
-pub async fn venues_of(tx: &mut Tx, scope: &Scope<'_>, ids: &[i64]) -> Result<Vec<(i64, i64)>> {
+pub async fn venues_of(tx: &mut Tx<'_>, scope: &Scope<'_>, ids: &[i64]) -> Result<Vec<(i64, i64)>> {
     let s = scope.schema;
     let mut q = Query::new(&format!(
         "SELECT {id}, {venue} FROM {customers} WHERE {id}",
@@ -754,7 +754,11 @@ pub async fn count_customers(db: &Db, schema: &SchemaConfig, venue_id: i64) -> R
 }
 
 /// [`count_customers`] inside `tx` (a report's own transaction, once it has candidates).
-pub async fn count_customers_in(tx: &mut Tx, schema: &SchemaConfig, venue_id: i64) -> Result<u64> {
+pub async fn count_customers_in(
+    tx: &mut Tx<'_>,
+    schema: &SchemaConfig,
+    venue_id: i64,
+) -> Result<u64> {
     Ok(tx
         .fetch_one(&customers_of_venue(schema, venue_id))
         .await?
@@ -790,7 +794,7 @@ pub async fn count_customers_up_to(
 
 /// Freezes the current candidates into `report_id`'s items, each with its last order time (for
 /// the report page and CSV), set-based; returns how many.
-pub async fn freeze_into_report(tx: &mut Tx, scope: &Scope<'_>, report_id: i64) -> Result<u64> {
+pub async fn freeze_into_report(tx: &mut Tx<'_>, scope: &Scope<'_>, report_id: i64) -> Result<u64> {
     let mut q = Query::new(
         "INSERT INTO retention_report_items (report_id, customer_id, last_order_at) SELECT ",
     );
@@ -808,7 +812,11 @@ pub async fn freeze_into_report(tx: &mut Tx, scope: &Scope<'_>, report_id: i64) 
 }
 
 /// Of `ids`, those that are still candidates (the re-check before an action).
-pub async fn still_candidates(tx: &mut Tx, scope: &Scope<'_>, ids: &[i64]) -> Result<HashSet<i64>> {
+pub async fn still_candidates(
+    tx: &mut Tx<'_>,
+    scope: &Scope<'_>,
+    ids: &[i64],
+) -> Result<HashSet<i64>> {
     let backend = tx.backend();
     let id = scope.schema.customer_id.q();
     let mut q = Query::new(&format!("SELECT c.{id}"));

@@ -25,7 +25,7 @@ pub use crate::store::outbox::Outgoing;
 /// Queues one message of `kind` about `report_id` to each of `venue`'s approvers that `include`
 /// accepts (all, or for a reminder those yet to approve), in the caller's transaction.
 pub async fn queue_to_approvers(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     venue: &crate::config::VenueConfig,
     kind: Kind,
     report_id: i64,
@@ -46,7 +46,7 @@ pub async fn queue_to_approvers(
 }
 
 /// Queues `message` inside `tx` (see [`store::outbox::queue`]), counted by kind.
-pub async fn queue(tx: &mut Tx, message: &Outgoing<'_>, now: DateTime<Utc>) -> Result<()> {
+pub async fn queue(tx: &mut Tx<'_>, message: &Outgoing<'_>, now: DateTime<Utc>) -> Result<()> {
     store::outbox::queue(tx, message, now).await?;
     metrics::counter!("retentiond_mail_queued_total", "kind" => message.kind.as_str()).increment(1);
     Ok(())
@@ -55,7 +55,7 @@ pub async fn queue(tx: &mut Tx, message: &Outgoing<'_>, now: DateTime<Utc>) -> R
 /// Queues an alert to `mail.ops`, if one is configured.
 pub async fn queue_ops_alert(
     svc: &Service,
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     kind: Kind,
     venue_id: i64,
     detail: &str,

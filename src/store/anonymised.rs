@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 /// Records `ids` as anonymised by `report_id` of `venue_id`.
 pub async fn insert(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     venue_id: i64,
     report_id: i64,
     ids: &[i64],
@@ -29,7 +29,7 @@ pub async fn insert(
 }
 
 /// Those of `ids` that were anonymised.
-pub async fn among(tx: &mut Tx, ids: &[i64]) -> Result<HashSet<i64>> {
+pub async fn among(tx: &mut Tx<'_>, ids: &[i64]) -> Result<HashSet<i64>> {
     let backend = tx.backend();
     let mut q = Query::new("SELECT customer_id FROM retention_anonymised WHERE customer_id");
     backend.push_in_ids(&mut q, ids);
@@ -41,7 +41,7 @@ pub async fn among(tx: &mut Tx, ids: &[i64]) -> Result<HashSet<i64>> {
 }
 
 /// The Unknown Customer record retentiond created for `venue_id`, if it did.
-pub async fn unknown_customer(tx: &mut Tx, venue_id: i64) -> Result<Option<i64>> {
+pub async fn unknown_customer(tx: &mut Tx<'_>, venue_id: i64) -> Result<Option<i64>> {
     let mut q = Query::new("SELECT customer_id FROM retention_unknown_customers WHERE venue_id = ");
     q.bind(venue_id);
     tx.fetch_optional(&q)
@@ -52,7 +52,7 @@ pub async fn unknown_customer(tx: &mut Tx, venue_id: i64) -> Result<Option<i64>>
 
 /// Remembers `customer_id` as `venue_id`'s Unknown Customer record.
 pub async fn remember_unknown_customer(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     venue_id: i64,
     customer_id: i64,
     at: DateTime<Utc>,
@@ -67,7 +67,7 @@ pub async fn remember_unknown_customer(
 }
 
 /// Whether `customer_id` is a venue's Unknown Customer record retentiond created.
-pub async fn is_unknown_customer(tx: &mut Tx, customer_id: i64) -> Result<bool> {
+pub async fn is_unknown_customer(tx: &mut Tx<'_>, customer_id: i64) -> Result<bool> {
     let mut q = Query::new("SELECT COUNT(*) FROM retention_unknown_customers WHERE customer_id = ");
     q.bind(customer_id);
     Ok(tx.fetch_one(&q).await?.i64(0)? > 0)

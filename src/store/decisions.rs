@@ -19,7 +19,7 @@ pub struct NewDecision<'a> {
     pub kept_version: i64,
 }
 
-pub async fn insert(tx: &mut Tx, d: &NewDecision<'_>) -> Result<()> {
+pub async fn insert(tx: &mut Tx<'_>, d: &NewDecision<'_>) -> Result<()> {
     // The reason stays with the report (or the kept row), never here.
     let q = Query::insert(
         "retention_decisions",
@@ -46,7 +46,7 @@ pub async fn insert(tx: &mut Tx, d: &NewDecision<'_>) -> Result<()> {
 
 /// Whether `approver` (compared without case) approved `report_id`'s kept list `kept_version`.
 pub async fn approved_by(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     report_id: i64,
     approver: &str,
     kept_version: i64,
@@ -63,7 +63,7 @@ pub async fn approved_by(
 /// Distinct approvers (compared without case) who approved `report_id`'s kept list
 /// `kept_version`: all of them (`None`), or those among `approvers`.
 pub async fn approvals(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     report_id: i64,
     kept_version: i64,
     approvers: Option<&[String]>,

@@ -44,7 +44,7 @@ pub async fn customer_outcomes(db: &Db, venue_id: Option<i64>) -> Result<Vec<Cus
 
 /// The one item of a request's report, with its outcome.
 pub async fn insert_request_item(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     report_id: i64,
     customer_id: i64,
     outcome: Outcome,
@@ -138,7 +138,7 @@ pub async fn unprocessed(db: &Db, report_id: i64) -> Result<u64> {
 }
 
 /// The report's customers without an outcome yet, in id order.
-pub async fn unprocessed_ids(tx: &mut Tx, report_id: i64) -> Result<Vec<i64>> {
+pub async fn unprocessed_ids(tx: &mut Tx<'_>, report_id: i64) -> Result<Vec<i64>> {
     let mut q = Query::new("SELECT customer_id FROM retention_report_items WHERE report_id = ");
     q.bind(report_id)
         .push(" AND outcome IS NULL ORDER BY customer_id");
@@ -152,7 +152,7 @@ pub async fn unprocessed_ids(tx: &mut Tx, report_id: i64) -> Result<Vec<i64>> {
 /// The next `size` customers without an outcome above `after_id` (keyset: each batch starts
 /// where the last ended, so a large report is read once, not once per batch).
 pub async fn next_unprocessed(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     report_id: i64,
     after_id: i64,
     size: u32,
@@ -170,7 +170,7 @@ pub async fn next_unprocessed(
 
 /// The customers an approver kept out get the outcome `kept` (once the report starts applying,
 /// so that no batch reads them); returns how many.
-pub async fn record_kept(tx: &mut Tx, report_id: i64, at: DateTime<Utc>) -> Result<u64> {
+pub async fn record_kept(tx: &mut Tx<'_>, report_id: i64, at: DateTime<Utc>) -> Result<u64> {
     let mut q = Query::new("UPDATE retention_report_items SET outcome = 'kept', processed_at = ");
     q.bind(at)
         .push(" WHERE report_id = ")
@@ -182,7 +182,7 @@ pub async fn record_kept(tx: &mut Tx, report_id: i64, at: DateTime<Utc>) -> Resu
 /// Records `outcome` for `ids` of the report, only those still without one (a second process
 /// would update fewer rows); returns how many were updated.
 pub async fn record_outcome(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     report_id: i64,
     outcome: Outcome,
     ids: &[i64],
@@ -201,7 +201,12 @@ pub async fn record_outcome(
 }
 
 /// Names the hold that held `ids` of the report at apply.
-pub async fn record_held_by(tx: &mut Tx, report_id: i64, hold: &str, ids: &[i64]) -> Result<()> {
+pub async fn record_held_by(
+    tx: &mut Tx<'_>,
+    report_id: i64,
+    hold: &str,
+    ids: &[i64],
+) -> Result<()> {
     let backend = tx.backend();
     let mut q = Query::new("UPDATE retention_report_items SET held_by = ");
     q.bind(hold)
@@ -215,7 +220,7 @@ pub async fn record_held_by(tx: &mut Tx, report_id: i64, hold: &str, ids: &[i64]
 
 /// The report's customers counted by outcome (`None`: not yet processed) and hold, in order.
 pub async fn outcomes_by_hold(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     report_id: i64,
 ) -> Result<Vec<(Option<String>, Option<String>, i64)>> {
     let mut q = Query::new(
@@ -238,7 +243,7 @@ pub async fn outcomes_by_hold(
 
 /// Those of `ids` that are on the report.
 pub async fn on_report(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     report_id: i64,
     ids: &[i64],
 ) -> Result<std::collections::HashSet<i64>> {
@@ -256,7 +261,7 @@ pub async fn on_report(
 /// Keeps `ids` out of the report (`keep` is `Some((by, reason))`) or puts them back (`None`);
 /// returns how many changed (those already so are left as they are).
 pub async fn set_kept(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     report_id: i64,
     ids: &[i64],
     keep: Option<(&str, Option<&str>)>,

@@ -19,7 +19,7 @@ pub struct Event {
 }
 
 /// Records an event inside the transaction of the change it describes.
-pub async fn record(tx: &mut Tx, event: &Event) -> Result<()> {
+pub async fn record(tx: &mut Tx<'_>, event: &Event) -> Result<()> {
     let q = Query::insert(
         "retention_audit",
         &["at", "venue_id", "report_id", "event", "actor", "detail"],

@@ -45,7 +45,7 @@ impl Queued {
 }
 
 /// Queues `message` inside `tx`, so it exists exactly when the change it reports does.
-pub async fn queue(tx: &mut Tx, message: &Outgoing<'_>, now: DateTime<Utc>) -> Result<()> {
+pub async fn queue(tx: &mut Tx<'_>, message: &Outgoing<'_>, now: DateTime<Utc>) -> Result<()> {
     let q = Query::insert(
         "retention_outbox",
         &[

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 /// Records `ids` of `report_id` as replayed at `at`.
 pub async fn record(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     venue_id: i64,
     action: Action,
     report_id: i64,

@@ -106,7 +106,7 @@ pub struct NewReport<'a> {
 }
 
 /// Inserts a pending report with a zero count and returns its id.
-pub async fn insert(tx: &mut Tx, new: &NewReport<'_>) -> Result<i64> {
+pub async fn insert(tx: &mut Tx<'_>, new: &NewReport<'_>) -> Result<i64> {
     let q = Query::insert(
         "retention_reports",
         &[
@@ -139,7 +139,7 @@ pub async fn insert(tx: &mut Tx, new: &NewReport<'_>) -> Result<i64> {
 
 /// Records what the holds kept back when the report was made.
 pub async fn set_held_back(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     report_id: i64,
     held: &crate::selection::HeldBack,
 ) -> Result<()> {
@@ -153,7 +153,7 @@ pub async fn set_held_back(
 
 /// Freezes the report's customers by year of last order (for the page's chart), once, so no
 /// page has to group the whole report.
-pub async fn record_activity_years(tx: &mut Tx, report_id: i64) -> Result<()> {
+pub async fn record_activity_years(tx: &mut Tx<'_>, report_id: i64) -> Result<()> {
     let year = tx.backend().year_of("last_order_at");
     let mut q = Query::new(&format!(
         "SELECT {year}, COUNT(*) FROM retention_report_items WHERE report_id = "
@@ -185,7 +185,7 @@ impl Report {
 
 /// Records the report's size and the venue's, for its share of the venue.
 pub async fn set_customer_count(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     report_id: i64,
     count: u64,
     venue_customers: u64,
@@ -217,7 +217,7 @@ pub async fn get(db: &Db, id: i64) -> Result<Option<Report>> {
 }
 
 /// Reads a report inside a transaction (the state a decision is taken on).
-pub async fn get_in(tx: &mut Tx, id: i64) -> Result<Option<Report>> {
+pub async fn get_in(tx: &mut Tx<'_>, id: i64) -> Result<Option<Report>> {
     tx.fetch_optional(&by_id(id))
         .await?
         .as_ref()
@@ -287,7 +287,7 @@ const NOT_A_REQUEST: &str = " AND (rule IS NULL OR rule <> 'request')";
 /// Inserts the report that records one erasure on request (SPEC 13): applied at `at`, one
 /// customer, decided by `by`.
 pub async fn insert_request(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     venue_id: i64,
     action: Action,
     by: &str,
@@ -346,7 +346,7 @@ pub async fn last_created_of_rule(
 /// in `t.from`; fails (changing nothing) when another decision got there first. Only
 /// [`crate::transition::change_state`] calls it, with the effects of the change.
 pub(crate) async fn set_state(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     report: &Report,
     t: &crate::policy::Transition,
     at: DateTime<Utc>,
@@ -446,7 +446,7 @@ pub async fn reminded_at(db: &Db, id: i64) -> Result<Option<DateTime<Utc>>> {
 }
 
 /// Records the one reminder; false when another cycle got there first.
-pub async fn mark_reminded(tx: &mut Tx, id: i64, at: DateTime<Utc>) -> Result<bool> {
+pub async fn mark_reminded(tx: &mut Tx<'_>, id: i64, at: DateTime<Utc>) -> Result<bool> {
     let mut q = Query::new("UPDATE retention_reports SET reminded_at = ");
     q.bind(at)
         .push(" WHERE id = ")
@@ -484,7 +484,7 @@ pub async fn count_by_state(db: &Db) -> Result<HashMap<ReportState, i64>> {
 
 /// Records the report's kept count after a change of its kept list, whose new version
 /// withdraws the approvals given for the old one.
-pub async fn set_kept_count(tx: &mut Tx, report_id: i64, kept: i64) -> Result<()> {
+pub async fn set_kept_count(tx: &mut Tx<'_>, report_id: i64, kept: i64) -> Result<()> {
     let mut q = Query::new("UPDATE retention_reports SET kept_count = ");
     q.bind(kept)
         .push(", kept_version = kept_version + 1 WHERE id = ")
@@ -495,7 +495,7 @@ pub async fn set_kept_count(tx: &mut Tx, report_id: i64, kept: i64) -> Result<()
 
 /// Locks the report's row until the transaction ends (a row lock on the server backends;
 /// SQLite's write transaction already serialises).
-pub async fn lock(tx: &mut Tx, id: i64) -> Result<()> {
+pub async fn lock(tx: &mut Tx<'_>, id: i64) -> Result<()> {
     let mut q = Query::new("SELECT id FROM retention_reports WHERE id = ");
     q.bind(id);
     tx.lock_for_update(&q).await?;

@@ -32,7 +32,7 @@ fn term_sql(
 /// Writes the terms of every customer of `report_id` (its items are already frozen), in the
 /// report's own transaction. Returns how many terms were written.
 pub async fn index_report(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     schema: &SchemaConfig,
     key: &[u8],
     report_id: i64,
@@ -73,7 +73,7 @@ pub async fn index_report(
 
 /// Deletes the terms of `report_id` (it no longer shows its customers, or is about to touch
 /// them).
-pub async fn forget_report(tx: &mut Tx, report_id: i64) -> Result<()> {
+pub async fn forget_report(tx: &mut Tx<'_>, report_id: i64) -> Result<()> {
     let mut q = Query::new("DELETE FROM retention_report_terms WHERE report_id = ");
     q.bind(report_id);
     tx.execute(&q).await?;

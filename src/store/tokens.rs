@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 /// Stores the hash of a new token for `approver` of `report`, valid as long as its links.
 pub async fn insert(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     token_hash: &str,
     report: &Report,
     approver: &str,

@@ -1066,8 +1066,10 @@ async fn sqlite_commits_leave_the_checkpoint_to_a_running_apply() {
         "a commit during an apply checkpointed the log"
     );
     // The apply's own checkpoint between batches, once the log is long enough for it.
-    let checkpointed = d.checkpoint_wal_if_long().await.unwrap();
+    let mut writer = d.writer().await.unwrap();
+    let checkpointed = writer.checkpoint_if_long().await.unwrap();
     assert_eq!(checkpointed, long >= APPLY_CHECKPOINT_FRAMES);
+    writer.release().await.unwrap();
     drop(deferral);
 
     // Without an apply, a commit of a long log checkpoints it, as SQLite's own would: the
