@@ -162,9 +162,6 @@ pub async fn apply_report(
             }
             tx.commit().await?;
             note_kept(kept);
-            if let Some(journal) = &journal {
-                journal.catch_up(&svc.db, Some(report.id)).await?;
-            }
             svc.progress.finish();
             // The run scrubs the database files once, after its last apply (SPEC 11).
             break;
@@ -210,9 +207,6 @@ pub async fn apply_report(
         note_kept(kept);
         if let Some(journal) = &journal {
             journal.append(journal_lines(venue, report, &batch, at))?;
-            if finished_here {
-                journal.catch_up(&svc.db, Some(report.id)).await?;
-            }
         }
         let duration_ms = started.elapsed().as_millis() as u64;
         after_id = *ids.last().expect("a batch is never empty");
@@ -247,7 +241,11 @@ pub async fn apply_report(
             "batch applied"
         );
     }
+    // Released first: on SQLite a cycle holds one connection at a time (`config::connections_per_cycle`).
     release(writer, report.id).await;
+    if let Some(journal) = &journal {
+        journal.catch_up(&svc.db, Some(report.id)).await?;
+    }
     run.keep_batch_sizer(report.action, sizer);
     Ok(ApplySummary {
         report_id: report.id,

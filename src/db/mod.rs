@@ -13,7 +13,9 @@ mod sqlite_hash;
 pub mod sqlite_wal;
 
 pub use ident::{Ident, IdentError};
-pub use sqlite::{daemon_lock_path, missing_file as missing_sqlite_file, try_lock_file};
+pub use sqlite::{
+    daemon_lock_path, missing_file as missing_sqlite_file, try_lock_file, WRITER_CACHE_KIB,
+};
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
@@ -543,7 +545,7 @@ enum TxConn<'c> {
 /// page cache is emptied whenever another connection wrote since its last transaction, so every
 /// batch of an apply began with a cold cache, and its small default (2 MB) was too small for
 /// one batch's pages anyway. A writer holds one connection with a larger cache
-/// ([`sqlite::WRITER_CACHE_KIB`]) from its first transaction to its [`Writer::release`], and
+/// ([`WRITER_CACHE_KIB`]) from its first transaction to its [`Writer::release`], and
 /// checkpoints on it too: the next batch finds the pages the last ones wrote. (A 57,142-customer
 /// delete on a live shop's layout, alone: 17.1 s lent in turn, 14.8 s held.) On the server
 /// backends each transaction takes a connection from the pool as before.

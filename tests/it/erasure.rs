@@ -1082,3 +1082,96 @@ async fn sqlite_commits_leave_the_checkpoint_to_a_running_apply() {
         d.wal_frames().unwrap()
     );
 }
+
+/// Apply's batches run on one held SQLite connection with a larger page cache (`db::Writer`):
+/// every transaction the writer begins is on that connection (a temporary table, which only its
+/// own connection sees, is still there), the pool's other connections keep SQLite's usual cache
+/// meanwhile, and a released writer's connection goes back to the pool with the usual cache. A
+/// writer dropped midway (a failed apply) closes its connection instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sqlite_writer_keeps_its_batches_on_one_connection() {
+    let db = TestDb::sqlite().await;
+    let d = &db.db;
+    // (has the `mark` table, cache_size) of whichever connection the pool lends next.
+    let lent = |mark: &'static str| async move {
+        let row = d
+            .fetch_one(&Query::new(&format!(
+                "SELECT (SELECT COUNT(*) FROM temp.sqlite_master WHERE name = '{mark}'), \
+                 (SELECT cache_size FROM pragma_cache_size)"
+            )))
+            .await
+            .unwrap();
+        (row.i64(0).unwrap() == 1, row.i64(1).unwrap())
+    };
+    let usual = lent("none").await.1;
+    assert_eq!(usual, -2000, "SQLite's default cache");
+    let memory = d
+        .fetch_one(&Query::new("SELECT temp_store FROM pragma_temp_store"))
+        .await
+        .unwrap();
+    assert_eq!(
+        memory.i64(0).unwrap(),
+        2,
+        "statement journals in memory, never in a temporary file"
+    );
+
+    let mut writer = d.writer().await.unwrap();
+    let mut tx = writer.begin().await.unwrap();
+    tx.execute(&Query::new("CREATE TEMP TABLE mark (n INTEGER)"))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    for _ in 0..3 {
+        let mut tx = writer.begin().await.unwrap();
+        let row = tx
+            .fetch_one(&Query::new(
+                "SELECT (SELECT COUNT(*) FROM temp.mark), (SELECT cache_size FROM pragma_cache_size)",
+            ))
+            .await
+            .unwrap();
+        assert_eq!(row.i64(0).unwrap(), 0, "the writer's own connection");
+        assert_eq!(
+            row.i64(1).unwrap(),
+            -i64::from(retentiond::db::WRITER_CACHE_KIB)
+        );
+        tx.commit().await.unwrap();
+        assert_eq!(
+            lent("mark").await,
+            (false, usual),
+            "the pool lends another connection, with the usual cache"
+        );
+    }
+    writer.release().await.unwrap();
+    let seen: Vec<(bool, i64)> = one_after_another(8, || lent("mark")).await;
+    assert!(
+        seen.contains(&(true, usual)),
+        "the released connection is lent again, with the usual cache: {seen:?}"
+    );
+    assert!(seen.iter().all(|(_, cache)| *cache == usual), "{seen:?}");
+
+    let mut dropped = d.writer().await.unwrap();
+    let mut tx = dropped.begin().await.unwrap();
+    tx.execute(&Query::new("CREATE TEMP TABLE mark_dropped (n INTEGER)"))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    drop(dropped);
+    let seen = one_after_another(8, || lent("mark_dropped")).await;
+    assert!(
+        seen.iter()
+            .all(|(marked, cache)| !marked && *cache == usual),
+        "a writer dropped without release closes its connection: {seen:?}"
+    );
+}
+
+/// `n` results of `f`, one after the other.
+async fn one_after_another<T, F: std::future::Future<Output = T>>(
+    n: usize,
+    f: impl Fn() -> F,
+) -> Vec<T> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(f().await);
+    }
+    out
+}
