@@ -123,8 +123,10 @@ pub async fn apply_report(
     // and before its first batch when earlier writers already left that much.
     let _deferral = svc.db.defer_wal_checkpoints();
     // Every batch on one connection, which keeps the pages the last batches read and wrote
-    // (SQLite; see `db::Writer`).
-    let mut writer = svc.db.writer().await?;
+    // (SQLite; see `db::Writer`), when the report takes more than one batch: a fleet's small
+    // reports, one batch each, gain nothing from it and paid two statements more each.
+    let several_batches = left > u64::from(sizer.next());
+    let mut writer = svc.db.writer(several_batches).await?;
     checkpoint_if_long(&mut writer, report.id).await;
     loop {
         if svc.shutdown.is_cancelled() {

@@ -1066,7 +1066,7 @@ async fn sqlite_commits_leave_the_checkpoint_to_a_running_apply() {
         "a commit during an apply checkpointed the log"
     );
     // The apply's own checkpoint between batches, once the log is long enough for it.
-    let mut writer = d.writer().await.unwrap();
+    let mut writer = d.writer(false).await.unwrap();
     let checkpointed = writer.checkpoint_if_long().await.unwrap();
     assert_eq!(checkpointed, long >= APPLY_CHECKPOINT_FRAMES);
     writer.release().await.unwrap();
@@ -1115,7 +1115,7 @@ async fn an_sqlite_writer_keeps_its_batches_on_one_connection() {
         "statement journals in memory, never in a temporary file"
     );
 
-    let mut writer = d.writer().await.unwrap();
+    let mut writer = d.writer(true).await.unwrap();
     let mut tx = writer.begin().await.unwrap();
     tx.execute(&Query::new("CREATE TEMP TABLE mark (n INTEGER)"))
         .await
@@ -1149,7 +1149,7 @@ async fn an_sqlite_writer_keeps_its_batches_on_one_connection() {
     );
     assert!(seen.iter().all(|(_, cache)| *cache == usual), "{seen:?}");
 
-    let mut dropped = d.writer().await.unwrap();
+    let mut dropped = d.writer(true).await.unwrap();
     let mut tx = dropped.begin().await.unwrap();
     tx.execute(&Query::new("CREATE TEMP TABLE mark_dropped (n INTEGER)"))
         .await
