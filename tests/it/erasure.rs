@@ -1116,11 +1116,7 @@ async fn an_sqlite_writer_keeps_its_batches_on_one_connection() {
     );
 
     let mut writer = d.writer(true).await.unwrap();
-    let mut tx = writer.begin().await.unwrap();
-    tx.execute(&Query::new("CREATE TEMP TABLE mark (n INTEGER)"))
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    mark_connection(&mut writer, "mark").await;
     for _ in 0..3 {
         let mut tx = writer.begin().await.unwrap();
         let row = tx
@@ -1150,11 +1146,7 @@ async fn an_sqlite_writer_keeps_its_batches_on_one_connection() {
     assert!(seen.iter().all(|(_, cache)| *cache == usual), "{seen:?}");
 
     let mut dropped = d.writer(true).await.unwrap();
-    let mut tx = dropped.begin().await.unwrap();
-    tx.execute(&Query::new("CREATE TEMP TABLE mark_dropped (n INTEGER)"))
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    mark_connection(&mut dropped, "mark_dropped").await;
     drop(dropped);
     let seen = one_after_another(8, || lent("mark_dropped")).await;
     assert!(
@@ -1162,6 +1154,18 @@ async fn an_sqlite_writer_keeps_its_batches_on_one_connection() {
             .all(|(marked, cache)| !marked && *cache == usual),
         "a writer dropped without release closes its connection: {seen:?}"
     );
+}
+
+/// Creates the temporary table `mark` in a transaction of `writer`: only the connection it ran
+/// on sees it.
+async fn mark_connection(writer: &mut retentiond::db::Writer<'_>, mark: &str) {
+    let mut tx = writer.begin().await.unwrap();
+    tx.execute(&Query::new(&format!(
+        "CREATE TEMP TABLE {mark} (n INTEGER)"
+    )))
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
 }
 
 /// `n` results of `f`, one after the other.
