@@ -262,9 +262,21 @@ impl Strategy {
 
 /// Keyed HMAC-SHA-256 of `value`, as lowercase hex: stable for one key, unlinkable without it.
 pub fn keyed_hash(key: &[u8], value: &str) -> String {
+    let mut digits = [0_u8; KEYED_HASH_DIGITS];
+    keyed_hash_into(key, value.as_bytes(), &mut digits);
+    String::from_utf8(digits.to_vec()).expect("hex digits are ASCII")
+}
+
+/// The hex digits of a keyed hash.
+pub const KEYED_HASH_DIGITS: usize = 64;
+
+/// [`keyed_hash`] of `value`'s bytes, written into `digits` without allocating: SQLite's
+/// `retention_keyed_hash` computes one for every value an anonymise overwrites, and the
+/// character-by-character hex encoding had cost more than the hash itself.
+pub fn keyed_hash_into(key: &[u8], value: &[u8], digits: &mut [u8; KEYED_HASH_DIGITS]) {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
-    mac.update(value.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+    mac.update(value);
+    hex::encode_to_slice(mac.finalize().into_bytes(), digits).expect("32 bytes are 64 hex digits");
 }
 
 /// The inner and outer padded keys of HMAC-SHA-256 (RFC 2104) for `key`, as hex: with them a

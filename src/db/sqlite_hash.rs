@@ -72,15 +72,22 @@ unsafe extern "C" fn keyed_hash(
     let key = bytes(
         args[0],
         ffi::sqlite3_value_type(args[0]) != ffi::SQLITE_BLOB,
-    )
-    .to_vec();
-    let value = String::from_utf8_lossy(bytes(args[1], true)).into_owned();
+    );
+    // As `policy::keyed_hash` hashes a text: bytes that are not UTF-8 as U+FFFD (borrowed, not
+    // copied, when they are).
+    let value = String::from_utf8_lossy(bytes(args[1], true));
     // No panic may cross into C: a failure is an SQL error, which rolls the batch back.
-    match std::panic::catch_unwind(|| crate::policy::keyed_hash(&key, &value)) {
-        Ok(hash) => ffi::sqlite3_result_text(
+    let hashed = std::panic::catch_unwind(|| {
+        let mut digits = [0_u8; crate::policy::KEYED_HASH_DIGITS];
+        crate::policy::keyed_hash_into(key, value.as_bytes(), &mut digits);
+        digits
+    });
+    match hashed {
+        // SQLite copies the digits (SQLITE_TRANSIENT) before this frame ends.
+        Ok(digits) => ffi::sqlite3_result_text(
             ctx,
-            hash.as_ptr().cast::<c_char>(),
-            hash.len() as c_int,
+            digits.as_ptr().cast::<c_char>(),
+            digits.len() as c_int,
             ffi::SQLITE_TRANSIENT(),
         ),
         Err(_) => {
