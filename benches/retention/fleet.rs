@@ -21,7 +21,11 @@ pub const FLEET_ROWS: &[(&str, &str, &str)] = &[
         "one GROUP BY count of the candidates (s)",
         "",
     ),
-    ("dry_run_s", "cycle --dry-run of the fleet, median of 3 (s)", ""),
+    (
+        "dry_run_s",
+        "cycle --dry-run of the fleet, median of 3 (s)",
+        "",
+    ),
     ("dry_run_ratio", "dry run / GROUP BY count", "<= 1.5"),
     ("run_failed_cycles", "run: failed cycles", "0"),
     (
