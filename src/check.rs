@@ -72,8 +72,13 @@ pub struct UnclassifiedColumns {
 /// The time columns selection compares (customers' created-at and activity columns, orders'
 /// placed-at) checked by type and, where the backend keeps times as text (SQLite), by a sample
 /// of their values: text such as "02/12/2022" or a Unix time in a text column would be compared
-/// wrongly with the cutoff. Values are never printed.
-pub async fn time_column_problems(db: &Db, config: &Config) -> Result<Vec<String>> {
+/// wrongly with the cutoff. Values are never printed. Judged on the tables' columns read before
+/// ([`read_catalogue`]).
+async fn time_column_problems(
+    db: &Db,
+    config: &Config,
+    columns_of: &BTreeMap<String, Vec<ColumnInfo>>,
+) -> Result<Vec<String>> {
     let s = &config.schema;
     let mut temporal = vec![
         (
@@ -99,14 +104,11 @@ pub async fn time_column_problems(db: &Db, config: &Config) -> Result<Vec<String
             .map(|(i, a)| (format!("schema.activity[{i}].at"), &a.table, &a.at)),
     );
     let mut problems = Vec::new();
-    let mut columns_of: BTreeMap<&str, Vec<ColumnInfo>> = BTreeMap::new();
     for (key, table, col) in temporal {
-        if !columns_of.contains_key(table.name()) {
-            let found = introspect::columns(db, table).await?.unwrap_or_default();
-            columns_of.insert(table.name(), found);
-        }
-        let Some(info) = columns_of[table.name()]
-            .iter()
+        let Some(info) = columns_of
+            .get(table.name())
+            .into_iter()
+            .flatten()
             .find(|c| c.name == col.name())
         else {
             continue; // a missing column is named by `check` elsewhere
@@ -173,33 +175,47 @@ fn customer_tables(config: &Config) -> Vec<&Ident> {
 /// With `schema.customer_venue` left out (one venue configured), every customer in the table
 /// counts as that venue's. A customers table that has a `venue_id` column most likely holds
 /// other venues too (a configuration that relied on the old default): refused, never guessed.
-async fn one_venue_problem(db: &Db, config: &Config) -> Result<Option<String>> {
+fn one_venue_problem(
+    config: &Config,
+    columns: &BTreeMap<String, Vec<ColumnInfo>>,
+) -> Option<String> {
     let s = &config.schema;
     if s.customer_venue.is_some() {
-        return Ok(None);
+        return None;
     }
-    let columns = introspect::columns(db, &s.customers)
-        .await?
-        .unwrap_or_default();
-    Ok(columns.iter().any(|c| c.name == "venue_id").then(|| {
+    let columns = columns.get(s.customers.name()).into_iter().flatten();
+    columns.clone().any(|c| c.name == "venue_id").then(|| {
         format!(
             "{}: schema.customer_venue is left out, so every customer in {} would count as venue {}'s, but the table has a venue_id column: set schema.customer_venue = \"venue_id\"",
             config.file,
             s.customers,
             config.venues.first().map_or(0, |v| v.id)
         )
-    }))
+    })
 }
 
 /// Fails before any customer is touched when the database cannot be written safely (on MySQL:
 /// a table without transactions, a missing privilege), or when a database of one venue looks
 /// like it holds several, naming what is wrong.
 pub async fn ensure_fit(db: &Db, config: &Config) -> Result<()> {
-    if let Some(problem) = one_venue_problem(db, config).await? {
+    ensure_fit_with(db, config, &read_catalogue(db, config).await?).await
+}
+
+/// [`ensure_fit`], judged on the tables' columns read before ([`read_catalogue`]).
+pub async fn ensure_fit_with(
+    db: &Db,
+    config: &Config,
+    columns: &BTreeMap<String, Vec<ColumnInfo>>,
+) -> Result<()> {
+    if let Some(problem) = one_venue_problem(config, columns) {
         anyhow::bail!("{problem}; no customer was touched");
     }
     // A time column read wrongly selects the wrong customers: only the brake would stop it.
-    if let Some(problem) = time_column_problems(db, config).await?.into_iter().next() {
+    if let Some(problem) = time_column_problems(db, config, columns)
+        .await?
+        .into_iter()
+        .next()
+    {
         anyhow::bail!("{}: {problem}; no customer was touched", config.file);
     }
     if let Some(problem) = db.unfit(&customer_tables(config)).await?.into_iter().next() {
@@ -213,33 +229,34 @@ pub async fn ensure_fit(db: &Db, config: &Config) -> Result<()> {
 /// silently keep personal data): the customers table for anonymise, and for both actions every
 /// linked table whose rows stay.
 pub async fn ensure_all_classified(db: &Db, config: &Config, venue: &VenueConfig) -> Result<()> {
-    let columns = classified_tables_columns(db, config).await?;
+    let columns = read_catalogue(db, config).await?;
     match unclassified(config, venue, &columns) {
         Some(refusal) => Err(refusal.into()),
         None => Ok(()),
     }
 }
 
-/// The live columns of every table whose columns must all be classified (the customers table
-/// and each linked table), by table name: read once, then judged per venue by [`unclassified`].
-pub async fn classified_tables_columns(
-    db: &Db,
-    config: &Config,
-) -> Result<BTreeMap<String, Vec<ColumnInfo>>> {
-    let mut columns = BTreeMap::new();
-    let tables = std::iter::once(&config.schema.customers)
-        .chain(config.schema.references.iter().map(|r| &r.table));
+/// The live columns of every table the run's checks judge (the customers table, orders, each
+/// activity table and each linked table), by table name, a table that does not exist with
+/// none: read once, in one statement on the servers, then judged by [`ensure_fit_with`] and,
+/// per venue, by [`unclassified`].
+pub async fn read_catalogue(db: &Db, config: &Config) -> Result<BTreeMap<String, Vec<ColumnInfo>>> {
+    let s = &config.schema;
+    let tables: Vec<&Ident> = [&s.customers, &s.orders]
+        .into_iter()
+        .chain(s.activity.iter().map(|a| &a.table))
+        .chain(s.references.iter().map(|r| &r.table))
+        .collect();
+    let mut columns = introspect::columns_of(db, &tables).await?;
+    // A table that does not exist has no columns to judge (`check` names it missing).
     for table in tables {
-        if !columns.contains_key(table.name()) {
-            let found = introspect::columns(db, table).await?.unwrap_or_default();
-            columns.insert(table.name().to_string(), found);
-        }
+        columns.entry(table.name().to_string()).or_default();
     }
     Ok(columns)
 }
 
 /// The refusal of `venue`'s action when a table whose rows keep personal data after it has a
-/// column nobody classified, judged on `columns` ([`classified_tables_columns`]).
+/// column nobody classified, judged on `columns` ([`read_catalogue`]).
 pub fn unclassified(
     config: &Config,
     venue: &VenueConfig,
@@ -310,7 +327,10 @@ pub async fn run(db: &Db, config: &Config) -> Result<CheckReport> {
     report
         .problems
         .extend(db.unfit(&customer_tables(config)).await?);
-    report.problems.extend(one_venue_problem(db, config).await?);
+    let catalogue = read_catalogue(db, config).await?;
+    report
+        .problems
+        .extend(one_venue_problem(config, &catalogue));
 
     let mut tables: HashMap<String, Option<Vec<ColumnInfo>>> = HashMap::new();
     let mut wanted: Vec<(&str, &Ident, &Ident)> = vec![
@@ -394,7 +414,7 @@ pub async fn run(db: &Db, config: &Config) -> Result<CheckReport> {
     }
     report
         .problems
-        .extend(time_column_problems(db, config).await?);
+        .extend(time_column_problems(db, config, &catalogue).await?);
     report
         .problems
         .extend(hold_type_problems(config, &tables, &holds, &hold_keys));

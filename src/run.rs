@@ -57,7 +57,8 @@ impl RunContext {
     pub async fn ensure_fit(&self, svc: &Service) -> Result<()> {
         self.fit
             .get_or_init(|| async {
-                check::ensure_fit(&svc.db, &svc.config)
+                let columns = self.catalogue(svc).await.map_err(|e| format!("{e:#}"))?;
+                check::ensure_fit_with(&svc.db, &svc.config, columns)
                     .await
                     .map_err(|e| format!("{e:#}"))
             })
@@ -66,12 +67,16 @@ impl RunContext {
             .map_err(anyhow::Error::msg)
     }
 
+    /// The tables' columns the run's checks judge ([`check::read_catalogue`]), read once per run.
+    async fn catalogue(&self, svc: &Service) -> Result<&BTreeMap<String, Vec<ColumnInfo>>> {
+        self.columns
+            .get_or_try_init(|| check::read_catalogue(&svc.db, &svc.config))
+            .await
+    }
+
     /// `check::ensure_all_classified` for `venue`, with the tables' columns read once per run.
     pub async fn ensure_all_classified(&self, svc: &Service, venue: &VenueConfig) -> Result<()> {
-        let columns = self
-            .columns
-            .get_or_try_init(|| check::classified_tables_columns(&svc.db, &svc.config))
-            .await?;
+        let columns = self.catalogue(svc).await?;
         match check::unclassified(&svc.config, venue, columns) {
             Some(refusal) => Err(refusal.into()),
             None => Ok(()),
@@ -151,11 +156,9 @@ impl RunContext {
         // on a connection of their own meanwhile, so the dry run costs about the count alone
         // (they were a tenth of MariaDB's dry run of 250 venues). A check that fails is met
         // again by each venue's cycle, which reports it.
-        let (counted, _, _) = tokio::join!(
+        let (counted, _) = tokio::join!(
             crate::selection::dry_run_by_venue(&svc.db, &scopes),
             self.ensure_fit(svc),
-            self.columns
-                .get_or_try_init(|| check::classified_tables_columns(&svc.db, &svc.config)),
         );
         let counted = counted?;
         let counts = counted

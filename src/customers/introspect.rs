@@ -4,6 +4,7 @@
 
 use crate::db::{Db, Ident, Query};
 use anyhow::Result;
+use std::collections::BTreeMap;
 
 pub use crate::db::ColumnInfo;
 
@@ -13,6 +14,11 @@ pub const SAMPLE: i64 = 50;
 /// The columns of `table` in order; `None` when the table does not exist.
 pub async fn columns(db: &Db, table: &Ident) -> Result<Option<Vec<ColumnInfo>>> {
     db.columns(table).await
+}
+
+/// The columns of each of `tables` that exists, by table name, in one statement on the servers.
+pub async fn columns_of(db: &Db, tables: &[&Ident]) -> Result<BTreeMap<String, Vec<ColumnInfo>>> {
+    db.columns_of(tables).await
 }
 
 /// `(table, column)` of every foreign key that points at `target`.

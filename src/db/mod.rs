@@ -203,7 +203,7 @@ impl Backend {
 }
 
 /// A column of a customer table as the database declares it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ColumnInfo {
     pub name: String,
     /// The declared type, lowercase (`text`, `timestamp with time zone`, `datetime(6)`...).
@@ -807,19 +807,61 @@ impl Db {
             .fetch_all(&q)
             .await?
             .iter()
-            .map(|r| {
-                let data_type = r.text(1)?.to_lowercase();
-                Ok(ColumnInfo {
-                    name: r.text(0)?,
-                    kind: classify(&data_type),
-                    data_type,
-                    not_null: r.bool(2)?,
-                    has_default: r.bool(3)?,
-                    primary_key: r.bool(4)?,
-                })
-            })
+            .map(|r| column_info(r, 0, classify))
             .collect::<Result<_>>()?;
         Ok((!columns.is_empty()).then_some(columns))
+    }
+
+    /// The columns of each of `tables` that exists, in order, by the table's name as given: one
+    /// catalogue statement for them all on the servers (a run's checks read six to eight tables,
+    /// and one statement each was a tenth of a fleet's dry run on MariaDB and PostgreSQL);
+    /// SQLite's catalogue is read in the process, table by table.
+    pub async fn columns_of(
+        &self,
+        tables: &[&Ident],
+    ) -> Result<std::collections::BTreeMap<String, Vec<ColumnInfo>>> {
+        let mut names: Vec<&str> = tables.iter().map(|t| t.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut found = std::collections::BTreeMap::new();
+        if self.backend() == Backend::Sqlite {
+            for table in tables {
+                if found.contains_key(table.name()) {
+                    continue;
+                }
+                if let Some(columns) = self.columns(table).await? {
+                    found.insert(table.name().to_string(), columns);
+                }
+            }
+            return Ok(found);
+        }
+        if names.is_empty() {
+            return Ok(found);
+        }
+        let mut q = Query::default();
+        let placeholders: Vec<String> = names.iter().map(|n| q.param(*n)).collect();
+        let (sql, classify): (String, fn(&str) -> TypeKind) = match self.backend() {
+            Backend::Postgres => (
+                postgres::columns_of_tables(&placeholders),
+                postgres::classify,
+            ),
+            _ => (mysql::columns_of_tables(&placeholders), mysql::classify),
+        };
+        q.push(&sql);
+        for row in self.fetch_all(&q).await? {
+            let table = row.text(0)?;
+            // Keyed by the name as asked: MySQL may spell it in another case.
+            let asked = names
+                .iter()
+                .find(|n| **n == table)
+                .or_else(|| names.iter().find(|n| n.eq_ignore_ascii_case(&table)))
+                .map_or(table, |n| n.to_string());
+            found
+                .entry(asked)
+                .or_insert_with(Vec::new)
+                .push(column_info(&row, 1, classify)?);
+        }
+        Ok(found)
     }
 
     /// `(table, column)` of every foreign key that points at `target`, in order.
@@ -1116,4 +1158,18 @@ impl Tx<'_> {
         each!(self.conn, TxConn, tx => tx.commit().await?);
         Ok(())
     }
+}
+
+/// A catalogue row's column, its five fields from column `first` on: name, declared type,
+/// NOT NULL, has a default, part of the primary key.
+fn column_info(r: &Row, first: usize, classify: fn(&str) -> TypeKind) -> Result<ColumnInfo> {
+    let data_type = r.text(first + 1)?.to_lowercase();
+    Ok(ColumnInfo {
+        name: r.text(first)?,
+        kind: classify(&data_type),
+        data_type,
+        not_null: r.bool(first + 2)?,
+        has_default: r.bool(first + 3)?,
+        primary_key: r.bool(first + 4)?,
+    })
 }

@@ -397,6 +397,19 @@ pub const COLUMNS: &str =
      FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = $1 \
      ORDER BY ordinal_position";
 
+/// [`COLUMNS`] of several tables at once, each row led by its table's name; `names` are the
+/// placeholders of the tables' names.
+pub fn columns_of_tables(names: &[String]) -> String {
+    format!(
+        "SELECT CAST(table_name AS CHAR), CAST(column_name AS CHAR), CAST(column_type AS CHAR), \
+         is_nullable = 'NO', column_default IS NOT NULL OR extra LIKE '%auto_increment%', \
+         column_key = 'PRI' FROM information_schema.columns \
+         WHERE table_schema = DATABASE() AND table_name IN ({}) \
+         ORDER BY table_name, ordinal_position",
+        names.join(", ")
+    )
+}
+
 pub const FOREIGN_KEYS_TO: &str = "SELECT CAST(table_name AS CHAR), CAST(column_name AS CHAR) \
      FROM information_schema.key_column_usage \
      WHERE table_schema = DATABASE() AND referenced_table_schema = DATABASE() \

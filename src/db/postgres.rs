@@ -226,6 +226,25 @@ pub const COLUMNS: &str = "SELECT a.attname::text, \
      WHERE a.attrelid = to_regclass(format('%I.%I', current_schema(), $1::text)) AND a.attnum > 0 AND NOT a.attisdropped \
      ORDER BY a.attnum";
 
+/// [`COLUMNS`] of several tables at once, each row led by its table's name; `names` are the
+/// placeholders of the tables' names.
+pub fn columns_of_tables(names: &[String]) -> String {
+    let tables: Vec<String> = names
+        .iter()
+        .map(|n| format!("to_regclass(format('%I.%I', current_schema(), {n}::text))"))
+        .collect();
+    format!(
+        "SELECT c.relname::text, a.attname::text, \
+         format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END, NULL), \
+         a.attnotnull, a.atthasdef OR a.attidentity <> '', \
+         EXISTS (SELECT 1 FROM pg_index ix WHERE ix.indrelid = a.attrelid AND ix.indisprimary AND a.attnum = ANY(ix.indkey)) \
+         FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid JOIN pg_class c ON c.oid = a.attrelid \
+         WHERE a.attrelid IN ({}) AND a.attnum > 0 AND NOT a.attisdropped \
+         ORDER BY a.attrelid, a.attnum",
+        tables.join(", ")
+    )
+}
+
 pub const FOREIGN_KEYS_TO: &str = "SELECT cl.relname::text, a.attname::text FROM pg_constraint con \
      JOIN pg_class cl ON cl.oid = con.conrelid \
      JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = ANY(con.conkey) \

@@ -187,7 +187,48 @@ async fn check_names_missing_tables_columns_unlisted_foreign_keys_and_not_null_c
     );
 }
 
+/// The run's checks read the catalogue of many tables in one statement: what it finds for each
+/// table is what the table's own read finds, a table whose name needs its case kept included,
+/// and a table that does not exist is left out.
+async fn the_catalogue_of_many_tables_is_read_as_each_table_alone(db: TestDb) {
+    db.db
+        .execute(&Query::new(
+            "CREATE TABLE \"GiftCards\" (id BIGINT PRIMARY KEY, \"Holder\" BIGINT NOT NULL, issued_at DATE, code VARCHAR(20) DEFAULT 'x')",
+        ))
+        .await
+        .unwrap();
+    let name = |n: &str| retentiond::db::Ident::new(n).unwrap();
+    let (customers, orders, cards, missing) = (
+        name("customers"),
+        name("orders"),
+        name("GiftCards"),
+        name("no_such_table"),
+    );
+    let asked = [&customers, &orders, &cards, &missing, &customers];
+
+    let found = db.db.columns_of(&asked).await.unwrap();
+
+    assert_eq!(
+        found.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["GiftCards", "customers", "orders"],
+        "every table that exists, once, by the name asked"
+    );
+    for table in [&customers, &orders, &cards] {
+        let alone = db.db.columns(table).await.unwrap().unwrap();
+        assert_eq!(found[table.name()], alone, "{table}");
+    }
+    let cards = &found["GiftCards"];
+    assert_eq!(
+        cards.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        ["id", "Holder", "issued_at", "code"],
+        "in the table's order"
+    );
+    assert!(cards[0].primary_key && cards[1].not_null && cards[3].has_default);
+    assert!(cards[2].is_temporal() && cards[3].is_textual());
+}
+
 on_both_backends!(
+    the_catalogue_of_many_tables_is_read_as_each_table_alone,
     check_names_missing_tables_columns_unlisted_foreign_keys_and_not_null_conflicts,
     sigkill_during_apply_processes_every_customer_exactly_once,
 );
