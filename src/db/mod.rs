@@ -904,6 +904,16 @@ impl Db {
         }
     }
 
+    /// MySQL and MariaDB: InnoDB's buffer pool and what `tables` and their indexes take, in
+    /// bytes (`check` warns when they do not fit). `None` elsewhere: PostgreSQL and SQLite read
+    /// through the system's file cache as well as their own.
+    pub async fn buffer_pool_and_tables(&self, tables: &[&Ident]) -> Result<Option<(u64, u64)>> {
+        match self {
+            Db::Mysql(pool) => Ok(Some(mysql::buffer_pool_and_tables(pool, tables).await?)),
+            _ => Ok(None),
+        }
+    }
+
     /// Takes the cross-process lock of one venue's cycle, if free. On PostgreSQL and MySQL this
     /// is a lock of a session (an advisory lock, `GET_LOCK`), released with its session if the
     /// process dies; on SQLite an exclusive lock on a file beside the database, released by the

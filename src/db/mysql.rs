@@ -289,18 +289,29 @@ pub async fn release_named_lock(mut conn: PoolConnection<MySql>, name: &str) -> 
 /// crash mid-batch would leave customers half erased), and a privilege the service needs.
 pub async fn unfit(pool: &MySqlPool, tables: &[&Ident]) -> Result<Vec<String>> {
     let mut problems = Vec::new();
-    for table in tables {
-        let engine: Option<String> = sqlx::query_scalar(
-            "SELECT CAST(engine AS CHAR) FROM information_schema.tables \
-             WHERE table_schema = DATABASE() AND table_name = ?",
-        )
-        .bind(table.name())
-        .fetch_optional(pool)
-        .await?;
-        if let Some(engine) = engine.filter(|e| !e.eq_ignore_ascii_case("InnoDB")) {
-            problems.push(format!(
-                "table {table} uses the {engine} engine, which has no transactions: a crash could leave customers half erased; convert it (ALTER TABLE {table} ENGINE = InnoDB)"
-            ));
+    // Every table's engine in one statement (the run's checks read them once per run).
+    let mut q = Query::default();
+    let names: Vec<String> = tables.iter().map(|t| q.param(t.name())).collect();
+    if !names.is_empty() {
+        q.push(&format!(
+            "SELECT CAST(table_name AS CHAR), CAST(engine AS CHAR) FROM information_schema.tables \
+             WHERE table_schema = DATABASE() AND table_name IN ({})",
+            names.join(", ")
+        ));
+        let engines = fetch_all(pool, &q).await?;
+        for table in tables {
+            let engine = engines
+                .iter()
+                .find(|r| {
+                    r.text(0)
+                        .is_ok_and(|n| n.eq_ignore_ascii_case(table.name()))
+                })
+                .and_then(|r| r.opt_text(1).ok().flatten());
+            if let Some(engine) = engine.filter(|e| !e.eq_ignore_ascii_case("InnoDB")) {
+                problems.push(format!(
+                    "table {table} uses the {engine} engine, which has no transactions: a crash could leave customers half erased; convert it (ALTER TABLE {table} ENGINE = InnoDB)"
+                ));
+            }
         }
     }
     let grants: Vec<String> = sqlx::query_scalar("SHOW GRANTS FOR CURRENT_USER()")
@@ -318,6 +329,25 @@ pub async fn unfit(pool: &MySqlPool, tables: &[&Ident]) -> Result<Vec<String>> {
         ));
     }
     Ok(problems)
+}
+
+/// InnoDB's buffer pool (`innodb_buffer_pool_size`) and what `tables` and their indexes take
+/// (InnoDB's own estimate), in bytes.
+pub async fn buffer_pool_and_tables(pool: &MySqlPool, tables: &[&Ident]) -> Result<(u64, u64)> {
+    let mut q = Query::default();
+    let names: Vec<String> = tables.iter().map(|t| q.param(t.name())).collect();
+    q.push(&format!(
+        "SELECT CAST(@@innodb_buffer_pool_size AS SIGNED), \
+         CAST(COALESCE(SUM(data_length + index_length), 0) AS SIGNED) FROM information_schema.tables \
+         WHERE table_schema = DATABASE() AND table_name IN ({})",
+        if names.is_empty() { "NULL".to_string() } else { names.join(", ") }
+    ));
+    let row = fetch_all(pool, &q)
+        .await?
+        .into_iter()
+        .next()
+        .context("no answer to the buffer pool's size")?;
+    Ok((row.i64(0)?.max(0) as u64, row.i64(1)?.max(0) as u64))
 }
 
 /// The privileges retentiond needs on `database` that none of `grants` (as `SHOW GRANTS`

@@ -382,7 +382,57 @@ async fn selection_and_batch_statements_use_the_indexes(db: TestDb) {
     );
 }
 
+/// `check` sets InnoDB's buffer pool against what the customer tables and their indexes take:
+/// it reads the server's real setting and the tables' sizes, and warns (naming both) only when
+/// they do not fit.
+async fn check_weighs_the_buffer_pool_against_the_customer_tables(db: TestDb) {
+    for venue in 0..200 {
+        db.customer(venue % 3 + 1, "2019-01-01 00:00:00").await;
+    }
+    db.db
+        .execute(&Query::new("ANALYZE TABLE customers"))
+        .await
+        .unwrap();
+    let name = |n: &str| retentiond::db::Ident::new(n).unwrap();
+    let (customers, orders) = (name("customers"), name("orders"));
+    let setting = db
+        .count("SELECT CAST(@@innodb_buffer_pool_size AS SIGNED)")
+        .await as u64;
+
+    let (pool, tables) = db
+        .db
+        .buffer_pool_and_tables(&[&customers, &orders])
+        .await
+        .unwrap()
+        .expect("MySQL has a buffer pool");
+    let customers_alone = db
+        .db
+        .buffer_pool_and_tables(&[&customers])
+        .await
+        .unwrap()
+        .unwrap()
+        .1;
+
+    assert_eq!(pool, setting);
+    assert!(
+        customers_alone > 0 && tables > customers_alone,
+        "{customers_alone} {tables}"
+    );
+    assert!(tables < pool, "a test's tables fit any pool");
+    let config = db.write_config(&crate::common::delete_venue(2, "3 years", ""));
+    let text = output_text(&retentiond(&config, &["check"]));
+    assert!(!text.contains("innodb_buffer_pool_size"), "{text}");
+    let warning = retentiond::check::buffer_pool_warning(128 << 20, 400 << 20).unwrap();
+    assert!(
+        warning.contains("innodb_buffer_pool_size is 128 MB")
+            && warning.contains("take about 400 MB"),
+        "{warning}"
+    );
+    assert_eq!(retentiond::check::buffer_pool_warning(pool, tables), None);
+}
+
 crate::on_mysql!(
+    check_weighs_the_buffer_pool_against_the_customer_tables,
     selection_and_batch_statements_use_the_indexes,
     woocommerce_database_of_one_store_is_kept_in_line,
     tables_without_transactions_and_missing_privileges_are_refused,
