@@ -487,8 +487,9 @@ pub async fn run(db: &Db, config: &Config) -> Result<CheckReport> {
 }
 
 /// MySQL and MariaDB: the warning when InnoDB's buffer pool (`pool` bytes) cannot hold the
-/// tables a night reads and their indexes (`tables` bytes). On the default 128 MB pool, the
-/// benchmark's fleet of 1,000 venues read from disk and its nights grew x5 to x7 for x4 data.
+/// tables a night reads and their indexes (`tables` bytes): their pages are then read from disk
+/// again and again (on the defaults, the benchmark's 1,000-venue fleet, 450 MB of tables, grew
+/// x5 to x6 for x4 data; see the README for the redo log's part in it).
 pub fn buffer_pool_warning(pool: u64, tables: u64) -> Option<String> {
     const MB: u64 = 1 << 20;
     (tables > pool).then(|| {
