@@ -183,8 +183,12 @@ fn one_venue_problem(
     if s.customer_venue.is_some() {
         return None;
     }
-    let columns = columns.get(s.customers.name()).into_iter().flatten();
-    columns.clone().any(|c| c.name == "venue_id").then(|| {
+    let has_venue_id = columns
+        .get(s.customers.name())
+        .into_iter()
+        .flatten()
+        .any(|c| c.name == "venue_id");
+    has_venue_id.then(|| {
         format!(
             "{}: schema.customer_venue is left out, so every customer in {} would count as venue {}'s, but the table has a venue_id column: set schema.customer_venue = \"venue_id\"",
             config.file,
