@@ -172,6 +172,24 @@ fn customer_tables(config: &Config) -> Vec<&Ident> {
     tables
 }
 
+/// Every table a night reads: the customer tables (above), each activity table and each hold's
+/// table, each once.
+fn tables_read_at_night(config: &Config) -> Vec<&Ident> {
+    let s = &config.schema;
+    let mut tables = customer_tables(config);
+    for table in s
+        .activity
+        .iter()
+        .map(|a| &a.table)
+        .chain(s.holds.iter().map(|h| &h.table))
+    {
+        if !tables.contains(&table) {
+            tables.push(table);
+        }
+    }
+    tables
+}
+
 /// With `schema.customer_venue` left out (one venue configured), every customer in the table
 /// counts as that venue's. A customers table that has a `venue_id` column most likely holds
 /// other venues too (a configuration that relied on the old default): refused, never guessed.
@@ -240,17 +258,11 @@ pub async fn ensure_all_classified(db: &Db, config: &Config, venue: &VenueConfig
     }
 }
 
-/// The live columns of every table the run's checks judge (the customers table, orders, each
-/// activity table and each linked table), by table name, a table that does not exist with
-/// none: read once, in one statement on the servers, then judged by [`ensure_fit_with`] and,
-/// per venue, by [`unclassified`].
+/// The live columns of every table a night reads ([`tables_read_at_night`]), by table name, a
+/// table that does not exist with none: read once, in one statement on the servers, then judged
+/// by [`ensure_fit_with`] and, per venue, by [`unclassified`].
 pub async fn read_catalogue(db: &Db, config: &Config) -> Result<BTreeMap<String, Vec<ColumnInfo>>> {
-    let s = &config.schema;
-    let tables: Vec<&Ident> = [&s.customers, &s.orders]
-        .into_iter()
-        .chain(s.activity.iter().map(|a| &a.table))
-        .chain(s.references.iter().map(|r| &r.table))
-        .collect();
+    let tables = tables_read_at_night(config);
     let mut columns = introspect::columns_of(db, &tables).await?;
     // A table that does not exist has no columns to judge (`check` names it missing).
     for table in tables {
@@ -492,11 +504,7 @@ pub async fn run(db: &Db, config: &Config) -> Result<CheckReport> {
     report
         .warnings
         .extend(missing_index_warnings(db, config, &tables, &holds).await?);
-    let read = customer_tables(config)
-        .into_iter()
-        .chain(s.activity.iter().map(|a| &a.table))
-        .chain(s.holds.iter().map(|h| &h.table))
-        .collect::<Vec<_>>();
+    let read = tables_read_at_night(config);
     if let Some((pool, size)) = db.buffer_pool_and_tables(&read).await? {
         report.warnings.extend(buffer_pool_warning(pool, size));
     }
