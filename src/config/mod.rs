@@ -786,7 +786,7 @@ fn blame_environment(e: ConfigError, env_keys: &[String]) -> ConfigError {
 
 /// Turns the config crate's message into "file: key: expected ..." form.
 fn describe_load_error(file: &str, e: config::ConfigError) -> ConfigError {
-    let message = e.to_string();
+    let message = one_line(&e.to_string());
     let (key, what) = if let Some(rest) = message.strip_prefix("missing configuration field \"") {
         (
             rest.trim_end_matches('"').to_string(),
@@ -812,6 +812,20 @@ fn describe_load_error(file: &str, e: config::ConfigError) -> ConfigError {
         file: file.to_string(),
         key,
         message: what,
+    }
+}
+
+/// A TOML syntax error comes as several lines (where, the offending line with a caret under
+/// it, what was wrong): an error here is one line, so it keeps where and what, as in
+/// "TOML parse error at line 1, column 9: key with no value, expected `=`".
+fn one_line(message: &str) -> String {
+    let mut lines = message.lines().map(str::trim).filter(|l| !l.is_empty());
+    let Some(first) = lines.next() else {
+        return String::new();
+    };
+    match lines.last() {
+        Some(what) if what != first => format!("{first}: {what}"),
+        _ => first.to_string(),
     }
 }
 

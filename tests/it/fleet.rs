@@ -493,7 +493,28 @@ fn a_venue_file_that_is_not_toml_is_named() {
         &format!("venues_dir = \"venues.d\"\n{MAIN}{}", venue_file(1)),
         &[("0002.toml", "[[venues]\nid = 2")],
     );
-    assert!(e.contains("0002.toml"), "{e}");
+    assert!(
+        e.contains("0002.toml: (file): TOML parse error at line 1"),
+        "{e}"
+    );
+    // One line, with what was wrong after where (not the crate's snippet with a caret).
+    assert!(!e.contains('\n'), "{e}");
+    assert!(!e.contains('^'), "{e}");
+    let what = e
+        .split_once(", column ")
+        .map(|(_, rest)| rest)
+        .unwrap_or("");
+    assert!(what.contains(": ") && !what.ends_with(": "), "{e}");
+}
+
+#[test]
+fn a_main_file_that_is_not_toml_is_one_line_naming_where() {
+    let e = error_of("[database]\nurl = \"sqlite://x.db\"\ngarbage [[\n", &[]);
+    assert!(
+        e.contains("main.toml: (file): TOML parse error at line 3, column 9: "),
+        "{e}"
+    );
+    assert!(!e.contains('\n'), "{e}");
 }
 
 #[test]
