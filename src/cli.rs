@@ -668,6 +668,9 @@ async fn run_reports(svc: &Service, cmd: ReportsCommand) -> Result<ExitCode> {
                         r.expires_at.format("%Y-%m-%d %H:%M:%SZ")
                     );
                 }
+                if list.is_empty() {
+                    out!("{}", no_reports_found(svc, venue, &state));
+                }
             }
         }
         ReportsCommand::Show { id, json } => {
@@ -926,10 +929,40 @@ async fn run_audit(svc: &Service, venue: Option<i64>, json: bool) -> Result<Exit
             at.to_rfc3339()
         );
     }
-    if events.is_empty() && customers.is_empty() {
-        out!("the ledger is empty: no report has been made yet");
+    if events.is_empty() && customers.is_empty() && replayed.is_empty() {
+        match venue {
+            None => out!("the ledger is empty: no report has been made yet"),
+            Some(id) => out!(
+                "the ledger has nothing of venue {id}{}: no report has been made for it yet",
+                unless_configured(svc, id)
+            ),
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `reports list` says when it lists nothing, naming its filters: an empty table alone
+/// read like a fault, and a mistyped venue id like a venue without reports.
+fn no_reports_found(svc: &Service, venue: Option<i64>, states: &[ReportState]) -> String {
+    let mut line = "no reports".to_string();
+    if let Some(id) = venue {
+        line.push_str(&format!(" of venue {id}{}", unless_configured(svc, id)));
+    }
+    if !states.is_empty() {
+        let names: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+        line.push_str(&format!(" in state {}", names.join(" or ")));
+    }
+    line
+}
+
+/// " (not a configured venue)" for a venue id the configuration does not hold (its reports
+/// stay listed after it was removed), else nothing.
+fn unless_configured(svc: &Service, venue_id: i64) -> &'static str {
+    if svc.config.venues.iter().any(|v| v.id == venue_id) {
+        ""
+    } else {
+        " (not a configured venue)"
+    }
 }
 
 #[cfg(test)]

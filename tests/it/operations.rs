@@ -105,6 +105,14 @@ async fn operator_rejects_on_the_venues_behalf_and_cycle_takes_a_date() {
     );
     let show = retentiond(&config, &["reports", "show", "1"]);
     let audit = retentiond(&config, &["audit"]);
+    let other_venue = retentiond(&config, &["audit", "--venue", "9"]);
+    let none_pending = retentiond(
+        &config,
+        &[
+            "reports", "list", "--venue", "2", "--state", "pending", "--state", "approved",
+        ],
+    );
+    let rejected = retentiond(&config, &["reports", "list", "--state", "rejected"]);
 
     assert!(cycle.status.success(), "{}", text(&cycle));
     assert!(
@@ -133,6 +141,29 @@ async fn operator_rejects_on_the_venues_behalf_and_cycle_takes_a_date() {
         !text(&audit).contains("keep Ann"),
         "no free text in the ledger: {}",
         text(&audit)
+    );
+    // An empty answer names what was asked for, and a venue id the configuration lacks.
+    assert!(
+        text(&other_venue).contains(
+            "the ledger has nothing of venue 9 (not a configured venue): no report has been made for it yet"
+        ),
+        "{}",
+        text(&other_venue)
+    );
+    assert!(
+        !text(&other_venue).contains("rejected"),
+        "{}",
+        text(&other_venue)
+    );
+    assert!(
+        text(&none_pending).contains("no reports of venue 2 in state pending or approved"),
+        "{}",
+        text(&none_pending)
+    );
+    assert!(
+        !text(&rejected).contains("no reports") && text(&rejected).contains("rejected"),
+        "{}",
+        text(&rejected)
     );
 }
 
