@@ -28,7 +28,8 @@ pub(super) fn validate(
         cron: &schedule.cron,
         suggesting: raw.suggesting,
     };
-    let venues = venues(&main, raw.venues, origins, &defaults)?;
+    let venues = venues(&main, raw.venues, origins, &defaults)
+        .map_err(|e| with_empty_folder_named(e, raw.venues_dir.as_deref()))?;
     Ok(Config {
         file,
         database_url: SecretString::from(url),
@@ -376,6 +377,21 @@ struct VenueDefaults<'a> {
     timezone: Tz,
     cron: &'a str,
     suggesting: bool,
+}
+
+/// With `venues_dir` set, "no venues" is said of the folder too: a vendor whose files were
+/// not written (or not named `*.toml`) reads where retentiond looked.
+fn with_empty_folder_named(e: ConfigError, venues_dir: Option<&str>) -> ConfigError {
+    match venues_dir {
+        Some(dir) if e.key == "venues" => ConfigError {
+            message: format!(
+                "{} (none in the main file, and no *.toml file in venues_dir {dir} holds one)",
+                e.message
+            ),
+            ..e
+        },
+        _ => e,
+    }
 }
 
 /// `[[venues]]`, from the main file and `venues_dir` (`origins` says which file each came

@@ -547,6 +547,24 @@ fn a_mistake_in_a_venue_file_names_the_file_and_key() {
 }
 
 #[test]
+fn a_fleet_without_venue_files_says_where_it_looked() {
+    let e = error_of(
+        &format!("venues_dir = \"venues.d\"\n{MAIN}"),
+        &[("0001.txt", &venue_file(1))],
+    );
+    assert!(
+        e.contains("main.toml: venues: expected at least one [[venues]] entry (none in the main file, and no *.toml file in venues_dir "),
+        "{e}"
+    );
+    assert!(e.contains("venues.d"), "{e}");
+    let alone = error_of(MAIN, &[]);
+    assert!(
+        alone.ends_with("venues: expected at least one [[venues]] entry"),
+        "{alone}"
+    );
+}
+
+#[test]
 fn a_venues_dir_that_does_not_exist_is_named() {
     let e = error_of(
         &format!("venues_dir = \"nowhere.d\"\n{MAIN}{}", venue_file(1)),
