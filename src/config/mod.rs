@@ -823,7 +823,7 @@ fn one_line(message: &str) -> String {
     let Some(first) = lines.next() else {
         return String::new();
     };
-    match lines.last() {
+    match lines.next_back() {
         Some(what) if what != first => format!("{first}: {what}"),
         _ => first.to_string(),
     }

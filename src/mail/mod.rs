@@ -94,6 +94,18 @@ pub enum Mailer {
 /// covers each read and write, not a server that trickles).
 const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// SMTP connections are kept open between messages and used again (after a NOOP that shows the
+/// server still answers), so a fleet's night of a thousand approval requests is a few
+/// connections, not a thousand TCP and TLS handshakes and logins, which relays also throttle.
+/// A connection that failed is closed, never used again. Delivery is one message at a time, so
+/// one connection is in use at once; one idle minute closes it (a night's mail arrives in a
+/// burst, and the next is a day away).
+fn smtp_pool() -> lettre::transport::smtp::PoolConfig {
+    lettre::transport::smtp::PoolConfig::new()
+        .max_size(2)
+        .idle_timeout(std::time::Duration::from_secs(60))
+}
+
 /// While a message is being sent it is leased: another sender skips it until then.
 const LEASE: i64 = 10 * 60;
 
@@ -109,6 +121,7 @@ impl Mailer {
                     AsyncSmtpTransport::<Tokio1Executor>::from_url(config.smtp_url.expose_secret())
                         .context("mail.smtp_url is not a valid SMTP URL")?
                         .timeout(Some(std::time::Duration::from_secs(30)))
+                        .pool_config(smtp_pool())
                         .build();
                 Mailer::Smtp { transport, from }
             }

@@ -182,6 +182,14 @@ async fn every_venue_of_a_fleet_on_one_second_gets_its_report(db: TestDb) {
             .any(|m| m.subject().starts_with("ALERT")),
         "no failure or brake alert"
     );
+    // The night's requests share a few SMTP connections (`check`'s probe is one of them), not
+    // one connection a message.
+    let (messages, connections) = (smtp.mails().len(), smtp.connections());
+    eprintln!("fleet run: {messages} messages over {connections} SMTP connections");
+    assert!(
+        messages as i64 >= VENUES && connections <= 10,
+        "{messages} messages over {connections} connections"
+    );
     assert_eq!(
         count(&db, "SELECT COUNT(*) FROM retention_report_items").await,
         VENUES * 3,

@@ -2,6 +2,7 @@
 //! DATA, RSET, NOOP, QUIT) and keeps every accepted message.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -39,6 +40,8 @@ impl Mail {
 pub struct SmtpSink {
     pub addr: SocketAddr,
     mails: Arc<Mutex<Vec<Mail>>>,
+    /// Connections accepted so far.
+    connections: Arc<AtomicUsize>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -75,11 +78,14 @@ impl SmtpSink {
         let addr = listener.local_addr().unwrap();
         let mails = Arc::new(Mutex::new(Vec::new()));
         let store = mails.clone();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accepted = connections.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((socket, _)) = listener.accept().await else {
                     return;
                 };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let store = store.clone();
                 tokio::spawn(async move {
                     let _ = session(socket, store, flapping).await;
@@ -89,6 +95,7 @@ impl SmtpSink {
         SmtpSink {
             addr,
             mails,
+            connections,
             task: Some(task),
         }
     }
@@ -105,6 +112,11 @@ impl SmtpSink {
 
     pub fn mails(&self) -> Vec<Mail> {
         self.mails.lock().unwrap().clone()
+    }
+
+    /// How many connections the sink has accepted.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     pub fn stop(&mut self) {
