@@ -4,6 +4,7 @@
 //! Approval links are minted at send time, so a raw token is never stored.
 
 pub(crate) mod compose;
+pub mod smtp;
 
 use crate::approval;
 use crate::config::{MailConfig, MailTransport};
@@ -12,7 +13,7 @@ use crate::{store, Service};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Duration, Utc};
 use lettre::message::Mailbox;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::Message;
 use secrecy::ExposeSecret;
 use std::path::PathBuf;
 use tracing::{info, warn};
@@ -81,7 +82,7 @@ pub async fn queue_ops_alert(
 /// How messages leave: SMTP, or one `.eml` file per message.
 pub enum Mailer {
     Smtp {
-        transport: AsyncSmtpTransport<Tokio1Executor>,
+        smtp: Box<smtp::Smtp>,
         from: Mailbox,
     },
     File {
@@ -94,37 +95,26 @@ pub enum Mailer {
 /// covers each read and write, not a server that trickles).
 const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// SMTP connections are kept open between messages and used again (after a NOOP that shows the
-/// server still answers), so a fleet's night of a thousand approval requests is a few
-/// connections, not a thousand TCP and TLS handshakes and logins, which relays also throttle.
-/// A connection that failed is closed, never used again. Delivery is one message at a time, so
-/// one connection is in use at once; one idle minute closes it (a night's mail arrives in a
-/// burst, and the next is a day away).
-fn smtp_pool() -> lettre::transport::smtp::PoolConfig {
-    lettre::transport::smtp::PoolConfig::new()
-        .max_size(2)
-        .idle_timeout(std::time::Duration::from_secs(60))
-}
-
 /// While a message is being sent it is leased: another sender skips it until then.
 const LEASE: i64 = 10 * 60;
 
 impl Mailer {
+    /// Messages go one at a time over an SMTP connection kept open between them (see
+    /// `mail::smtp`): a fleet's night of a thousand approval requests is a few connections,
+    /// not a thousand TCP and TLS handshakes and logins, which relays also throttle.
     pub fn from_config(config: &MailConfig) -> Result<Mailer> {
         let from: Mailbox = config
             .from
             .parse()
             .context("mail.from is not a valid address")?;
         Ok(match config.transport {
-            MailTransport::Smtp => {
-                let transport =
-                    AsyncSmtpTransport::<Tokio1Executor>::from_url(config.smtp_url.expose_secret())
-                        .context("mail.smtp_url is not a valid SMTP URL")?
-                        .timeout(Some(std::time::Duration::from_secs(30)))
-                        .pool_config(smtp_pool())
-                        .build();
-                Mailer::Smtp { transport, from }
-            }
+            MailTransport::Smtp => Mailer::Smtp {
+                smtp: Box::new(smtp::Smtp::new(
+                    config.smtp_url.expose_secret(),
+                    SEND_TIMEOUT,
+                )?),
+                from,
+            },
             MailTransport::File => Mailer::File {
                 dir: config.dir.clone(),
                 from,
@@ -132,14 +122,26 @@ impl Mailer {
         })
     }
 
+    /// The same mailer with another limit on one SMTP send (60 s by default); tests use it to
+    /// give up on a slow server sooner.
+    pub fn with_send_timeout(self, timeout: std::time::Duration) -> Mailer {
+        match self {
+            Mailer::Smtp { smtp, from } => Mailer::Smtp {
+                smtp: Box::new(smtp.with_send_timeout(timeout)),
+                from,
+            },
+            file => file,
+        }
+    }
+
     /// Whether mail can leave: the SMTP server answers (connects and greets; nothing is sent),
     /// or the file transport's folder can be created. `Err` says why not.
     pub async fn probe(&self) -> Result<()> {
         match self {
-            Mailer::Smtp { transport, .. } => {
+            Mailer::Smtp { smtp, .. } => {
                 let answered = tokio::time::timeout(
                     std::time::Duration::from_secs(10),
-                    transport.test_connection(),
+                    smtp.test_connection(),
                 )
                 .await
                 .context("the SMTP server did not answer within 10 s")?
@@ -160,12 +162,7 @@ impl Mailer {
 
     async fn send(&self, outbox_id: i64, kind: Kind, message: &Message) -> Result<()> {
         match self {
-            Mailer::Smtp { transport, .. } => {
-                tokio::time::timeout(SEND_TIMEOUT, transport.send(message.clone()))
-                    .await
-                    .context("SMTP send timed out")?
-                    .context("SMTP send failed")?;
-            }
+            Mailer::Smtp { smtp, .. } => smtp.send(message).await?,
             Mailer::File { dir, .. } => {
                 let name = format!("{outbox_id:08}-{}.eml", kind.as_str());
                 write_private_file(dir, &name, message.formatted())

@@ -635,3 +635,48 @@ on_both_backends!(
     hostile_requests_change_nothing_and_floods_get_429,
     report_table_pages_through_every_customer,
 );
+
+/// A send stopped at its deadline (a server that trickles its answer) does not leave its
+/// connection to the next message: that connection would read the stopped message's answer as
+/// the next command's. The next message goes over a new connection and arrives; the stopped
+/// one is retried later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_stopped_at_its_deadline_leaves_its_connection_behind() {
+    let db = TestDb::sqlite().await;
+    db.migrate().await;
+    let smtp = SmtpSink::start_trickling_first().await;
+    let app = App::start(&db, smtp.addr, 1).await;
+    customers(&db).await;
+    let t0 = now();
+    app.cycle(t0).await;
+    let mailer = Mailer::from_config(&app.svc.config.mail)
+        .unwrap()
+        .with_send_timeout(std::time::Duration::from_secs(1));
+
+    let first = mail::deliver_due(&app.svc, &mailer, t0).await.unwrap();
+
+    assert_eq!(
+        (first.sent, first.failed),
+        (1, 1),
+        "the trickled send is given up, the other sent"
+    );
+    assert_eq!(
+        smtp.connections(),
+        2,
+        "the second message opened a connection of its own"
+    );
+    let later = mail::deliver_due(&app.svc, &mailer, t0 + Duration::minutes(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        (later.sent, later.failed),
+        (1, 0),
+        "the given-up one is retried"
+    );
+    let approvers: std::collections::BTreeSet<String> = requests_to(&smtp.mails())
+        .into_iter()
+        .map(|(to, _)| to)
+        .collect();
+    assert_eq!(approvers.len(), 2, "both approvers have their request");
+    assert_eq!(mail::pending_count(&app.svc).await.unwrap(), 0);
+}

@@ -37,6 +37,17 @@ impl Mail {
     }
 }
 
+/// How the sink answers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Behaviour {
+    Healthy,
+    /// Drops every connection in the middle of the message.
+    Flapping,
+    /// Answers the first message of the first connection one byte every 400 ms (a server that
+    /// trickles, each read well inside a client's timeout), then behaves.
+    TricklesFirstAnswer,
+}
+
 pub struct SmtpSink {
     pub addr: SocketAddr,
     mails: Arc<Mutex<Vec<Mail>>>,
@@ -52,16 +63,26 @@ impl SmtpSink {
 
     /// Listens on `addr` (e.g. a port that was down before).
     pub async fn start_at(addr: SocketAddr) -> SmtpSink {
-        Self::start_with(addr, false).await
+        Self::start_with(addr, Behaviour::Healthy).await
+    }
+
+    /// A sink whose first answer to a message trickles in over about 5 s (see
+    /// [`Behaviour::TricklesFirstAnswer`]); it keeps that message.
+    pub async fn start_trickling_first() -> SmtpSink {
+        Self::start_with(
+            "127.0.0.1:0".parse().unwrap(),
+            Behaviour::TricklesFirstAnswer,
+        )
+        .await
     }
 
     /// Listens on `addr` but drops every connection in the middle of the message (a flapping
     /// server): nothing it receives is ever accepted.
     pub async fn start_flapping_at(addr: SocketAddr) -> SmtpSink {
-        Self::start_with(addr, true).await
+        Self::start_with(addr, Behaviour::Flapping).await
     }
 
-    async fn start_with(addr: SocketAddr, flapping: bool) -> SmtpSink {
+    async fn start_with(addr: SocketAddr, behaviour: Behaviour) -> SmtpSink {
         // A stopped sink's port is released once its task is dropped: retry briefly.
         let mut tries = 0;
         let listener = loop {
@@ -85,10 +106,14 @@ impl SmtpSink {
                 let Ok((socket, _)) = listener.accept().await else {
                     return;
                 };
-                accepted.fetch_add(1, Ordering::SeqCst);
+                let first = accepted.fetch_add(1, Ordering::SeqCst) == 0;
                 let store = store.clone();
+                let behaviour = match behaviour {
+                    Behaviour::TricklesFirstAnswer if !first => Behaviour::Healthy,
+                    other => other,
+                };
                 tokio::spawn(async move {
-                    let _ = session(socket, store, flapping).await;
+                    let _ = session(socket, store, behaviour).await;
                 });
             }
         });
@@ -135,8 +160,10 @@ impl Drop for SmtpSink {
 async fn session(
     socket: tokio::net::TcpStream,
     store: Arc<Mutex<Vec<Mail>>>,
-    flapping: bool,
+    behaviour: Behaviour,
 ) -> std::io::Result<()> {
+    let flapping = behaviour == Behaviour::Flapping;
+    let mut trickle = behaviour == Behaviour::TricklesFirstAnswer;
     let (read, mut write) = socket.into_split();
     let mut lines = BufReader::new(read);
     write.write_all(b"220 sink.test ESMTP\r\n").await?;
@@ -187,7 +214,14 @@ async fn session(
                 to: to.clone(),
                 data,
             });
-            write.write_all(b"250 queued\r\n").await?;
+            if std::mem::take(&mut trickle) {
+                for byte in b"250 queued\r\n" {
+                    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+                    write.write_all(&[*byte]).await?;
+                }
+            } else {
+                write.write_all(b"250 queued\r\n").await?;
+            }
         } else if command == "QUIT" {
             write.write_all(b"221 bye\r\n").await?;
             return Ok(());
