@@ -567,7 +567,7 @@ pub async fn dry_run_by_venue(
             held_back_by_venue(db, scopes)
         )?
     };
-    Ok(counts
+    let mut counted: HashMap<i64, (u64, u64, HeldBack)> = counts
         .into_iter()
         .map(|(venue, (candidates, customers))| {
             let (held_candidates, held_back) = held.get(&venue).cloned().unwrap_or_default();
@@ -578,7 +578,14 @@ pub async fn dry_run_by_venue(
             };
             (venue, (candidates, customers, held_back))
         })
-        .collect())
+        .collect();
+    // A venue without a customer has no group in the counts: it is counted, as none. (Left
+    // out, each such venue of a fleet counted itself again: a dry run of 10,000 venues on an
+    // empty customers table made 40,000 statements more.)
+    for scope in scopes {
+        counted.entry(scope.venue.id).or_default();
+    }
+    Ok(counted)
 }
 
 /// Whether the candidates and what the holds keep back are counted in one pass: with holds

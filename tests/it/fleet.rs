@@ -231,6 +231,8 @@ async fn fleet_dry_run_matches_each_venues_own(db: TestDb, holds: bool) {
         crate::common::delete_venue(6, "2 years", ""),
         crate::common::anonymise_venue(7, "3 years", ""),
         crate::common::delete_venue(8, "3 years", ""),
+        // A venue without a single customer yet (a new one).
+        crate::common::delete_venue(NO_CUSTOMERS, "3 years", ""),
     ]
     .concat();
     let svc = if holds {
@@ -307,7 +309,16 @@ async fn fleet_dry_run_matches_each_venues_own(db: TestDb, holds: bool) {
         None,
         "a venue with an open report selects nothing"
     );
+    assert_eq!(
+        run.dry_run_counts(NO_CUSTOMERS),
+        Some((0, 0)),
+        "a venue without customers is counted with the rest, as none"
+    );
+    assert!(said[8].contains("NoCandidates"), "{said:?}");
 }
+
+/// A venue id no customer of `fill_fleet` has.
+const NO_CUSTOMERS: i64 = VENUES + 1;
 
 /// A fleet's run leaves the selection after each apply to the run, which reads every venue's
 /// reports once and counts the candidates of those that may make a report in one statement:
