@@ -581,7 +581,7 @@ pub async fn dry_run_by_venue(
         .collect();
     // A venue without a customer has no group in the counts: it is counted, as none. (Left
     // out, each such venue of a fleet counted itself again: a dry run of 10,000 venues on an
-    // empty customers table made 40,000 statements more.)
+    // empty customers table made 50,000 statements, against 22.)
     for scope in scopes {
         counted.entry(scope.venue.id).or_default();
     }
