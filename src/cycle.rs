@@ -127,6 +127,16 @@ async fn locked_cycle(
         result.selection = Some(reason.into());
         return Ok(result);
     }
+    if !dry_run && run.counted_none(venue.id) {
+        // No open report (so nothing to apply, expire or remind), a new one allowed, and no
+        // candidate in the run's count of its selecting venues: what selecting would find,
+        // answered without a lock, a transaction or a scan of its own.
+        run.ensure_fit(svc).await?;
+        run.ensure_all_classified(svc, venue).await?;
+        result.ran = true;
+        result.selection = Some(Selection::NoCandidates);
+        return Ok(result);
+    }
     // A dry run changes nothing, so it takes no lock: it never makes a daemon skip the venue's
     // cycle, and a cycle running elsewhere does not keep it from answering.
     let lock = if dry_run {
@@ -164,7 +174,7 @@ async fn cycle_locked(
     run.ensure_all_classified(svc, venue).await?;
 
     // A fleet's dry run found this venue without an open report in its one read of them all.
-    let counted_for_dry_run = dry_run && run.dry_run_counts(venue.id).is_some();
+    let counted_for_dry_run = dry_run && run.counted(venue.id).is_some();
     // The venue's open reports, read once: what to apply, what to expire or remind, and
     // whether a new report may be made are all judged on this read (a decision taken after it
     // counts from the next cycle on, as one taken just after the cycle does).
@@ -301,10 +311,10 @@ async fn select(
     if dry_run {
         // A fleet's dry run counted every venue that would select at once, judged on the same
         // read of the open reports.
-        if let Some((candidates, customers)) = run.dry_run_counts(venue.id) {
+        if let Some((candidates, customers)) = run.counted(venue.id) {
             return Ok(Some((
                 dry_run_selection(venue, candidates, customers),
-                run.dry_run_held_back(venue.id),
+                run.counted_held_back(venue.id),
             )));
         }
     }

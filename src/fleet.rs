@@ -122,10 +122,10 @@ impl Fleet {
         options: RunOptions,
     ) -> Vec<VenueRun> {
         let run = RunContext::new();
-        if options.dry_run && venues.len() > 1 {
-            if let Err(e) = run.count_for_dry_run(&self.svc, venues, at).await {
-                // Each venue's cycle then counts its own, as a single venue's dry run does.
-                warn!(error = %format!("{e:#}"), "the fleet's dry-run count failed; venues count one by one");
+        if venues.len() > 1 {
+            if let Err(e) = run.count_selecting_venues(&self.svc, venues, at).await {
+                // Each venue's cycle then counts its own, as a single venue's does.
+                warn!(error = %format!("{e:#}"), "the fleet's count of its selecting venues failed; venues count one by one");
             }
         }
         if !options.dry_run && venues.len() > 1 {

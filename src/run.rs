@@ -32,10 +32,11 @@ pub struct RunContext {
     reports_made: AtomicBool,
     /// The apply batch sizers of the run's reports, by action, carried from report to report.
     sizers: Mutex<BTreeMap<policy::Action, policy::BatchSizer>>,
-    /// A fleet's dry run: each venue's candidates and customers, counted for all at once.
-    dry_counts: OnceCell<HashMap<i64, (u64, u64)>>,
-    /// A fleet's dry run: what the holds keep back of each venue, counted for all at once.
-    dry_held: OnceCell<HashMap<i64, crate::selection::HeldBack>>,
+    /// A fleet's run: each selecting venue's candidates and customers, counted for all at once
+    /// before the cycles ([`RunContext::count_selecting_venues`]).
+    counts: OnceCell<HashMap<i64, (u64, u64)>>,
+    /// The same count: what the holds keep back of each selecting venue.
+    held: OnceCell<HashMap<i64, crate::selection::HeldBack>>,
     applied: AtomicBool,
     /// A fleet's run: the venues whose cycle applied a report and left its new selection to the
     /// run ([`RunContext::defer_selection`]); `None` when the run does not defer.
@@ -113,7 +114,8 @@ impl RunContext {
 
     /// Whether `venue`'s cycle at `at` is answered from what the run has read for all its
     /// venues, with no statement of its own: a dry run's venue counted by
-    /// [`RunContext::count_for_dry_run`], or a venue with nothing to do
+    /// [`RunContext::count_selecting_venues`], a real run's venue counted there with no
+    /// candidate ([`RunContext::counted_none`]), or a venue with nothing to do
     /// ([`RunContext::nothing_to_do`]). A read that fails says no: the cycle meets it again.
     pub async fn answers_from_its_reads(
         &self,
@@ -122,17 +124,24 @@ impl RunContext {
         at: DateTime<Utc>,
         dry_run: bool,
     ) -> bool {
-        if dry_run && self.dry_run_counts(venue.id).is_some() {
+        if dry_run && self.counted(venue.id).is_some() {
+            return true;
+        }
+        if !dry_run && self.counted_none(venue.id) {
             return true;
         }
         matches!(self.nothing_to_do(svc, venue, at).await, Ok(Some(_)))
     }
 
-    /// Counts, for a dry run of `venues`, the candidates and customers of every venue that would
+    /// Counts, for a run of `venues`, the candidates and customers of every venue that would
     /// select (no open report, `report_interval` passed) in a few statements for them all
-    /// ([`crate::selection::count_by_venue`]), so that the dry run of a fleet costs about one
-    /// pass over its customers. The venues' cycles then read their counts from here.
-    pub async fn count_for_dry_run(
+    /// ([`crate::selection::count_by_venue`]), before the venues' cycles. A fleet's dry run
+    /// then costs about one pass over its customers: each venue's cycle reads its counts from
+    /// here. A real run's venue counted with no candidate (most venues, most nights, once
+    /// their first report is done) is answered "no customers fall under the policy" from here
+    /// too, with no lock, transaction or scan of its own; a venue with candidates cycles and
+    /// selects as ever.
+    pub async fn count_selecting_venues(
         &self,
         svc: &Service,
         venues: &[VenueConfig],
@@ -169,8 +178,8 @@ impl RunContext {
             .into_iter()
             .map(|(venue, (_, _, held))| (venue, held))
             .collect();
-        let _ = self.dry_counts.set(counts);
-        let _ = self.dry_held.set(held);
+        let _ = self.counts.set(counts);
+        let _ = self.held.set(held);
         Ok(())
     }
 
@@ -246,15 +255,21 @@ impl RunContext {
         Ok(settled)
     }
 
-    /// A venue's candidates and customers from [`RunContext::count_for_dry_run`], if counted.
-    pub fn dry_run_counts(&self, venue_id: i64) -> Option<(u64, u64)> {
-        self.dry_counts.get()?.get(&venue_id).copied()
+    /// A venue's candidates and customers from [`RunContext::count_selecting_venues`], if
+    /// counted.
+    pub fn counted(&self, venue_id: i64) -> Option<(u64, u64)> {
+        self.counts.get()?.get(&venue_id).copied()
     }
 
-    /// What the holds keep back of a venue, from [`RunContext::count_for_dry_run`]: `None` if
-    /// not counted there; nobody when the venue had no customers held.
-    pub fn dry_run_held_back(&self, venue_id: i64) -> Option<crate::selection::HeldBack> {
-        let held = self.dry_held.get()?;
+    /// Whether [`RunContext::count_selecting_venues`] counted `venue_id` with no candidate.
+    pub fn counted_none(&self, venue_id: i64) -> bool {
+        matches!(self.counted(venue_id), Some((0, _)))
+    }
+
+    /// What the holds keep back of a venue, from [`RunContext::count_selecting_venues`]: `None`
+    /// if not counted there; nobody when the venue had no customers held.
+    pub fn counted_held_back(&self, venue_id: i64) -> Option<crate::selection::HeldBack> {
+        let held = self.held.get()?;
         Some(held.get(&venue_id).cloned().unwrap_or_default())
     }
 

@@ -299,18 +299,18 @@ async fn fleet_dry_run_matches_each_venues_own(db: TestDb, holds: bool) {
     );
     // The counts the fleet's venues read: every selecting venue in a few statements.
     let run = retentiond::run::RunContext::new();
-    run.count_for_dry_run(&svc, &svc.config.venues, now)
+    run.count_selecting_venues(&svc, &svc.config.venues, now)
         .await
         .unwrap();
-    assert_eq!(run.dry_run_counts(4), Some((2, 10)));
-    assert_eq!(run.dry_run_counts(6), Some((venue_6, 10)));
+    assert_eq!(run.counted(4), Some((2, 10)));
+    assert_eq!(run.counted(6), Some((venue_6, 10)));
     assert_eq!(
-        run.dry_run_counts(7),
+        run.counted(7),
         None,
         "a venue with an open report selects nothing"
     );
     assert_eq!(
-        run.dry_run_counts(NO_CUSTOMERS),
+        run.counted(NO_CUSTOMERS),
         Some((0, 0)),
         "a venue without customers is counted with the rest, as none"
     );
@@ -448,6 +448,43 @@ async fn a_fleet_run_selects_after_its_applies_as_each_venue_alone_would(db: Tes
         ),
         "{:?}",
         alone.selection
+    );
+
+    // A third night: venues 2 and 5 may make a report again, venue 2 with no candidate and
+    // venue 5 with customer 41. The run counts both before their cycles: venue 2 is answered
+    // from that count, with no cycle of its own to read or write; venue 5 cycles and selects.
+    let run = retentiond::run::RunContext::new();
+    run.count_selecting_venues(&svc, &svc.config.venues, day(4))
+        .await
+        .unwrap();
+    assert!(run.counted_none(2), "{:?}", run.counted(2));
+    assert_eq!(run.counted(5).map(|(candidates, _)| candidates), Some(1));
+    assert_eq!(run.counted(1), None, "venue 1 has its pending report");
+    assert!(
+        run.answers_from_its_reads(&svc, &svc.config.venues[1], day(4), false)
+            .await
+    );
+    assert!(
+        !run.answers_from_its_reads(&svc, &svc.config.venues[4], day(4), false)
+            .await
+    );
+    let third = fleet.run(&svc.config.venues, day(4), options).await;
+    let said: Vec<String> = third
+        .iter()
+        .map(|run| match &run.outcome {
+            retentiond::fleet::VenueOutcome::Done(c) => format!("{:?}", c.selection),
+            other => panic!("venue {}: {other:?}", run.venue.id),
+        })
+        .collect();
+    assert_eq!(said[1], "Some(NoCandidates)", "{said:?}");
+    assert!(
+        said[4].starts_with("Some(Created {") && said[4].contains("customers: 1 }"),
+        "{said:?}"
+    );
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM retention_reports").await,
+        7,
+        "venue 5's report is the third night's only one"
     );
 }
 
