@@ -118,23 +118,21 @@ async fn locked_cycle(
     if !dry_run {
         run.forget_old_details(svc, at).await?;
     }
-    if let Some(reason) = run.nothing_to_do(svc, venue, at).await? {
-        // Nothing to apply, expire or remind, and no new report allowed: answered from the
-        // run's one read of the open reports, with the same checks a cycle makes first.
+    // Answered from the run's reads, with the same checks a cycle makes first: nothing to
+    // apply, expire or remind and no new report allowed (the run's one read of the open
+    // reports); or, in a real run, no open report, a new one allowed and no candidate in the
+    // run's count of its selecting venues (what selecting would find, without a lock, a
+    // transaction or a scan of its own).
+    let answered = match run.nothing_to_do(svc, venue, at).await? {
+        Some(reason) => Some(reason.into()),
+        None if !dry_run && run.counted_none(venue.id) => Some(Selection::NoCandidates),
+        None => None,
+    };
+    if let Some(selection) = answered {
         run.ensure_fit(svc).await?;
         run.ensure_all_classified(svc, venue).await?;
         result.ran = true;
-        result.selection = Some(reason.into());
-        return Ok(result);
-    }
-    if !dry_run && run.counted_none(venue.id) {
-        // No open report (so nothing to apply, expire or remind), a new one allowed, and no
-        // candidate in the run's count of its selecting venues: what selecting would find,
-        // answered without a lock, a transaction or a scan of its own.
-        run.ensure_fit(svc).await?;
-        run.ensure_all_classified(svc, venue).await?;
-        result.ran = true;
-        result.selection = Some(Selection::NoCandidates);
+        result.selection = Some(selection);
         return Ok(result);
     }
     // A dry run changes nothing, so it takes no lock: it never makes a daemon skip the venue's
