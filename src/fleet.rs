@@ -123,7 +123,10 @@ impl Fleet {
     ) -> Vec<VenueRun> {
         let run = RunContext::new();
         if venues.len() > 1 {
-            if let Err(e) = run.count_selecting_venues(&self.svc, venues, at).await {
+            if let Err(e) = run
+                .count_selecting_venues(&self.svc, venues, at, options.dry_run)
+                .await
+            {
                 // Each venue's cycle then counts its own, as a single venue's does.
                 warn!(error = %format!("{e:#}"), "the fleet's count of its selecting venues failed; venues count one by one");
             }

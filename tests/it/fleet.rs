@@ -299,7 +299,7 @@ async fn fleet_dry_run_matches_each_venues_own(db: TestDb, holds: bool) {
     );
     // The counts the fleet's venues read: every selecting venue in a few statements.
     let run = retentiond::run::RunContext::new();
-    run.count_selecting_venues(&svc, &svc.config.venues, now)
+    run.count_selecting_venues(&svc, &svc.config.venues, now, true)
         .await
         .unwrap();
     assert_eq!(run.counted(4), Some((2, 10)));
@@ -353,6 +353,19 @@ async fn a_fleet_run_selects_after_its_applies_as_each_venue_alone_would(db: Tes
     let now = chrono::Utc::now();
     let day = |n: i64| now + chrono::Duration::days(n);
     let fleet = retentiond::fleet::Fleet::new(svc.clone());
+    // Before any report, a real run counts no venue ahead of its cycle (each finds its whole
+    // backlog: counting first would read the customers twice); a dry run counts them all.
+    let before = retentiond::run::RunContext::new();
+    before
+        .count_selecting_venues(&svc, &svc.config.venues, day(0), false)
+        .await
+        .unwrap();
+    assert_eq!(before.counted(1), None);
+    let dry = retentiond::run::RunContext::new();
+    dry.count_selecting_venues(&svc, &svc.config.venues, day(0), true)
+        .await
+        .unwrap();
+    assert_eq!(dry.counted(1).map(|(candidates, _)| candidates), Some(3));
     let first = fleet.run(&svc.config.venues, day(0), options).await;
     let made: Vec<i64> = first
         .iter()
@@ -454,7 +467,7 @@ async fn a_fleet_run_selects_after_its_applies_as_each_venue_alone_would(db: Tes
     // venue 5 with customer 41. The run counts both before their cycles: venue 2 is answered
     // from that count, with no cycle of its own to read or write; venue 5 cycles and selects.
     let run = retentiond::run::RunContext::new();
-    run.count_selecting_venues(&svc, &svc.config.venues, day(4))
+    run.count_selecting_venues(&svc, &svc.config.venues, day(4), false)
         .await
         .unwrap();
     assert!(run.counted_none(2), "{:?}", run.counted(2));
