@@ -141,9 +141,8 @@ impl RunContext {
     /// their first report is done) is answered "no customers fall under the policy" from here
     /// too, with no lock, transaction or scan of its own; a venue with candidates cycles and
     /// selects as ever. A real run counts only venues that made a report before: a venue's
-    /// first selection finds its whole backlog, and counting it first only read the customers
-    /// twice (a fleet's first night on MariaDB's default 128 MB pool took 4 s more at 1,000
-    /// venues: the count's pass evicted what each venue's own selection then read).
+    /// first selection finds its whole backlog, so counting it first would only read its
+    /// customers twice (a whole pass more on a fleet's first night).
     pub async fn count_selecting_venues(
         &self,
         svc: &Service,
