@@ -72,7 +72,8 @@ struct Options {
     /// benchmark prints how each step grows from the first size to the last.
     sizes: Vec<u64>,
     shape: Shape,
-    /// The fleet sizes, in venues (`--venues 250,1000`), for `--shape fleet`.
+    /// The fleet sizes, in venues (`--venues 250,1000`), for `--shape fleet` (whose customers a
+    /// venue `--per-venue` sets: 300 by default).
     venues: Vec<u64>,
     backends: Vec<Backend>,
     clients: usize,
@@ -119,11 +120,17 @@ fn options() -> Options {
         None | Some("skewed") => Shape::Skewed,
         Some("even") => Shape::Even,
         Some("fleet") => Shape::Fleet {
-            per_venue: if smoke {
-                fleet::SMOKE_PER_VENUE
-            } else {
-                fleet::PER_VENUE
-            },
+            per_venue: value("--per-venue")
+                .map(|n| {
+                    n.trim()
+                        .parse()
+                        .expect("--per-venue: a number of customers")
+                })
+                .unwrap_or(if smoke {
+                    fleet::SMOKE_PER_VENUE
+                } else {
+                    fleet::PER_VENUE
+                }),
         },
         Some(other) => panic!("--shape {other}: expected skewed, even or fleet"),
     };
@@ -240,7 +247,7 @@ fn run_fleets(rt: &tokio::runtime::Runtime, options: &Options) {
     }
     let path = options.json.with_file_name("fleet-results.json");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let document = json!({"shape": "fleet", "customers_per_venue": if options.smoke { fleet::SMOKE_PER_VENUE } else { fleet::PER_VENUE }, "smoke": options.smoke, "results": document});
+    let document = json!({"shape": "fleet", "customers_per_venue": fleet::per_venue(options), "smoke": options.smoke, "results": document});
     std::fs::write(&path, serde_json::to_string_pretty(&document).unwrap()).unwrap();
     println!("fleet figures written to {}", path.display());
 }

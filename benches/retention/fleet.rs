@@ -406,13 +406,17 @@ async fn drop_bench(backend: Backend) {
     drop_unless_kept(backend).await;
 }
 
+/// Customers a venue of the fleet (`--per-venue`).
+pub fn per_venue(options: &Options) -> u64 {
+    match options.shape {
+        Shape::Fleet { per_venue } => per_venue,
+        _ => PER_VENUE,
+    }
+}
+
 /// Every figure of one fleet size on one backend.
 pub async fn run_fleet(backend: Backend, options: &Options, venues: u64) -> Value {
-    let per = if options.smoke {
-        SMOKE_PER_VENUE
-    } else {
-        PER_VENUE
-    };
+    let per = per_venue(options);
     let shape = Shape::Fleet { per_venue: per };
     let customers = venues * per;
     let mut figures = serde_json::Map::new();
@@ -570,7 +574,7 @@ pub fn print_fleet(backend: Backend, by_size: &[(u64, Value)]) {
         backend.name(),
         by_size
             .iter()
-            .map(|(v, _)| format!("{v} venues"))
+            .map(|(v, figures)| format!("{v} venues ({} customers)", figures["customers"]))
             .collect::<Vec<_>>()
             .join(", ")
     );
