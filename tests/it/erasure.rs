@@ -1156,6 +1156,94 @@ async fn an_sqlite_writer_keeps_its_batches_on_one_connection() {
     );
 }
 
+/// SQLite: statements and transactions one after the other run on the connection used last
+/// (its page cache still holds what it read and wrote), and one that starts while that
+/// connection is busy takes another from the pool.
+#[tokio::test]
+async fn sqlite_work_one_after_another_stays_on_the_connection_used_last() {
+    let db = TestDb::sqlite().await;
+    let d = &db.db;
+    d.execute(&Query::new("CREATE TEMP TABLE here (n INTEGER)"))
+        .await
+        .unwrap();
+    let marked = "SELECT COUNT(*) FROM temp.sqlite_master WHERE name = 'here'";
+    let seen = one_after_another(20, || async {
+        d.fetch_one(&Query::new(marked))
+            .await
+            .unwrap()
+            .i64(0)
+            .unwrap()
+    })
+    .await;
+    assert_eq!(seen, vec![1; 20], "every statement on the same connection");
+
+    let mut tx = d.begin().await.unwrap();
+    assert_eq!(
+        tx.fetch_one(&Query::new(marked))
+            .await
+            .unwrap()
+            .i64(0)
+            .unwrap(),
+        1
+    );
+    // While the transaction has it, a statement is lent another connection.
+    assert_eq!(
+        d.fetch_one(&Query::new(marked))
+            .await
+            .unwrap()
+            .i64(0)
+            .unwrap(),
+        0
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(
+        d.fetch_one(&Query::new(marked))
+            .await
+            .unwrap()
+            .i64(0)
+            .unwrap(),
+        1,
+        "after the commit, the transaction's connection is the one used last"
+    );
+}
+
+/// SQLite: a transaction dropped without its commit is rolled back before its connection, the
+/// next one lent, runs anything else; nothing of it is seen, and the next transaction begins.
+#[tokio::test]
+async fn a_dropped_sqlite_transaction_is_rolled_back_before_its_connection_is_lent_again() {
+    let db = TestDb::sqlite().await;
+    let d = &db.db;
+    d.execute(&Query::new("CREATE TABLE kept (n INTEGER)"))
+        .await
+        .unwrap();
+    let mut tx = d.begin().await.unwrap();
+    tx.execute(&Query::new("INSERT INTO kept (n) VALUES (1)"))
+        .await
+        .unwrap();
+    drop(tx);
+    let count = "SELECT COUNT(*) FROM kept";
+    assert_eq!(
+        d.fetch_one(&Query::new(count))
+            .await
+            .unwrap()
+            .i64(0)
+            .unwrap(),
+        0,
+        "the same connection does not see the dropped transaction's row"
+    );
+    let mut tx = d.begin().await.unwrap();
+    tx.execute(&Query::new("INSERT INTO kept (n) VALUES (2)"))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let rows = d
+        .fetch_all(&Query::new("SELECT n FROM kept"))
+        .await
+        .unwrap();
+    let kept: Vec<i64> = rows.iter().map(|r| r.i64(0).unwrap()).collect();
+    assert_eq!(kept, vec![2]);
+}
+
 /// Creates the temporary table `mark` in a transaction of `writer`: only the connection it ran
 /// on sees it.
 async fn mark_connection(writer: &mut retentiond::db::Writer<'_>, mark: &str) {
