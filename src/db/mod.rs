@@ -10,7 +10,6 @@ mod postgres;
 pub mod scratch;
 mod sqlite;
 mod sqlite_hash;
-mod sqlite_last;
 pub mod sqlite_wal;
 
 pub use ident::{Ident, IdentError};
@@ -20,8 +19,7 @@ pub use sqlite::{
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-use sqlite_last::{SqliteDb, SqliteTx, TxOn};
-use sqlx::{MySqlPool, PgPool};
+use sqlx::{MySqlPool, PgPool, SqlitePool};
 
 /// Which database engine a [`Db`] talks to. Its methods are the SQL fragments that differ
 /// between engines; each engine's spelling of them is in its own file.
@@ -520,7 +518,7 @@ impl Row {
 /// A connection pool to the customer database (which also holds the service's `retention_` tables).
 #[derive(Clone, Debug)]
 pub enum Db {
-    Sqlite(SqliteDb),
+    Sqlite(SqlitePool),
     Postgres(PgPool),
     Mysql(MySqlPool),
 }
@@ -537,15 +535,14 @@ pub struct Tx<'c> {
 }
 
 enum TxConn<'c> {
-    Sqlite(SqliteTx<'c>),
+    Sqlite(sqlx::Transaction<'c, sqlx::Sqlite>),
     Postgres(sqlx::Transaction<'c, sqlx::Postgres>),
     Mysql(sqlx::Transaction<'c, sqlx::MySql>),
 }
 
 /// A sequence of write transactions one after the other (apply's batches), on one connection
-/// where that matters. A connection's page cache is emptied whenever another connection wrote
-/// since its last transaction; SQLite's pool lent its idle connections in turn (statements and
-/// single transactions now go to the connection used last first, `sqlite_last`), so every
+/// where that matters. SQLite's pool lends its idle connections in turn, and a connection's
+/// page cache is emptied whenever another connection wrote since its last transaction, so every
 /// batch of an apply began with a cold cache, and its small default (2 MB) was too small for
 /// one batch's pages anyway. A writer holds one connection with a larger cache
 /// ([`WRITER_CACHE_KIB`]) from its first transaction to its [`Writer::release`], and
@@ -555,7 +552,7 @@ enum TxConn<'c> {
 /// for each transaction as before.
 pub struct Writer<'d> {
     db: &'d Db,
-    held: Option<sqlite_last::Lent>,
+    held: Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>,
 }
 
 impl Writer<'_> {
@@ -564,7 +561,7 @@ impl Writer<'_> {
         let Some(held) = &mut self.held else {
             return self.db.begin().await;
         };
-        let tx = SqliteTx::begin(TxOn::Held(held)).await?;
+        let tx = sqlx::Connection::begin_with(&mut **held, "BEGIN IMMEDIATE").await?;
         Ok(Tx {
             conn: TxConn::Sqlite(tx),
             deadline: None,
@@ -585,7 +582,7 @@ impl Writer<'_> {
         }
         match &mut self.held {
             Some(held) => sqlite::checkpoint_and_restart(held).await?,
-            None => sqlite::checkpoint_and_restart(&mut pool.lend().await?).await?,
+            None => sqlite::checkpoint_and_restart(&mut pool.acquire().await?).await?,
         }
         state.checkpointed();
         Ok(true)
@@ -639,7 +636,7 @@ impl Db {
     pub async fn connect_sized(url: &str, max_connections: u32) -> Result<Db> {
         let n = max_connections.max(1);
         if url.starts_with("sqlite:") {
-            Ok(Db::Sqlite(SqliteDb::new(sqlite::connect(url, n).await?)))
+            Ok(Db::Sqlite(sqlite::connect(url, n).await?))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             Ok(Db::Postgres(postgres::connect(url, n).await?))
         } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
@@ -662,11 +659,7 @@ impl Db {
     /// held while it writes. The server backends checkpoint on their own: nothing to do.
     pub async fn checkpoint_wal(&self) -> Result<()> {
         if let Db::Sqlite(pool) = self {
-            sqlite::execute(
-                &mut *pool.lend().await?,
-                &Query::new("PRAGMA wal_checkpoint(PASSIVE)"),
-            )
-            .await?;
+            sqlite::execute(pool, &Query::new("PRAGMA wal_checkpoint(PASSIVE)")).await?;
         }
         Ok(())
     }
@@ -734,7 +727,7 @@ impl Db {
 
     pub async fn execute(&self, q: &Query) -> Result<u64> {
         match self {
-            Db::Sqlite(pool) => sqlite::execute(&mut *pool.lend().await?, q).await,
+            Db::Sqlite(pool) => sqlite::execute(pool, q).await,
             Db::Postgres(pool) => postgres::execute(pool, q).await,
             Db::Mysql(pool) => mysql::execute(pool, q).await,
         }
@@ -742,7 +735,7 @@ impl Db {
 
     pub async fn fetch_all(&self, q: &Query) -> Result<Vec<Row>> {
         match self {
-            Db::Sqlite(pool) => sqlite::fetch_all(&mut *pool.lend().await?, q).await,
+            Db::Sqlite(pool) => sqlite::fetch_all(pool, q).await,
             Db::Postgres(pool) => postgres::fetch_all(pool, q).await,
             Db::Mysql(pool) => mysql::fetch_all(pool, q).await,
         }
@@ -771,17 +764,7 @@ impl Db {
 
     /// Runs several statements separated by `;` (migrations, fixtures); no parameters.
     pub async fn execute_script(&self, sql: &str) -> Result<()> {
-        match self {
-            Db::Sqlite(pool) => {
-                sqlx::raw_sql(sql).execute(&mut *pool.lend().await?).await?;
-            }
-            Db::Postgres(pool) => {
-                sqlx::raw_sql(sql).execute(pool).await?;
-            }
-            Db::Mysql(pool) => {
-                sqlx::raw_sql(sql).execute(pool).await?;
-            }
-        }
+        each!(self, Db, pool => { sqlx::raw_sql(sql).execute(pool).await?; });
         Ok(())
     }
 
@@ -789,9 +772,7 @@ impl Db {
     /// (`BEGIN IMMEDIATE`) so that a read-then-write transaction cannot fail to upgrade.
     pub async fn begin(&self) -> Result<Tx<'static>> {
         let conn = match self {
-            Db::Sqlite(pool) => {
-                TxConn::Sqlite(SqliteTx::begin(TxOn::Lent(pool.lend().await?)).await?)
-            }
+            Db::Sqlite(pool) => TxConn::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
             Db::Postgres(pool) => TxConn::Postgres(pool.begin().await?),
             Db::Mysql(pool) => TxConn::Mysql(pool.begin().await?),
         };

@@ -3,9 +3,9 @@
 //! locks that stand in for a server's session locks, and the dialect (SQLite's spelling of what
 //! differs between backends, and its catalogue for introspection).
 
-use super::sqlite_last::{Lent, SqliteDb};
 use super::{Columns, Query, Row, TypeKind, Value};
 use anyhow::{Context, Result};
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
@@ -262,7 +262,7 @@ pub fn try_lock_file(path: &std::path::Path) -> Result<Option<std::fs::File>> {
 /// start again after the last one), a truncating checkpoint copies what is left and empties the
 /// log. It makes writers wait, so it waits [`TRUNCATE_PATIENCE`] at most for other connections
 /// and is otherwise left for the next time.
-pub async fn checkpoint_and_restart(pooled: &mut Lent) -> Result<()> {
+pub async fn checkpoint_and_restart(pooled: &mut PoolConnection<Sqlite>) -> Result<()> {
     let passive = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
         .fetch_one(&mut **pooled)
         .await?;
@@ -286,9 +286,9 @@ pub const WRITER_CACHE_KIB: u32 = 65_536;
 /// SQLite's default page cache (`cache_size = -2000`), which the pool's other connections keep.
 const USUAL_CACHE_KIB: u32 = 2_000;
 
-/// A connection for a [`super::Writer`] (the one used last, if free), its cache enlarged.
-pub async fn hold_writer(db: &SqliteDb) -> Result<Lent> {
-    let mut held = db.lend().await?;
+/// A connection from `pool` for a [`super::Writer`], its cache enlarged.
+pub async fn hold_writer(pool: &SqlitePool) -> Result<PoolConnection<Sqlite>> {
+    let mut held = pool.acquire().await?;
     let enlarge = format!("PRAGMA cache_size = -{WRITER_CACHE_KIB}");
     if let Err(e) = sqlx::query(&enlarge).execute(&mut *held).await {
         held.close_on_drop();
@@ -298,8 +298,8 @@ pub async fn hold_writer(db: &SqliteDb) -> Result<Lent> {
 }
 
 /// Sets a writer's connection's cache back to the usual size (freeing the pages over it) and
-/// lends it again; closes it instead if that fails.
-pub async fn release_writer(mut held: Lent) -> Result<()> {
+/// lends it to the pool again; closes it instead if that fails.
+pub async fn release_writer(mut held: PoolConnection<Sqlite>) -> Result<()> {
     let usual = format!("PRAGMA cache_size = -{USUAL_CACHE_KIB}");
     if let Err(e) = sqlx::query(&usual).execute(&mut *held).await {
         held.close_on_drop();
@@ -311,7 +311,7 @@ pub async fn release_writer(mut held: Lent) -> Result<()> {
 /// A truncating checkpoint on `pooled` that waits [`TRUNCATE_PATIENCE`] at most for other
 /// connections (the usual busy timeout is put back after it; the connection is closed instead of
 /// lent again if that fails); its `busy` column (0: the log is empty).
-async fn truncate_with_patience(pooled: &mut Lent) -> Result<i64> {
+async fn truncate_with_patience(pooled: &mut PoolConnection<Sqlite>) -> Result<i64> {
     let conn: &mut sqlx::SqliteConnection = pooled;
     let patience = format!("PRAGMA busy_timeout = {}", TRUNCATE_PATIENCE.as_millis());
     sqlx::query(&patience).execute(&mut *conn).await?;
@@ -344,13 +344,13 @@ const TRUNCATE_PATIENCE: Duration = Duration::from_millis(50);
 /// of a transaction make it busy; it is tried again, in attempts that wait at most
 /// [`TRUNCATE_PATIENCE`] each, for [`TRUNCATE_FOR`]. (Beside a box office writing every 20 ms, one
 /// attempt with the usual busy timeout waited 1.6 s; short attempts took 0.15 s in all.)
-pub async fn truncate_wal(db: &SqliteDb) -> Result<()> {
-    let mut pooled = db.lend().await?;
+pub async fn truncate_wal(pool: &SqlitePool) -> Result<()> {
     // Copy the log first without holding anyone back (a passive checkpoint lets writers on),
     // so that the truncating checkpoint, which makes writers wait, has only the last pages to copy.
     sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-        .fetch_one(&mut *pooled)
+        .fetch_one(pool)
         .await?;
+    let mut pooled = pool.acquire().await?;
     let began = std::time::Instant::now();
     for attempt in 0.. {
         let started = std::time::Instant::now();
