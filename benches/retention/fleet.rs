@@ -44,6 +44,9 @@ pub const FLEET_ROWS: &[(&str, &str, &str)] = &[
         "run: slowest /healthz during the run (ms)",
         "",
     ),
+    ("run_metrics_series", "run: /metrics series after it", ""),
+    ("run_metrics_kb", "run: /metrics size after it (KB)", ""),
+    ("run_metrics_ms", "run: /metrics answer after it (ms)", ""),
     (
         "first_cycle_s",
         "first cycle, with its mail (s; SQLite: median of 3)",
@@ -287,6 +290,8 @@ async fn run_daemon(
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let made_s = (Utc::now() - second).num_milliseconds() as f64 / 1000.0;
+    // What a Prometheus scrape gets once every venue has cycled (several series a venue).
+    let started = Instant::now();
     let metrics = client
         .get(format!("{base}/metrics"))
         .send()
@@ -295,6 +300,21 @@ async fn run_daemon(
         .text()
         .await
         .unwrap();
+    figures.insert(
+        "run_metrics_ms".into(),
+        json!(started.elapsed().as_secs_f64() * 1000.0),
+    );
+    figures.insert(
+        "run_metrics_kb".into(),
+        json!(metrics.len() as f64 / 1024.0),
+    );
+    figures.insert(
+        "run_metrics_series".into(),
+        json!(metrics
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .count()),
+    );
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
