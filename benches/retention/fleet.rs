@@ -65,7 +65,7 @@ pub const FLEET_ROWS: &[(&str, &str, &str)] = &[
     ),
     (
         "apply_s",
-        "apply, with its mail (s; SQLite: median of 3)",
+        "apply, with its mail (s; SQLite: median run of 3)",
         "",
     ),
     (
