@@ -214,10 +214,19 @@ pub async fn create_report(
             None,
         ));
     }
-    reports::set_customer_count(&mut tx, report_id, candidates, customers).await?;
     let held_back = scope.held_back_in(&mut tx).await?;
-    reports::set_held_back(&mut tx, report_id, &held_back).await?;
-    reports::record_activity_years(&mut tx, report_id).await?;
+    let activity_years = reports::activity_years(&mut tx, report_id).await?;
+    reports::record_frozen(
+        &mut tx,
+        report_id,
+        &reports::Frozen {
+            customer_count: candidates,
+            venue_customers: customers,
+            held_back: &held_back,
+            activity_years: &activity_years,
+        },
+    )
+    .await?;
     if let Some(key) = &svc.config.hash_key {
         crate::store::terms::index_report(
             &mut tx,

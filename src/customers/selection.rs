@@ -52,6 +52,13 @@ impl Exclusions {
     };
 }
 
+/// Which exclusion tables have rows ([`Scope::without_empty`]): asked once a venue a cycle, so
+/// each part reads at most an index entry or a table's first row (a test checks its plan).
+pub const EXCLUSIONS_PROBE: &str =
+    "SELECT (SELECT COUNT(*) FROM (SELECT 1 AS x FROM retention_unknown_customers LIMIT 1) u), \
+     (SELECT COUNT(*) FROM (SELECT 1 AS x FROM retention_anonymised LIMIT 1) a), \
+     (SELECT COALESCE(MAX(kept_count), 0) FROM retention_reports)";
+
 impl<'a> Scope<'a> {
     /// The policy of `venue` as of the cycle at `at`.
     pub fn new(
@@ -85,14 +92,14 @@ impl<'a> Scope<'a> {
 
     /// This scope without the exclusion tables that have no rows now (a reading made before
     /// the selection; see [`Exclusions`]).
+    ///
+    /// Whether any report has customers kept out is read as the largest `kept_count`, which
+    /// every backend takes from the end of its index: asked as "any report with
+    /// `kept_count > 0`", PostgreSQL scanned every report whenever its statistics were older
+    /// than the reports (a fleet's first night: 0.20 ms a venue at 250 venues, 0.46 ms at 1,000,
+    /// since each venue's cycle read the whole fleet's reports).
     pub async fn without_empty(mut self, db: &Db) -> Result<Scope<'a>> {
-        let row = db
-            .fetch_one(&Query::new(
-                "SELECT (SELECT COUNT(*) FROM (SELECT 1 AS x FROM retention_unknown_customers LIMIT 1) u), \
-                 (SELECT COUNT(*) FROM (SELECT 1 AS x FROM retention_anonymised LIMIT 1) a), \
-                 (SELECT COUNT(*) FROM (SELECT 1 AS x FROM retention_reports WHERE kept_count > 0 LIMIT 1) k)",
-            ))
-            .await?;
+        let row = db.fetch_one(&Query::new(EXCLUSIONS_PROBE)).await?;
         self.exclusions = Exclusions {
             unknown_customers: row.i64(0)? > 0,
             anonymised: row.i64(1)? > 0,

@@ -137,6 +137,15 @@ const MIGRATIONS: &[Migration] = &[
             mysql: include_str!("../../migrations/mysql/0013_unknown_customers_by_customer.sql"),
         },
     },
+    Migration {
+        version: 14,
+        name: "reports by venue and state",
+        sql: Spelled {
+            sqlite: include_str!("../../migrations/sqlite/0014_reports_by_venue_and_state.sql"),
+            postgres: include_str!("../../migrations/postgres/0014_reports_by_venue_and_state.sql"),
+            mysql: include_str!("../../migrations/mysql/0014_reports_by_venue_and_state.sql"),
+        },
+    },
 ];
 
 /// The schema version this build expects.

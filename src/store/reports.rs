@@ -137,36 +137,43 @@ pub async fn insert(tx: &mut Tx<'_>, new: &NewReport<'_>) -> Result<i64> {
     tx.insert_returning_id(&q, "id").await
 }
 
-/// Records what the holds kept back when the report was made.
-pub async fn set_held_back(
-    tx: &mut Tx<'_>,
-    report_id: i64,
-    held: &crate::selection::HeldBack,
-) -> Result<()> {
-    let mut q = Query::new("UPDATE retention_reports SET held_back = ");
-    q.bind(serde_json::to_string(held)?)
-        .push(" WHERE id = ")
-        .bind(report_id);
-    tx.execute(&q).await?;
-    Ok(())
-}
-
-/// Freezes the report's customers by year of last order (for the page's chart), once, so no
+/// Counts the report's customers by year of last order (for the page's chart), once, so no
 /// page has to group the whole report.
-pub async fn record_activity_years(tx: &mut Tx<'_>, report_id: i64) -> Result<()> {
+pub async fn activity_years(tx: &mut Tx<'_>, report_id: i64) -> Result<Vec<(Option<i64>, i64)>> {
     let year = tx.backend().year_of("last_order_at");
     let mut q = Query::new(&format!(
         "SELECT {year}, COUNT(*) FROM retention_report_items WHERE report_id = "
     ));
     q.bind(report_id).push(" GROUP BY 1 ORDER BY 1");
-    let years: Vec<(Option<i64>, i64)> = tx
-        .fetch_all(&q)
+    tx.fetch_all(&q)
         .await?
         .iter()
         .map(|r| Ok((r.opt_i64(0)?, r.i64(1)?)))
-        .collect::<Result<_>>()?;
-    let mut q = Query::new("UPDATE retention_reports SET activity_years = ");
-    q.bind(serde_json::to_string(&years)?)
+        .collect()
+}
+
+/// What a new report freezes besides its customers, written once they are.
+pub struct Frozen<'a> {
+    /// The report's customers, and the venue's (for its share of the venue).
+    pub customer_count: u64,
+    pub venue_customers: u64,
+    /// What the holds kept back.
+    pub held_back: &'a crate::selection::HeldBack,
+    /// Its customers by year of last order ([`activity_years`]).
+    pub activity_years: &'a [(Option<i64>, i64)],
+}
+
+/// Writes `frozen` on the new report `report_id` in one statement (three updates of the same
+/// row before; a fleet's first night makes a report for every venue).
+pub async fn record_frozen(tx: &mut Tx<'_>, report_id: i64, frozen: &Frozen<'_>) -> Result<()> {
+    let mut q = Query::new("UPDATE retention_reports SET customer_count = ");
+    q.bind(frozen.customer_count as i64)
+        .push(", venue_customers = ")
+        .bind(frozen.venue_customers as i64)
+        .push(", held_back = ")
+        .bind(serde_json::to_string(frozen.held_back)?)
+        .push(", activity_years = ")
+        .bind(serde_json::to_string(frozen.activity_years)?)
         .push(" WHERE id = ")
         .bind(report_id);
     tx.execute(&q).await?;
@@ -181,23 +188,6 @@ impl Report {
             .and_then(|j| serde_json::from_str(j).ok())
             .unwrap_or_default()
     }
-}
-
-/// Records the report's size and the venue's, for its share of the venue.
-pub async fn set_customer_count(
-    tx: &mut Tx<'_>,
-    report_id: i64,
-    count: u64,
-    venue_customers: u64,
-) -> Result<()> {
-    let mut q = Query::new("UPDATE retention_reports SET customer_count = ");
-    q.bind(count as i64)
-        .push(", venue_customers = ")
-        .bind(venue_customers as i64)
-        .push(" WHERE id = ")
-        .bind(report_id);
-    tx.execute(&q).await?;
-    Ok(())
 }
 
 fn by_id(id: i64) -> Query {
@@ -255,6 +245,16 @@ pub async fn list(db: &Db, venue_id: Option<i64>, states: &[ReportState]) -> Res
 
 /// The venue's reports in the given states, oldest first.
 pub async fn in_states(db: &Db, venue_id: i64, states: &[ReportState]) -> Result<Vec<Report>> {
+    db.fetch_all(&in_states_query(venue_id, states))
+        .await?
+        .iter()
+        .map(Report::from_row)
+        .collect()
+}
+
+/// The statement of [`in_states`]: once a venue a cycle, so it reads the venue's own reports
+/// through `retention_reports_venue_state` whatever the fleet's size (a test checks its plan).
+pub fn in_states_query(venue_id: i64, states: &[ReportState]) -> Query {
     let mut q = Query::new(&format!(
         "SELECT {COLUMNS} FROM retention_reports WHERE venue_id = "
     ));
@@ -266,11 +266,7 @@ pub async fn in_states(db: &Db, venue_id: i64, states: &[ReportState]) -> Result
         q.bind(state.as_str());
     }
     q.push(") ORDER BY id");
-    db.fetch_all(&q)
-        .await?
-        .iter()
-        .map(Report::from_row)
-        .collect()
+    q
 }
 
 /// When the venue's most recent report was created.
