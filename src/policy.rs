@@ -591,6 +591,11 @@ pub enum MailKind {
 }
 
 impl MailKind {
+    /// Whether the message carries an approval link (a token minted as it is sent).
+    pub fn carries_approval_link(self) -> bool {
+        matches!(self, MailKind::ApprovalRequest | MailKind::Reminder)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             MailKind::ApprovalRequest => "approval_request",

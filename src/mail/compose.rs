@@ -29,6 +29,17 @@ pub enum Composed {
         token: Option<String>,
     },
     Obsolete(String),
+    /// Another sender claimed the message first (only with a [`Claim`]).
+    Taken,
+}
+
+/// The outbox row to claim in the transaction that mints an approval link's token: the claim
+/// and the token are committed together, one commit a message rather than two (a fleet's first
+/// night sends an approval request a venue). Messages without a link are claimed by the caller
+/// before they are composed.
+pub struct Claim<'a> {
+    pub message: &'a crate::store::outbox::Queued,
+    pub lease: chrono::Duration,
 }
 
 /// The values a message's templates render (`templates/mail/<kind>.txt` and `.html`).
@@ -124,6 +135,7 @@ pub async fn compose(
     from: &Mailbox,
     queued: &Queued,
     now: DateTime<Utc>,
+    claim: Option<Claim<'_>>,
 ) -> Result<Composed> {
     let words = crate::wording::VenueWords::of(&svc.config, queued.venue_id);
     let venue_name = words.name.clone();
@@ -171,6 +183,11 @@ pub async fn compose(
                 )));
             }
             let mut tx = svc.db.begin().await?;
+            if let Some(Claim { message, lease }) = claim {
+                if !crate::store::outbox::claim_in(&mut tx, message, now, lease).await? {
+                    return Ok(Composed::Taken);
+                }
+            }
             let minted = approval::mint(&mut tx, report, &queued.recipient, now).await?;
             tx.commit().await?;
             view.link = format!("{}/r/{minted}", svc.config.http.public_url);

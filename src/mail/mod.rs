@@ -239,7 +239,11 @@ pub async fn deliver_due(svc: &Service, mailer: &Mailer, now: DateTime<Utc>) -> 
             let id = message.id;
             after_id = id;
             let attempts = message.attempts + 1;
-            if !store::outbox::claim(&svc.db, &message, now, Duration::seconds(LEASE)).await? {
+            let lease = Duration::seconds(LEASE);
+            // A message with an approval link is claimed in the transaction that mints its
+            // token (`compose::Claim`); any other before it is composed.
+            let claimed_with_token = message.kind.is_some_and(Kind::carries_approval_link);
+            if !claimed_with_token && !store::outbox::claim(&svc.db, &message, now, lease).await? {
                 continue;
             }
             let Some(kind) = message.kind else {
@@ -251,10 +255,15 @@ pub async fn deliver_due(svc: &Service, mailer: &Mailer, now: DateTime<Utc>) -> 
                 kind,
                 venue_id: message.venue_id,
                 report_id: message.report_id,
-                recipient: message.recipient,
-                detail: message.detail,
+                recipient: message.recipient.clone(),
+                detail: message.detail.clone(),
             };
-            let outcome = match compose::compose(svc, mailer.from(), &queued, now).await {
+            let claim = claimed_with_token.then_some(compose::Claim {
+                message: &message,
+                lease,
+            });
+            let outcome = match compose::compose(svc, mailer.from(), &queued, now, claim).await {
+                Ok(compose::Composed::Taken) => continue,
                 Ok(compose::Composed::Obsolete(reason)) => {
                     store::outbox::mark_done(&svc.db, id, now, Some(&reason)).await?;
                     delivery.obsolete += 1;
@@ -288,7 +297,8 @@ pub async fn deliver_due(svc: &Service, mailer: &Mailer, now: DateTime<Utc>) -> 
                 }
                 Err(e) => {
                     let retry_at = now + backoff(attempts);
-                    store::outbox::retry_later(&svc.db, id, retry_at, &format!("{e:#}")).await?;
+                    store::outbox::retry_later(&svc.db, &message, retry_at, &format!("{e:#}"))
+                        .await?;
                     delivery.failed += 1;
                     metrics::counter!("retentiond_mail_failed_total", "kind" => kind.as_str())
                         .increment(1);

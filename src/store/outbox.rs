@@ -89,6 +89,20 @@ pub async fn due(db: &Db, now: DateTime<Utc>, after_id: i64, limit: i64) -> Resu
 /// Claims `message` for one send: its attempt counted and leased for `lease`; false when
 /// another sender claimed it first.
 pub async fn claim(db: &Db, message: &Queued, now: DateTime<Utc>, lease: Duration) -> Result<bool> {
+    Ok(db.execute(&claim_query(message, now, lease)).await? == 1)
+}
+
+/// [`claim`] inside `tx`, committed with what else the send needs (an approval link's token).
+pub async fn claim_in(
+    tx: &mut Tx<'_>,
+    message: &Queued,
+    now: DateTime<Utc>,
+    lease: Duration,
+) -> Result<bool> {
+    Ok(tx.execute(&claim_query(message, now, lease)).await? == 1)
+}
+
+fn claim_query(message: &Queued, now: DateTime<Utc>, lease: Duration) -> Query {
     let mut q = Query::new("UPDATE retention_outbox SET attempts = ");
     q.bind(message.attempts + 1)
         .push(", next_attempt_at = ")
@@ -97,17 +111,26 @@ pub async fn claim(db: &Db, message: &Queued, now: DateTime<Utc>, lease: Duratio
         .bind(message.id)
         .push(" AND sent_at IS NULL AND next_attempt_at <= ")
         .bind(now);
-    Ok(db.execute(&q).await? == 1)
+    q
 }
 
-/// A failed send: tried again at `retry_at`, with what went wrong.
-pub async fn retry_later(db: &Db, id: i64, retry_at: DateTime<Utc>, error: &str) -> Result<()> {
-    let mut q = Query::new("UPDATE retention_outbox SET next_attempt_at = ");
-    q.bind(retry_at)
+/// A failed attempt at `message`: counted (whether or not its claim was committed) and tried
+/// again at `retry_at`, with what went wrong.
+pub async fn retry_later(
+    db: &Db,
+    message: &Queued,
+    retry_at: DateTime<Utc>,
+    error: &str,
+) -> Result<()> {
+    let mut q = Query::new("UPDATE retention_outbox SET attempts = ");
+    q.bind(message.attempts + 1)
+        .push(", next_attempt_at = ")
+        .bind(retry_at)
         .push(", last_error = ")
         .bind(error)
         .push(" WHERE id = ")
-        .bind(id);
+        .bind(message.id)
+        .push(" AND sent_at IS NULL");
     db.execute(&q).await?;
     Ok(())
 }

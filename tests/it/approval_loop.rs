@@ -421,6 +421,11 @@ async fn smtp_outage_delays_mail_and_every_message_arrives_once(db: TestDb) {
     let failed = app.deliver(t0).await;
     assert_eq!((failed.sent, failed.failed), (0, 2));
     assert_eq!(mail::pending_count(&app.svc).await.unwrap(), 2);
+    // Each failed attempt is counted (its claim was committed with its token), and the
+    // tokens of the messages that did not go are revoked.
+    let attempts = "SELECT COUNT(*) FROM retention_outbox WHERE attempts = ";
+    assert_eq!(db.count(&format!("{attempts}1")).await, 2);
+    assert_eq!(db.count("SELECT COUNT(*) FROM retention_tokens").await, 0);
     let too_soon = app.deliver(t0 + Duration::seconds(5)).await;
     assert_eq!(
         too_soon.failed + too_soon.sent,
@@ -433,10 +438,36 @@ async fn smtp_outage_delays_mail_and_every_message_arrives_once(db: TestDb) {
 
     assert_eq!(delivered.sent, 2);
     assert_eq!(again.sent, 0);
+    assert_eq!(db.count(&format!("{attempts}2")).await, 2);
+    assert_eq!(db.count("SELECT COUNT(*) FROM retention_tokens").await, 2);
     let mails = smtp.mails();
     assert_eq!(mails.len(), 2, "every message exactly once");
     let (status, _) = app.get(&mails[0].link().unwrap()).await;
     assert_eq!(status, 200, "the link minted at the successful send works");
+    assert_eq!(mail::pending_count(&app.svc).await.unwrap(), 0);
+}
+
+/// Two senders over one outbox at once (two instances, or `cycle` beside the daemon): each
+/// approval request goes once, with one working link, and the other sender counts it neither
+/// sent nor failed.
+async fn racing_senders_send_each_approval_request_once(db: TestDb) {
+    db.migrate().await;
+    let smtp = SmtpSink::start().await;
+    let app = App::start(&db, smtp.addr, 1).await;
+    customers(&db).await;
+    let t0 = now();
+    app.cycle(t0).await;
+
+    let (a, b) = tokio::join!(app.deliver(t0), app.deliver(t0));
+    assert_eq!(a.sent + b.sent, 2, "{a:?} {b:?}");
+    assert_eq!(a.failed + b.failed, 0, "{a:?} {b:?}");
+    let requests = requests_to(&smtp.mails());
+    assert_eq!(requests.len(), 2, "each approver's request once");
+    assert_eq!(db.count("SELECT COUNT(*) FROM retention_tokens").await, 2);
+    for (_, link) in &requests {
+        let (status, _) = app.get(link).await;
+        assert_eq!(status, 200);
+    }
     assert_eq!(mail::pending_count(&app.svc).await.unwrap(), 0);
 }
 
@@ -630,6 +661,7 @@ on_both_backends!(
     reminder_then_expiry_by_moving_the_cycle_clock,
     unknown_malformed_and_wrong_case_tokens_get_404,
     smtp_outage_delays_mail_and_every_message_arrives_once,
+    racing_senders_send_each_approval_request_once,
     raced_approvals_record_exactly_one_decision,
     raced_approve_and_reject_record_exactly_one_decision,
     hostile_requests_change_nothing_and_floods_get_429,
