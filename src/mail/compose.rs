@@ -31,6 +31,13 @@ pub enum Composed {
     Obsolete(String),
     /// Another sender claimed the message first (only with a [`Claim`]).
     Taken,
+    /// The message could not be built after its token was minted (and, with a [`Claim`], its
+    /// claim committed with it): a failed attempt of this sender's, whose token is revoked.
+    /// Any `Err` of [`compose`] came before a token, and so before such a claim.
+    Unbuilt {
+        error: anyhow::Error,
+        token: String,
+    },
 }
 
 /// The outbox row to claim in the transaction that mints an approval link's token: the claim
@@ -259,7 +266,19 @@ pub async fn compose(
         }
         (_, None) => anyhow::bail!("a {} message needs a report", queued.kind.as_str()),
     }
-    let (text, html) = render(queued.kind, &view)?;
+    match build(from, queued, &view) {
+        Ok(message) => Ok(Composed::Ready { message, token }),
+        // Its claim is committed with the token: the caller counts the failure, revokes it.
+        Err(error) => match token {
+            Some(token) => Ok(Composed::Unbuilt { error, token }),
+            None => Err(error),
+        },
+    }
+}
+
+/// The message of `view` to `queued`'s recipient: both templates rendered, and the headers.
+fn build(from: &Mailbox, queued: &Queued, view: &View) -> Result<Message> {
+    let (text, html) = render(queued.kind, view)?;
     let message = Message::builder()
         .from(from.clone())
         .to(queued
@@ -285,5 +304,5 @@ pub async fn compose(
                         .body(html),
                 ),
         )?;
-    Ok(Composed::Ready { message, token })
+    Ok(message)
 }

@@ -264,6 +264,18 @@ pub async fn deliver_due(svc: &Service, mailer: &Mailer, now: DateTime<Utc>) -> 
             });
             let outcome = match compose::compose(svc, mailer.from(), &queued, now, claim).await {
                 Ok(compose::Composed::Taken) => continue,
+                Ok(compose::Composed::Unbuilt { error, token }) => {
+                    approval::revoke(&svc.db, &token).await?;
+                    Err(error)
+                }
+                // Failed before a claim with its token: the failed attempt is this sender's
+                // only if it can claim the message now (another sender may be sending it).
+                Err(e) if claimed_with_token => {
+                    if !store::outbox::claim(&svc.db, &message, now, lease).await? {
+                        continue;
+                    }
+                    Err(e)
+                }
                 Ok(compose::Composed::Obsolete(reason)) => {
                     store::outbox::mark_done(&svc.db, id, now, Some(&reason)).await?;
                     delivery.obsolete += 1;
@@ -297,8 +309,7 @@ pub async fn deliver_due(svc: &Service, mailer: &Mailer, now: DateTime<Utc>) -> 
                 }
                 Err(e) => {
                     let retry_at = now + backoff(attempts);
-                    store::outbox::retry_later(&svc.db, &message, retry_at, &format!("{e:#}"))
-                        .await?;
+                    store::outbox::retry_later(&svc.db, id, retry_at, &format!("{e:#}")).await?;
                     delivery.failed += 1;
                     metrics::counter!("retentiond_mail_failed_total", "kind" => kind.as_str())
                         .increment(1);

@@ -114,23 +114,15 @@ fn claim_query(message: &Queued, now: DateTime<Utc>, lease: Duration) -> Query {
     q
 }
 
-/// A failed attempt at `message`: counted (whether or not its claim was committed) and tried
-/// again at `retry_at`, with what went wrong.
-pub async fn retry_later(
-    db: &Db,
-    message: &Queued,
-    retry_at: DateTime<Utc>,
-    error: &str,
-) -> Result<()> {
-    let mut q = Query::new("UPDATE retention_outbox SET attempts = ");
-    q.bind(message.attempts + 1)
-        .push(", next_attempt_at = ")
-        .bind(retry_at)
+/// A failed send (of a message this sender claimed): tried again at `retry_at`, with what went
+/// wrong.
+pub async fn retry_later(db: &Db, id: i64, retry_at: DateTime<Utc>, error: &str) -> Result<()> {
+    let mut q = Query::new("UPDATE retention_outbox SET next_attempt_at = ");
+    q.bind(retry_at)
         .push(", last_error = ")
         .bind(error)
         .push(" WHERE id = ")
-        .bind(message.id)
-        .push(" AND sent_at IS NULL");
+        .bind(id);
     db.execute(&q).await?;
     Ok(())
 }

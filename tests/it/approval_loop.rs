@@ -471,6 +471,62 @@ async fn racing_senders_send_each_approval_request_once(db: TestDb) {
     assert_eq!(mail::pending_count(&app.svc).await.unwrap(), 0);
 }
 
+/// A queued approval request that no message can be built for (its recipient is no address):
+/// a failed attempt, counted and retried after the back-off, whose minted token is revoked;
+/// the report's other requests go.
+async fn an_approval_request_that_cannot_be_built_leaves_no_link_and_is_retried(db: TestDb) {
+    db.migrate().await;
+    let smtp = SmtpSink::start().await;
+    let app = App::start(&db, smtp.addr, 1).await;
+    customers(&db).await;
+    let t0 = now();
+    let Some(Selection::Created { report_id, .. }) = app.cycle(t0).await.selection else {
+        panic!("expected a report")
+    };
+    let mut tx = app.svc.db.begin().await.unwrap();
+    mail::queue(
+        &mut tx,
+        &mail::Outgoing {
+            kind: mail::Kind::ApprovalRequest,
+            venue_id: 2,
+            report_id: Some(report_id),
+            recipient: "not an address",
+            detail: None,
+        },
+        t0,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    let delivered = app.deliver(t0).await;
+    assert_eq!((delivered.sent, delivered.failed), (2, 1));
+    assert_eq!(requests_to(&smtp.mails()).len(), 2);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM retention_tokens").await,
+        2,
+        "the unbuilt message's token is revoked"
+    );
+    assert_eq!(
+        db.count(
+            "SELECT COUNT(*) FROM retention_outbox WHERE sent_at IS NULL AND attempts = 1 \
+             AND last_error LIKE '%invalid recipient%'"
+        )
+        .await,
+        1
+    );
+    let too_soon = app.deliver(t0 + Duration::seconds(5)).await;
+    assert_eq!((too_soon.sent, too_soon.failed), (0, 0), "back-off");
+    let later = app.deliver(t0 + Duration::minutes(5)).await;
+    assert_eq!((later.sent, later.failed), (0, 1));
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM retention_outbox WHERE sent_at IS NULL AND attempts = 2")
+            .await,
+        1
+    );
+    assert_eq!(db.count("SELECT COUNT(*) FROM retention_tokens").await, 2);
+}
+
 async fn report_table_pages_through_every_customer(db: TestDb) {
     db.migrate().await;
     let smtp = SmtpSink::start().await;
@@ -662,6 +718,7 @@ on_both_backends!(
     unknown_malformed_and_wrong_case_tokens_get_404,
     smtp_outage_delays_mail_and_every_message_arrives_once,
     racing_senders_send_each_approval_request_once,
+    an_approval_request_that_cannot_be_built_leaves_no_link_and_is_retried,
     raced_approvals_record_exactly_one_decision,
     raced_approve_and_reject_record_exactly_one_decision,
     hostile_requests_change_nothing_and_floods_get_429,
