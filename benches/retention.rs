@@ -16,6 +16,7 @@ use retentiond::decision::{decide, Actor, Decision};
 use retentiond::policy::{self, ReportState};
 use retentiond::selection::{self, Scope};
 use retentiond::{approval, reports, Service};
+use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -177,14 +178,9 @@ fn main() {
     if std::env::var_os("RUST_LOG").is_some() {
         retentiond::logging::init(retentiond::config::LogFormat::Text);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
     let fleet_shape = matches!(options.shape, Shape::Fleet { .. });
     if fleet_shape || options.smoke {
-        run_fleets(&rt, &options);
+        run_fleets(&options);
         if fleet_shape {
             return;
         }
@@ -199,6 +195,8 @@ fn main() {
                 continue;
             }
         }
+        // The runtime the binary runs its commands on for this backend.
+        let rt = retentiond::runtime::build(Some(*backend)).unwrap();
         for &customers in &options.sizes {
             let mut figures = rt.block_on(run_backend(*backend, &options, customers));
             let misses = missed(&figures);
@@ -223,7 +221,7 @@ fn main() {
 }
 
 /// The fleet shape on every backend and fleet size; under `cargo test`, at the smoke size.
-fn run_fleets(rt: &tokio::runtime::Runtime, options: &Options) {
+fn run_fleets(options: &Options) {
     let mut document = serde_json::Map::new();
     for backend in &options.backends {
         if let Some(variable) = scratch::server_variable(*backend) {
@@ -232,6 +230,7 @@ fn run_fleets(rt: &tokio::runtime::Runtime, options: &Options) {
                 continue;
             }
         }
+        let rt = retentiond::runtime::build(Some(*backend)).unwrap();
         let mut by_size = Vec::new();
         for &venues in &options.venues {
             let mut figures = rt.block_on(fleet::run_fleet(*backend, options, venues));
@@ -255,13 +254,10 @@ fn run_fleets(rt: &tokio::runtime::Runtime, options: &Options) {
 /// The web pages of a benchmark database in a process of their own, so that its peak memory
 /// can be read from /proc; it serves until its standard input closes.
 fn serve_child(config_path: &Path, port: &str) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let mut config = config::load(config_path).unwrap();
+    let backend = Backend::of_url(config.database_url.expose_secret());
+    let rt = retentiond::runtime::build(backend).unwrap();
     rt.block_on(async {
-        let mut config = config::load(config_path).unwrap();
         config.http.bind = format!("127.0.0.1:{port}");
         let app = retentiond::app::App::build(config).await.unwrap();
         let stop = async {

@@ -3,7 +3,7 @@
 
 use crate::config::{self, Config};
 use crate::cycle::{Selection, VenueCycle};
-use crate::db::Db;
+use crate::db::{Backend, Db};
 use crate::decision::{self, Actor, Decided, Decision};
 use crate::fleet::{Fleet, RunOptions, VenueOutcome};
 use crate::policy::{Outcome, ReportState};
@@ -280,10 +280,12 @@ pub fn now() -> DateTime<Utc> {
     crate::Clock::default().now()
 }
 
-/// Runs the parsed command line and returns the process exit code.
-pub async fn run(cli: Cli) -> ExitCode {
+/// Runs the parsed command line and returns the process exit code: the configuration is read
+/// first, then the command runs on the runtime its database wants ([`crate::runtime`]).
+pub fn run(cli: Cli) -> ExitCode {
     if let Command::Demo = cli.command {
-        return match crate::demo::run(std::path::Path::new("demo")).await {
+        // The demo's database is an embedded SQLite file.
+        return match on_runtime(Some(Backend::Sqlite), crate::demo::run(std::path::Path::new("demo"))) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("retentiond: demo: {e:#}");
@@ -306,13 +308,20 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
     };
     logging::init(config.log_format);
-    match execute(cli.command, config).await {
+    let backend = Backend::of_url(config.database_url.expose_secret());
+    match on_runtime(backend, execute(cli.command, config)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("retentiond: {e:#}");
             ExitCode::from(1)
         }
     }
+}
+
+/// Runs `work` to its end on a runtime built for `backend`.
+fn on_runtime<T>(backend: Option<Backend>, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    let runtime = crate::runtime::build(backend).context("cannot start the async runtime")?;
+    runtime.block_on(work)
 }
 
 async fn execute(command: Command, config: Config) -> Result<ExitCode> {

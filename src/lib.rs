@@ -36,6 +36,7 @@ pub mod reports;
 pub mod request;
 pub mod review;
 pub mod run;
+pub mod runtime;
 pub mod scheduler;
 pub mod store;
 // The customer-schema modules and the migrations are used by these short paths throughout.

@@ -3,7 +3,6 @@
 use clap::Parser;
 use std::process::ExitCode;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    retentiond::cli::run(retentiond::cli::Cli::parse()).await
+fn main() -> ExitCode {
+    retentiond::cli::run(retentiond::cli::Cli::parse())
 }

@@ -39,6 +39,19 @@ pub struct Spelled {
 }
 
 impl Backend {
+    /// The engine a database URL names by its scheme (`None`: none of the three).
+    pub fn of_url(url: &str) -> Option<Backend> {
+        if url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Some(Backend::Postgres)
+        } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
+            Some(Backend::Mysql)
+        } else {
+            None
+        }
+    }
+
     /// The engine's name as an operator knows it.
     pub fn name(self) -> &'static str {
         match self {
@@ -635,14 +648,11 @@ impl Db {
     /// Connects with a pool of at most `max_connections` connections.
     pub async fn connect_sized(url: &str, max_connections: u32) -> Result<Db> {
         let n = max_connections.max(1);
-        if url.starts_with("sqlite:") {
-            Ok(Db::Sqlite(sqlite::connect(url, n).await?))
-        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Ok(Db::Postgres(postgres::connect(url, n).await?))
-        } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
-            Ok(Db::Mysql(mysql::connect(url, n).await?))
-        } else {
-            bail!("database.url must start with sqlite://, postgres:// or mysql://")
+        match Backend::of_url(url) {
+            Some(Backend::Sqlite) => Ok(Db::Sqlite(sqlite::connect(url, n).await?)),
+            Some(Backend::Postgres) => Ok(Db::Postgres(postgres::connect(url, n).await?)),
+            Some(Backend::Mysql) => Ok(Db::Mysql(mysql::connect(url, n).await?)),
+            None => bail!("database.url must start with sqlite://, postgres:// or mysql://"),
         }
     }
 
