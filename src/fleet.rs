@@ -482,6 +482,8 @@ pub fn is_passing(e: &anyhow::Error) -> bool {
         cause
             .downcast_ref::<sqlx::Error>()
             .is_some_and(sqlx_error_is_passing)
+            // SQLite's lock, waited for in this process's queue of writers.
+            || cause.downcast_ref::<crate::db::sqlite_turns::NoTurn>().is_some()
     })
 }
 
@@ -754,6 +756,12 @@ pub(crate) mod tests {
         ));
         assert!(passing_database_code("5", "database is locked"));
         assert!(passing_database_code("08006", "connection failure"));
+        let no_turn = crate::db::sqlite_turns::NoTurn {
+            waited: Duration::from_secs(30),
+        };
+        assert!(is_passing(
+            &anyhow::Error::new(no_turn).context("venue 3: applying")
+        ));
     }
 
     #[test]

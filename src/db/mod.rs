@@ -10,6 +10,7 @@ mod postgres;
 pub mod scratch;
 mod sqlite;
 mod sqlite_hash;
+pub mod sqlite_turns;
 pub mod sqlite_wal;
 
 pub use ident::{Ident, IdentError};
@@ -545,6 +546,8 @@ pub struct Tx<'c> {
     deadline: Option<std::time::Instant>,
     /// When the statement timeout was last given to the server, and what it was.
     timeout_given: Option<(std::time::Instant, std::time::Duration)>,
+    /// SQLite: this process's turn to write, held to the transaction's end ([`sqlite_turns`]).
+    _turn: Option<sqlite_turns::Turn>,
 }
 
 enum TxConn<'c> {
@@ -574,11 +577,13 @@ impl Writer<'_> {
         let Some(held) = &mut self.held else {
             return self.db.begin().await;
         };
+        let turn = self.db.write_turn().await?;
         let tx = sqlx::Connection::begin_with(&mut **held, "BEGIN IMMEDIATE").await?;
         Ok(Tx {
             conn: TxConn::Sqlite(tx),
             deadline: None,
             timeout_given: None,
+            _turn: turn,
         })
     }
 
@@ -681,6 +686,17 @@ impl Db {
         self.wal_state().map(|state| state.defer())
     }
 
+    /// SQLite: waits for this process's turn to write to the database ([`sqlite_turns`]), as
+    /// long as SQLite's busy handler would wait for its lock. Nothing to wait for elsewhere.
+    async fn write_turn(&self) -> Result<Option<sqlite_turns::Turn>> {
+        match self {
+            Db::Sqlite(pool) => Ok(Some(
+                sqlite_turns::take(&sqlite::database_path(pool), sqlite::BUSY_TIMEOUT).await?,
+            )),
+            _ => Ok(None),
+        }
+    }
+
     /// SQLite: what the commit hooks of this database's connections share.
     fn wal_state(&self) -> Option<&'static sqlite_wal::WalState> {
         match self {
@@ -735,9 +751,14 @@ impl Db {
         }
     }
 
+    /// Runs one statement that writes, outside any transaction (on SQLite in this process's
+    /// turn to write, [`sqlite_turns`]).
     pub async fn execute(&self, q: &Query) -> Result<u64> {
         match self {
-            Db::Sqlite(pool) => sqlite::execute(pool, q).await,
+            Db::Sqlite(pool) => {
+                let _turn = self.write_turn().await?;
+                sqlite::execute(pool, q).await
+            }
             Db::Postgres(pool) => postgres::execute(pool, q).await,
             Db::Mysql(pool) => mysql::execute(pool, q).await,
         }
@@ -781,6 +802,7 @@ impl Db {
     /// Begins a transaction that will write: on SQLite it takes the write lock up front
     /// (`BEGIN IMMEDIATE`) so that a read-then-write transaction cannot fail to upgrade.
     pub async fn begin(&self) -> Result<Tx<'static>> {
+        let turn = self.write_turn().await?;
         let conn = match self {
             Db::Sqlite(pool) => TxConn::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
             Db::Postgres(pool) => TxConn::Postgres(pool.begin().await?),
@@ -790,6 +812,7 @@ impl Db {
             conn,
             deadline: None,
             timeout_given: None,
+            _turn: turn,
         })
     }
 

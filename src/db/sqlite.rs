@@ -334,7 +334,7 @@ pub fn log_left_growing(log: i64, copied: i64) -> bool {
 }
 
 /// How long a connection waits for another's lock.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long the truncating checkpoint between apply's batches waits for other connections.
 const TRUNCATE_PATIENCE: Duration = Duration::from_millis(50);
