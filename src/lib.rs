@@ -96,8 +96,17 @@ impl Clock {
     pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
         use chrono::SubsecRound;
         match &self.0 {
+            Some(_) => self.precise_now(),
+            None => self.precise_now().trunc_subsecs(0),
+        }
+    }
+
+    /// The time with its fraction of a second, for waiting until an instant: a wait computed
+    /// from [`Clock::now`], which is whole seconds, ends as late as that fraction.
+    pub fn precise_now(&self) -> chrono::DateTime<chrono::Utc> {
+        match &self.0 {
             Some(time) => *time.lock().expect("clock lock"),
-            None => chrono::Utc::now().trunc_subsecs(0),
+            None => chrono::Utc::now(),
         }
     }
 }

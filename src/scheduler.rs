@@ -87,9 +87,10 @@ pub async fn run_schedules(svc: Service, fleet: Arc<Fleet>, mail_due: Arc<Notify
     while let Some(due_at) = next.iter().flatten().min().copied() {
         let venues_due = next.iter().filter(|n| **n == Some(due_at)).count();
         info!(next_run = %due_at.to_rfc3339(), venues = venues_due, "next run scheduled");
-        // Sleep in short steps so that a wall-clock jump (suspend, NTP) is noticed.
+        // Sleep in short steps so that a wall-clock jump (suspend, NTP) is noticed, until the
+        // scheduled second itself (not its fraction later).
         loop {
-            let now = svc.clock.now();
+            let now = svc.clock.precise_now();
             if now >= due_at {
                 break;
             }
@@ -246,6 +247,40 @@ mod tests {
             .i64(0)
             .unwrap();
         assert_eq!(alerts, 1, "the panic was alerted to mail.ops");
+    }
+
+    #[tokio::test]
+    async fn a_run_starts_at_its_scheduled_second_not_a_fraction_later() {
+        use std::sync::Mutex;
+        let svc = crate::fleet::tests::service_with_venues(1, "cron = \"* * * * * *\"").await;
+        let started: Arc<Mutex<Vec<DateTime<Utc>>>> = Arc::default();
+        let seen = started.clone();
+        let cycle: crate::fleet::CycleFn = Arc::new(move |_, _, venue, at, _| {
+            seen.lock().unwrap().push(Utc::now());
+            async move { Ok(crate::fleet::tests::nothing_done(&venue, at)) }.boxed()
+        });
+        let fleet = Arc::new(Fleet::new(svc.clone()).with_cycle(cycle));
+        // The daemon starts 0.6 s into a second; a wait computed from whole seconds ended 0.6 s
+        // after each scheduled second.
+        let into_second = Utc::now().timestamp_subsec_millis();
+        tokio::time::sleep(Duration::from_millis(u64::from((1600 - into_second) % 1000))).await;
+        let stop = svc.shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            stop.cancel();
+        });
+
+        run_schedules(svc.clone(), fleet, Arc::new(Notify::new())).await;
+
+        let started = started.lock().unwrap();
+        assert!(started.len() >= 2, "runs: {started:?}");
+        for at in started.iter() {
+            assert!(
+                at.timestamp_subsec_millis() < 300,
+                "a run started {} ms after its second: {started:?}",
+                at.timestamp_subsec_millis()
+            );
+        }
     }
 
     #[test]
