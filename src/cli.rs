@@ -285,7 +285,10 @@ pub fn now() -> DateTime<Utc> {
 pub fn run(cli: Cli) -> ExitCode {
     if let Command::Demo = cli.command {
         // The demo's database is an embedded SQLite file.
-        return match on_runtime(Some(Backend::Sqlite), crate::demo::run(std::path::Path::new("demo"))) {
+        return match on_runtime(
+            Some(Backend::Sqlite),
+            crate::demo::run(std::path::Path::new("demo")),
+        ) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("retentiond: demo: {e:#}");
@@ -319,7 +322,10 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 /// Runs `work` to its end on a runtime built for `backend`.
-fn on_runtime<T>(backend: Option<Backend>, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+fn on_runtime<T>(
+    backend: Option<Backend>,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
     let runtime = crate::runtime::build(backend).context("cannot start the async runtime")?;
     runtime.block_on(work)
 }

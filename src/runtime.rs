@@ -38,8 +38,20 @@ mod tests {
         assert_eq!(worker_threads(Some(Backend::Sqlite)), Some(1));
         assert_eq!(worker_threads(Some(Backend::Postgres)), None);
         assert_eq!(worker_threads(Some(Backend::Mysql)), None);
-        assert_eq!(build(Some(Backend::Sqlite)).unwrap().metrics().num_workers(), 1);
+        assert_eq!(
+            build(Some(Backend::Sqlite))
+                .unwrap()
+                .metrics()
+                .num_workers(),
+            1
+        );
         let cores = std::thread::available_parallelism().unwrap().get();
-        assert_eq!(build(Some(Backend::Postgres)).unwrap().metrics().num_workers(), cores);
+        assert_eq!(
+            build(Some(Backend::Postgres))
+                .unwrap()
+                .metrics()
+                .num_workers(),
+            cores
+        );
     }
 }

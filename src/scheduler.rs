@@ -263,7 +263,10 @@ mod tests {
         // The daemon starts 0.6 s into a second; a wait computed from whole seconds ended 0.6 s
         // after each scheduled second.
         let into_second = Utc::now().timestamp_subsec_millis();
-        tokio::time::sleep(Duration::from_millis(u64::from((1600 - into_second) % 1000))).await;
+        tokio::time::sleep(Duration::from_millis(u64::from(
+            (1600 - into_second) % 1000,
+        )))
+        .await;
         let stop = svc.shutdown.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(2500)).await;

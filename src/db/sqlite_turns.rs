@@ -79,7 +79,10 @@ mod tests {
         assert!(other.is_ok());
         // The same file's waits, and gives up at its patience with a clear error.
         let waited = take(a, Duration::from_millis(50)).await.unwrap_err();
-        assert!(waited.to_string().starts_with("database is locked"), "{waited}");
+        assert!(
+            waited.to_string().starts_with("database is locked"),
+            "{waited}"
+        );
         // The next writer in line gets the turn as soon as the first is done.
         let next = tokio::spawn(async move { take(a, Duration::from_secs(5)).await.is_ok() });
         tokio::time::sleep(Duration::from_millis(20)).await;
