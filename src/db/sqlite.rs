@@ -190,6 +190,29 @@ pub fn database_path(pool: &SqlitePool) -> std::path::PathBuf {
     pool.connect_options().get_filename().to_path_buf()
 }
 
+/// Values kept one per database file, for [`shared_by_file`].
+pub(super) type FileRegistry<T> = std::sync::OnceLock<
+    std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, &'static T>>,
+>;
+
+/// What every pool of the process on the database file `path` shares (the daemon keeps one pool
+/// for the pages and one for the cycles), made by `new` the first time the file is named: one
+/// small allocation per file for the life of the process, since connections that may outlive
+/// any pool point at it.
+pub(super) fn shared_by_file<T: Send + Sync + 'static>(
+    registry: &'static FileRegistry<T>,
+    path: &std::path::Path,
+    new: impl FnOnce() -> T,
+) -> &'static T {
+    let mut shared = registry
+        .get_or_init(Default::default)
+        .lock()
+        .expect("the values shared by file");
+    shared
+        .entry(path.to_path_buf())
+        .or_insert_with(|| Box::leak(Box::new(new())))
+}
+
 /// The lock file of the daemon of the database at `db_path`.
 /// The file of a `sqlite://` URL when it does not exist: a command other than `migrate` then
 /// refuses instead of creating an empty database (a mistyped path would otherwise look like a

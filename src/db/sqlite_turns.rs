@@ -14,9 +14,8 @@
 //! other than this one (an operator's `retentiond cycle` beside the daemon, the box office)
 //! still meet SQLite's busy handler, as before.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::path::Path;
+use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
@@ -55,15 +54,8 @@ pub async fn take(path: &Path, patience: Duration) -> Result<Turn, NoTurn> {
 /// The turns of the database file `path`, shared by every pool of the process on it (the
 /// daemon keeps one pool for the pages and one for the cycles).
 fn turns_of(path: &Path) -> &'static Semaphore {
-    static TURNS: OnceLock<Mutex<HashMap<PathBuf, &'static Semaphore>>> = OnceLock::new();
-    let mut turns = TURNS
-        .get_or_init(Default::default)
-        .lock()
-        .expect("the write turns");
-    // One small allocation per database file for the life of the process.
-    turns
-        .entry(path.to_path_buf())
-        .or_insert_with(|| Box::leak(Box::new(Semaphore::new(1))))
+    static TURNS: super::sqlite::FileRegistry<Semaphore> = OnceLock::new();
+    super::sqlite::shared_by_file(&TURNS, path, || Semaphore::new(1))
 }
 
 #[cfg(test)]

@@ -16,10 +16,9 @@
 
 use anyhow::Result;
 use libsqlite3_sys as ffi;
-use std::collections::HashMap;
 use std::os::raw::{c_char, c_int, c_void};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 /// The log's length, in pages, past which a commit checkpoints when no apply is running:
 /// SQLite's own default (about 4 MB at 4 KB pages). Every read searches the log and reads the
@@ -71,17 +70,8 @@ impl WalState {
     /// The state shared by every pool of retentiond's process on the database file `path`
     /// (the daemon keeps one pool for the pages and one for the cycles).
     pub fn of(path: &std::path::Path) -> &'static WalState {
-        static STATES: OnceLock<Mutex<HashMap<std::path::PathBuf, &'static WalState>>> =
-            OnceLock::new();
-        let mut states = STATES
-            .get_or_init(Default::default)
-            .lock()
-            .expect("the log states");
-        // One small allocation per database file for the life of the process: the hooks of
-        // connections that may outlive any pool point at it.
-        states
-            .entry(path.to_path_buf())
-            .or_insert_with(|| Box::leak(Box::new(WalState::default())))
+        static STATES: super::sqlite::FileRegistry<WalState> = OnceLock::new();
+        super::sqlite::shared_by_file(&STATES, path, WalState::default)
     }
 
     /// The log's length (pages) after the last commit seen.
