@@ -68,6 +68,16 @@ fn now() -> DateTime<Utc> {
 }
 
 /// Three idle customers and one active one at venue 2.
+/// How most tests here start: a migrated database, an SMTP sink, the app on both, then the
+/// customers of [`customers`]; the idle customers' ids.
+async fn started(db: &TestDb) -> (SmtpSink, App, Vec<i64>) {
+    db.migrate().await;
+    let smtp = SmtpSink::start().await;
+    let app = App::start(db, smtp.addr, 1).await;
+    let idle = customers(db).await;
+    (smtp, app, idle)
+}
+
 async fn customers(db: &TestDb) -> Vec<i64> {
     let mut idle = Vec::new();
     for _ in 0..3 {
@@ -95,10 +105,7 @@ fn requests_to(mails: &[Mail]) -> Vec<(String, String)> {
 }
 
 async fn report_mail_links_show_exactly_the_report(db: TestDb) {
-    db.migrate().await;
-    let smtp = SmtpSink::start().await;
-    let app = App::start(&db, smtp.addr, 1).await;
-    let idle = customers(&db).await;
+    let (smtp, app, idle) = started(&db).await;
 
     let Some(Selection::Created {
         report_id,
@@ -188,10 +195,7 @@ async fn report_mail_links_show_exactly_the_report(db: TestDb) {
 }
 
 async fn pages_send_protective_headers_and_get_changes_nothing(db: TestDb) {
-    db.migrate().await;
-    let smtp = SmtpSink::start().await;
-    let app = App::start(&db, smtp.addr, 1).await;
-    customers(&db).await;
+    let (smtp, app, _) = started(&db).await;
     let Some(Selection::Created { report_id, .. }) = app.cycle(now()).await.selection else {
         panic!()
     };
@@ -224,10 +228,7 @@ async fn pages_send_protective_headers_and_get_changes_nothing(db: TestDb) {
 }
 
 async fn approve_then_next_cycle_applies_and_confirms(db: TestDb) {
-    db.migrate().await;
-    let smtp = SmtpSink::start().await;
-    let app = App::start(&db, smtp.addr, 1).await;
-    let idle = customers(&db).await;
+    let (smtp, app, idle) = started(&db).await;
     let t0 = now();
     let Some(Selection::Created { report_id, .. }) = app.cycle(t0).await.selection else {
         panic!()
@@ -337,10 +338,7 @@ async fn two_required_approvers_must_both_approve(db: TestDb) {
 }
 
 async fn reminder_then_expiry_by_moving_the_cycle_clock(db: TestDb) {
-    db.migrate().await;
-    let smtp = SmtpSink::start().await;
-    let app = App::start(&db, smtp.addr, 1).await;
-    customers(&db).await;
+    let (smtp, app, _) = started(&db).await;
     let t0 = now() - Duration::days(15);
     let Some(Selection::Created { report_id, .. }) = app.cycle(t0).await.selection else {
         panic!()
@@ -379,10 +377,7 @@ async fn reminder_then_expiry_by_moving_the_cycle_clock(db: TestDb) {
 }
 
 async fn unknown_malformed_and_wrong_case_tokens_get_404(db: TestDb) {
-    db.migrate().await;
-    let smtp = SmtpSink::start().await;
-    let app = App::start(&db, smtp.addr, 1).await;
-    customers(&db).await;
+    let (smtp, app, _) = started(&db).await;
     app.cycle(now()).await;
     app.deliver(now()).await;
     let link = requests_to(&smtp.mails())[0].1.clone();
@@ -451,10 +446,7 @@ async fn smtp_outage_delays_mail_and_every_message_arrives_once(db: TestDb) {
 /// approval request goes once, with one working link, and the other sender counts it neither
 /// sent nor failed.
 async fn racing_senders_send_each_approval_request_once(db: TestDb) {
-    db.migrate().await;
-    let smtp = SmtpSink::start().await;
-    let app = App::start(&db, smtp.addr, 1).await;
-    customers(&db).await;
+    let (smtp, app, _) = started(&db).await;
     let t0 = now();
     app.cycle(t0).await;
 
@@ -475,10 +467,7 @@ async fn racing_senders_send_each_approval_request_once(db: TestDb) {
 /// a failed attempt, counted and retried after the back-off, whose minted token is revoked;
 /// the report's other requests go.
 async fn an_approval_request_that_cannot_be_built_leaves_no_link_and_is_retried(db: TestDb) {
-    db.migrate().await;
-    let smtp = SmtpSink::start().await;
-    let app = App::start(&db, smtp.addr, 1).await;
-    customers(&db).await;
+    let (smtp, app, _) = started(&db).await;
     let t0 = now();
     let Some(Selection::Created { report_id, .. }) = app.cycle(t0).await.selection else {
         panic!("expected a report")
