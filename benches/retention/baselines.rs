@@ -131,3 +131,93 @@ pub(crate) async fn on_fresh_connection(url: &str, count: impl AsyncFnOnce(&Db))
     fresh.close().await;
     seconds
 }
+
+/// How far the server's write-ahead log (PostgreSQL's WAL, InnoDB's redo log) has run, in bytes;
+/// none on SQLite, whose log is truncated as it goes. What a stage wrote to it is what sizes
+/// the log a night of that work needs (`innodb_log_file_size`, `max_wal_size`).
+pub(crate) async fn log_position(db: &Db) -> Option<i64> {
+    let sql = match db.backend() {
+        Backend::Sqlite => return None,
+        Backend::Postgres => "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint",
+        Backend::Mysql => {
+            "SELECT CAST(VARIABLE_VALUE AS SIGNED) FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'INNODB_LSN_CURRENT'"
+        }
+    };
+    Some(
+        db.fetch_one(&Query::new(sql))
+            .await
+            .unwrap()
+            .i64(0)
+            .unwrap(),
+    )
+}
+
+/// Waits until the server has written out what earlier stages left in memory, so that a timed
+/// stage does not pay for the data generated or the steps run just before it: as a nightly run
+/// meets a server quiet since the day's last writes. PostgreSQL: a `CHECKPOINT`. InnoDB: its
+/// dirty pages flushed (`innodb_max_dirty_pages_pct` at 0 until they are, then put back) and
+/// the undo of deleted rows purged. SQLite's file is copied to disk and its log checkpointed
+/// before each stage already. Without the privilege it needs, it says so once a call and goes on.
+pub(crate) async fn settle(db: &Db) {
+    match db.backend() {
+        Backend::Sqlite => {}
+        Backend::Postgres => {
+            if let Err(e) = db.execute(&Query::new("CHECKPOINT")).await {
+                eprintln!("cannot settle the server before a timed stage: {e:#}");
+            }
+        }
+        Backend::Mysql => {
+            let old = db
+                .fetch_one(&Query::new(
+                    "SELECT CAST(@@GLOBAL.innodb_max_dirty_pages_pct AS CHAR)",
+                ))
+                .await
+                .unwrap()
+                .text(0)
+                .unwrap();
+            if let Err(e) = db
+                .execute(&Query::new("SET GLOBAL innodb_max_dirty_pages_pct = 0"))
+                .await
+            {
+                eprintln!("cannot settle the server before a timed stage: {e:#}");
+                return;
+            }
+            let status = |name: &str| {
+                Query::new(&format!(
+                    "SELECT CAST(VARIABLE_VALUE AS SIGNED) FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = '{name}'"
+                ))
+            };
+            let started = Instant::now();
+            let waited: anyhow::Result<()> = async {
+                loop {
+                    let dirty = db
+                        .fetch_one(&status("INNODB_BUFFER_POOL_PAGES_DIRTY"))
+                        .await?
+                        .i64(0)?;
+                    let unpurged = db
+                        .fetch_one(&status("INNODB_HISTORY_LIST_LENGTH"))
+                        .await?
+                        .i64(0)?;
+                    if dirty < 100 && unpurged < 100 {
+                        return Ok(());
+                    }
+                    if started.elapsed() > std::time::Duration::from_secs(120) {
+                        anyhow::bail!("not settled in 120 s: {dirty} dirty pages, {unpurged} undo logs unpurged");
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+            .await;
+            if let Err(e) = waited {
+                eprintln!("the server before a timed stage: {e:#}");
+            }
+            // Put back whatever happened while waiting.
+            db.execute(&Query::new(&format!(
+                "SET GLOBAL innodb_max_dirty_pages_pct = {}",
+                old.parse::<f64>().unwrap()
+            )))
+            .await
+            .unwrap();
+        }
+    }
+}

@@ -49,7 +49,7 @@ pub const FLEET_ROWS: &[(&str, &str, &str)] = &[
     ("run_metrics_ms", "run: /metrics answer after it (ms)", ""),
     (
         "first_cycle_s",
-        "first cycle, with its mail (s; SQLite: median of 3)",
+        "first cycle, with its mail, median of 3 (s)",
         "",
     ),
     (
@@ -63,11 +63,7 @@ pub const FLEET_ROWS: &[(&str, &str, &str)] = &[
         "idle night / one pass (GROUP BY count)",
         "<= 2",
     ),
-    (
-        "apply_s",
-        "apply, with its mail (s; SQLite: median run of 3)",
-        "",
-    ),
+    ("apply_s", "apply, with its mail, median run of 3 (s)", ""),
     (
         "apply_mail_s",
         "  of which the confirmations' delivery (s)",
@@ -75,13 +71,23 @@ pub const FLEET_ROWS: &[(&str, &str, &str)] = &[
     ),
     (
         "apply_baseline_s",
-        "set-based apply, fleet (s; SQLite: median of 3)",
+        "set-based apply, fleet, median of 3 (s)",
         "",
     ),
     (
         "apply_ratio",
         "apply rate (its mail left out) / set-based rate",
         ">= 0.5",
+    ),
+    (
+        "apply_log_kb_per_customer",
+        "apply: server log written a customer (KB)",
+        "",
+    ),
+    (
+        "apply_baseline_log_kb_per_customer",
+        "set-based apply: server log written a customer (KB)",
+        "",
     ),
 ];
 
@@ -347,7 +353,7 @@ async fn apply_baseline(
     shape: Shape,
     customers: u64,
     cutoff: DateTime<Utc>,
-) -> (f64, f64) {
+) -> (f64, f64, Option<i64>) {
     let fresh = open(backend).await;
     generate(&fresh, customers, shape).await;
     let db = &fresh.db;
@@ -420,27 +426,30 @@ async fn apply_baseline(
             .concat()
         }
     };
+    settle(db).await;
+    let log_before = log_position(db).await;
     let seconds = timed_committed(db, &statements).await;
+    let logged = log_written_since(db, log_before).await;
     fresh.db.close().await;
     drop_bench(backend).await;
-    (seconds, count)
+    (seconds, count, logged)
+}
+
+/// Bytes the server's log took since `before` ([`log_position`]), if it keeps one.
+async fn log_written_since(db: &Db, before: Option<i64>) -> Option<i64> {
+    Some(log_position(db).await? - before?)
 }
 
 async fn drop_bench(backend: Backend) {
     drop_unless_kept(backend).await;
 }
 
-/// How many times the first cycle, and the apply with its set-based side, are timed: on SQLite
-/// three, each on a copy of the same file ([`Saved`]), and the medians taken (the same apply code
-/// spread from 0.40 to 0.60 of the set-based rate over 17 single runs in session 41, and a
-/// single first cycle's growth from x2.6 to x4.7 in session 42: the machine's spread more than
-/// the code's); once on the servers, whose data cannot be put back as cheaply.
-fn timed_repeats(backend: Backend) -> usize {
-    match backend {
-        Backend::Sqlite => 3,
-        _ => 1,
-    }
-}
+/// How many times the first cycle, and the apply with its set-based side, are timed, the medians
+/// set against each other: the same apply code spread from 0.40 to 0.60 of the set-based rate
+/// over 17 single runs on SQLite in session 41, a single first cycle's growth from x2.6 to x4.7
+/// in session 42, and single runs of MariaDB's apply at 250 venues from 3.4 to 4.3 s in
+/// sessions 44 and 45: the machine's spread more than the code's.
+const TIMED_REPEATS: usize = 3;
 
 /// Copies `from` to `to` and waits until the copy is on disk: a few hundred megabytes left to
 /// the kernel's writeback were written during the stage timed next, and every `fsync` of its
@@ -450,33 +459,152 @@ fn copy_to_disk(from: &std::path::Path, to: &std::path::Path) {
     std::fs::File::open(to).unwrap().sync_all().unwrap();
 }
 
-/// A SQLite fleet database saved as it stood before a timed stage, put back before each repeat.
-struct Saved {
-    db_file: std::path::PathBuf,
-    copy: std::path::PathBuf,
+/// The timed stages a fleet run repeats.
+#[derive(Clone, Copy, PartialEq)]
+enum Stage {
+    FirstCycle,
+    Apply,
+}
+
+impl Stage {
+    fn name(self) -> &'static str {
+        match self {
+            Stage::FirstCycle => "first-cycle",
+            Stage::Apply => "apply",
+        }
+    }
+}
+
+/// A fleet database as it stood before a timed stage, put back before each repeat.
+enum Saved {
+    /// SQLite: a copy of its file.
+    File {
+        db_file: std::path::PathBuf,
+        copy: std::path::PathBuf,
+    },
+    /// A server, whose data cannot be copied back as cheaply: the same data generated again in
+    /// the same scratch schema, and brought to the stage by the steps that brought the first
+    /// (untimed).
+    Rebuilt {
+        stage: Stage,
+        shape: Shape,
+        customers: u64,
+        now: DateTime<Utc>,
+    },
 }
 
 impl Saved {
-    /// Saves `bench`'s database file as `svc` leaves it: its log checkpointed, nothing writing.
-    async fn take(svc: &Service, bench: &Bench, stage: &str) -> Saved {
+    /// Saves the fleet as `svc` leaves it before `stage`: its log checkpointed, nothing writing.
+    async fn take(
+        svc: &Service,
+        bench: &Bench,
+        stage: Stage,
+        shape: Shape,
+        now: DateTime<Utc>,
+    ) -> Saved {
+        if svc.db.backend() != Backend::Sqlite {
+            let customers = match shape {
+                Shape::Fleet { per_venue } => per_venue * svc.config.venues.len() as u64,
+                _ => unreachable!("a fleet is saved only in the fleet shape"),
+            };
+            return Saved::Rebuilt {
+                stage,
+                shape,
+                customers,
+                now,
+            };
+        }
         svc.db.checkpoint_wal().await.unwrap();
         let db_file = bench.dir.path().join("bench.db");
-        let copy = bench.dir.path().join(format!("before-{stage}.db"));
+        let copy = bench.dir.path().join(format!("before-{}.db", stage.name()));
         copy_to_disk(&db_file, &copy);
-        Saved { db_file, copy }
+        Saved::File { db_file, copy }
     }
 
-    /// Closes `svc`, puts the saved file back, and opens a new service on it.
+    /// Closes `svc`, puts the saved fleet back, and opens a new service on it.
     async fn restore(&self, svc: Service, url: &str) -> Service {
         svc.db.close().await;
-        for suffix in ["-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.db_file.display()));
+        match self {
+            Saved::File { db_file, copy } => {
+                for suffix in ["-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", db_file.display()));
+                }
+                copy_to_disk(copy, db_file);
+                reopen(&svc, url).await
+            }
+            Saved::Rebuilt {
+                stage,
+                shape,
+                customers,
+                now,
+            } => {
+                let fresh = open(svc.db.backend()).await;
+                assert_eq!(fresh.url, url, "the same scratch schema, made anew");
+                generate(&fresh, *customers, *shape).await;
+                retentiond::migrate::run(&fresh.db, at()).await.unwrap();
+                fresh.db.close().await;
+                let svc = reopen(&svc, url).await;
+                leave_as_the_run_did(&svc, *now).await;
+                if *stage == Stage::Apply {
+                    bring_to_the_apply(&svc, *now).await;
+                }
+                svc
+            }
         }
-        copy_to_disk(&self.copy, &self.db_file);
-        let db = Db::connect_sized(url, svc.config.max_connections)
-            .await
-            .unwrap();
-        Service::new(db, (*svc.config).clone())
+    }
+}
+
+/// A new service on `url`, configured as `svc`.
+async fn reopen(svc: &Service, url: &str) -> Service {
+    let db = Db::connect_sized(url, svc.config.max_connections)
+        .await
+        .unwrap();
+    Service::new(db, (*svc.config).clone())
+}
+
+/// The state `run` leaves on a fresh fleet, for a rebuilt one: every venue's report made as of
+/// `now`, then cancelled, so that the first cycle makes new reports of the same candidates.
+async fn leave_as_the_run_did(svc: &Service, now: DateTime<Utc>) {
+    cycle_of_fleet(svc, now, false).await;
+    cancel_every_report(svc).await;
+}
+
+/// Cancels every report, as an operator could in one statement.
+async fn cancel_every_report(svc: &Service) {
+    svc.db
+        .execute(&Query::new(
+            "UPDATE retention_reports SET state = 'cancelled'",
+        ))
+        .await
+        .unwrap();
+}
+
+/// After the first cycle (on day 2 from `now`): the three idle nights and every report approved
+/// on day 3, as the timed run does them.
+async fn bring_to_the_apply(svc: &Service, now: DateTime<Utc>) {
+    cycle_of_fleet(svc, now + Duration::days(2), false).await;
+    for _ in 0..3 {
+        cycle_of_fleet(svc, now + Duration::days(3), false).await;
+    }
+    approve_every_report(svc, now + Duration::days(3)).await;
+}
+
+/// Approves every pending report as of `at`.
+async fn approve_every_report(svc: &Service, at: DateTime<Utc>) {
+    for report in reports::list(&svc.db, None, &[ReportState::Pending])
+        .await
+        .unwrap()
+    {
+        decide(
+            &svc.db,
+            report.id,
+            Actor::Operator("bench"),
+            Decision::Approve { confirm: None },
+            at,
+        )
+        .await
+        .unwrap()
+        .unwrap();
     }
 }
 
@@ -573,26 +701,19 @@ pub async fn run_fleet(backend: Backend, options: &Options, venues: u64) -> Valu
 
     // The first cycle of the fleet (the run's reports cancelled first, so the same candidates
     // make new reports), then an idle night, then the apply of every report.
-    svc.db
-        .execute(&Query::new(
-            "UPDATE retention_reports SET state = 'cancelled'",
-        ))
-        .await
-        .unwrap();
+    cancel_every_report(&svc).await;
     let day = |n: i64| now + Duration::days(n);
     // Nothing but `svc` holds the file from here on (SQLite's copies need it so).
     bench.db.close().await;
-    let repeats = timed_repeats(backend);
-    let before_first = match repeats {
-        1 => None,
-        _ => Some(Saved::take(&svc, &bench, "first-cycle").await),
-    };
+    let repeats = TIMED_REPEATS;
+    let before_first = Saved::take(&svc, &bench, Stage::FirstCycle, shape, now).await;
     let mut svc = svc;
     let mut firsts = Vec::new();
     for attempt in 0..repeats {
-        if let (true, Some(saved)) = (attempt > 0, &before_first) {
-            svc = saved.restore(svc, &bench.url).await;
+        if attempt > 0 {
+            svc = before_first.restore(svc, &bench.url).await;
         }
+        settle(&svc.db).await;
         let (first_s, first_mail_s, runs) = cycle_of_fleet(&svc, day(2), false).await;
         let reported: u64 = runs
             .iter()
@@ -631,37 +752,23 @@ pub async fn run_fleet(backend: Backend, options: &Options, venues: u64) -> Valu
     let idle_s = median(idle);
     figures.insert("idle_night_s".into(), json!(idle_s));
     figures.insert("idle_ratio".into(), json!(idle_s / one_pass));
-    for report in reports::list(&svc.db, None, &[ReportState::Pending])
-        .await
-        .unwrap()
-    {
-        decide(
-            &svc.db,
-            report.id,
-            Actor::Operator("bench"),
-            Decision::Approve { confirm: None },
-            day(3),
-        )
-        .await
-        .unwrap()
-        .unwrap();
-    }
+    approve_every_report(&svc, day(3)).await;
     // Both sides start from a checkpointed log, as the set-based baseline does
     // (`timed_committed`): what the earlier stages wrote is not the apply's to copy.
     svc.db.checkpoint_wal().await.unwrap();
-    let before_apply = match repeats {
-        1 => None,
-        _ => Some(Saved::take(&svc, &bench, "apply").await),
-    };
+    let before_apply = Saved::take(&svc, &bench, Stage::Apply, shape, now).await;
     // Each apply on the same data, each followed by the set-based side on fresh data with the
     // apply's database closed, so that both sides see the same spell of the machine.
     let mut applies = Vec::new();
     let mut baselines = Vec::new();
     for attempt in 0..repeats {
-        if let (true, Some(saved)) = (attempt > 0, &before_apply) {
-            svc = saved.restore(svc, &bench.url).await;
+        if attempt > 0 {
+            svc = before_apply.restore(svc, &bench.url).await;
         }
+        settle(&svc.db).await;
+        let log_before = log_position(&svc.db).await;
         let (apply_s, apply_mail_s, applied) = cycle_of_fleet(&svc, day(4), false).await;
+        let logged = log_written_since(&svc.db, log_before).await;
         svc.db.close().await;
         let processed: u64 = applied
             .iter()
@@ -670,15 +777,10 @@ pub async fn run_fleet(backend: Backend, options: &Options, venues: u64) -> Valu
                 _ => None,
             })
             .sum();
-        applies.push((apply_s, apply_mail_s, processed));
-        if repeats > 1 {
-            baselines.push(apply_baseline(backend, shape, customers, cutoff).await);
-        }
-    }
-    drop_bench(backend).await;
-    if baselines.is_empty() {
+        applies.push((apply_s, apply_mail_s, processed, logged));
         baselines.push(apply_baseline(backend, shape, customers, cutoff).await);
     }
+    drop_bench(backend).await;
     assert!(
         applies.iter().all(|a| a.2 == applies[0].2),
         "every apply processes the same customers: {applies:?}"
@@ -689,7 +791,7 @@ pub async fn run_fleet(backend: Backend, options: &Options, venues: u64) -> Valu
     );
     // The apply of median time without its mail, against the median set-based run.
     applies.sort_by(|a, b| (a.0 - a.1).partial_cmp(&(b.0 - b.1)).unwrap());
-    let (apply_s, apply_mail_s, processed) = applies[applies.len() / 2];
+    let (apply_s, apply_mail_s, processed, apply_logged) = applies[applies.len() / 2];
     let baseline_customers = baselines[0].1;
     let baseline_s = median(baselines.iter().map(|b| b.0).collect());
     figures.insert("apply_runs".into(), json!(repeats));
@@ -701,6 +803,17 @@ pub async fn run_fleet(backend: Backend, options: &Options, venues: u64) -> Valu
     figures.insert("apply_mail_s".into(), json!(apply_mail_s));
     figures.insert("applied_customers".into(), json!(processed));
     figures.insert("apply_baseline_s".into(), json!(baseline_s));
+    if let (Some(apply_logged), Some(baseline_logged)) = (apply_logged, baselines[0].2) {
+        let kb_per_customer = |bytes: i64, customers: f64| bytes as f64 / 1024.0 / customers;
+        figures.insert(
+            "apply_log_kb_per_customer".into(),
+            json!(kb_per_customer(apply_logged, processed as f64)),
+        );
+        figures.insert(
+            "apply_baseline_log_kb_per_customer".into(),
+            json!(kb_per_customer(baseline_logged, baseline_customers)),
+        );
+    }
     figures.insert(
         "apply_ratio".into(),
         // The set-based side sends no mail: the apply's rate is of its cycles alone (the
@@ -722,6 +835,13 @@ pub fn print_fleet(backend: Backend, by_size: &[(u64, Value)]) {
             .join(", ")
     );
     for (key, label, goal) in FLEET_ROWS {
+        // A figure one backend has not (the server's log on SQLite) is left out.
+        if by_size
+            .iter()
+            .all(|(_, figures)| figures.get(*key).is_none())
+        {
+            continue;
+        }
         let mut line = format!("{label:<52}");
         for (_, figures) in by_size {
             let value = figures
