@@ -139,9 +139,7 @@ pub(crate) async fn log_position(db: &Db) -> Option<i64> {
     let sql = match db.backend() {
         Backend::Sqlite => return None,
         Backend::Postgres => "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint",
-        Backend::Mysql => {
-            "SELECT CAST(VARIABLE_VALUE AS SIGNED) FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'INNODB_LSN_CURRENT'"
-        }
+        Backend::Mysql => return Some(innodb_status(db, "INNODB_LSN_CURRENT").await.unwrap()),
     };
     Some(
         db.fetch_one(&Query::new(sql))
@@ -150,6 +148,15 @@ pub(crate) async fn log_position(db: &Db) -> Option<i64> {
             .i64(0)
             .unwrap(),
     )
+}
+
+/// One of InnoDB's counters (`SHOW GLOBAL STATUS`), by its name in `information_schema`.
+async fn innodb_status(db: &Db, name: &str) -> anyhow::Result<i64> {
+    let mut q = Query::new(
+        "SELECT CAST(VARIABLE_VALUE AS SIGNED) FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = ",
+    );
+    q.bind(name.to_string());
+    db.fetch_one(&q).await?.i64(0)
 }
 
 /// Waits until the server has written out what earlier stages left in memory, so that a timed
@@ -182,22 +189,11 @@ pub(crate) async fn settle(db: &Db) {
                 eprintln!("cannot settle the server before a timed stage: {e:#}");
                 return;
             }
-            let status = |name: &str| {
-                Query::new(&format!(
-                    "SELECT CAST(VARIABLE_VALUE AS SIGNED) FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = '{name}'"
-                ))
-            };
             let started = Instant::now();
             let waited: anyhow::Result<()> = async {
                 loop {
-                    let dirty = db
-                        .fetch_one(&status("INNODB_BUFFER_POOL_PAGES_DIRTY"))
-                        .await?
-                        .i64(0)?;
-                    let unpurged = db
-                        .fetch_one(&status("INNODB_HISTORY_LIST_LENGTH"))
-                        .await?
-                        .i64(0)?;
+                    let dirty = innodb_status(db, "INNODB_BUFFER_POOL_PAGES_DIRTY").await?;
+                    let unpurged = innodb_status(db, "INNODB_HISTORY_LIST_LENGTH").await?;
                     if dirty < 100 && unpurged < 100 {
                         return Ok(());
                     }
