@@ -744,7 +744,10 @@ pub async fn run_fleet(backend: Backend, options: &Options, venues: u64) -> Valu
         json!(figures["run_reports_s"].as_f64().unwrap() / first_s),
     );
     // An idle night takes milliseconds: the median of three, so one scheduler hiccup does not
-    // make its growth.
+    // make its growth. It starts, as the other stages do, on a settled server: a night with
+    // nothing to do meets a server quiet since the day before, not one still writing out the
+    // first cycle's 1,000 reports.
+    settle(&svc.db).await;
     let mut idle = Vec::new();
     for _ in 0..3 {
         idle.push(cycle_of_fleet(&svc, day(3), false).await.0);
