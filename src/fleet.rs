@@ -263,7 +263,7 @@ impl Fleet {
                 let started = Instant::now();
                 let first = try_once(
                     &self.svc,
-                    &run,
+                    run,
                     slot,
                     &self.cycle,
                     venue,
@@ -338,7 +338,9 @@ enum Turn {
     Spawned(tokio::task::JoinHandle<(VenueOutcome, u32)>),
 }
 
-/// How one try of a venue's cycle ended.
+/// How one try of a venue's cycle ended. One is made a try and consumed at once, so its size
+/// does not matter and the cycle's result is not boxed.
+#[allow(clippy::large_enum_variant)]
 enum Try {
     Done(VenueCycle),
     Failed(anyhow::Error),

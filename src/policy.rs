@@ -861,7 +861,7 @@ mod new_report_tests {
             state: ReportState::Pending,
         });
         assert_eq!(
-            nothing_to_do(&[pending.clone()], None, interval, remind, at),
+            nothing_to_do(std::slice::from_ref(&pending), None, interval, remind, at),
             open
         );
         let remind_due = OpenReport {
@@ -869,7 +869,13 @@ mod new_report_tests {
             ..pending.clone()
         };
         assert_eq!(
-            nothing_to_do(&[remind_due.clone()], None, interval, remind, at),
+            nothing_to_do(
+                std::slice::from_ref(&remind_due),
+                None,
+                interval,
+                remind,
+                at
+            ),
             None
         );
         let reminded = OpenReport {

@@ -215,10 +215,9 @@ async fn refuse_unerasable(
     if let Some(hold) = scope.holding(tx, &[id]).await?.remove(&id) {
         bail!("customer {id} is under the hold \"{hold}\"; nothing was touched");
     }
-    if action == Action::Anonymise {
-        if !crate::store::anonymised::among(tx, &[id]).await?.is_empty() {
-            bail!("customer {id} was anonymised already; nothing was touched");
-        }
+    if action == Action::Anonymise && !crate::store::anonymised::among(tx, &[id]).await?.is_empty()
+    {
+        bail!("customer {id} was anonymised already; nothing was touched");
     }
     Ok(())
 }

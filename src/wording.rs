@@ -48,6 +48,35 @@ pub fn linked_tables_in_words(schema: &SchemaConfig, action: Action) -> Vec<Stri
     sentences
 }
 
+/// A venue as the report page and the emails present it: its name, and times in its own zone
+/// (the schedule's when the venue is no longer configured).
+pub struct VenueWords {
+    pub name: String,
+    pub tz: chrono_tz::Tz,
+}
+
+impl VenueWords {
+    pub fn of(config: &crate::config::Config, venue_id: i64) -> VenueWords {
+        let venue = config.venue(venue_id);
+        VenueWords {
+            name: venue.map_or_else(|| format!("Venue {venue_id}"), |v| v.name.clone()),
+            tz: venue.map_or(config.schedule.timezone, |v| v.timezone),
+        }
+    }
+
+    /// "4 December 2026, 03:00 GMT".
+    pub fn time(&self, t: chrono::DateTime<chrono::Utc>) -> String {
+        t.with_timezone(&self.tz)
+            .format("%-d %B %Y, %H:%M %Z")
+            .to_string()
+    }
+
+    /// "4 December 2026".
+    pub fn date(&self, t: chrono::DateTime<chrono::Utc>) -> String {
+        t.with_timezone(&self.tz).format("%-d %B %Y").to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,34 +135,5 @@ mod tests {
             "{delete}"
         );
         assert!(!delete.contains("billing email"), "{delete}");
-    }
-}
-
-/// A venue as the report page and the emails present it: its name, and times in its own zone
-/// (the schedule's when the venue is no longer configured).
-pub struct VenueWords {
-    pub name: String,
-    pub tz: chrono_tz::Tz,
-}
-
-impl VenueWords {
-    pub fn of(config: &crate::config::Config, venue_id: i64) -> VenueWords {
-        let venue = config.venue(venue_id);
-        VenueWords {
-            name: venue.map_or_else(|| format!("Venue {venue_id}"), |v| v.name.clone()),
-            tz: venue.map_or(config.schedule.timezone, |v| v.timezone),
-        }
-    }
-
-    /// "4 December 2026, 03:00 GMT".
-    pub fn time(&self, t: chrono::DateTime<chrono::Utc>) -> String {
-        t.with_timezone(&self.tz)
-            .format("%-d %B %Y, %H:%M %Z")
-            .to_string()
-    }
-
-    /// "4 December 2026".
-    pub fn date(&self, t: chrono::DateTime<chrono::Utc>) -> String {
-        t.with_timezone(&self.tz).format("%-d %B %Y").to_string()
     }
 }

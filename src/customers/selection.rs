@@ -430,11 +430,15 @@ pub async fn count_by_venue<'a>(db: &Db, scopes: &[Scope<'a>]) -> Result<HashMap
     count_by_venue_of(db, scopes, true).await
 }
 
+/// What venues must share to be counted in one statement: the cutoff, and the start of every
+/// hold's period (`None` for a hold without one).
+type SharedBounds = (DateTime<Utc>, Vec<Option<DateTime<Utc>>>);
+
 /// `scopes` grouped so that venues sharing the cutoff and every hold's period start share a
 /// statement.
 fn sharing_a_statement<'s, 'a>(
     scopes: &'s [Scope<'a>],
-) -> BTreeMap<(DateTime<Utc>, Vec<Option<DateTime<Utc>>>), Vec<&'s Scope<'a>>> {
+) -> BTreeMap<SharedBounds, Vec<&'s Scope<'a>>> {
     let mut groups: BTreeMap<_, Vec<&Scope<'a>>> = BTreeMap::new();
     for scope in scopes {
         let since = (0..scope.schema.holds.len())
