@@ -50,7 +50,7 @@ pub async fn revoke(db: &Db, token: &str) -> Result<()> {
     store::tokens::delete(db, &token_hash(token)).await
 }
 
-/// What a presented token leads to. One is made a request and dropped with it, so its size
+/// What a presented token leads to. One is made per request and dropped with it, so its size
 /// does not matter and the report is not boxed.
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)]

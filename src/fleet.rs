@@ -338,7 +338,7 @@ enum Turn {
     Spawned(tokio::task::JoinHandle<(VenueOutcome, u32)>),
 }
 
-/// How one try of a venue's cycle ended. One is made a try and consumed at once, so its size
+/// How one try of a venue's cycle ended. One is made per try and consumed at once, so its size
 /// does not matter and the cycle's result is not boxed.
 #[allow(clippy::large_enum_variant)]
 enum Try {
